@@ -1,0 +1,59 @@
+"""The ``sandbox`` command: ``serve`` and ``plugins``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from .config import ConfigError, load_config
+from .log import configure_logging
+from .plugins import PluginLoadError, make_plugin_manager, plugin_info
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    config = load_config(args.config)
+    if args.host is not None:
+        config.server.host = args.host
+    if args.port is not None:
+        config.server.port = args.port
+    if args.workspace is not None:
+        config.server.workspace = args.workspace
+    if args.transport:
+        config.server.transports = args.transport
+    configure_logging(config.server.log_level)
+    asyncio.run(serve(config))
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    pm = make_plugin_manager()
+    for info in plugin_info(pm):
+        print(f"{info.name:12} {info.distribution} {info.version}  ({info.module})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sandbox", description="Sandbox runtime server and tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run the server")
+    p_serve.add_argument("--config", help="TOML config file (default: $SANDBOX_CONFIG, else ./sandbox.toml)")
+    p_serve.add_argument("--host")
+    p_serve.add_argument("--port", type=int)
+    p_serve.add_argument("--workspace")
+    p_serve.add_argument("--transport", action="append", help="enable this transport (repeatable)")
+    p_serve.set_defaults(func=cmd_serve)
+    p_plugins = sub.add_parser("plugins", help="list the installed plugins")
+    p_plugins.set_defaults(func=cmd_plugins)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, PluginLoadError) as exc:
+        print(f"sandbox: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

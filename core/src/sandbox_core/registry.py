@@ -1,0 +1,257 @@
+"""The service registry: named services, their operations, typed parameters and calls.
+
+A service is a plain class whose public operations are async methods (or async generator
+methods for streams) marked with :func:`operation`. Parameters are typed; the registry
+builds one msgspec struct per operation (camelCase on the wire) to decode and validate them,
+so every transport gets the same validation and the same error naming the bad field.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Mapping
+
+import msgspec
+import structlog
+
+from .errors import SandboxError, not_found, validation_error
+
+log = structlog.get_logger("sandbox.registry")
+
+_OP_ATTR = "__sandbox_operation__"
+
+
+def operation(func: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+    """Mark an async method (or async generator method, for streams) as a service operation."""
+
+    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
+        if not (inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)):
+            raise TypeError(f"operation {f.__qualname__} must be async")
+        setattr(f, _OP_ATTR, name or f.__name__)
+        return f
+
+    return mark(func) if func is not None else mark
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What a plugin registers: a name, a factory taking a ServiceContext, optional settings type."""
+
+    name: str
+    factory: Callable[["ServiceContext"], Any]
+    settings: type[msgspec.Struct] | None = None
+    description: str = ""
+
+
+@dataclass
+class ServiceContext:
+    """What a service gets at construction: its settings, the workspace and the registry."""
+
+    name: str
+    settings: Any
+    workspace: str
+    registry: "ServiceRegistry"
+    log: Any = field(default=None)
+
+
+@dataclass(frozen=True)
+class Operation:
+    service: str
+    name: str
+    func: Callable[..., Any]
+    params: type[msgspec.Struct]
+    streaming: bool
+    param_names: tuple[str, ...]
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.service}.{self.name}"
+
+
+_AT_FIELD = re.compile(r"at `\$\.?([^`]*)`")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+
+
+def validation_from_msgspec(exc: Exception, what: str = "request body") -> SandboxError:
+    """Turn a msgspec decode/validation error into VALIDATION_FAILED naming the field."""
+    text = str(exc)
+    fieldname: str | None = None
+    for pattern in (_MISSING_FIELD, _UNKNOWN_FIELD, _AT_FIELD):
+        m = pattern.search(text)
+        if m and m.group(1):
+            fieldname = m.group(1)
+            break
+    if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
+        return validation_error(f"Invalid JSON in {what}: {text}")
+    if fieldname:
+        return validation_error(f"Invalid field '{fieldname}' in {what}: {text}", fieldname)
+    return validation_error(f"Invalid {what}: {text}")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _build_params(service: str, func: Callable[..., Any]) -> tuple[type[msgspec.Struct], tuple[str, ...]]:
+    hints = typing.get_type_hints(func)
+    fields: list[tuple[Any, ...]] = []
+    names: list[str] = []
+    for pname, param in inspect.signature(func).parameters.items():
+        if pname == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        ptype = hints.get(pname, Any)
+        names.append(pname)
+        if param.default is inspect.Parameter.empty:
+            fields.append((pname, ptype))
+        else:
+            fields.append((pname, ptype, param.default))
+    struct = msgspec.defstruct(
+        f"{service}.{func.__name__}.params",
+        fields,
+        kw_only=True,
+        rename=_camel,
+        forbid_unknown_fields=False,
+    )
+    return struct, tuple(names)
+
+
+class ServiceRegistry:
+    """Holds the running services and dispatches operation calls to them."""
+
+    def __init__(self, specs: Mapping[str, ServiceSpec], *, settings: Mapping[str, Any],
+                 workspace: str, hooks: Any = None) -> None:
+        self.specs = dict(specs)
+        self.workspace = workspace
+        self._settings = dict(settings)
+        self._hooks = hooks
+        self._services: dict[str, Any] = {}
+        self._ops: dict[tuple[str, str], Operation] = {}
+        self._started = False
+
+    # lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for name, spec in self.specs.items():
+            settings = self._settings.get(name)
+            if settings is None and spec.settings is not None:
+                settings = spec.settings()
+            ctx = ServiceContext(name, settings, self.workspace, self, structlog.get_logger(f"sandbox.{name}"))
+            self._services[name] = spec.factory(ctx)
+        for name, service in self._services.items():
+            start = getattr(service, "start", None)
+            if start is not None:
+                await start()
+            self._index(name, service)
+        self._started = True
+
+    async def aclose(self) -> None:
+        for name, service in reversed(list(self._services.items())):
+            close = getattr(service, "aclose", None)
+            if close is None:
+                continue
+            try:
+                await close()
+            except Exception:
+                log.exception("service.close_failed", service=name)
+        self._services.clear()
+        self._ops.clear()
+
+    def _index(self, name: str, service: Any) -> None:
+        for attr in dir(type(service)):
+            func = getattr(type(service), attr, None)
+            opname = getattr(func, _OP_ATTR, None)
+            if opname is None:
+                continue
+            params, names = _build_params(name, func)
+            self._ops[(name, opname)] = Operation(
+                name, opname, getattr(service, attr), params, inspect.isasyncgenfunction(func), names
+            )
+
+    # lookup --------------------------------------------------------------------------------
+
+    def get(self, name: str) -> Any:
+        try:
+            return self._services[name]
+        except KeyError:
+            raise not_found(f"Unknown service '{name}'", service=name) from None
+
+    def has(self, name: str) -> bool:
+        return name in self._services
+
+    def operation(self, service: str, name: str) -> Operation:
+        op = self._ops.get((service, name))
+        if op is None:
+            self.get(service)
+            raise not_found(f"Unknown operation '{name}' of service '{service}'", service=service, operation=name)
+        return op
+
+    def operations(self) -> list[Operation]:
+        return list(self._ops.values())
+
+    # calls ---------------------------------------------------------------------------------
+
+    def decode(self, op: Operation, raw: bytes | Mapping[str, Any] | None) -> msgspec.Struct:
+        """Decode JSON bytes or a mapping into the operation's parameter struct."""
+        try:
+            if raw is None or raw == b"":
+                return msgspec.convert({}, op.params)
+            if isinstance(raw, (bytes, bytearray, memoryview)):
+                return msgspec.json.decode(raw, type=op.params)
+            return msgspec.convert(raw, op.params)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise validation_from_msgspec(exc) from None
+
+    def kwargs(self, op: Operation, params: msgspec.Struct) -> dict[str, Any]:
+        return {name: getattr(params, name) for name in op.param_names}
+
+    def map_exception(self, exc: BaseException, op: Operation | str) -> SandboxError:
+        """The SandboxError for any exception a service raised (INTERNAL_ERROR when unmapped)."""
+        if isinstance(exc, SandboxError):
+            return exc
+        opname = op.qualname if isinstance(op, Operation) else op
+        if self._hooks is not None:
+            mapped = self._hooks.map_exception(exc, opname)
+            if isinstance(mapped, SandboxError):
+                return mapped
+        log.error("call.failed", operation=opname, error=repr(exc), exc_info=exc)
+        return SandboxError("INTERNAL_ERROR", f"Internal error in {opname}: {type(exc).__name__}",
+                            {"operation": opname})
+
+    async def call(self, service: str, name: str, params: Mapping[str, Any] | msgspec.Struct | bytes | None = None) -> Any:
+        """Call a unary operation with validated parameters; raises SandboxError only."""
+        op = self.operation(service, name)
+        if op.streaming:
+            raise validation_error(f"Operation {op.qualname} is a stream", "operation")
+        struct = params if isinstance(params, op.params) else self.decode(op, params)  # type: ignore[arg-type]
+        try:
+            return await op.func(**self.kwargs(op, struct))
+        except SandboxError:
+            raise
+        except Exception as exc:
+            raise self.map_exception(exc, op) from exc
+
+    def stream(self, service: str, name: str, params: Mapping[str, Any] | msgspec.Struct | bytes | None = None) -> AsyncIterator[Any]:
+        """Open a streaming operation; iterating yields its events; errors are SandboxError."""
+        op = self.operation(service, name)
+        struct = params if isinstance(params, op.params) else self.decode(op, params)  # type: ignore[arg-type]
+        if not op.streaming:
+            raise validation_error(f"Operation {op.qualname} is not a stream", "operation")
+        return self._guard(op, op.func(**self.kwargs(op, struct)))
+
+    async def _guard(self, op: Operation, agen: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        try:
+            async for event in agen:
+                yield event
+        except SandboxError:
+            raise
+        except Exception as exc:
+            raise self.map_exception(exc, op) from exc
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                await aclose()

@@ -1,0 +1,168 @@
+"""The server runner: one hypercorn server with every enabled transport on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import msgspec
+import structlog
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config as HypercornConfig
+
+from .config import Config, ConfigError, enabled_transports, service_settings, transport_settings
+from .errors import not_found
+from .plugins import Hooks, make_plugin_manager
+from .registry import ServiceRegistry
+from .transport import ServerContext, ServerMount
+
+log = structlog.get_logger("sandbox.server")
+
+
+def _json_response(status: int, body: bytes) -> list[dict[str, Any]]:
+    return [
+        {"type": "http.response.start", "status": status,
+         "headers": [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*")]},
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+class Dispatcher:
+    """The ASGI app hypercorn runs: hands each request to the transport that serves its path."""
+
+    def __init__(self, mounts: dict[str, ServerMount]) -> None:
+        self.exact: dict[tuple[str, str], Callable[..., Any]] = {}
+        self.prefixes: list[tuple[str, Callable[..., Any]]] = []
+        self.catch_all: Callable[..., Any] | None = None
+        for name, mount in mounts.items():
+            for path in mount.http_paths:
+                if path.endswith("/"):
+                    self.prefixes.append((path, mount.app))
+                else:
+                    self.exact[("http", path)] = mount.app
+            for path in mount.websocket_paths:
+                self.exact[("websocket", path)] = mount.app
+            if mount.catch_all:
+                self.catch_all = mount.app
+        self.prefixes.sort(key=lambda item: -len(item[0]))
+
+    def route(self, kind: str, path: str) -> Callable[..., Any] | None:
+        app = self.exact.get((kind, path))
+        if app is not None:
+            return app
+        if kind == "http":
+            for prefix, papp in self.prefixes:
+                if path.startswith(prefix):
+                    return papp
+            return self.catch_all
+        return None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        app = self.route(kind, scope.get("path", ""))
+        if app is not None:
+            await app(scope, receive, send)
+            return
+        if kind == "websocket":
+            await send({"type": "websocket.close", "code": 4404})
+            return
+        err = not_found(path=scope.get("path", ""), method=scope.get("method", ""))
+        for message in _json_response(404, msgspec.json.encode(err.to_body())):
+            await send(message)
+
+
+@dataclass
+class Runtime:
+    """Everything a running server holds; built by :func:`build_runtime`."""
+
+    config: Config
+    registry: ServiceRegistry
+    app: Dispatcher
+    transports: list[str]
+
+
+async def build_runtime(config: Config, pm: Any = None) -> Runtime:
+    """Load plugins, validate every table of the config, start the services, build the app."""
+    pm = pm or make_plugin_manager()
+    hooks = Hooks(pm)
+    service_specs = hooks.services()
+    transport_specs = hooks.transports()
+    names = enabled_transports(config, transport_specs)
+    settings = {name: transport_settings(config, transport_specs[name]) for name in names}
+    for name in config.transports:
+        if name not in transport_specs:
+            raise ConfigError(f"[transports.{name}]: unknown transport {name!r}; installed: {sorted(transport_specs)}")
+    registry = ServiceRegistry(
+        service_specs, settings=service_settings(config, service_specs), workspace=config.workspace(), hooks=hooks
+    )
+    await registry.start()
+    mounts: dict[str, ServerMount] = {}
+    try:
+        for name in names:
+            spec = transport_specs[name]
+            if spec.server is None:
+                    raise ConfigError(f"server.transports: transport {name!r} has no server side")
+            mounts[name] = spec.server(ServerContext(registry, settings[name], config))
+    except BaseException:
+        await registry.aclose()
+        raise
+    return Runtime(config, registry, Dispatcher(mounts), names)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(config: Config, *, shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+                on_started: Callable[[str], None] | None = None, pm: Any = None) -> None:
+    """Serve until ``shutdown_trigger`` completes (default: SIGTERM or SIGINT), then stop cleanly."""
+    runtime = await build_runtime(config, pm)
+    try:
+        sock = bind_socket(config.server.host, config.server.port)
+    except OSError as exc:
+        await runtime.registry.aclose()
+        raise SystemExit(f"cannot bind {config.server.host}:{config.server.port}: {exc}") from None
+    host, port = sock.getsockname()[:2]
+    url = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
+    hconfig = HypercornConfig()
+    hconfig.bind = [f"fd://{sock.fileno()}"]
+    hconfig.accesslog = None
+    hconfig.graceful_timeout = config.server.shutdown_timeout
+    hconfig.keep_alive_timeout = 75
+    hconfig.include_server_header = False
+    hconfig.websocket_max_message_size = 64 * 1024 * 1024
+
+    stop = asyncio.Event()
+    if shutdown_trigger is None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        shutdown_trigger = stop.wait
+    log.info("server.started", url=url, transports=runtime.transports, workspace=runtime.registry.workspace,
+             config=config.source)
+    if on_started is not None:
+        on_started(url)
+    try:
+        await hypercorn_serve(runtime.app, hconfig, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+    finally:
+        log.info("server.stopping")
+        await runtime.registry.aclose()
+        sock.close()
+        log.info("server.stopped")

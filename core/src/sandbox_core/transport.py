@@ -1,0 +1,74 @@
+"""What a transport plugin registers: its server side (an ASGI app and the paths it serves)
+and its client side (a :class:`ClientTransport` the ``Sandbox`` facade drives)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Mapping, Protocol
+
+import msgspec
+
+from .registry import ServiceRegistry
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    """Given to a transport's server factory."""
+
+    registry: ServiceRegistry
+    settings: Any
+    config: Any
+
+
+@dataclass(frozen=True)
+class ServerMount:
+    """A transport's server side: an ASGI app and the paths it answers.
+
+    ``http_paths`` are exact paths or prefixes ending in ``/``; ``catch_all`` takes every
+    http request no other transport claims; ``websocket_paths`` are exact paths.
+    """
+
+    app: Callable[..., Any]
+    http_paths: tuple[str, ...] = ()
+    websocket_paths: tuple[str, ...] = ()
+    catch_all: bool = False
+
+
+@dataclass(frozen=True)
+class ClientContext:
+    """Given to a transport's client factory."""
+
+    url: str
+    settings: Any
+    timeout: float
+
+
+class ClientTransport(Protocol):
+    """The client side of a transport, as the ``Sandbox`` facade uses it.
+
+    Operations are named by service and operation with camelCase parameters, exactly as the
+    registry names them; the transport maps them to its wire (routes, frames, rpc calls).
+    """
+
+    async def call(self, service: str, operation: str, params: Mapping[str, Any]) -> Any:
+        """Run a unary operation and return its decoded result; raise SandboxError on failure."""
+        ...
+
+    def stream(self, service: str, operation: str, params: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Run a streaming operation and yield its events as dicts."""
+        ...
+
+    async def aclose(self) -> None:
+        ...
+
+
+@dataclass(frozen=True)
+class TransportSpec:
+    """What a plugin registers for a transport."""
+
+    name: str
+    server: Callable[[ServerContext], ServerMount] | None = None
+    client: Callable[[ClientContext], ClientTransport] | None = None
+    settings: type[msgspec.Struct] | None = None
+    description: str = ""
+    default_client_scheme: str = field(default="http")

@@ -1,0 +1,1 @@
+"""sandbox-transport-http: the contract's REST + SSE routes, server and client."""

@@ -1,0 +1,104 @@
+"""The contract's routes and how each maps to a service operation, used by server and client.
+
+A route names the operation it calls; path segments ``{x}`` and query keys become
+parameters; ``wrap`` shapes a result into the route's success body where the contract's
+shape is not simply the result, and ``unwrap`` reverses it on the client side. Any operation
+without a contract route is reachable at ``POST /api/{service}/{operation}`` (see
+:data:`GENERIC_PREFIX`), answering ``{"success": true, "result": ..., "timestamp": ...}``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sandbox_core.errors import now_iso
+
+GENERIC_PREFIX = "/api/"
+
+
+def _data_list(key: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """A result ``{key: [...]}`` sent as ``{"data": [...]}`` (the contract's session list)."""
+
+    def wrap(result: Any) -> Any:
+        return {"success": True, "data": result[key], "timestamp": result.get("timestamp") or now_iso()}
+
+    def unwrap(body: Any) -> Any:
+        return {**body, key: body.get("data", [])}
+
+    return wrap, unwrap
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    service: str
+    operation: str
+    stream: bool = False
+    #: take the session id from Authorization/X-Session-Id/?session= when the body has none
+    session_fallback: bool = False
+    query: tuple[str, ...] = ()
+    wrap: Callable[[Any], Any] | None = None
+    unwrap: Callable[[Any], Any] | None = None
+    pattern: re.Pattern[str] | None = field(default=None, compare=False)
+
+    @property
+    def path_params(self) -> tuple[str, ...]:
+        return tuple(re.findall(r"{(\w+)}", self.path))
+
+    def format_path(self, params: dict[str, Any]) -> str:
+        path = self.path
+        for name in self.path_params:
+            path = path.replace("{" + name + "}", str(params.pop(name)))
+        return path
+
+
+_session_list = _data_list("sessions")
+
+ROUTES: list[Route] = [
+    Route("POST", "/api/execute", "commands", "execute", session_fallback=True),
+    Route("POST", "/api/execute/stream", "commands", "execute_stream", stream=True, session_fallback=True),
+    Route("POST", "/api/session/create", "sessions", "create"),
+    Route("GET", "/api/session/list", "sessions", "list", wrap=_session_list[0], unwrap=_session_list[1]),
+    Route("POST", "/api/session/delete", "sessions", "delete"),
+    Route("GET", "/api/ping", "utils", "ping"),
+    Route("GET", "/api/version", "utils", "version"),
+]
+
+
+class RouteTable:
+    """Route lookup by (method, path) for the server and by operation for the client."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.exact: dict[tuple[str, str], Route] = {}
+        self.patterns: list[tuple[str, re.Pattern[str], Route]] = []
+        self.paths: set[str] = set()
+        self.by_operation: dict[tuple[str, str], Route] = {}
+        for route in routes:
+            self.by_operation.setdefault((route.service, route.operation), route)
+            if route.path_params:
+                regex = re.compile("^" + re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", route.path) + "$")
+                self.patterns.append((route.method, regex, route))
+            else:
+                self.exact[(route.method, route.path)] = route
+                self.paths.add(route.path)
+
+    def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
+        """(route, path params, whether the path exists with another method)."""
+        route = self.exact.get((method, path))
+        if route is not None:
+            return route, {}, True
+        known = path in self.paths
+        for rmethod, regex, candidate in self.patterns:
+            m = regex.match(path)
+            if m is None:
+                continue
+            if rmethod == method:
+                return candidate, m.groupdict(), True
+            known = True
+        return None, {}, known
+
+
+TABLE = RouteTable(ROUTES)

@@ -1,0 +1,207 @@
+"""The http transport's server side: an ASGI app mapping the contract's routes to operations.
+
+It holds no business logic: it decodes the request into the operation's parameters (a bad
+body is 400 VALIDATION_FAILED naming the field), calls the registry, and encodes the result,
+an SSE stream, or the contract's error body. Every response carries the CORS headers once;
+OPTIONS is answered for any path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+import msgspec
+import structlog
+from sandbox_core.errors import SandboxError, not_found, now_iso
+from sandbox_core.registry import Operation, ServiceRegistry
+from sandbox_core.sse import encode_event
+from sandbox_core.transport import ServerContext, ServerMount
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from .routes import GENERIC_PREFIX, TABLE, Route
+from .settings import HttpSettings
+
+log = structlog.get_logger("sandbox.http")
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Session-Id, X-Sandbox-Id, X-Trace-Id, traceparent",
+    "Access-Control-Max-Age": "86400",
+}
+JSON_HEADERS = {"Access-Control-Allow-Origin": "*"}
+SSE_HEADERS = {"Access-Control-Allow-Origin": "*", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(body), status, headers=JSON_HEADERS, media_type="application/json")
+
+
+def error_response(err: SandboxError, operation: str | None = None) -> Response:
+    if operation and not err.operation:
+        err.operation = operation
+    return json_response(err.to_body(), err.status)
+
+
+def header_session_id(request: Request) -> str | None:
+    """The session id from the request's headers or query, as the contract's router reads it."""
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer ") and auth[7:].strip():
+        return auth[7:].strip()
+    return (request.headers.get("x-session-id") or request.query_params.get("session")
+            or request.query_params.get("sessionId"))
+
+
+class HttpApp:
+    def __init__(self, registry: ServiceRegistry, settings: HttpSettings) -> None:
+        self.registry = registry
+        self.settings = settings
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        try:
+            response = await self.dispatch(request)
+        except SandboxError as err:
+            response = error_response(err)
+        except Exception as exc:  # a bug of ours: log it, answer without a stack trace
+            log.error("request.failed", path=scope.get("path"), error=repr(exc), exc_info=exc)
+            response = error_response(SandboxError("INTERNAL_ERROR", "Internal server error"))
+        await response(scope, receive, send)
+
+    async def dispatch(self, request: Request) -> Response:
+        method = request.method
+        path = request.url.path
+        if method == "OPTIONS":
+            return Response(status_code=204, headers=CORS_HEADERS)
+        if method == "GET" and path == "/":
+            return Response("sandbox runtime: see /api/ping", headers=JSON_HEADERS, media_type="text/plain")
+        route, path_params, known = TABLE.match(method, path)
+        if route is not None:
+            return await self.contract_route(request, route, path_params)
+        if known:
+            return error_response(SandboxError("METHOD_NOT_ALLOWED", f"Method {method} is not allowed on {path}",
+                                               {"method": method, "path": path}, status=405))
+        if method == "POST" and path.startswith(GENERIC_PREFIX):
+            parts = path[len(GENERIC_PREFIX):].split("/")
+            if len(parts) == 2 and all(parts) and self.registry.has(parts[0]):
+                return await self.generic_route(request, parts[0], parts[1])
+        return error_response(not_found(path=path, method=method))
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise SandboxError("VALIDATION_FAILED", f"Request body exceeds {limit} bytes", {"limit": limit}, status=413)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise SandboxError("VALIDATION_FAILED", f"Request body exceeds {limit} bytes", {"limit": limit},
+                                   status=413)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def params(self, request: Request, op: Operation, route: Route | None,
+                     path_params: dict[str, str]) -> msgspec.Struct:
+        if request.method in ("POST", "PUT"):
+            body = await self.read_body(request)
+            if not body.strip():
+                body = b"{}"
+            params = self.registry.decode(op, body)
+            if path_params or (route and route.query):
+                raw = msgspec.structs.asdict(params)
+                raw.update(path_params)
+                params = self.registry.decode(op, msgspec.to_builtins(raw))
+        else:
+            raw: dict[str, Any] = dict(path_params)
+            if route is not None:
+                for key in route.query:
+                    if key in request.query_params:
+                        raw[key] = request.query_params[key]
+            params = self.registry.decode(op, raw)
+        if route is not None and route.session_fallback and getattr(params, "session_id", None) is None:
+            sid = header_session_id(request)
+            if sid is not None:
+                params.session_id = sid  # type: ignore[attr-defined]
+        return params
+
+    async def contract_route(self, request: Request, route: Route, path_params: dict[str, str]) -> Response:
+        op = self.registry.operation(route.service, route.operation)
+        try:
+            params = await self.params(request, op, route, path_params)
+            if route.stream:
+                return await self.stream_response(op, params)
+            result = await self.registry.call(route.service, route.operation, params)
+        except SandboxError as err:
+            return error_response(err, op.qualname)
+        if route.wrap is not None:
+            result = route.wrap(result)
+        return json_response(result)
+
+    async def generic_route(self, request: Request, service: str, name: str) -> Response:
+        try:
+            op = self.registry.operation(service, name)
+            params = await self.params(request, op, None, {})
+            if op.streaming:
+                return await self.stream_response(op, params)
+            result = await self.registry.call(service, name, params)
+        except SandboxError as err:
+            return error_response(err, f"{service}.{name}")
+        return json_response({"success": True, "result": result, "timestamp": now_iso()})
+
+    async def stream_response(self, op: Operation, params: msgspec.Struct) -> Response:
+        """SSE: the first event is awaited before answering, so a failure to start is a JSON error."""
+        events = self.registry.stream(op.service, op.name, params)
+        try:
+            first = await events.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise
+        return StreamingResponse(self.sse(events, first), headers=SSE_HEADERS, media_type="text/event-stream")
+
+    async def sse(self, events: AsyncIterator[Any], first: Any) -> AsyncIterator[bytes]:
+        heartbeat = self.settings.sse_heartbeat_s
+        nxt: asyncio.Future[Any] | None = None
+        try:
+            if first is not None:
+                yield encode_event(first)
+            while True:
+                if nxt is None:
+                    nxt = asyncio.ensure_future(events.__anext__())
+                done, _ = await asyncio.wait({nxt}, timeout=heartbeat)
+                if not done:
+                    yield b": keep-alive\n\n"
+                    continue
+                try:
+                    event = nxt.result()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    if done:
+                        nxt = None
+                yield encode_event(event)
+        except SandboxError as err:
+            yield encode_event({"type": "error", "error": err.message, "code": err.code, "timestamp": now_iso()})
+        finally:
+            if nxt is not None and not nxt.done():
+                nxt.cancel()
+                try:
+                    await nxt
+                except BaseException:
+                    pass
+            await events.aclose()  # type: ignore[attr-defined]
+
+
+def make_server(ctx: ServerContext) -> ServerMount:
+    settings = ctx.settings if ctx.settings is not None else HttpSettings()
+    return ServerMount(app=HttpApp(ctx.registry, settings), http_paths=("/api/",), catch_all=True)
+

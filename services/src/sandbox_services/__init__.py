@@ -1,0 +1,1 @@
+"""sandbox-services: the services of the sandbox runtime."""

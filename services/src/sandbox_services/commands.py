@@ -1,0 +1,99 @@
+"""Commands: run a command in a session, whole (``execute``) or as a stream of events."""
+
+from __future__ import annotations
+
+import codecs
+import time
+from typing import Annotated, AsyncIterator, Literal
+
+from msgspec import Meta
+from sandbox_core.errors import SandboxError, now_iso
+from sandbox_core.models import (
+    AnyExecEvent,
+    CompleteEvent,
+    ExecResult,
+    GapEvent,
+    StartEvent,
+    StderrEvent,
+    StdoutEvent,
+)
+from sandbox_core.registry import ServiceContext, operation
+
+from .output import Gap
+from .sessions import DISABLE_SESSION, SessionsService, check_env, check_session_id
+
+PositiveMs = Annotated[int, Meta(gt=0)]
+Env = dict[str, str | None]
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _strip_one_newline(text: str) -> str:
+    return text[:-1] if text.endswith("\n") else text
+
+
+class CommandsService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.registry = ctx.registry
+
+    @property
+    def sessions(self) -> SessionsService:
+        return self.registry.get("sessions")  # type: ignore[no-any-return]
+
+    @operation
+    async def execute(self, command: str, session_id: str | None = None, timeout_ms: PositiveMs | None = None,
+                      env: Env | None = None, cwd: str | None = None,
+                      origin: Literal["user", "internal"] = "user") -> ExecResult:
+        """Run ``command`` in the session's shell and return its exit code and output."""
+        sid = check_session_id(session_id)
+        check_env(env)
+        started = time.perf_counter()
+        if sid == DISABLE_SESSION:
+            code, out, err = await self.sessions.run_sessionless(command, env=env, cwd=cwd, timeout_ms=timeout_ms)
+            stdout, stderr = _text(out), _text(err)
+        else:
+            code, out, err = await self.sessions.run(sid, command, env=env, cwd=cwd, timeout_ms=timeout_ms)
+            stdout, stderr = _strip_one_newline(_text(out)), _strip_one_newline(_text(err))
+        return ExecResult(
+            success=code == 0, exit_code=code, stdout=stdout, stderr=stderr, command=command,
+            duration=round((time.perf_counter() - started) * 1000, 3), timestamp=now_iso(),
+            session_id=session_id,
+        )
+
+    @operation
+    async def execute_stream(self, command: str, session_id: str | None = None,
+                             timeout_ms: PositiveMs | None = None, env: Env | None = None,
+                             cwd: str | None = None, origin: Literal["user", "internal"] = "user",
+                             ) -> AsyncIterator[AnyExecEvent]:
+        """Run ``command`` from the session's state in the background and yield its events live."""
+        sid = check_session_id(session_id)
+        check_env(env)
+        if not command.strip():
+            raise SandboxError("INVALID_COMMAND", "Command must not be empty", {"command": command})
+        timeout = self.sessions.timeout_for(None, timeout_ms)
+        job = await self.sessions.launch(sid, command, env=env, cwd=cwd, timeout_ms=timeout)
+        reader = job.ring.reader(0, blocking=True)
+        decoders = {
+            "stdout": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+            "stderr": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+        }
+        try:
+            yield StartEvent(command=command, timestamp=now_iso(), session_id=session_id, pid=job.pid)
+            async for item in reader:
+                if isinstance(item, Gap):
+                    yield GapEvent(timestamp=now_iso(), start=item.start, end=item.end)
+                    continue
+                text = decoders[item.kind].decode(item.data)
+                if text:
+                    event = StdoutEvent if item.kind == "stdout" else StderrEvent
+                    yield event(timestamp=now_iso(), data=text)
+            for kind, decoder in decoders.items():
+                tail = decoder.decode(b"", final=True)
+                if tail:
+                    yield (StdoutEvent if kind == "stdout" else StderrEvent)(timestamp=now_iso(), data=tail)
+            code = await job.wait()
+            yield CompleteEvent(timestamp=now_iso(), exit_code=code)
+        finally:
+            reader.close()

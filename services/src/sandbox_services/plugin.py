@@ -1,0 +1,19 @@
+"""Registers the services with the host."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sandbox_core.hookspecs import hookimpl
+from sandbox_core.registry import ServiceSpec
+
+from .commands import CommandsService
+from .sessions import SessionSettings, SessionsService
+from .utils import UtilsService
+
+
+@hookimpl
+def sandbox_register_services(register: Callable[[ServiceSpec], None]) -> None:
+    register(ServiceSpec("sessions", SessionsService, SessionSettings, "persistent shell sessions"))
+    register(ServiceSpec("commands", CommandsService, None, "run commands, whole or streamed"))
+    register(ServiceSpec("utils", UtilsService, None, "ping and version"))

@@ -1,0 +1,400 @@
+"""Sessions: one persistent shell each, created lazily, isolated from one another.
+
+Operations: ``create``, ``delete``, ``list``. Other services run commands through
+:meth:`SessionsService.run` (foreground, under the session's lock) and
+:meth:`SessionsService.launch` (a job started from the session's state; the lock is held
+only until it has a pid). The id ``__DISABLE_SESSION__`` runs each command in a fresh
+``bash -c`` instead (sessionless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Mapping
+
+import msgspec
+from msgspec import Meta
+from sandbox_core.errors import SandboxError, now_iso, validation_error
+from sandbox_core.models import SessionCreated, SessionInfo
+from sandbox_core.registry import ServiceContext, operation
+
+from .jobs import Job
+from .shell import Shell, ShellExited
+
+DISABLE_SESSION = "__DISABLE_SESSION__"
+DEFAULT_SESSION = "default"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PositiveMs = Annotated[int, Meta(gt=0)]
+
+
+class SessionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[services.sessions]``"""
+
+    command_timeout_ms: PositiveMs | None = None  # default foreground timeout (else COMMAND_TIMEOUT_MS)
+    kill_grace_ms: Annotated[int, Meta(ge=0)] = 2000  # TERM to KILL when a command is stopped
+    max_output_bytes: Annotated[int, Meta(gt=0)] = 64 * 1024 * 1024  # per stream of one foreground exec
+    output_ring_bytes: Annotated[int, Meta(gt=0)] = 1024 * 1024  # per streamed/background command
+    max_sessions: Annotated[int, Meta(gt=0)] = 1000
+
+
+def check_env(env: Mapping[str, str | None] | None) -> None:
+    for key in env or {}:
+        if not _ENV_NAME.match(key):
+            raise validation_error(f"Invalid environment variable name: {key}", f"env.{key}")
+
+
+def check_session_id(session_id: str | None, fieldname: str = "sessionId") -> str:
+    if session_id is None:
+        return DEFAULT_SESSION
+    if not session_id.strip():
+        raise validation_error("sessionId must not be empty or whitespace", fieldname)
+    if len(session_id) > 256 or "\x00" in session_id:
+        raise validation_error("sessionId must be at most 256 characters without NUL", fieldname)
+    return session_id
+
+
+@dataclass
+class Session:
+    id: str
+    cwd: str
+    env: dict[str, str]
+    command_timeout_ms: int | None
+    created_at: str = field(default_factory=now_iso)
+    shell: Shell | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    jobs: set[Job] = field(default_factory=set)
+    destroyed: bool = False
+
+    def info(self) -> SessionInfo:
+        return SessionInfo(id=self.id, cwd=self.cwd, env=self.env or None,
+                           command_timeout_ms=self.command_timeout_ms, created_at=self.created_at)
+
+
+class SessionsService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.settings: SessionSettings = ctx.settings
+        self.workspace = ctx.workspace
+        self.log = ctx.log
+        self.sessions: dict[str, Session] = {}
+        self.jobs: dict[int, Job] = {}
+        self._next_tag = 0
+        self._ctl_r = self._ctl_w = -1
+        self._ctl_buf = b""
+        self._fifo_dir = ""
+        default = self.settings.command_timeout_ms
+        if default is None and os.environ.get("COMMAND_TIMEOUT_MS", "").isdigit():
+            default = int(os.environ["COMMAND_TIMEOUT_MS"]) or None
+        self.default_timeout_ms = default
+        self.grace = self.settings.kill_grace_ms / 1000
+
+    async def start(self) -> None:
+        self._ctl_r, self._ctl_w = os.pipe()
+        os.set_blocking(self._ctl_r, False)
+        asyncio.get_running_loop().add_reader(self._ctl_r, self._read_ctl)
+        self._fifo_dir = tempfile.mkdtemp(prefix="sandbox-jobs-")
+
+    async def aclose(self) -> None:
+        for job in list(self.jobs.values()):
+            if job.pid is not None and not job.done:
+                await job.kill(grace=min(self.grace, 1.0))
+            job.close()
+        for session in list(self.sessions.values()):
+            await self._destroy(session, grace=min(self.grace, 1.0))
+        self.sessions.clear()
+        if self._ctl_r >= 0:
+            asyncio.get_running_loop().remove_reader(self._ctl_r)
+            os.close(self._ctl_r)
+            os.close(self._ctl_w)
+            self._ctl_r = self._ctl_w = -1
+        shutil.rmtree(self._fifo_dir, ignore_errors=True)
+
+    # control pipe --------------------------------------------------------------------------
+
+    def _read_ctl(self) -> None:
+        try:
+            data = os.read(self._ctl_r, 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            return
+        buf = self._ctl_buf + data
+        *lines, self._ctl_buf = buf.split(b"\n")
+        if len(self._ctl_buf) > 4096:
+            self._ctl_buf = b""  # not one of ours: nothing we write is this long
+        for line in lines:
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == b"x" and parts[1].isdigit():
+                job = self.jobs.get(int(parts[1]))
+                if job is not None:
+                    try:
+                        job.finish(int(parts[2]))
+                    except ValueError:
+                        job.finish(None)
+
+    def _on_job_pid_exit(self, job: Job) -> None:
+        self._read_ctl()  # the status report was written before the process exited
+        if job.done:
+            return
+        if job.killed:
+            if job._pidfd >= 0:  # Job.kill() finishes it with the signal it used
+                asyncio.get_running_loop().remove_reader(job._pidfd)
+            return
+        job.finish(None)
+
+    # sessions ------------------------------------------------------------------------------
+
+    def _new_session(self, session_id: str, *, cwd: str | None = None, env: Mapping[str, str] | None = None,
+                     command_timeout_ms: int | None = None) -> Session:
+        if len(self.sessions) >= self.settings.max_sessions:
+            raise SandboxError("RESOURCE_BUSY", f"Too many sessions (limit {self.settings.max_sessions})",
+                               {"limit": self.settings.max_sessions})
+        session = Session(session_id, cwd or self.workspace, dict(env or {}), command_timeout_ms)
+        self.sessions[session_id] = session
+        return session
+
+    def get_or_create(self, session_id: str) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            session = self._new_session(session_id)
+        return session
+
+    async def _shell(self, session: Session) -> Shell:
+        """The session's live shell, starting a fresh one if it has none or it died."""
+        shell = session.shell
+        if shell is not None and shell.alive:
+            return shell
+        cwd = session.cwd
+        if not os.path.isdir(cwd):
+            cwd = self.workspace if os.path.isdir(self.workspace) else os.path.expanduser("~")
+        env = {**os.environ, **session.env, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        shell = Shell(cwd=cwd, env=env, ctl_fd=self._ctl_w, max_output=self.settings.max_output_bytes)
+        await shell.start()
+        session.shell = shell
+        self.log.debug("session.shell_started", session_id=session.id, pid=shell.pid)
+        return shell
+
+    def timeout_for(self, session: Session | None, timeout_ms: int | None) -> int | None:
+        if timeout_ms is not None:
+            return timeout_ms
+        if session is not None and session.command_timeout_ms is not None:
+            return session.command_timeout_ms
+        return self.default_timeout_ms
+
+    async def run(self, session_id: str, command: str, *, env: Mapping[str, str | None] | None = None,
+                  cwd: str | None = None, timeout_ms: int | None = None) -> tuple[int, bytes, bytes]:
+        """Run a foreground command in the session; raise on timeout or shell death."""
+        session = self.get_or_create(session_id)
+        timeout = self.timeout_for(session, timeout_ms)
+        async with session.lock:
+            if session.destroyed:
+                raise SandboxError("SESSION_DESTROYED", f"Session '{session_id}' was destroyed",
+                                   {"sessionId": session_id})
+            shell = await self._shell(session)
+            exclude = frozenset(j.pid for j in session.jobs if j.pid is not None)
+            try:
+                code, out, err, timed_out = await shell.run(
+                    command, env=env, cwd=cwd, timeout=timeout / 1000 if timeout else None,
+                    grace=self.grace, exclude=exclude)
+            except ShellExited as exc:
+                session.shell = None
+                if exc.destroyed or session.destroyed:
+                    raise SandboxError("SESSION_DESTROYED", f"Session '{session_id}' was destroyed",
+                                       {"sessionId": session_id}) from None
+                if exc.exit_code is None:  # we killed a stuck shell after a timeout
+                    raise self._timeout_error(session_id, command, timeout) from None
+                raise SandboxError(
+                    "SESSION_TERMINATED",
+                    f"Session '{session_id}' terminated: its shell exited with code {exc.exit_code}",
+                    {"sessionId": session_id, "exitCode": exc.exit_code},
+                ) from None
+        if timed_out:
+            raise self._timeout_error(session_id, command, timeout)
+        return code, out, err
+
+    @staticmethod
+    def _timeout_error(session_id: str, command: str, timeout: int | None) -> SandboxError:
+        return SandboxError("COMMAND_EXECUTION_ERROR", f"Command timeout after {timeout} ms",
+                            {"sessionId": session_id, "command": command, "timeoutMs": timeout})
+
+    # jobs ----------------------------------------------------------------------------------
+
+    def _new_job(self, command: str, session_id: str | None, ring_bytes: int | None) -> Job:
+        self._next_tag += 1
+        job = Job(self._next_tag, command, session_id=session_id,
+                  ring_bytes=ring_bytes or self.settings.output_ring_bytes)
+        self.jobs[job.tag] = job
+        job.on_done.append(self._job_done)
+        return job
+
+    def _job_done(self, job: Job) -> None:
+        self.jobs.pop(job.tag, None)
+        session = self.sessions.get(job.session_id or "")
+        if session is not None:
+            session.jobs.discard(job)
+
+    async def launch(self, session_id: str, command: str, *, env: Mapping[str, str | None] | None = None,
+                     cwd: str | None = None, timeout_ms: int | None = None,
+                     ring_bytes: int | None = None) -> Job:
+        """Start a job from the session's current state and return it once it has a pid."""
+        if session_id == DISABLE_SESSION:
+            return await self._spawn(command, env=env, cwd=cwd, timeout_ms=timeout_ms, ring_bytes=ring_bytes)
+        session = self.get_or_create(session_id)
+        job = self._new_job(command, session_id, ring_bytes)
+        fifo_out = os.path.join(self._fifo_dir, f"{job.tag}.out")
+        fifo_err = os.path.join(self._fifo_dir, f"{job.tag}.err")
+        fds: list[int] = []
+        try:
+            for path in (fifo_out, fifo_err):
+                os.mkfifo(path, 0o600)
+                fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+            async with session.lock:
+                if session.destroyed:
+                    raise SandboxError("SESSION_DESTROYED", f"Session '{session_id}' was destroyed",
+                                       {"sessionId": session_id})
+                shell = await self._shell(session)
+                try:
+                    job.pid = await shell.launch(command, fifo_out=fifo_out, fifo_err=fifo_err, tag=job.tag,
+                                                 env=env, cwd=cwd)
+                except ShellExited as exc:
+                    session.shell = None
+                    raise SandboxError("SESSION_TERMINATED", f"Session '{session_id}' terminated",
+                                       {"sessionId": session_id, "exitCode": exc.exit_code}) from None
+                session.jobs.add(job)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            self.jobs.pop(job.tag, None)
+            raise
+        finally:
+            for path in (fifo_out, fifo_err):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        job.attach(fds[0], fds[1])
+        job.watch_pid(self._on_job_pid_exit)
+        timeout = timeout_ms if timeout_ms is not None else None
+        if timeout:
+            job.set_timeout(timeout / 1000, self.grace)
+        return job
+
+    async def _spawn(self, command: str, *, env: Mapping[str, str | None] | None, cwd: str | None,
+                     timeout_ms: int | None, ring_bytes: int | None) -> Job:
+        """A sessionless job: a fresh ``bash -c`` in its own process group."""
+        job = self._new_job(command, None, ring_bytes)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        full_env = {**os.environ, **{k: v for k, v in (env or {}).items() if v is not None}}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "bash", "-c", command, stdin=asyncio.subprocess.DEVNULL, stdout=out_w, stderr=err_w,
+                cwd=cwd or self.workspace, env=full_env, start_new_session=True)
+        except OSError as exc:
+            os.close(out_r)
+            os.close(err_r)
+            self.jobs.pop(job.tag, None)
+            raise SandboxError("COMMAND_EXECUTION_ERROR", f"Failed to start command: {exc}",
+                               {"command": command, "cwd": cwd}) from None
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        os.set_blocking(out_r, False)
+        os.set_blocking(err_r, False)
+        job.pid = proc.pid
+        job.attach(out_r, err_r)
+
+        async def reap() -> None:
+            code = await proc.wait()
+            if not job.killed:
+                job.finish(code if code >= 0 else 128 - code)
+
+        job._reaper = asyncio.ensure_future(reap())  # type: ignore[attr-defined]
+        if timeout_ms:
+            job.set_timeout(timeout_ms / 1000, self.grace)
+        return job
+
+    async def run_sessionless(self, command: str, *, env: Mapping[str, str | None] | None, cwd: str | None,
+                              timeout_ms: int | None) -> tuple[int, bytes, bytes]:
+        """Run ``command`` in a fresh shell and collect its raw output (bounded)."""
+        timeout = self.timeout_for(None, timeout_ms)
+        job = await self._spawn(command, env=env, cwd=cwd, timeout_ms=timeout,
+                                ring_bytes=2 * self.settings.max_output_bytes)
+        reader = job.ring.reader(0, blocking=True)
+        out = bytearray()
+        err = bytearray()
+        limit = self.settings.max_output_bytes
+        try:
+            async for item in reader:
+                data = getattr(item, "data", b"")
+                target = out if getattr(item, "kind", "") == "stdout" else err
+                room = limit - len(target)
+                if room > 0:
+                    target += data[:room]
+        finally:
+            reader.close()
+        code = await job.wait()
+        return (code if code is not None else -1), bytes(out), bytes(err)
+
+    # operations ----------------------------------------------------------------------------
+
+    @operation
+    async def create(self, id: str | None = None, env: dict[str, str] | None = None, cwd: str | None = None,
+                     command_timeout_ms: PositiveMs | None = None) -> SessionCreated:
+        """Create a session (its shell starts now); a duplicate live id is 409."""
+        session_id = id if id is not None else f"session_{int(time.time() * 1000)}_{os.urandom(6).hex()}"
+        check_session_id(session_id, "id")
+        if session_id == DISABLE_SESSION:
+            raise validation_error(f"'{DISABLE_SESSION}' is reserved", "id")
+        check_env(env)
+        existing = self.sessions.get(session_id)
+        if existing is not None:
+            if existing.shell is None or existing.shell.alive:
+                raise SandboxError("SESSION_ALREADY_EXISTS", f"Session '{session_id}' already exists",
+                                   {"sessionId": session_id, "containerPlacementId": None})
+            del self.sessions[session_id]
+        session = self._new_session(session_id, cwd=cwd, env=env, command_timeout_ms=command_timeout_ms)
+        try:
+            await self._shell(session)
+        except OSError as exc:
+            del self.sessions[session_id]
+            raise SandboxError("INTERNAL_ERROR", f"Failed to start the session shell: {exc}",
+                               {"sessionId": session_id}) from None
+        self.log.info("session.created", session_id=session_id)
+        return SessionCreated(success=True, id=session_id, message=f"Session {session_id} created",
+                              data=session.info(), timestamp=now_iso(), container_placement_id=None)
+
+    @operation
+    async def delete(self, session_id: str) -> dict[str, Any]:
+        """Delete a session: its background jobs and its shell are ended; unknown is 404."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise SandboxError("SESSION_NOT_FOUND", f"Session '{session_id}' not found", {"sessionId": session_id})
+        await self._destroy(session, grace=self.grace)
+        self.log.info("session.deleted", session_id=session_id)
+        return {"success": True, "sessionId": session_id, "timestamp": now_iso()}
+
+    async def _destroy(self, session: Session, grace: float) -> None:
+        """End a session: wait up to ``grace`` for its foreground command, then end it all."""
+        if self.sessions.get(session.id) is session:
+            del self.sessions[session.id]
+        try:
+            await asyncio.wait_for(session.lock.acquire(), grace)
+        except asyncio.TimeoutError:
+            pass
+        else:
+            session.lock.release()
+        session.destroyed = True
+        await asyncio.gather(*(job.kill(grace) for job in list(session.jobs)))
+        if session.shell is not None:
+            await session.shell.kill(grace)
+
+    @operation
+    async def list(self) -> dict[str, Any]:
+        """The ids of every session."""
+        return {"success": True, "sessions": sorted(self.sessions), "timestamp": now_iso()}

@@ -1,0 +1,35 @@
+"""Utilities: ping and version."""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import PackageNotFoundError, version as dist_version
+from typing import Any
+
+from sandbox_core.errors import now_iso
+from sandbox_core.registry import ServiceContext, operation
+
+
+def _version() -> str:
+    env = os.environ.get("SANDBOX_VERSION")
+    if env:
+        return env
+    try:
+        return dist_version("sandbox-services")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class UtilsService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._version = _version()
+
+    @operation
+    async def ping(self) -> dict[str, Any]:
+        """Liveness: always healthy while the server answers."""
+        return {"success": True, "status": "healthy", "message": "pong", "timestamp": now_iso()}
+
+    @operation
+    async def version(self) -> dict[str, Any]:
+        """The server's version (``SANDBOX_VERSION`` when set)."""
+        return {"success": True, "version": self._version, "timestamp": now_iso()}
