@@ -98,7 +98,7 @@ def _camel(name: str) -> str:
 
 
 def _build_params(service: str, func: Callable[..., Any]) -> tuple[type[msgspec.Struct], tuple[str, ...]]:
-    hints = typing.get_type_hints(func)
+    hints = typing.get_type_hints(func, include_extras=True)
     fields: list[tuple[Any, ...]] = []
     names: list[str] = []
     for pname, param in inspect.signature(func).parameters.items():

@@ -44,13 +44,18 @@ class Job:
         self._pidfd = -1
         self._timer: asyncio.TimerHandle | None = None
         self.on_done: list[Callable[["Job"], None]] = []
+        self._attached = False
+        self._early_exit: tuple[int | None] | None = None
 
     # plumbing ----------------------------------------------------------------------------
 
     def attach(self, out_fd: int, err_fd: int) -> None:
         """Start reading the job's output pipes (already non-blocking)."""
         self._fds = {out_fd: "stdout", err_fd: "stderr"}
+        self._attached = True
         self._resume()
+        if self._early_exit is not None:
+            self.finish(self._early_exit[0])
 
     def _resume(self) -> None:
         loop = asyncio.get_running_loop()
@@ -133,6 +138,9 @@ class Job:
     def finish(self, exit_code: int | None) -> None:
         """The job's process ended with ``exit_code`` (None when unknown)."""
         if self.done:
+            return
+        if not self._attached:  # its status came before we started reading its pipes
+            self._early_exit = (exit_code,)
             return
         if self._timer is not None:
             self._timer.cancel()

@@ -289,7 +289,7 @@ class Shell:
                 try:
                     await asyncio.wait_for(asyncio.shield(pending.future), max(grace, 0.5))
                 except asyncio.TimeoutError:
-                    await self.kill()
+                    await self.kill(destroy=False)  # a builtin loop: only the shell itself can stop
                     raise ShellExited(None, self.destroyed) from None
         finally:
             if self._pending is pending:
@@ -349,9 +349,9 @@ class Shell:
                 self._pending = None
         return int(pending.out.tail or b"-1")
 
-    async def kill(self, grace: float = 1.0) -> None:
-        """End the shell and everything it started."""
-        self.destroyed = True
+    async def kill(self, grace: float = 1.0, *, destroy: bool = True) -> None:
+        """End the shell and everything it started (``destroy``: the session is being deleted)."""
+        self.destroyed = self.destroyed or destroy
         if not self.alive:
             return
         await kill_tree(self.pid, include_root=True, grace=grace)

@@ -1,0 +1,366 @@
+"""Benchmark of the sandbox runtime against DESIGN.md's "Performance targets".
+
+    python bench/run.py [--transport NAME ...] [--json PATH] [--quick]
+
+For each transport (default: every installed one) this starts one real ``sandbox serve``
+(:class:`sandbox_core.testing.ServerProcess`) on loopback, opens one client, runs every
+registered figure against it, stops the server, and prints a table::
+
+    figure | transport | measured | target | upstream | ok?
+
+A missed target is reported, not fatal (exit 0). A figure that raises is reported as an
+error and makes the run exit 1.
+
+Adding a figure: write ``async def fig(ctx: Ctx) -> dict[str, float]`` and decorate it with
+``@figure(Metric(...), ...)``; it returns one value per declared metric key. Figures run in
+registration order, except those marked ``before_load=True`` which run first (right after
+startup and one warm-up call), e.g. idle RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Literal, Mapping
+
+from sandbox_core import Sandbox
+from sandbox_core.models import StdoutEvent
+from sandbox_core.testing import ServerProcess, installed_transports
+
+# registry ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row of the table: what is measured, its target and the upstream figure."""
+
+    key: str
+    label: str
+    unit: str
+    target: float | Mapping[str, float] | None = None  # a number, or per transport with "*" as default
+    better: Literal["lower", "higher"] = "lower"
+    upstream: float | None = None  # the upstream Bun runtime on the same machine (http)
+
+    def target_for(self, transport: str) -> float | None:
+        if isinstance(self.target, Mapping):
+            return self.target.get(transport, self.target.get("*"))
+        return self.target
+
+    def ok(self, value: float, transport: str) -> bool | None:
+        target = self.target_for(transport)
+        if target is None:
+            return None
+        return value <= target if self.better == "lower" else value >= target
+
+
+@dataclass
+class Figure:
+    name: str
+    metrics: tuple[Metric, ...]
+    fn: Callable[["Ctx"], Awaitable[Mapping[str, float]]]
+    before_load: bool = False
+    transports: tuple[str, ...] | None = None  # None: every transport
+
+
+FIGURES: list[Figure] = []
+
+
+def figure(*metrics: Metric, before_load: bool = False, transports: tuple[str, ...] | None = None
+           ) -> Callable[[Callable[["Ctx"], Awaitable[Mapping[str, float]]]], Callable[["Ctx"], Awaitable[Mapping[str, float]]]]:
+    """Register a figure: an async function returning ``{metric.key: value}``."""
+
+    def register(fn: Callable[["Ctx"], Awaitable[Mapping[str, float]]]) -> Callable[["Ctx"], Awaitable[Mapping[str, float]]]:
+        FIGURES.append(Figure(fn.__name__, metrics, fn, before_load, transports))
+        return fn
+
+    return register
+
+
+@dataclass
+class Ctx:
+    """What a figure gets: the running server, an open client on it, and the iteration scale."""
+
+    transport: str
+    server: ServerProcess
+    sb: Sandbox
+    quick: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def pid(self) -> int:
+        assert self.server.proc is not None
+        return self.server.proc.pid
+
+    def n(self, full: int, minimum: int = 1) -> int:
+        """An iteration count: ``full`` normally, about a tenth of it with --quick."""
+        return max(minimum, full // 10) if self.quick else full
+
+    def client(self) -> Sandbox:
+        """A new, unopened client for the same server (for figures that need their own connection)."""
+        return Sandbox(self.url, transport=self.transport)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+# helpers ----------------------------------------------------------------------------------------
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS of a process in MB (10^6 bytes), from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+
+
+def percentile(samples: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100)."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def check(result: Any, expect_stdout: str | None = None) -> None:
+    if result.exit_code != 0:
+        raise RuntimeError(f"exec failed: exit {result.exit_code}, stderr {result.stderr[:200]!r}")
+    if expect_stdout is not None and result.stdout != expect_stdout:
+        raise RuntimeError(f"unexpected stdout {result.stdout[:200]!r}, expected {expect_stdout!r}")
+
+
+# figures ----------------------------------------------------------------------------------------
+
+
+@figure(Metric("idle_rss", "idle server RSS", "MB", target=80, upstream=260), before_load=True)
+async def idle_rss(ctx: Ctx) -> dict[str, float]:
+    return {"idle_rss": rss_mb(ctx.pid)}
+
+
+@figure(Metric("exec_echo_median", "session exec `echo hi`, median", "ms",
+               target={"http": 2.0, "*": 1.5}, upstream=52),
+        Metric("exec_echo_p99", "session exec `echo hi`, p99", "ms"))
+async def exec_echo(ctx: Ctx) -> dict[str, float]:
+    sb, sid = ctx.sb, "bench-echo"
+    await sb.create_session(sid)
+    for _ in range(ctx.n(200)):
+        check(await sb.exec("echo hi", session_id=sid), "hi")
+    samples = []
+    for _ in range(ctx.n(2000)):
+        t0 = time.perf_counter()
+        result = await sb.exec("echo hi", session_id=sid)
+        samples.append((time.perf_counter() - t0) * 1000)
+        check(result, "hi")
+    return {"exec_echo_median": statistics.median(samples), "exec_echo_p99": percentile(samples, 99)}
+
+
+@figure(Metric("exec_8_sessions", "400 exec over 8 sessions, concurrent", "ops/s",
+               target=2000, better="higher", upstream=175))
+async def exec_8_sessions(ctx: Ctx) -> dict[str, float]:
+    sb, sessions, per = ctx.sb, 8, ctx.n(50)
+    ids = [f"bench-conc-{i}" for i in range(sessions)]
+    for sid in ids:
+        await sb.create_session(sid)
+        check(await sb.exec("echo hi", session_id=sid), "hi")  # the shell is up before timing
+
+    async def worker(sid: str) -> None:
+        for _ in range(per):
+            check(await sb.exec("echo hi", session_id=sid), "hi")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(sid) for sid in ids))
+    elapsed = time.perf_counter() - t0
+    return {"exec_8_sessions": sessions * per / elapsed}
+
+
+@figure(Metric("stream_first_byte", "exec stream, first stdout byte, median", "ms", target=5.0))
+async def stream_first_byte(ctx: Ctx) -> dict[str, float]:
+    sb, sid = ctx.sb, "bench-stream"
+    await sb.create_session(sid)
+
+    async def once() -> float:
+        first: float | None = None
+        t0 = time.perf_counter()
+        async for event in sb.exec_stream("echo hi", session_id=sid):
+            if first is None and isinstance(event, StdoutEvent):
+                first = (time.perf_counter() - t0) * 1000
+                if event.data != "hi\n":
+                    raise RuntimeError(f"unexpected stdout event data {event.data!r}")
+        # drained to the end (not timed), so the session is idle for the next run
+        if first is None:
+            raise RuntimeError("exec stream ended without a stdout event")
+        return first
+
+    for _ in range(ctx.n(20)):
+        await once()
+    samples = [await once() for _ in range(ctx.n(200))]
+    return {"stream_first_byte": statistics.median(samples)}
+
+
+@figure(Metric("exec_20mb", "exec producing 20 MB of stdout, median", "s", target=0.5, upstream=1.16))
+async def exec_20mb(ctx: Ctx) -> dict[str, float]:
+    sb, sid, size = ctx.sb, "bench-20mb", 20_000_000
+    await sb.create_session(sid)
+    command = f"head -c {size} /dev/zero | tr '\\0' x"
+    samples = []
+    for _ in range(1 if ctx.quick else 3):
+        t0 = time.perf_counter()
+        result = await sb.exec(command, session_id=sid)
+        samples.append(time.perf_counter() - t0)
+        check(result)
+        if len(result.stdout) != size:
+            raise RuntimeError(f"stdout has {len(result.stdout)} characters, expected {size}")
+        del result
+    return {"exec_20mb": statistics.median(samples)}
+
+
+# runner -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    metric: Metric
+    transport: str
+    value: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool | None:
+        return None if self.value is None else self.metric.ok(self.value, self.transport)
+
+
+async def run_transport(transport: str, quick: bool, figures: list[Figure]) -> tuple[list[Row], list[str]]:
+    rows: list[Row] = []
+    notes: list[str] = []
+    server = ServerProcess(transports=[transport])
+    try:
+        server.start()
+    except Exception as exc:  # noqa: BLE001 -- every figure of this transport errors
+        msg = f"server did not start: {exc}"
+        return [Row(m, transport, error=msg) for f in figures for m in f.metrics], notes
+    try:
+        async with Sandbox(server.url, transport=transport) as sb:
+            ctx = Ctx(transport, server, sb, quick, notes)
+            await sb.exec("echo warm-up")  # one warm-up call before anything is measured
+            ordered = [f for f in figures if f.before_load] + [f for f in figures if not f.before_load]
+            results: dict[str, Mapping[str, float] | str] = {}
+            for fig in ordered:
+                t0 = time.perf_counter()
+                try:
+                    results[fig.name] = await fig.fn(ctx)
+                except Exception as exc:  # noqa: BLE001 -- reported as an error row
+                    results[fig.name] = f"{type(exc).__name__}: {exc}"
+                    notes.append(f"{fig.name} [{transport}] failed:\n" + traceback.format_exc())
+                print(f"  {transport:>6} {fig.name:<20} {time.perf_counter() - t0:6.1f} s", file=sys.stderr)
+            for fig in figures:  # the table keeps registration order
+                res = results[fig.name]
+                for m in fig.metrics:
+                    if isinstance(res, str):
+                        rows.append(Row(m, transport, error=res))
+                    elif m.key not in res:
+                        rows.append(Row(m, transport, error=f"{fig.name} returned no {m.key!r}"))
+                    else:
+                        rows.append(Row(m, transport, value=float(res[m.key])))
+    finally:
+        code = server.stop()
+        if code not in (0, None, -15):
+            notes.append(f"server [{transport}] exited with {code}; last log lines:\n" + "\n".join(list(server.log)[-20:]))
+    return rows, notes
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "ops/s":
+        return f"{value:,.0f} {unit}"
+    if unit == "s":
+        return f"{value:.3f} {unit}"
+    return f"{value:.2f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+
+
+def table(rows: list[Row]) -> str:
+    head = ("figure", "transport", "measured", "target", "upstream", "ok?")
+    lines = []
+    for r in rows:
+        m = r.metric
+        target = m.target_for(r.transport)
+        tgt = "-" if target is None else ("≤ " if m.better == "lower" else "≥ ") + fmt(target, m.unit)
+        measured = f"ERROR: {r.error}" if r.error else fmt(r.value, m.unit)
+        ok = "ERROR" if r.error else {True: "yes", False: "NO", None: "-"}[r.ok]
+        lines.append((m.label, r.transport, measured, tgt, fmt(m.upstream, m.unit), ok))
+    widths = [max(len(x[i]) for x in [head, *lines]) for i in range(len(head))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(head), sep, *(line(x) for x in lines)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--transport", action="append", metavar="NAME",
+                        help="transport to measure (repeatable; default: every installed transport)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--quick", action="store_true", help="about 10x fewer iterations (smoke test)")
+    parser.add_argument("--only", action="append", metavar="FIGURE",
+                        help="run only this figure (function name; repeatable): " + ", ".join(f.name for f in FIGURES))
+    args = parser.parse_args(argv)
+
+    installed = installed_transports()
+    transports = args.transport or installed
+    figures = [f for f in FIGURES if not args.only or f.name in args.only]
+    if args.only and len(figures) != len(set(args.only)):
+        parser.error(f"unknown figure in {args.only}; known: {[f.name for f in FIGURES]}")
+
+    rows: list[Row] = []
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    for transport in transports:
+        figs = [f for f in figures if f.transports is None or transport in f.transports]
+        if transport not in installed:
+            rows += [Row(m, transport, error=f"transport not installed (installed: {installed})")
+                     for f in figs for m in f.metrics]
+            continue
+        r, n = asyncio.run(run_transport(transport, args.quick, figs))
+        rows += r
+        notes += n
+    elapsed = time.perf_counter() - t0
+
+    print(table(rows))
+    print(f"\n{len(transports)} transport(s), {elapsed:.1f} s{' (--quick)' if args.quick else ''}, "
+          f"Python {platform.python_version()}, {os.cpu_count()} CPUs")
+    for note in notes:
+        print("\n" + note, file=sys.stderr)
+
+    if args.json:
+        out = {
+            "quick": args.quick, "elapsed_s": elapsed, "python": platform.python_version(),
+            "platform": platform.platform(), "cpus": os.cpu_count(),
+            "results": [{
+                "key": r.metric.key, "figure": r.metric.label, "transport": r.transport, "unit": r.metric.unit,
+                "value": r.value, "target": r.metric.target_for(r.transport), "better": r.metric.better,
+                "upstream": r.metric.upstream, "ok": r.ok, "error": r.error,
+            } for r in rows],
+        }
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+            f.write("\n")
+    return 1 if any(r.error for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

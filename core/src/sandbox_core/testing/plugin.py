@@ -1,0 +1,64 @@
+"""pytest plugin (entry point ``pytest11``): fixtures that start real servers.
+
+* ``sandbox_server``: one server per test session with every installed transport.
+* ``sandbox_server_factory``: start servers with chosen transports and config; stopped after the test.
+* ``sandbox_transport``: parametrised over every installed transport with a client side.
+* ``sandbox``: an open :class:`~sandbox_core.client.Sandbox` on ``sandbox_server`` over ``sandbox_transport``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Callable, Iterator
+
+import pytest
+
+from ..client import Sandbox
+from . import ServerProcess, installed_transports
+
+#: Server settings the shared test server uses: a short TERM-to-KILL grace keeps tests quick.
+TEST_CONFIG: dict[str, Any] = {"services": {"sessions": {"kill_grace_ms": 500}}}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "sandbox_transport" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("transports")
+        names = list(marker.args) if marker is not None else installed_transports()
+        metafunc.parametrize("sandbox_transport", names, scope="session")
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """The services and clients run on asyncio."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[ServerProcess]:
+    server = ServerProcess(config=TEST_CONFIG).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sandbox_server_factory() -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def start(**kwargs: Any) -> ServerProcess:
+        config = kwargs.pop("config", None) or TEST_CONFIG
+        server = ServerProcess(config=config, **kwargs).start()
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+async def sandbox(sandbox_server: ServerProcess, sandbox_transport: str) -> AsyncIterator[Sandbox]:
+    async with Sandbox(sandbox_server.url, transport=sandbox_transport) as sb:
+        yield sb
