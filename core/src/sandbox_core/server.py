@@ -142,7 +142,7 @@ async def serve(config: Config, *, shutdown_trigger: Callable[[], Awaitable[Any]
     host, port = sock.getsockname()[:2]
     url = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
     hconfig = HypercornConfig()
-    hconfig.bind = [f"fd://{sock.fileno()}"]
+    hconfig.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) the listening socket
     hconfig.accesslog = None
     hconfig.graceful_timeout = config.server.shutdown_timeout
     hconfig.keep_alive_timeout = 75
@@ -164,5 +164,4 @@ async def serve(config: Config, *, shutdown_trigger: Callable[[], Awaitable[Any]
     finally:
         log.info("server.stopping")
         await runtime.registry.aclose()
-        sock.close()
         log.info("server.stopped")
