@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
 from dataclasses import dataclass
@@ -144,6 +145,7 @@ async def serve(config: Config, *, shutdown_trigger: Callable[[], Awaitable[Any]
     hconfig = HypercornConfig()
     hconfig.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) the listening socket
     hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")  # through the root handler, warnings and up
     hconfig.graceful_timeout = config.server.shutdown_timeout
     hconfig.keep_alive_timeout = 75
     hconfig.include_server_header = False
