@@ -179,6 +179,20 @@ class SessionsService:
         self.log.debug("session.shell_started", session_id=session.id, pid=shell.pid)
         return shell
 
+    def cwd_of(self, session_id: str | None) -> str:
+        """The session's current directory, read from its shell without waiting for its lock
+        (``/proc/<pid>/cwd``); the workspace for sessionless calls and unknown sessions."""
+        session = self.sessions.get(session_id or DEFAULT_SESSION)
+        if session is None or session_id == DISABLE_SESSION:
+            return self.workspace
+        shell = session.shell
+        if shell is not None and shell.alive:
+            try:
+                return os.readlink(f"/proc/{shell.pid}/cwd")
+            except OSError:
+                pass
+        return session.cwd
+
     def timeout_for(self, session: Session | None, timeout_ms: int | None) -> int | None:
         if timeout_ms is not None:
             return timeout_ms

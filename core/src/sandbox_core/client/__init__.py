@@ -16,11 +16,11 @@ from typing import Any, AsyncIterator, Mapping
 
 import msgspec
 
-from .config import Config, load_config
-from .errors import SandboxError, TransportError
-from .models import AnyExecEvent, ExecResult, SessionCreated
-from .plugins import Hooks, make_plugin_manager
-from .transport import ClientContext, ClientTransport
+from ..config import Config, load_config
+from ..errors import SandboxError, TransportError
+from ..models import AnyExecEvent, ExecResult, SessionCreated
+from ..plugins import Hooks, make_plugin_manager
+from ..transport import ClientContext, ClientTransport
 
 _pm_cache: dict[str, Any] = {}
 

@@ -1,50 +1,20 @@
-"""The conformance suite: what every transport must do, checked through the client facade.
-
-Use it from a transport's tests by subclassing::
-
-    from sandbox_core.testing.conformance import ConformanceSuite
-
-    class TestMyTransport(ConformanceSuite):
-        pass
-
-The tests take the ``sandbox`` fixture (a connected :class:`~sandbox_core.client.Sandbox`),
-which the pytest plugin parametrises over every installed transport. Each test uses its own
-session ids, so tests are independent although they share one server.
-"""
+"""Conformance of the commands and sessions services (exec, streams, sessions, utils)."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 from typing import Any
 
 import pytest
 
-from ..client import Sandbox
-from ..errors import CommandError, SandboxError, SessionAlreadyExists, SessionNotFound, SessionTerminated, ValidationFailed
-from ..models import CompleteEvent, StartEvent, StderrEvent, StdoutEvent
+from ...client import Sandbox
+from ...errors import CommandError, SandboxError, SessionAlreadyExists, SessionNotFound, SessionTerminated, ValidationFailed
+from ...models import CompleteEvent, StartEvent, StderrEvent, StdoutEvent
+from .helpers import collect, joined, sid, sleeper
 
 
-def sid(prefix: str = "t") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def sleeper() -> tuple[str, str]:
-    """A long ``sleep`` whose command line is unique, and the pgrep pattern that finds it."""
-    seconds = f"86{random.randrange(10**6, 10**7)}"
-    return f"sleep {seconds}", f"^sleep {seconds}$"
-
-
-async def collect(stream: Any) -> list[Any]:
-    return [event async for event in stream]
-
-
-def joined(events: list[Any], kind: type) -> str:
-    return "".join(e.data for e in events if isinstance(e, kind))
-
-
-class ConformanceSuite:
+class CommandsSuite:
     # ---- exec ------------------------------------------------------------------------------
 
     async def test_exec_echo(self, sandbox: Sandbox) -> None:
