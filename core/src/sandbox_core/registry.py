@@ -143,9 +143,9 @@ class ServiceRegistry:
             ctx = ServiceContext(name, settings, self.workspace, self, structlog.get_logger(f"sandbox.{name}"))
             self._services[name] = spec.factory(ctx)
         for name, service in self._services.items():
-            start = getattr(service, "start", None)
-            if start is not None:
-                await start()
+            startup = getattr(service, "startup", None)  # optional lifecycle: startup() and aclose()
+            if startup is not None:
+                await startup()
             self._index(name, service)
         self._started = True
 
@@ -195,14 +195,15 @@ class ServiceRegistry:
 
     # calls ---------------------------------------------------------------------------------
 
-    def decode(self, op: Operation, raw: bytes | Mapping[str, Any] | None) -> msgspec.Struct:
-        """Decode JSON bytes or a mapping into the operation's parameter struct."""
+    def decode(self, op: Operation, raw: bytes | Mapping[str, Any] | None, *, strict: bool = True) -> msgspec.Struct:
+        """Decode JSON bytes or a mapping into the operation's parameter struct
+        (``strict=False`` accepts strings for numbers and booleans, as in a query string)."""
         try:
             if raw is None or raw == b"":
                 return msgspec.convert({}, op.params)
             if isinstance(raw, (bytes, bytearray, memoryview)):
                 return msgspec.json.decode(raw, type=op.params)
-            return msgspec.convert(raw, op.params)
+            return msgspec.convert(raw, op.params, strict=strict)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise validation_from_msgspec(exc) from None
 

@@ -7,7 +7,7 @@ import time
 from typing import Annotated, AsyncIterator, Literal
 
 from msgspec import Meta
-from sandbox_core.errors import SandboxError, now_iso
+from sandbox_core.errors import now_iso
 from sandbox_core.models import (
     AnyExecEvent,
     CompleteEvent,
@@ -17,9 +17,11 @@ from sandbox_core.models import (
     StderrEvent,
     StdoutEvent,
 )
+from sandbox_core.models.processes import ProcessStartResult
 from sandbox_core.registry import ServiceContext, operation
 
 from .output import Gap
+from .processes import ProcessesService
 from .sessions import DISABLE_SESSION, SessionsService, check_env, check_session_id
 
 PositiveMs = Annotated[int, Meta(gt=0)]
@@ -42,11 +44,20 @@ class CommandsService:
     def sessions(self) -> SessionsService:
         return self.registry.get("sessions")  # type: ignore[no-any-return]
 
+    @property
+    def processes(self) -> ProcessesService:
+        return self.registry.get("processes")  # type: ignore[no-any-return]
+
     @operation
     async def execute(self, command: str, session_id: str | None = None, timeout_ms: PositiveMs | None = None,
                       env: Env | None = None, cwd: str | None = None,
-                      origin: Literal["user", "internal"] = "user") -> ExecResult:
-        """Run ``command`` in the session's shell and return its exit code and output."""
+                      origin: Literal["user", "internal"] = "user",
+                      background: bool = False) -> ExecResult | ProcessStartResult:
+        """Run ``command`` in the session's shell and return its exit code and output
+        (with ``background``: start it as a process and return its id, as ``processes.start``)."""
+        if background:
+            return await self.processes.start(command, session_id=session_id, timeout_ms=timeout_ms, env=env,
+                                              cwd=cwd, origin=origin)
         sid = check_session_id(session_id)
         check_env(env)
         started = time.perf_counter()
@@ -68,19 +79,17 @@ class CommandsService:
                              cwd: str | None = None, origin: Literal["user", "internal"] = "user",
                              ) -> AsyncIterator[AnyExecEvent]:
         """Run ``command`` from the session's state in the background and yield its events live."""
-        sid = check_session_id(session_id)
-        check_env(env)
-        if not command.strip():
-            raise SandboxError("INVALID_COMMAND", "Command must not be empty", {"command": command})
-        timeout = self.sessions.timeout_for(None, timeout_ms)
-        job = await self.sessions.launch(sid, command, env=env, cwd=cwd, timeout_ms=timeout)
+        record = await self.processes.spawn(command, session_id=session_id, env=env, cwd=cwd,
+                                            timeout_ms=self.sessions.timeout_for(None, timeout_ms))
+        job = record.job
         reader = job.ring.reader(0, blocking=True)
         decoders = {
             "stdout": codecs.getincrementaldecoder("utf-8")(errors="replace"),
             "stderr": codecs.getincrementaldecoder("utf-8")(errors="replace"),
         }
         try:
-            yield StartEvent(command=command, timestamp=now_iso(), session_id=session_id, pid=job.pid)
+            yield StartEvent(command=command, timestamp=now_iso(), session_id=session_id, pid=job.pid,
+                             process_id=record.id)
             async for item in reader:
                 if isinstance(item, Gap):
                     yield GapEvent(timestamp=now_iso(), start=item.start, end=item.end)

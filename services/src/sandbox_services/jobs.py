@@ -108,6 +108,8 @@ class Job:
     def watch_pid(self, on_exit: Callable[["Job"], None]) -> None:
         """Call ``on_exit`` when the (non-child) process ``self.pid`` exits."""
         assert self.pid is not None
+        if self.done:
+            return
         try:
             self._pidfd = os.pidfd_open(self.pid)
         except ProcessLookupError:

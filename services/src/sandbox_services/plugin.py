@@ -8,6 +8,7 @@ from sandbox_core.hookspecs import hookimpl
 from sandbox_core.registry import ServiceSpec
 
 from .commands import CommandsService
+from .processes import ProcessesService, ProcessSettings
 from .sessions import SessionSettings, SessionsService
 from .utils import UtilsService
 
@@ -17,3 +18,4 @@ def sandbox_register_services(register: Callable[[ServiceSpec], None]) -> None:
     register(ServiceSpec("sessions", SessionsService, SessionSettings, "persistent shell sessions"))
     register(ServiceSpec("commands", CommandsService, None, "run commands, whole or streamed"))
     register(ServiceSpec("utils", UtilsService, None, "ping and version"))
+    register(ServiceSpec("processes", ProcessesService, ProcessSettings, "background processes with bounded output"))

@@ -93,7 +93,7 @@ class SessionsService:
         self.default_timeout_ms = default
         self.grace = self.settings.kill_grace_ms / 1000
 
-    async def start(self) -> None:
+    async def startup(self) -> None:
         self._ctl_r, self._ctl_w = os.pipe()
         os.set_blocking(self._ctl_r, False)
         asyncio.get_running_loop().add_reader(self._ctl_r, self._read_ctl)

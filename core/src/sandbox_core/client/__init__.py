@@ -12,7 +12,7 @@ The transport comes from the argument, else ``[client] transport`` of the config
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
 
 import msgspec
 
@@ -21,6 +21,9 @@ from ..errors import SandboxError, TransportError
 from ..models import AnyExecEvent, ExecResult, SessionCreated
 from ..plugins import Hooks, make_plugin_manager
 from ..transport import ClientContext, ClientTransport
+
+if TYPE_CHECKING:
+    from .processes import ProcessesAPI
 
 _pm_cache: dict[str, Any] = {}
 
@@ -123,6 +126,13 @@ class Sandbox:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+    @property
+    def processes(self) -> "ProcessesAPI":
+        """Background processes and their logs."""
+        from .processes import ProcessesAPI
+
+        return ProcessesAPI(self)
 
     # sessions ---------------------------------------------------------------------------------
 

@@ -65,6 +65,13 @@ ROUTES: list[Route] = [
     Route("POST", "/api/session/delete", "sessions", "delete"),
     Route("GET", "/api/ping", "utils", "ping"),
     Route("GET", "/api/version", "utils", "version"),
+    Route("POST", "/api/process/start", "processes", "start"),
+    Route("GET", "/api/process/list", "processes", "list", query=("status",)),
+    Route("DELETE", "/api/process/kill-all", "processes", "kill_all"),
+    Route("GET", "/api/process/{id}", "processes", "get"),
+    Route("DELETE", "/api/process/{id}", "processes", "kill"),
+    Route("GET", "/api/process/{id}/logs", "processes", "logs"),
+    Route("GET", "/api/process/{id}/stream", "processes", "stream_logs", stream=True, query=("offset",)),
 ]
 
 

@@ -115,17 +115,17 @@ class HttpApp:
             if not body.strip():
                 body = b"{}"
             params = self.registry.decode(op, body)
-            if path_params or (route and route.query):
-                raw = msgspec.structs.asdict(params)
+            if path_params:
+                raw = msgspec.to_builtins(params)
                 raw.update(path_params)
-                params = self.registry.decode(op, msgspec.to_builtins(raw))
+                params = self.registry.decode(op, raw)
         else:
             raw: dict[str, Any] = dict(path_params)
             if route is not None:
                 for key in route.query:
                     if key in request.query_params:
                         raw[key] = request.query_params[key]
-            params = self.registry.decode(op, raw)
+            params = self.registry.decode(op, raw, strict=False)
         if route is not None and route.session_fallback and getattr(params, "session_id", None) is None:
             sid = header_session_id(request)
             if sid is not None:

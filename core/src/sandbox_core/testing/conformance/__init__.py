@@ -14,9 +14,10 @@ per service, in the module of that name.
 """
 
 from .commands import CommandsSuite
+from .processes import ProcessesSuite
 
 
-class ConformanceSuite(CommandsSuite):
+class ConformanceSuite(CommandsSuite, ProcessesSuite):
     """Every service's conformance tests."""
 
 
