@@ -5,10 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any, Coroutine
 
 from .config import ConfigError, load_config
 from .log import configure_logging
 from .plugins import PluginLoadError, make_plugin_manager, plugin_info
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server's loop: uvloop when it is installed, else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -24,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.transport:
         config.server.transports = args.transport
     configure_logging(config.server.log_level)
-    asyncio.run(serve(config))
+    run(serve(config))
     return 0
 
 

@@ -46,6 +46,7 @@ class Job:
         self.on_done: list[Callable[["Job"], None]] = []
         self._attached = False
         self._early_exit: tuple[int | None] | None = None
+        self.reaper: asyncio.Future[None] | None = None  # the task waiting for a child we spawned
 
     # plumbing ----------------------------------------------------------------------------
 

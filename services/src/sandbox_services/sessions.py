@@ -26,6 +26,7 @@ from sandbox_core.registry import ServiceContext, operation
 
 from .jobs import Job
 from .shell import Shell, ShellExited
+from .spawn import spawn
 
 DISABLE_SESSION = "__DISABLE_SESSION__"
 DEFAULT_SESSION = "default"
@@ -306,9 +307,8 @@ class SessionsService:
         err_r, err_w = os.pipe()
         full_env = {**os.environ, **{k: v for k, v in (env or {}).items() if v is not None}}
         try:
-            proc = await asyncio.create_subprocess_exec(
-                "bash", "-c", command, stdin=asyncio.subprocess.DEVNULL, stdout=out_w, stderr=err_w,
-                cwd=cwd or self.workspace, env=full_env, start_new_session=True)
+            proc = spawn(["bash", "-c", command], stdout=out_w, stderr=err_w, cwd=cwd or self.workspace,
+                         env=full_env, start_new_session=True)
         except OSError as exc:
             os.close(out_r)
             os.close(err_r)
@@ -326,9 +326,9 @@ class SessionsService:
         async def reap() -> None:
             code = await proc.wait()
             if not job.killed:
-                job.finish(code if code >= 0 else 128 - code)
+                job.finish(code)
 
-        job._reaper = asyncio.ensure_future(reap())  # type: ignore[attr-defined]
+        job.reaper = asyncio.ensure_future(reap())
         if timeout_ms:
             job.set_timeout(timeout_ms / 1000, self.grace)
         return job

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from .proctree import kill_tree, kill_tree_now
+from .spawn import Child, spawn
 
 READ_SIZE = 256 * 1024
 
@@ -93,7 +94,7 @@ class Shell:
         self._marker = b"\x00" + self.nonce.encode() + b":"
         self._seq = 0
         self._pending: _Pending | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: Child | None = None
         self._script_w = -1
         self._out_r = -1
         self._err_r = -1
@@ -116,10 +117,9 @@ class Shell:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                "bash", "--norc", "--noprofile", f"/dev/fd/{script_r}",
-                stdin=asyncio.subprocess.DEVNULL, stdout=out_w, stderr=err_w,
-                cwd=self.cwd, env=self.env, pass_fds=(script_r, self.ctl_fd),
+            self._proc = spawn(
+                ["bash", "--norc", "--noprofile", f"/dev/fd/{script_r}"],
+                stdout=out_w, stderr=err_w, cwd=self.cwd, env=self.env, pass_fds=(script_r, self.ctl_fd),
                 start_new_session=True,
             )
         finally:
@@ -132,7 +132,7 @@ class Shell:
         loop = asyncio.get_running_loop()
         loop.add_reader(out_r, self._on_readable, out_r, True)
         loop.add_reader(err_r, self._on_readable, err_r, False)
-        asyncio.ensure_future(self._watch())
+        self._watcher = asyncio.ensure_future(self._watch())
         # bash reads its script through a descriptor of its own (the one that is the same pipe
         # as ours): close every other descriptor it inherited but 0-2 and the control pipe, so
         # that commands inherit neither the script pipe nor the event loop's internals.

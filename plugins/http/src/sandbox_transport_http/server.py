@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any, AsyncIterator
+from urllib.parse import parse_qsl
 
 import msgspec
 import structlog
@@ -17,7 +18,6 @@ from sandbox_core.errors import SandboxError, not_found, now_iso
 from sandbox_core.registry import Operation, ServiceRegistry
 from sandbox_core.sse import encode_event
 from sandbox_core.transport import ServerContext, ServerMount
-from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from .routes import GENERIC_PREFIX, TABLE, Route
@@ -31,29 +31,83 @@ CORS_HEADERS = {
     "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Session-Id, X-Sandbox-Id, X-Trace-Id, traceparent",
     "Access-Control-Max-Age": "86400",
 }
-JSON_HEADERS = {"Access-Control-Allow-Origin": "*"}
+TEXT_HEADERS = {"Access-Control-Allow-Origin": "*"}
 SSE_HEADERS = {"Access-Control-Allow-Origin": "*", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 _encoder = msgspec.json.Encoder()
 
 
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(_encoder.encode(body), status, headers=JSON_HEADERS, media_type="application/json")
+class JSONResponse:
+    """A JSON body sent as two ASGI messages (the hot path: no framework response object)."""
+
+    __slots__ = ("body", "status")
+
+    def __init__(self, body: bytes, status: int) -> None:
+        self.body = body
+        self.status = status
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(self.body)).encode()),
+            (b"access-control-allow-origin", b"*")]})
+        await send({"type": "http.response.body", "body": self.body})
 
 
-def error_response(err: SandboxError, operation: str | None = None) -> Response:
+def json_response(body: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(_encoder.encode(body), status)
+
+
+def error_response(err: SandboxError, operation: str | None = None) -> JSONResponse:
     if operation and not err.operation:
         err.operation = operation
     return json_response(err.to_body(), err.status)
 
 
+class Request:
+    """The parts of an ASGI http request the routes use (lighter than a framework request)."""
+
+    __slots__ = ("scope", "receive", "method", "path", "_headers", "_query")
+
+    def __init__(self, scope: dict[str, Any], receive: Any) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self._headers: dict[str, str] | None = None
+        self._query: dict[str, str] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope["headers"]}
+        return self._headers
+
+    @property
+    def query_params(self) -> dict[str, str]:
+        if self._query is None:
+            self._query = dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
+        return self._query
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise SandboxError("VALIDATION_FAILED", "The client disconnected before sending the whole body")
+            body = message.get("body", b"")
+            if body:
+                yield body
+            if not message.get("more_body", False):
+                return
+
+
 def header_session_id(request: Request) -> str | None:
     """The session id from the request's headers or query, as the contract's router reads it."""
-    auth = request.headers.get("authorization", "")
+    headers = request.headers
+    auth = headers.get("authorization", "")
     if auth.lower().startswith("bearer ") and auth[7:].strip():
         return auth[7:].strip()
-    return (request.headers.get("x-session-id") or request.query_params.get("session")
-            or request.query_params.get("sessionId"))
+    query = request.query_params
+    return headers.get("x-session-id") or query.get("session") or query.get("sessionId")
 
 
 class HttpApp:
@@ -74,13 +128,13 @@ class HttpApp:
             response = error_response(SandboxError("INTERNAL_ERROR", "Internal server error"))
         await response(scope, receive, send)
 
-    async def dispatch(self, request: Request) -> Response:
+    async def dispatch(self, request: Request) -> Response | JSONResponse:
         method = request.method
-        path = request.url.path
+        path = request.path
         if method == "OPTIONS":
             return Response(status_code=204, headers=CORS_HEADERS)
         if method == "GET" and path == "/":
-            return Response("sandbox runtime: see /api/ping", headers=JSON_HEADERS, media_type="text/plain")
+            return Response("sandbox runtime: see /api/ping", headers=TEXT_HEADERS, media_type="text/plain")
         route, path_params, known = TABLE.match(method, path)
         if route is not None:
             return await self.contract_route(request, route, path_params)
@@ -132,7 +186,7 @@ class HttpApp:
                 params.session_id = sid  # type: ignore[attr-defined]
         return params
 
-    async def contract_route(self, request: Request, route: Route, path_params: dict[str, str]) -> Response:
+    async def contract_route(self, request: Request, route: Route, path_params: dict[str, str]) -> Response | JSONResponse:
         op = self.registry.operation(route.service, route.operation)
         try:
             params = await self.params(request, op, route, path_params)
@@ -145,7 +199,7 @@ class HttpApp:
             result = route.wrap(result)
         return json_response(result)
 
-    async def generic_route(self, request: Request, service: str, name: str) -> Response:
+    async def generic_route(self, request: Request, service: str, name: str) -> Response | JSONResponse:
         try:
             op = self.registry.operation(service, name)
             params = await self.params(request, op, None, {})
@@ -156,7 +210,7 @@ class HttpApp:
             return error_response(err, f"{service}.{name}")
         return json_response({"success": True, "result": result, "timestamp": now_iso()})
 
-    async def stream_response(self, op: Operation, params: msgspec.Struct) -> Response:
+    async def stream_response(self, op: Operation, params: msgspec.Struct) -> Response | JSONResponse:
         """SSE: the first event is awaited before answering, so a failure to start is a JSON error."""
         events = self.registry.stream(op.service, op.name, params)
         try:
