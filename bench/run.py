@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import pybase64
 import json
 import math
 import os
@@ -34,6 +35,8 @@ from typing import Any, Awaitable, Callable, Literal, Mapping
 
 from sandbox_core import Sandbox
 from sandbox_core.models import StdoutEvent
+from sandbox_core.models.files import FileChunkEvent, FileErrorEvent
+from sandbox_core.models.processes import LogGapEvent, LogStdoutEvent
 from sandbox_core.testing import ServerProcess, installed_transports
 
 # registry ---------------------------------------------------------------------------------------
@@ -230,6 +233,102 @@ async def exec_20mb(ctx: Ctx) -> dict[str, float]:
             raise RuntimeError(f"stdout has {len(result.stdout)} characters, expected {size}")
         del result
     return {"exec_20mb": statistics.median(samples)}
+
+
+class RssSampler:
+    """Samples a process's RSS every few ms while running; reports the peak growth in MB."""
+
+    def __init__(self, pid: int, every: float = 0.01) -> None:
+        self.pid, self.every = pid, every
+        self.base = rss_mb(pid)
+        self.peak = self.base
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_mb(self.pid))
+            await asyncio.sleep(self.every)
+
+    async def __aenter__(self) -> "RssSampler":
+        self._task = asyncio.ensure_future(self._run())
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self.peak = max(self.peak, rss_mb(self.pid))
+
+    @property
+    def growth(self) -> float:
+        return self.peak - self.base
+
+
+@figure(Metric("b64_write", "16 MiB base64 file write", "MiB/s", target=None, better="higher", upstream=140),
+        Metric("b64_read", "16 MiB base64 file read", "MiB/s", target=None, better="higher", upstream=281))
+async def file_base64(ctx: Ctx) -> dict[str, float]:
+    sb, size = ctx.sb, 16 * 1024 * 1024
+    data = os.urandom(size)
+    path = f"/tmp/bench-b64-{os.getpid()}.bin"
+    writes, reads = [], []
+    for _ in range(1 if ctx.quick else 3):
+        t0 = time.perf_counter()
+        await sb.files.write(path, data)
+        writes.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        result = await sb.files.read(path, encoding="base64")
+        got = pybase64.b64decode(result.content)
+        reads.append(time.perf_counter() - t0)
+        if got != data:
+            raise RuntimeError("16 MiB base64 round trip differs")
+    await sb.files.delete(path)
+    mib = size / 1024 / 1024
+    return {"b64_write": mib / statistics.median(writes), "b64_read": mib / statistics.median(reads)}
+
+
+@figure(Metric("read_stream", "256 MiB file read stream", "MiB/s", target=200, better="higher"),
+        Metric("read_stream_rss", "server RSS growth during it", "MB", target=64), before_load=True)
+async def file_read_stream(ctx: Ctx) -> dict[str, float]:
+    sb, size = ctx.sb, (32 if ctx.quick else 256) * 1024 * 1024
+    path = f"/tmp/bench-stream-{os.getpid()}.bin"
+    check(await sb.exec(f"head -c {size} /dev/urandom > {path}", session_id="bench-files"))
+    received = 0
+    async with RssSampler(ctx.pid) as rss:
+        t0 = time.perf_counter()
+        async for event in sb.files.read_stream(path):
+            if isinstance(event, FileChunkEvent):
+                received += len(pybase64.b64decode(event.data))
+            elif isinstance(event, FileErrorEvent):
+                raise RuntimeError(f"read stream error: {event.error}")
+        elapsed = time.perf_counter() - t0
+    await sb.files.delete(path)
+    if received != size:
+        raise RuntimeError(f"read stream delivered {received} bytes of {size}")
+    return {"read_stream": size / 1024 / 1024 / elapsed, "read_stream_rss": rss.growth}
+
+
+@figure(Metric("slow_reader_rss", "RSS growth, slow reader of an endless printer (3 s)", "MB", target=64),
+        before_load=True)
+async def slow_reader(ctx: Ctx) -> dict[str, float]:
+    sb = ctx.sb
+    name = f"bench-endless-{os.getpid()}"
+    await sb.processes.start("yes 'the quick brown fox jumps over the lazy dog'", process_id=name)
+    seen = gaps = 0
+    deadline = time.monotonic() + (1.0 if ctx.quick else 3.0)
+    async with RssSampler(ctx.pid) as rss:
+        async for event in sb.processes.stream_logs(name):
+            if isinstance(event, LogGapEvent):
+                gaps += 1
+            elif isinstance(event, LogStdoutEvent):
+                seen += len(event.data)
+            await asyncio.sleep(0.02)  # the slow reader
+            if time.monotonic() > deadline:
+                break
+    await sb.processes.kill(name)
+    if not seen:
+        raise RuntimeError("the slow reader saw no output")
+    ctx.note(f"slow_reader [{ctx.transport}]: read {seen} bytes in {gaps} gap-separated runs")
+    return {"slow_reader_rss": rss.growth}
 
 
 # runner -----------------------------------------------------------------------------------------

@@ -206,3 +206,20 @@ def test_arbitrary_bodies_never_500(sandbox_server: ServerProcess, path: str, bo
             error = response.json()
             assert error["code"] and error["message"]
         assert client.get("/api/ping").status_code == 200
+
+
+def test_silent_stream_gets_keep_alive_comments(sandbox_server_factory: Any) -> None:
+    server = sandbox_server_factory(config={"transports": {"http": {"sse_heartbeat_s": 0.1}}})
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        with client.stream("POST", "/api/execute/stream", json={"command": "sleep 0.5; echo done"}) as response:
+            raw = response.read().decode()
+    assert ": keep-alive\n\n" in raw
+    assert raw.rstrip().endswith('"exitCode":0}')
+
+
+async def test_client_disconnect_mid_stream_leaves_server_healthy(http: httpx.AsyncClient) -> None:
+    for _ in range(3):
+        async with http.stream("POST", "/api/execute/stream", json={"command": "yes | head -c 50000000"}) as response:
+            async for _chunk in response.aiter_raw():
+                break
+    assert (await http.post("/api/execute", json={"command": "echo ok"})).json()["stdout"] == "ok"

@@ -13,6 +13,8 @@
 import { SandboxClient, parseSSEStream } from '@cloudflare/sandbox';
 
 const [baseUrl, scenario] = process.argv.slice(2);
+// Scenario arguments after the scenario name (ports, paths), e.g. for git_checkout and port_watch.
+const scenarioArgs = process.argv.slice(4);
 const DEADLINE_MS = Number(process.env.INTEROP_TIMEOUT_MS ?? 25_000);
 
 function emit(obj) {
@@ -91,6 +93,118 @@ const scenarios = {
     // env and cwd are per-command: the session must not keep them.
     const after = await client.commands.execute('echo "A=${A-unset}"; pwd', 'interop-s5');
     return { scoped, after };
+  },
+
+  // args: <repo root holding src/> <port answering 404 "Repository not found."> <port that never answers>
+  async git_checkout(client) {
+    const [root, notFoundPort, stallPort] = scenarioArgs;
+    const clone = await step(() =>
+      client.git.checkout(`file://${root}/src`, 'interop-git', { branch: 'dev', targetDir: `${root}/out`, depth: 1 }),
+    );
+    const missing = await step(() => client.git.checkout(`${root}/missing`, 'interop-git', { targetDir: `${root}/o1` }));
+    const notFound = await step(() =>
+      client.git.checkout(`http://127.0.0.1:${notFoundPort}/x.git`, 'interop-git', { targetDir: `${root}/o2` }),
+    );
+    const slow = await step(() =>
+      client.git.checkout(`http://user:hunter2secret@127.0.0.1:${stallPort}/x.git`, 'interop-git', {
+        targetDir: `${root}/o3`,
+        timeoutMs: 300,
+      }),
+    );
+    const badUrl = await step(() => client.git.checkout('--upload-pack=x', 'interop-git', { targetDir: `${root}/o4` }));
+    return { clone, missing, notFound, slow, badUrl };
+  },
+
+  // args: <port answering HTTP 200> <port nobody listens on>
+  async port_watch(client) {
+    const [openPort, closedPort] = scenarioArgs.map(Number);
+    const http = await collectEvents(
+      await client.ports.watchPort({ port: openPort, mode: 'http', path: '/', statusMin: 200, statusMax: 399, interval: 100 }),
+    );
+    const tcp = await collectEvents(await client.ports.watchPort({ port: openPort, mode: 'tcp' }));
+    const unknown = await collectEvents(
+      await client.ports.watchPort({ port: closedPort, mode: 'tcp', processId: 'interop-no-such-process' }),
+    );
+    const processId = `interop-pw-${process.pid}-${Date.now()}`;
+    await client.processes.startProcess('exit 3', 'interop-pw', { processId });
+    const exited = await collectEvents(await client.ports.watchPort({ port: closedPort, mode: 'tcp', processId }));
+    const invalid = await step(() => client.ports.watchPort({ port: 70000, mode: 'tcp' }));
+    return { http, tcp, unknown, exited, invalid };
+  },
+
+  // Files. args: <an empty scratch directory on the server's host>
+  async files_basic(client) {
+    const [root] = scenarioArgs;
+    const sid = 'interop-files';
+    const bytes = Buffer.from(Uint8Array.from({ length: 300 }, (_, i) => i % 256));
+    const mkdir = await client.files.mkdir(`${root}/sub/deep`, sid, { recursive: true });
+    const writeText = await client.files.writeFile(`${root}/a.txt`, 'héllo ✓', sid);
+    const readText = await client.files.readFile(`${root}/a.txt`, sid);
+    const writeBinary = await client.files.writeFile(`${root}/b.bin`, bytes.toString('base64'), sid, { encoding: 'base64' });
+    const { content, ...readBinary } = await client.files.readFile(`${root}/b.bin`, sid);
+    const asBase64 = await client.files.readFile(`${root}/a.txt`, sid, { encoding: 'base64' });
+    const list = await client.files.listFiles(root, sid);
+    const listAll = await client.files.listFiles(root, sid, { recursive: true, includeHidden: true });
+    const existsYes = await client.files.exists(`${root}/a.txt`, sid);
+    const existsNo = await client.files.exists(`${root}/nope`, sid);
+    const rename = await client.files.renameFile(`${root}/a.txt`, `${root}/c.txt`, sid);
+    const move = await client.files.moveFile(`${root}/c.txt`, `${root}/sub/c.txt`, sid);
+    const deleted = await client.files.deleteFile(`${root}/b.bin`, sid);
+    const after = await client.files.listFiles(root, sid, { recursive: true });
+    return {
+      mkdir, writeText, readText, writeBinary, readBinary,
+      binaryMatches: Buffer.from(content, 'base64').equals(bytes),
+      asBase64: { ...asBase64, decoded: Buffer.from(asBase64.content, 'base64').toString('utf8') },
+      list, listAll, existsYes, existsNo, rename, move, deleted, after,
+      modifiedAtParses: listAll.files.map((f) => Number.isFinite(Date.parse(f.modifiedAt))),
+    };
+  },
+
+  async files_stream(client) {
+    const [root] = scenarioArgs;
+    const sid = 'interop-files';
+    const { collectFile } = await import('@cloudflare/sandbox');
+    const bytes = Buffer.from(Uint8Array.from({ length: 150000 }, (_, i) => (i * 7919) % 251));
+    await client.files.writeFile(`${root}/s.bin`, bytes.toString('base64'), sid, { encoding: 'base64' });
+    const text = 'aé✓'.repeat(30000);
+    await client.files.writeFile(`${root}/s.txt`, text, sid);
+    const events = await collectEvents(await client.files.readFileStream(`${root}/s.bin`, sid));
+    const chunks = events.filter((e) => e.type === 'chunk');
+    const reassembled = Buffer.concat(chunks.map((e) => Buffer.from(e.data, 'base64')));
+    const binary = await collectFile(await client.files.readFileStream(`${root}/s.bin`, sid));
+    const textFile = await collectFile(await client.files.readFileStream(`${root}/s.txt`, sid));
+    const missing = await collectEvents(await client.files.readFileStream(`${root}/missing`, sid));
+    const missingCollected = await step(async () => collectFile(await client.files.readFileStream(`${root}/missing`, sid)));
+    return {
+      types: events.map((e) => e.type),
+      metadata: events[0],
+      complete: events[events.length - 1],
+      chunkLengths: chunks.map((e) => e.data.length),
+      matches: reassembled.equals(bytes),
+      collectedBinary: { metadata: binary.metadata, matches: Buffer.from(binary.content).equals(bytes) },
+      collectedText: { metadata: textFile.metadata, matches: textFile.content === text },
+      missing,
+      missingCollected,
+    };
+  },
+
+  async files_errors(client) {
+    const [root] = scenarioArgs;
+    const sid = 'interop-files';
+    await client.files.mkdir(`${root}/dir`, sid);
+    await client.files.writeFile(`${root}/file`, 'x', sid);
+    return {
+      readMissing: await step(() => client.files.readFile(`${root}/missing.txt`, sid)),
+      deleteDir: await step(() => client.files.deleteFile(`${root}/dir`, sid)),
+      listFile: await step(() => client.files.listFiles(`${root}/file`, sid)),
+      listMissing: await step(() => client.files.listFiles(`${root}/missing`, sid)),
+      mkdirNoParent: await step(() => client.files.mkdir(`${root}/no/parent`, sid)),
+      mkdirExists: await step(() => client.files.mkdir(`${root}/dir`, sid)),
+      renameMissing: await step(() => client.files.renameFile(`${root}/missing`, `${root}/x`, sid)),
+      moveMissing: await step(() => client.files.moveFile(`${root}/missing`, `${root}/x`, sid)),
+      badBase64: await step(() => client.files.writeFile(`${root}/b`, 'not base64!', sid, { encoding: 'base64' })),
+      nulPath: await step(() => client.files.readFile(`${root}/a\u0000b`, sid)),
+    };
   },
 };
 

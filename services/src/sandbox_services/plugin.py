@@ -8,6 +8,9 @@ from sandbox_core.hookspecs import hookimpl
 from sandbox_core.registry import ServiceSpec
 
 from .commands import CommandsService
+from .files import FilesService, FilesSettings
+from .git import GitService, GitSettings
+from .ports import PortsService, PortsSettings
 from .processes import ProcessesService, ProcessSettings
 from .sessions import SessionSettings, SessionsService
 from .utils import UtilsService
@@ -19,3 +22,6 @@ def sandbox_register_services(register: Callable[[ServiceSpec], None]) -> None:
     register(ServiceSpec("commands", CommandsService, None, "run commands, whole or streamed"))
     register(ServiceSpec("utils", UtilsService, None, "ping and version"))
     register(ServiceSpec("processes", ProcessesService, ProcessSettings, "background processes with bounded output"))
+    register(ServiceSpec("ports", PortsService, PortsSettings, "wait for a local port to be ready"))
+    register(ServiceSpec("git", GitService, GitSettings, "clone git repositories"))
+    register(ServiceSpec("files", FilesService, FilesSettings, "read, write, stream and list files"))

@@ -23,6 +23,9 @@ from ..plugins import Hooks, make_plugin_manager
 from ..transport import ClientContext, ClientTransport
 
 if TYPE_CHECKING:
+    from .files import FilesAPI
+    from .git import GitAPI
+    from .ports import PortsAPI
     from .processes import ProcessesAPI
 
 _pm_cache: dict[str, Any] = {}
@@ -133,6 +136,27 @@ class Sandbox:
         from .processes import ProcessesAPI
 
         return ProcessesAPI(self)
+
+    @property
+    def files(self) -> "FilesAPI":
+        """Read, write, stream and list files."""
+        from .files import FilesAPI
+
+        return FilesAPI(self)
+
+    @property
+    def ports(self) -> "PortsAPI":
+        """Wait for a port in the sandbox to be ready."""
+        from .ports import PortsAPI
+
+        return PortsAPI(self)
+
+    @property
+    def git(self) -> "GitAPI":
+        """Clone git repositories."""
+        from .git import GitAPI
+
+        return GitAPI(self)
 
     # sessions ---------------------------------------------------------------------------------
 

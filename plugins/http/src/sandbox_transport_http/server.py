@@ -9,6 +9,7 @@ OPTIONS is answered for any path.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, AsyncIterator
 from urllib.parse import parse_qsl
 
@@ -18,7 +19,7 @@ from sandbox_core.errors import SandboxError, not_found, now_iso
 from sandbox_core.registry import Operation, ServiceRegistry
 from sandbox_core.sse import encode_event
 from sandbox_core.transport import ServerContext, ServerMount
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from .routes import GENERIC_PREFIX, TABLE, Route
 from .settings import HttpSettings
@@ -32,7 +33,8 @@ CORS_HEADERS = {
     "Access-Control-Max-Age": "86400",
 }
 TEXT_HEADERS = {"Access-Control-Allow-Origin": "*"}
-SSE_HEADERS = {"Access-Control-Allow-Origin": "*", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_RAW_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                   (b"x-accel-buffering", b"no"), (b"access-control-allow-origin", b"*")]
 
 _encoder = msgspec.json.Encoder()
 
@@ -128,7 +130,7 @@ class HttpApp:
             response = error_response(SandboxError("INTERNAL_ERROR", "Internal server error"))
         await response(scope, receive, send)
 
-    async def dispatch(self, request: Request) -> Response | JSONResponse:
+    async def dispatch(self, request: Request) -> "Response | JSONResponse | SSEResponse":
         method = request.method
         path = request.path
         if method == "OPTIONS":
@@ -186,7 +188,7 @@ class HttpApp:
                 params.session_id = sid  # type: ignore[attr-defined]
         return params
 
-    async def contract_route(self, request: Request, route: Route, path_params: dict[str, str]) -> Response | JSONResponse:
+    async def contract_route(self, request: Request, route: Route, path_params: dict[str, str]) -> "Response | JSONResponse | SSEResponse":
         op = self.registry.operation(route.service, route.operation)
         try:
             params = await self.params(request, op, route, path_params)
@@ -199,7 +201,7 @@ class HttpApp:
             result = route.wrap(result)
         return json_response(result)
 
-    async def generic_route(self, request: Request, service: str, name: str) -> Response | JSONResponse:
+    async def generic_route(self, request: Request, service: str, name: str) -> "Response | JSONResponse | SSEResponse":
         try:
             op = self.registry.operation(service, name)
             params = await self.params(request, op, None, {})
@@ -210,7 +212,7 @@ class HttpApp:
             return error_response(err, f"{service}.{name}")
         return json_response({"success": True, "result": result, "timestamp": now_iso()})
 
-    async def stream_response(self, op: Operation, params: msgspec.Struct) -> Response | JSONResponse:
+    async def stream_response(self, op: Operation, params: msgspec.Struct) -> "SSEResponse | JSONResponse":
         """SSE: the first event is awaited before answering, so a failure to start is a JSON error."""
         events = self.registry.stream(op.service, op.name, params)
         try:
@@ -220,39 +222,66 @@ class HttpApp:
         except BaseException:
             await events.aclose()  # type: ignore[attr-defined]
             raise
-        return StreamingResponse(self.sse(events, first), headers=SSE_HEADERS, media_type="text/event-stream")
+        return SSEResponse(events, first, self.settings.sse_heartbeat_s)
 
-    async def sse(self, events: AsyncIterator[Any], first: Any) -> AsyncIterator[bytes]:
-        heartbeat = self.settings.sse_heartbeat_s
-        nxt: asyncio.Future[Any] | None = None
-        try:
-            if first is not None:
-                yield encode_event(first)
+
+class SSEResponse:
+    """Sends each event of a stream as it comes, a comment line when the stream has been silent
+    for ``heartbeat`` seconds, and stops (closing the stream) when the client disconnects.
+
+    A slow client slows the stream: each event is sent before the next is pulled.
+    """
+
+    def __init__(self, events: AsyncIterator[Any], first: Any, heartbeat: float) -> None:
+        self.events = events
+        self.first = first
+        self.heartbeat = heartbeat
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        lock = asyncio.Lock()
+        last = time.monotonic()
+
+        async def emit(data: bytes) -> None:
+            nonlocal last
+            async with lock:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                last = time.monotonic()
+
+        async def pump() -> None:
+            try:
+                if self.first is not None:
+                    await emit(encode_event(self.first))
+                async for event in self.events:
+                    await emit(encode_event(event))
+            except SandboxError as err:
+                await emit(encode_event({"type": "error", "error": err.message, "code": err.code,
+                                         "timestamp": now_iso()}))
+
+        async def keep_alive() -> None:
             while True:
-                if nxt is None:
-                    nxt = asyncio.ensure_future(events.__anext__())
-                done, _ = await asyncio.wait({nxt}, timeout=heartbeat)
-                if not done:
-                    yield b": keep-alive\n\n"
-                    continue
-                try:
-                    event = nxt.result()
-                except StopAsyncIteration:
-                    break
-                finally:
-                    if done:
-                        nxt = None
-                yield encode_event(event)
-        except SandboxError as err:
-            yield encode_event({"type": "error", "error": err.message, "code": err.code, "timestamp": now_iso()})
+                await asyncio.sleep(max(0.0, last + self.heartbeat - time.monotonic()))
+                if time.monotonic() - last >= self.heartbeat:
+                    await emit(b": keep-alive\n\n")
+
+        async def disconnected() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_RAW_HEADERS})
+        tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(keep_alive()),
+                 asyncio.ensure_future(disconnected())]
+        try:
+            await asyncio.wait([tasks[0], tasks[2]], return_when=asyncio.FIRST_COMPLETED)
+            if tasks[0].done():
+                tasks[0].result()
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # the client went away while we were sending
         finally:
-            if nxt is not None and not nxt.done():
-                nxt.cancel()
-                try:
-                    await nxt
-                except BaseException:
-                    pass
-            await events.aclose()  # type: ignore[attr-defined]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.events.aclose()  # type: ignore[attr-defined]
 
 
 def make_server(ctx: ServerContext) -> ServerMount:

@@ -14,10 +14,13 @@ per service, in the module of that name.
 """
 
 from .commands import CommandsSuite
+from .files import FilesSuite
+from .git import GitSuite
+from .ports import PortsSuite
 from .processes import ProcessesSuite
 
 
-class ConformanceSuite(CommandsSuite, ProcessesSuite):
+class ConformanceSuite(CommandsSuite, ProcessesSuite, PortsSuite, GitSuite, FilesSuite):
     """Every service's conformance tests."""
 
 

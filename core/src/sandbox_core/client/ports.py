@@ -1,0 +1,33 @@
+"""``Sandbox.ports``: wait for a port in the sandbox to be ready."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, AsyncIterator, Literal
+
+from ..models.ports import AnyPortWatchEvent
+from . import _convert, _params
+
+if TYPE_CHECKING:
+    from . import Sandbox
+
+
+class PortsAPI:
+    def __init__(self, sandbox: "Sandbox") -> None:
+        self._sb = sandbox
+
+    async def watch(self, port: int, *, mode: Literal["http", "tcp"] = "http", path: str | None = None,
+                    status_min: int | None = None, status_max: int | None = None,
+                    process_id: str | None = None, interval_ms: float | None = None
+                    ) -> AsyncIterator[AnyPortWatchEvent]:
+        """Poll ``port``: yields ``watching``, then one of ``ready`` / ``process_exited`` / ``error``.
+
+        The watch has no deadline of its own: stop iterating (or wrap it in a timeout) to end it.
+        """
+        events: Any = self._sb.stream("ports", "watch_port", **_params(
+            port=port, mode=mode, path=path, statusMin=status_min, statusMax=status_max,
+            processId=process_id, interval=interval_ms))
+        try:
+            async for raw in events:
+                yield _convert(raw, AnyPortWatchEvent)
+        finally:
+            await events.aclose()

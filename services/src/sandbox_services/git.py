@@ -1,0 +1,288 @@
+"""Git: clone a repository (contract section a5, the ``checkout`` operation).
+
+git runs as an argv list (never through a shell) in its own process group, outside any
+session's lock, from the session's current directory:
+
+    git -c http.lowSpeedLimit=1024 -c http.lowSpeedTime=30 clone --filter=blob:none
+        [--branch B] [--depth N] -- URL DIR
+
+with ``GIT_TERMINAL_PROMPT=0`` (a private repository fails instead of waiting for a
+password), stdin at /dev/null and ``LC_ALL=C`` (the error mapping reads git's English
+messages). The default target is ``<workspace>/<repo name from the URL>``; a relative target
+is resolved against the session's current directory. At ``timeoutMs`` the process group gets
+SIGTERM (git then removes its partial clone), SIGKILL after ``kill_grace_ms``, and the answer
+is 502 ``GIT_NETWORK_ERROR``.
+
+Failures map by exit code and stderr exactly as the contract says (:func:`classify_clone_error`).
+Credentials in URLs (``https://user:pass@host``) and secret query parameters are redacted in
+every message, detail and log line, git's own stderr included (:func:`redact`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import time
+import urllib.parse
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+from sandbox_core.errors import SandboxError, now_iso, validation_error
+from sandbox_core.models.git import GitCheckoutResult
+from sandbox_core.registry import ServiceContext, operation
+
+from .sessions import check_session_id
+
+PositiveInt = Annotated[int, Meta(gt=0)]
+MAX_URL_LENGTH = 2048
+MAX_PATH_LENGTH = 4096
+DEFAULT_TIMEOUT_MS = 600_000
+FALLBACK_REPO_NAME = "repository"
+_STDERR_LIMIT = 64 * 1024
+_BRANCH_TIMEOUT_S = 30.0
+
+# ``scheme://userinfo@``: everything up to the last ``@`` of the URL token is hidden, so a
+# password with a stray ``@`` or ``/`` in it is hidden too (over-redacting is the safe side).
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^\s\"'`<>,;{}\[\]]*@")
+_SECRET_PARAMS = re.compile(
+    r"([?&])(X-Amz-Credential|X-Amz-Signature|X-Amz-Security-Token|token|secret|password)=[^&\s\"'`<>#]*",
+    re.IGNORECASE)
+
+
+class GitSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[services.git]``"""
+
+    kill_grace_ms: Annotated[int, Meta(ge=0)] = 5000  # SIGTERM to SIGKILL on timeout (upstream: timeout -k 5)
+
+
+def redact(text: str, url: str | None = None) -> str:
+    """``text`` with URL credentials shown as ``******`` and secret query values as ``REDACTED``.
+
+    With ``url``, the credentials found in it are also hidden wherever they appear verbatim
+    (or percent-decoded) in ``text``, whatever surrounds them.
+    """
+    out = _URL_CREDENTIALS.sub(r"\1******@", text)
+    if "?" in out and "=" in out:
+        out = _SECRET_PARAMS.sub(r"\1\2=REDACTED", out)
+    if url:
+        for secret in _secrets_of(url):
+            out = out.replace(secret, "******")
+    return out
+
+
+def _secrets_of(url: str) -> list[str]:
+    scheme_end = url.find("://")
+    if scheme_end < 0:
+        return []
+    rest = url[scheme_end + 3:]
+    end = len(rest)
+    for stop in "/?#":
+        pos = rest.find(stop)
+        if pos >= 0:
+            end = min(end, pos)
+    at = rest.rfind("@", 0, end)
+    if at <= 0:
+        return []
+    userinfo = rest[:at]
+    found = {userinfo, urllib.parse.unquote(userinfo)}
+    if ":" in userinfo:
+        password = userinfo.split(":", 1)[1]
+        found.update({password, urllib.parse.unquote(password)})
+    return sorted((s for s in found if len(s) >= 4), key=len, reverse=True)
+
+
+def repo_name(url: str) -> str:
+    """The directory name for a clone: the URL's last path segment without ``.git`` (as the SDK)."""
+    texts = [url]
+    if "://" in url:
+        try:
+            texts.insert(0, urllib.parse.urlsplit(url).path)
+        except ValueError:
+            pass
+    for text in texts:
+        segments = [s for s in re.split(r"[:/\\]", text) if s]
+        if segments:
+            name = segments[-1]
+            name = name[:-4] if name.endswith(".git") else name
+            if name not in ("", ".", ".."):
+                return name
+    return FALLBACK_REPO_NAME
+
+
+def classify_clone_error(exit_code: int | None, stderr: str) -> str:
+    """The contract's error code for a failed clone (section a5)."""
+    text = stderr.lower()
+    if exit_code == 124:
+        return "GIT_NETWORK_ERROR"
+    if exit_code == 128:
+        return "GIT_REPOSITORY_NOT_FOUND" if "repository not found" in text else "GIT_OPERATION_FAILED"
+    if "permission denied" in text or "authentication" in text or "credentials" in text:
+        return "GIT_AUTH_FAILED"
+    if "did not match" in text or "pathspec" in text:
+        return "GIT_BRANCH_NOT_FOUND"
+    return "GIT_CLONE_FAILED"
+
+
+def _shown_url(url: str) -> str:
+    shown = redact(url, url).replace("\x00", "\\0")
+    return shown if len(shown) <= 120 else shown[:117] + "..."
+
+
+def check_repo_url(url: str) -> None:
+    reason = None
+    if not url.strip():
+        reason = "repository URL must not be empty"
+    elif len(url) > MAX_URL_LENGTH:
+        reason = f"repository URL must be at most {MAX_URL_LENGTH} characters"
+    elif "\x00" in url:
+        reason = "repository URL must not contain NUL"
+    elif url.startswith("-"):
+        reason = "repository URL must not start with '-'"
+    if reason is not None:
+        raise SandboxError("INVALID_GIT_URL", f"Invalid Git URL '{_shown_url(url)}': {reason}",
+                           {"field": "repoUrl", "reason": reason})
+
+
+async def _read_bounded(stream: asyncio.StreamReader | None, limit: int) -> bytes:
+    """Read to EOF, keeping the first ``limit`` bytes (the rest is read and dropped)."""
+    if stream is None:
+        return b""
+    kept = bytearray()
+    dropped = 0
+    while chunk := await stream.read(65536):
+        room = limit - len(kept)
+        kept += chunk[:room]
+        dropped += max(0, len(chunk) - room)
+    if dropped:
+        kept += f"\n[... {dropped} bytes of output dropped]".encode()
+    return bytes(kept)
+
+
+class GitService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.registry = ctx.registry
+        self.workspace = ctx.workspace
+        self.log = ctx.log
+        settings: GitSettings = ctx.settings if ctx.settings is not None else GitSettings()
+        self.grace = settings.kill_grace_ms / 1000
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C"})
+        return env
+
+    def _cwd_of(self, session_id: str) -> str:
+        cwd = self.workspace
+        if self.registry.has("sessions"):
+            cwd = self.registry.get("sessions").cwd_of(session_id)
+        return cwd
+
+    async def _run(self, argv: list[str], cwd: str, timeout: float) -> tuple[int | None, bytes, bytes, bool]:
+        """Run git; (exit code, stdout, stderr, timed out). The process group ends with the call."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=cwd if os.path.isdir(cwd) else "/", env=self._env(), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        except FileNotFoundError:
+            raise SandboxError("GIT_OPERATION_FAILED", "git is not installed in the sandbox",
+                               {"command": argv[0]}) from None
+        out_task = asyncio.ensure_future(_read_bounded(proc.stdout, _STDERR_LIMIT))
+        err_task = asyncio.ensure_future(_read_bounded(proc.stderr, _STDERR_LIMIT))
+        exit_task = asyncio.ensure_future(proc.wait())
+        try:
+            _, pending = await asyncio.wait({out_task, err_task, exit_task}, timeout=timeout)
+            timed_out = bool(pending)
+            if timed_out:
+                await self._end_group(proc)
+                # a descendant that left the group could still hold a pipe: bounded wait
+                await asyncio.wait({out_task, err_task}, timeout=max(self.grace, 1.0))
+        finally:
+            if proc.returncode is None:  # cancelled (the caller went away): end git too
+                self._signal_group(proc, signal.SIGKILL)
+                await proc.wait()
+            for task in (out_task, err_task, exit_task):
+                if not task.done():
+                    task.cancel()
+        out = out_task.result() if out_task.done() and not out_task.cancelled() else b""
+        err = err_task.result() if err_task.done() and not err_task.cancelled() else b""
+        return proc.returncode, out, err, timed_out
+
+    @staticmethod
+    def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    async def _end_group(self, proc: asyncio.subprocess.Process) -> None:
+        self._signal_group(proc, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), self.grace)
+        except TimeoutError:
+            pass
+        self._signal_group(proc, signal.SIGKILL)  # and whatever git started in its group
+        await proc.wait()
+
+    async def _current_branch(self, target: str) -> str | None:
+        try:
+            code, out, _, timed_out = await self._run(["git", "branch", "--show-current"], target, _BRANCH_TIMEOUT_S)
+        except SandboxError:
+            return None
+        branch = out.decode("utf-8", errors="replace").strip()
+        return branch if code == 0 and not timed_out and branch else None
+
+    def _target(self, repo_url: str, target_dir: str | None, cwd: str) -> str:
+        if target_dir is None:
+            return os.path.join(self.workspace, repo_name(repo_url))
+        if len(target_dir) > MAX_PATH_LENGTH or "\x00" in target_dir:
+            raise validation_error(f"targetDir must be at most {MAX_PATH_LENGTH} characters without NUL",
+                                   "targetDir")
+        return os.path.normpath(os.path.join(cwd, target_dir))
+
+    @operation
+    async def checkout(self, repo_url: str, branch: str | None = None, target_dir: str | None = None,
+                       depth: PositiveInt | None = None, timeout_ms: PositiveInt = DEFAULT_TIMEOUT_MS,
+                       session_id: str | None = None) -> GitCheckoutResult:
+        """Clone ``repo_url`` (optionally one ``branch``, ``depth`` commits deep) into ``target_dir``."""
+        check_repo_url(repo_url)
+        sid = check_session_id(session_id)
+        branch = branch or None
+        if branch is not None and "\x00" in branch:
+            raise validation_error("branch must not contain NUL", "branch")
+        cwd = self._cwd_of(sid)
+        target = self._target(repo_url, target_dir or None, cwd)
+        shown = redact(repo_url, repo_url)
+        argv = ["git", "-c", "http.lowSpeedLimit=1024", "-c", "http.lowSpeedTime=30", "clone", "--filter=blob:none"]
+        if branch is not None:
+            argv += ["--branch", branch]
+        if depth is not None:
+            argv += ["--depth", str(depth)]
+        argv += ["--", repo_url, target]
+        existed = os.path.lexists(target)
+        started = time.monotonic()
+        self.log.info("git.clone", repository=shown, target_dir=target, branch=branch, depth=depth, session_id=sid)
+        code, _, raw_err, timed_out = await self._run(argv, cwd, timeout_ms / 1000)
+        stderr = redact(raw_err.decode("utf-8", errors="replace"), repo_url).strip()
+        details = {"repository": shown, "targetDir": target, "exitCode": code, "stderr": stderr}
+        if timed_out:
+            if not existed:
+                shutil.rmtree(target, ignore_errors=True)  # git was killed before it could clean up
+            self.log.warning("git.clone_timeout", repository=shown, target_dir=target, timeout_ms=timeout_ms)
+            raise SandboxError("GIT_NETWORK_ERROR",
+                               f"Git clone of '{shown}' timed out after {timeout_ms} ms",
+                               {**details, "exitCode": 124, "timeoutMs": timeout_ms})
+        if code != 0:
+            error_code = classify_clone_error(code, stderr)
+            self.log.warning("git.clone_failed", repository=shown, target_dir=target, exit_code=code,
+                             code=error_code, stderr=stderr[:2000])
+            raise SandboxError(error_code,
+                               f"Failed to clone repository '{shown}': {stderr or f'exit code {code}'}", details)
+        actual = await self._current_branch(target)
+        self.log.info("git.cloned", repository=shown, target_dir=target,
+                      duration_ms=round((time.monotonic() - started) * 1000))
+        return GitCheckoutResult(success=True, repo_url=repo_url, branch=actual or branch or "unknown",
+                                 target_dir=target, timestamp=now_iso())
