@@ -230,7 +230,7 @@ async def test_git_checkout_invalid_url(http: httpx.AsyncClient, url: str) -> No
 
 async def test_git_error_bodies(http: httpx.AsyncClient, repo: str) -> None:
     missing = assert_error(await http.post("/api/git/checkout", json={
-        "repoUrl": f"{repo}/missing", "targetDir": f"{repo}/o1"}), 500, "GIT_OPERATION_FAILED")
+        "repoUrl": f"{repo}/missing", "targetDir": f"{repo}/o1"}), 404, "GIT_REPOSITORY_NOT_FOUND")
     assert missing["context"]["exitCode"] == 128 and missing["context"]["targetDir"] == f"{repo}/o1"
     assert missing["operation"] == "git.checkout"
     async with Listener(404, body=b"Repository not found.\n") as host:

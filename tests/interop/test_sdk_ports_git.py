@@ -117,7 +117,7 @@ def test_git_checkout(node_runner: Run, sandbox_server: ServerProcess, repo: Pat
         return result[step]["error"]  # type: ignore[no-any-return]
 
     assert (error("missing")["name"], error("missing")["code"], error("missing")["httpStatus"]) == (
-        "GitError", "GIT_OPERATION_FAILED", 500)
+        "GitRepositoryNotFoundError", "GIT_REPOSITORY_NOT_FOUND", 404)
     assert (error("notFound")["name"], error("notFound")["httpStatus"]) == ("GitRepositoryNotFoundError", 404)
     slow = error("slow")
     assert (slow["name"], slow["code"], slow["httpStatus"]) == ("GitNetworkError", "GIT_NETWORK_ERROR", 502)

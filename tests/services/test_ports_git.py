@@ -64,9 +64,11 @@ def ctx(settings: Any, registry: FakeRegistry | None = None, workspace: str = "/
 @pytest.mark.parametrize(("exit_code", "stderr", "code"), [
     (124, "", "GIT_NETWORK_ERROR"),
     (128, "remote: Repository not found.\nfatal: repository 'https://h/x/' not found", "GIT_REPOSITORY_NOT_FOUND"),
-    (128, "fatal: Authentication failed for 'https://h/x/'", "GIT_OPERATION_FAILED"),
-    (128, "fatal: repository '/nope' does not exist", "GIT_OPERATION_FAILED"),
-    (128, "fatal: Remote branch x not found in upstream origin", "GIT_OPERATION_FAILED"),
+    (128, "fatal: Authentication failed for 'https://h/x/'", "GIT_AUTH_FAILED"),
+    (128, "fatal: repository '/nope' does not exist", "GIT_REPOSITORY_NOT_FOUND"),
+    (128, "fatal: Remote branch x not found in upstream origin", "GIT_BRANCH_NOT_FOUND"),
+    (128, "fatal: unable to access 'https://h/x/': Could not resolve host: h", "GIT_NETWORK_ERROR"),
+    (128, "fatal: destination path 'x' already exists and is not an empty directory.", "GIT_OPERATION_FAILED"),
     (1, "git@h: Permission denied (publickey).", "GIT_AUTH_FAILED"),
     (1, "fatal: Authentication failed", "GIT_AUTH_FAILED"),
     (1, "error: no credentials", "GIT_AUTH_FAILED"),
@@ -143,7 +145,7 @@ async def test_git_never_prompts_for_a_password(tmp_path: Path) -> None:
     async with Listener(401) as host:
         with pytest.raises(SandboxError) as info:
             await within(git.checkout(f"http://127.0.0.1:{host.port}/private.git"))
-    assert info.value.code == "GIT_OPERATION_FAILED"
+    assert info.value.code == "GIT_AUTH_FAILED"
     assert "terminal prompts disabled" in info.value.message
 
 

