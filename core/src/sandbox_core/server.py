@@ -38,7 +38,7 @@ class Dispatcher:
         self.exact: dict[tuple[str, str], Callable[..., Any]] = {}
         self.prefixes: list[tuple[str, Callable[..., Any]]] = []
         self.catch_all: Callable[..., Any] | None = None
-        for name, mount in mounts.items():
+        for mount in mounts.values():
             for path in mount.http_paths:
                 if path.endswith("/"):
                     self.prefixes.append((path, mount.app))

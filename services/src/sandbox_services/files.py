@@ -20,7 +20,6 @@ import datetime as _dt
 import errno
 import mimetypes
 import os
-import re
 import shutil
 import stat
 import threading

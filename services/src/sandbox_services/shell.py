@@ -27,6 +27,11 @@ from .spawn import Child, spawn
 READ_SIZE = 256 * 1024
 
 
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def quote(text: str) -> str:
     """POSIX single-quote ``text`` for bash: the only quoting that needs no other escapes."""
     return "'" + text.replace("'", "'\\''") + "'"
@@ -232,14 +237,15 @@ class Shell:
                 try:
                     n = os.write(self._script_w, view)
                     view = view[n:]
-                except BlockingIOError:
+                except BlockingIOError:  # bash is busy: wait until the pipe has room (or bash died)
                     ready: asyncio.Future[None] = loop.create_future()
                     fd = self._script_w
-                    loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+                    loop.add_writer(fd, _set_once, ready)
+                    exited = asyncio.ensure_future(self._exited.wait())
                     try:
-                        await asyncio.wait([ready, asyncio.ensure_future(self._exited.wait())],
-                                           return_when=asyncio.FIRST_COMPLETED)
+                        await asyncio.wait([ready, exited], return_when=asyncio.FIRST_COMPLETED)
                     finally:
+                        exited.cancel()
                         if self._script_w == fd:
                             loop.remove_writer(fd)
                 except OSError as exc:
