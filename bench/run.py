@@ -170,7 +170,7 @@ async def exec_echo(ctx: Ctx) -> dict[str, float]:
     return {"exec_echo_median": statistics.median(samples), "exec_echo_p99": percentile(samples, 99)}
 
 
-@figure(Metric("exec_8_sessions", "400 exec over 8 sessions, concurrent", "ops/s",
+@figure(Metric("exec_8_sessions", "400 exec over 8 sessions, concurrent (median of 5)", "ops/s",
                target=2000, better="higher", upstream=175))
 async def exec_8_sessions(ctx: Ctx) -> dict[str, float]:
     sb, sessions, per = ctx.sb, 8, ctx.n(50)
@@ -183,10 +183,12 @@ async def exec_8_sessions(ctx: Ctx) -> dict[str, float]:
         for _ in range(per):
             check(await sb.exec("echo hi", session_id=sid), "hi")
 
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(sid) for sid in ids))
-    elapsed = time.perf_counter() - t0
-    return {"exec_8_sessions": sessions * per / elapsed}
+    rates = []
+    for _ in range(1 if ctx.quick else 5):  # one batch is ~0.2 s: take the median of five
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(sid) for sid in ids))
+        rates.append(sessions * per / (time.perf_counter() - t0))
+    return {"exec_8_sessions": statistics.median(rates)}
 
 
 @figure(Metric("stream_first_byte", "exec stream, first stdout byte, median", "ms", target=5.0),

@@ -223,3 +223,11 @@ async def test_client_disconnect_mid_stream_leaves_server_healthy(http: httpx.As
             async for _chunk in response.aiter_raw():
                 break
     assert (await http.post("/api/execute", json={"command": "echo ok"})).json()["stdout"] == "ok"
+
+
+def test_body_over_the_limit_is_413(sandbox_server_factory: Any) -> None:
+    server = sandbox_server_factory(config={"transports": {"http": {"max_body_bytes": 1000}}})
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        response = client.post("/api/execute", json={"command": "echo " + "x" * 2000})
+        assert response.status_code == 413 and response.json()["context"]["limit"] == 1000
+        assert client.post("/api/execute", json={"command": "echo small"}).json()["stdout"] == "small"

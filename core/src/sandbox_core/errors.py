@@ -7,7 +7,7 @@ typed subclass chosen by its code with :func:`error_from_code`.
 
 from __future__ import annotations
 
-import datetime as _dt
+import time as _time
 from typing import Any
 
 #: HTTP status for each error code of the contract (unknown codes are 500).
@@ -63,10 +63,16 @@ SUGGESTIONS: dict[str, str] = {
 
 
 
+_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
+
+
 def now_iso() -> str:
     """The current time as ISO 8601 with milliseconds and a `Z`, as the contract's timestamps."""
-    now = _dt.datetime.now(_dt.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    now = _time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second[:] = [second, _time.strftime("%Y-%m-%dT%H:%M:%S.", _time.gmtime(second))]
+    return f"{_second[1]}{int((now - second) * 1000):03d}Z"
 
 
 class SandboxError(Exception):

@@ -148,6 +148,7 @@ async def serve(config: Config, *, shutdown_trigger: Callable[[], Awaitable[Any]
     hconfig.errorlog = logging.getLogger("hypercorn.error")  # through the root handler, warnings and up
     hconfig.graceful_timeout = config.server.shutdown_timeout
     hconfig.keep_alive_timeout = 75
+    hconfig.keep_alive_max_requests = 10_000_000  # hypercorn's default (1000) recycles busy clients' connections
     hconfig.include_server_header = False
     hconfig.websocket_max_message_size = 64 * 1024 * 1024
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import collections
+import ctypes
 import json
 import os
 import signal
@@ -57,6 +58,13 @@ def to_toml(data: Mapping[str, Any]) -> str:
 
     table("", data)
     return "\n".join(lines) + "\n"
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the test process dies, so an interrupted
+    test run never leaves a server behind (Linux ``PR_SET_PDEATHSIG``)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 class ServerProcess:
@@ -112,7 +120,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sandbox_core.cli", "serve", "--config", str(self.config_path)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-            cwd=self._tmp.name, start_new_session=True,
+            cwd=self._tmp.name, start_new_session=True, preexec_fn=_die_with_parent,
         )
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()

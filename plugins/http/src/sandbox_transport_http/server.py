@@ -151,9 +151,6 @@ class HttpApp:
 
     async def read_body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise SandboxError("VALIDATION_FAILED", f"Request body exceeds {limit} bytes", {"limit": limit}, status=413)
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
