@@ -41,6 +41,17 @@ def _params(**kwargs: Any) -> dict[str, Any]:
     return {key: value for key, value in kwargs.items() if value is not None}
 
 
+async def _typed(events: AsyncIterator[dict[str, Any]], typ: Any) -> AsyncIterator[Any]:
+    """Each raw event of a stream converted to ``typ``; the stream is closed however we stop."""
+    try:
+        async for raw in events:
+            yield _convert(raw, typ)
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 def _convert(raw: Any, typ: Any) -> Any:
     try:
         return msgspec.convert(raw, typ)
@@ -115,20 +126,13 @@ class Sandbox:
             env=dict(env) if env is not None else None, cwd=cwd))
         return _convert(raw, ExecResult)  # type: ignore[no-any-return]
 
-    async def exec_stream(self, command: str, *, session_id: str | None = None, timeout_ms: int | None = None,
+    def exec_stream(self, command: str, *, session_id: str | None = None, timeout_ms: int | None = None,
                           env: Mapping[str, str | None] | None = None, cwd: str | None = None
                           ) -> AsyncIterator[AnyExecEvent]:
         """Run a command and yield its typed events as they happen: start, stdout/stderr, complete."""
-        events = self._transport.stream("commands", "execute_stream", _params(
+        return _typed(self._transport.stream("commands", "execute_stream", _params(
             command=command, sessionId=session_id, timeoutMs=timeout_ms,
-            env=dict(env) if env is not None else None, cwd=cwd))
-        try:
-            async for raw in events:
-                yield _convert(raw, AnyExecEvent)
-        finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            env=dict(env) if env is not None else None, cwd=cwd)), AnyExecEvent)
 
     @property
     def processes(self) -> "ProcessesAPI":

@@ -7,7 +7,7 @@ Relative paths resolve against the session's current directory (``default`` when
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator, Literal
+from typing import TYPE_CHECKING, AsyncIterator, Literal
 
 import pybase64
 
@@ -21,7 +21,7 @@ from ..models.files import (
     RenameFileResult,
     WriteFileResult,
 )
-from . import _convert, _params
+from . import _convert, _params, _typed
 
 if TYPE_CHECKING:
     from . import Sandbox
@@ -39,14 +39,9 @@ class FilesAPI:
         raw = await self._sb.call("files", "read", **_params(path=path, encoding=encoding, sessionId=session_id))
         return _convert(raw, ReadFileResult)  # type: ignore[no-any-return]
 
-    async def read_stream(self, path: str, *, session_id: str | None = None) -> AsyncIterator[AnyFileStreamEvent]:
+    def read_stream(self, path: str, *, session_id: str | None = None) -> AsyncIterator[AnyFileStreamEvent]:
         """The file as typed events: metadata, chunks (base64 when binary), complete; or one error event."""
-        events: Any = self._sb.stream("files", "read_stream", **_params(path=path, sessionId=session_id))
-        try:
-            async for raw in events:
-                yield _convert(raw, AnyFileStreamEvent)
-        finally:
-            await events.aclose()
+        return _typed(self._sb.stream("files", "read_stream", **_params(path=path, sessionId=session_id)), AnyFileStreamEvent)
 
     async def write(self, path: str, content: str | bytes, *, encoding: Encoding | None = None,
                     session_id: str | None = None) -> WriteFileResult:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator, Literal
+from typing import TYPE_CHECKING, AsyncIterator, Literal
 
 from ..models.ports import AnyPortWatchEvent
-from . import _convert, _params
+from . import _params, _typed
 
 if TYPE_CHECKING:
     from . import Sandbox
@@ -15,7 +15,7 @@ class PortsAPI:
     def __init__(self, sandbox: "Sandbox") -> None:
         self._sb = sandbox
 
-    async def watch(self, port: int, *, mode: Literal["http", "tcp"] = "http", path: str | None = None,
+    def watch(self, port: int, *, mode: Literal["http", "tcp"] = "http", path: str | None = None,
                     status_min: int | None = None, status_max: int | None = None,
                     process_id: str | None = None, interval_ms: float | None = None
                     ) -> AsyncIterator[AnyPortWatchEvent]:
@@ -23,11 +23,6 @@ class PortsAPI:
 
         The watch has no deadline of its own: stop iterating (or wrap it in a timeout) to end it.
         """
-        events: Any = self._sb.stream("ports", "watch_port", **_params(
+        return _typed(self._sb.stream("ports", "watch_port", **_params(
             port=port, mode=mode, path=path, statusMin=status_min, statusMax=status_max,
-            processId=process_id, interval=interval_ms))
-        try:
-            async for raw in events:
-                yield _convert(raw, AnyPortWatchEvent)
-        finally:
-            await events.aclose()
+            processId=process_id, interval=interval_ms)), AnyPortWatchEvent)

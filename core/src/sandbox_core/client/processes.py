@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
+from typing import TYPE_CHECKING, AsyncIterator, Mapping
 
 from ..models.processes import AnyLogEvent, ProcessInfo, ProcessLogs, ProcessStartResult
-from . import _convert, _params
+from . import _convert, _params, _typed
 
 if TYPE_CHECKING:
     from . import Sandbox
@@ -44,11 +44,6 @@ class ProcessesAPI:
         raw = await self._sb.call("processes", "logs", id=process_id)
         return _convert(raw, ProcessLogs)  # type: ignore[no-any-return]
 
-    async def stream_logs(self, process_id: str, *, offset: int | None = None) -> AsyncIterator[AnyLogEvent]:
+    def stream_logs(self, process_id: str, *, offset: int | None = None) -> AsyncIterator[AnyLogEvent]:
         """process_info, the held output from ``offset`` (a gap event if it was dropped), live output, exit."""
-        events: Any = self._sb.stream("processes", "stream_logs", **_params(id=process_id, offset=offset))
-        try:
-            async for raw in events:
-                yield _convert(raw, AnyLogEvent)
-        finally:
-            await events.aclose()
+        return _typed(self._sb.stream("processes", "stream_logs", **_params(id=process_id, offset=offset)), AnyLogEvent)
