@@ -206,6 +206,61 @@ const scenarios = {
       nulPath: await step(() => client.files.readFile(`${root}/a\u0000b`, sid)),
     };
   },
+
+  // Processes: a short one streamed to its end, then read back.
+  async processes_basic(client) {
+    const sid = 'interop-proc';
+    const processId = `interop-p1-${process.pid}-${Date.now()}`;
+    const start = await client.processes.startProcess("printf 'one\\n'; echo two >&2; printf three; exit 0", sid, {
+      processId,
+    });
+    const events = await collectEvents(await client.processes.streamProcessLogs(processId));
+    const got = await client.processes.getProcess(processId);
+    const logs = await client.processes.getProcessLogs(processId);
+    const list = await client.processes.listProcesses();
+    const failingId = `${processId}-fails`;
+    await client.processes.startProcess('echo bad >&2; exit 3', sid, { processId: failingId });
+    const failingEvents = await collectEvents(await client.processes.streamProcessLogs(failingId));
+    const failing = await client.processes.getProcess(failingId);
+    const listed = list.processes.find((p) => p.id === processId);
+    return {
+      start, events, got, logs, failingEvents, failing,
+      listed: listed ?? null,
+      listSuccess: list.success,
+      datesParse: [got.process.startTime, got.process.endTime].map((d) => Number.isFinite(Date.parse(d))),
+    };
+  },
+
+  // args: <a unique fractional number of seconds, e.g. 600.12345>
+  async processes_kill(client) {
+    const [seconds] = scenarioArgs;
+    const sid = 'interop-proc';
+    const processId = `interop-sleep-${process.pid}-${Date.now()}`;
+    const start = await client.processes.startProcess(`sleep ${seconds}`, sid, { processId });
+    const running = await client.processes.getProcess(processId);
+    const kill = await client.processes.killProcess(processId);
+    const killed = await client.processes.getProcess(processId);
+    const streamAfter = await collectEvents(await client.processes.streamProcessLogs(processId));
+    const killAgain = await step(() => client.processes.killProcess(processId));
+    // kill-all ends every running process (two more sleeps here).
+    const others = [`${processId}-a`, `${processId}-b`];
+    for (const id of others) await client.processes.startProcess(`sleep ${seconds}`, sid, { processId: id });
+    const killAll = await client.processes.killAllProcesses();
+    const othersAfter = await Promise.all(others.map((id) => client.processes.getProcess(id)));
+    return { start, running, kill, killed, streamAfter, killAgain, killAll, othersAfter };
+  },
+
+  async processes_errors(client) {
+    const id = 'interop-no-such-process';
+    return {
+      get: await step(() => client.processes.getProcess(id)),
+      kill: await step(() => client.processes.killProcess(id)),
+      logs: await step(() => client.processes.getProcessLogs(id)),
+      stream: await step(() => client.processes.streamProcessLogs(id)),
+      emptyCommand: await step(() => client.processes.startProcess('   ', 'interop-proc')),
+      badId: await step(() => client.processes.startProcess('true', 'interop-proc', { processId: '../x' })),
+    };
+  },
 };
 
 async function main() {

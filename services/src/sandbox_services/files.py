@@ -130,7 +130,7 @@ _CODES = {
     errno.ENOSPC: "NO_SPACE", errno.EDQUOT: "NO_SPACE", errno.EISDIR: "IS_DIRECTORY",
     errno.ENOTDIR: "NOT_DIRECTORY", errno.EEXIST: "FILE_EXISTS", errno.ENAMETOOLONG: "NAME_TOO_LONG",
     errno.ELOOP: "TOO_MANY_LINKS", errno.EMFILE: "TOO_MANY_FILES", errno.ENFILE: "TOO_MANY_FILES",
-    errno.EROFS: "READ_ONLY",
+    errno.EROFS: "READ_ONLY", errno.ENOTEMPTY: "FILE_EXISTS", errno.EBUSY: "RESOURCE_BUSY",
 }
 
 
@@ -315,7 +315,7 @@ def _prepare_write(path: str) -> _Target:
     except FileNotFoundError:
         st = None
     target = os.path.realpath(path) if os.path.islink(path) else path
-    if not os.path.basename(target):  # "dir/": not a file name
+    if os.path.basename(target) in ("", ".", ".."):  # "dir/", "dir/.", "dir/..": not a file name
         raise _oserror(errno.EISDIR, path)
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
@@ -642,6 +642,9 @@ class FilesService:
                     parent = os.path.dirname(target) or "."
                     raise SandboxError("FILE_NOT_FOUND", f"Destination directory not found: {parent}",
                                        {"path": parent, "operation": operation_name}) from None
+                elif exc.errno == errno.EINVAL:  # a directory into itself
+                    raise validation_error(f"Cannot move {src} into itself ({target})", fields[1],
+                                           path=target, operation=operation_name) from None
                 else:
                     raise fs_error(exc, target, operation_name) from None
 

@@ -115,7 +115,7 @@ def repo_name(url: str) -> str:
 
 _BRANCH = ("did not match", "pathspec")
 _NOT_FOUND = ("repository not found", "does not exist", "does not appear to be a git repository",
-              "returned error: 404")
+              "returned error: 404", "invalid gitfile format")  # the last: a local path that is a file
 _AUTH = ("authentication failed", "permission denied", "could not read username", "could not read password",
          "credentials", "returned error: 401", "returned error: 403")
 _NETWORK = ("could not resolve host", "connection refused", "connection timed out", "failed to connect",

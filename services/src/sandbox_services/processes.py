@@ -244,5 +244,5 @@ class ProcessesService:
                 cls = LogStdoutEvent if item.kind == "stdout" else LogStderrEvent
                 yield cls(process_id=id, timestamp=now_iso(), data=text, offset=item.end)
         code = await record.wait()
-        message = f"Process exited with code {code}" if code is not None else "Process ended with unknown status"
+        message = f"Process completed with exit code {code}" if code is not None else "Process ended with unknown status"
         yield ExitEvent(process_id=id, timestamp=now_iso(), exit_code=code, data=message)

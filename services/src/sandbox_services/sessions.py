@@ -31,6 +31,7 @@ from .spawn import spawn
 DISABLE_SESSION = "__DISABLE_SESSION__"
 DEFAULT_SESSION = "default"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CD_FAILED = "printf \"Failed to change directory to '%s'\\n\" \"$1\" >&2; exit 1"  # the cwd is $1
 PositiveMs = Annotated[int, Meta(gt=0)]
 
 
@@ -45,9 +46,11 @@ class SessionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 def check_env(env: Mapping[str, str | None] | None) -> None:
-    for key in env or {}:
+    for key, value in (env or {}).items():
         if not _ENV_NAME.match(key):
             raise validation_error(f"Invalid environment variable name: {key}", f"env.{key}")
+        if value is not None and "\x00" in value:
+            raise validation_error(f"Environment variable {key} must not contain NUL", f"env.{key}")
 
 
 def check_session_id(session_id: str | None, fieldname: str = "sessionId") -> str:
@@ -302,12 +305,19 @@ class SessionsService:
     async def _spawn(self, command: str, *, env: Mapping[str, str | None] | None, cwd: str | None,
                      timeout_ms: int | None, ring_bytes: int | None) -> Job:
         """A sessionless job: a fresh ``bash -c`` in its own process group."""
+        for name, value in (("command", command), ("cwd", cwd or "")):
+            if "\x00" in value:  # an argv or cwd cannot hold NUL
+                raise validation_error(f"{name} must not contain NUL", name)
+        argv = ["bash", "-c", command]
+        if cwd and not os.path.isdir(cwd):  # as in a session: exit code 1 and the shell's message
+            argv = ["bash", "-c", _CD_FAILED, "bash", cwd]
+            cwd = None
         job = self._new_job(command, None, ring_bytes)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         full_env = {**os.environ, **{k: v for k, v in (env or {}).items() if v is not None}}
         try:
-            proc = spawn(["bash", "-c", command], stdout=out_w, stderr=err_w, cwd=cwd or self.workspace,
+            proc = spawn(argv, stdout=out_w, stderr=err_w, cwd=cwd or self.workspace,
                          env=full_env, start_new_session=True)
         except OSError as exc:
             os.close(out_r)
