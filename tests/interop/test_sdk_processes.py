@@ -44,7 +44,7 @@ def test_processes_basic(node_runner: Run, sandbox_server: ServerProcess) -> Non
     events = result["events"]
     assert events[0]["type"] == "process_info" and events[0]["processId"] == process_id
     assert events[-1] == {"type": "exit", "processId": process_id, "exitCode": 0,
-                          "data": "Process exited with code 0", "timestamp": events[-1]["timestamp"]}
+                          "data": "Process completed with exit code 0", "timestamp": events[-1]["timestamp"]}
     assert {e["type"] for e in events[1:-1]} == {"stdout", "stderr"}
     assert all(e["processId"] == process_id for e in events)
     assert "".join(e["data"] for e in events if e["type"] == "stdout") == "one\nthree"
