@@ -77,11 +77,14 @@ class Figure:
 FIGURES: list[Figure] = []
 
 
-def figure(*metrics: Metric, before_load: bool = False, transports: tuple[str, ...] | None = None
-           ) -> Callable[[Callable[["Ctx"], Awaitable[Mapping[str, float]]]], Callable[["Ctx"], Awaitable[Mapping[str, float]]]]:
+def figure(
+    *metrics: Metric, before_load: bool = False, transports: tuple[str, ...] | None = None
+) -> Callable[[Callable[["Ctx"], Awaitable[Mapping[str, float]]]], Callable[["Ctx"], Awaitable[Mapping[str, float]]]]:
     """Register a figure: an async function returning ``{metric.key: value}``."""
 
-    def register(fn: Callable[["Ctx"], Awaitable[Mapping[str, float]]]) -> Callable[["Ctx"], Awaitable[Mapping[str, float]]]:
+    def register(
+        fn: Callable[["Ctx"], Awaitable[Mapping[str, float]]],
+    ) -> Callable[["Ctx"], Awaitable[Mapping[str, float]]]:
         FIGURES.append(Figure(fn.__name__, metrics, fn, before_load, transports))
         return fn
 
@@ -153,9 +156,10 @@ async def idle_rss(ctx: Ctx) -> dict[str, float]:
     return {"idle_rss": rss_mb(ctx.pid)}
 
 
-@figure(Metric("exec_echo_median", "session exec `echo hi`, median", "ms",
-               target={"http": 2.0, "*": 1.5}, upstream=52),
-        Metric("exec_echo_p99", "session exec `echo hi`, p99", "ms"))
+@figure(
+    Metric("exec_echo_median", "session exec `echo hi`, median", "ms", target={"http": 2.0, "*": 1.5}, upstream=52),
+    Metric("exec_echo_p99", "session exec `echo hi`, p99", "ms"),
+)
 async def exec_echo(ctx: Ctx) -> dict[str, float]:
     sb, sid = ctx.sb, "bench-echo"
     await sb.create_session(sid)
@@ -170,8 +174,16 @@ async def exec_echo(ctx: Ctx) -> dict[str, float]:
     return {"exec_echo_median": statistics.median(samples), "exec_echo_p99": percentile(samples, 99)}
 
 
-@figure(Metric("exec_8_sessions", "400 exec over 8 sessions, concurrent (median of 5)", "ops/s",
-               target=2000, better="higher", upstream=175))
+@figure(
+    Metric(
+        "exec_8_sessions",
+        "400 exec over 8 sessions, concurrent (median of 5)",
+        "ops/s",
+        target=2000,
+        better="higher",
+        upstream=175,
+    )
+)
 async def exec_8_sessions(ctx: Ctx) -> dict[str, float]:
     sb, sessions, per = ctx.sb, 8, ctx.n(50)
     ids = [f"bench-conc-{i}" for i in range(sessions)]
@@ -191,8 +203,10 @@ async def exec_8_sessions(ctx: Ctx) -> dict[str, float]:
     return {"exec_8_sessions": statistics.median(rates)}
 
 
-@figure(Metric("stream_first_byte", "exec stream, first stdout byte, median", "ms", target=5.0),
-        Metric("stream_no_stdout", "exec streams that ended without stdout", "runs", target=0))
+@figure(
+    Metric("stream_first_byte", "exec stream, first stdout byte, median", "ms", target=5.0),
+    Metric("stream_no_stdout", "exec streams that ended without stdout", "runs", target=0),
+)
 async def stream_first_byte(ctx: Ctx) -> dict[str, float]:
     sb, sid = ctx.sb, "bench-stream"
     await sb.create_session(sid)
@@ -209,12 +223,14 @@ async def stream_first_byte(ctx: Ctx) -> dict[str, float]:
         # drained to the end (not timed), so the session is idle for the next run
         return first
 
-    runs = [await once() for _ in range(ctx.n(20) + ctx.n(200))][ctx.n(20):]  # warm-up dropped
+    runs = [await once() for _ in range(ctx.n(20) + ctx.n(200))][ctx.n(20) :]  # warm-up dropped
     samples = [r for r in runs if r is not None]
     missing = len(runs) - len(samples)
     if missing:
-        ctx.note(f"stream_first_byte [{ctx.transport}]: {missing} of {len(runs)} `echo hi` streams "
-                 "completed without a stdout event (left out of the median)")
+        ctx.note(
+            f"stream_first_byte [{ctx.transport}]: {missing} of {len(runs)} `echo hi` streams "
+            "completed without a stdout event (left out of the median)"
+        )
     if len(samples) < len(runs) / 2:
         raise RuntimeError(f"{missing} of {len(runs)} exec streams ended without a stdout event")
     return {"stream_first_byte": statistics.median(samples), "stream_no_stdout": missing}
@@ -266,8 +282,10 @@ class RssSampler:
         return self.peak - self.base
 
 
-@figure(Metric("b64_write", "16 MiB base64 file write", "MiB/s", target=None, better="higher", upstream=140),
-        Metric("b64_read", "16 MiB base64 file read", "MiB/s", target=None, better="higher", upstream=281))
+@figure(
+    Metric("b64_write", "16 MiB base64 file write", "MiB/s", target=None, better="higher", upstream=140),
+    Metric("b64_read", "16 MiB base64 file read", "MiB/s", target=None, better="higher", upstream=281),
+)
 async def file_base64(ctx: Ctx) -> dict[str, float]:
     sb, size = ctx.sb, 16 * 1024 * 1024
     data = os.urandom(size)
@@ -288,8 +306,11 @@ async def file_base64(ctx: Ctx) -> dict[str, float]:
     return {"b64_write": mib / statistics.median(writes), "b64_read": mib / statistics.median(reads)}
 
 
-@figure(Metric("read_stream", "256 MiB file read stream", "MiB/s", target=200, better="higher"),
-        Metric("read_stream_rss", "server RSS growth during it", "MB", target=64), before_load=True)
+@figure(
+    Metric("read_stream", "256 MiB file read stream", "MiB/s", target=200, better="higher"),
+    Metric("read_stream_rss", "server RSS growth during it", "MB", target=64),
+    before_load=True,
+)
 async def file_read_stream(ctx: Ctx) -> dict[str, float]:
     sb, size = ctx.sb, (32 if ctx.quick else 256) * 1024 * 1024
     path = f"/tmp/bench-stream-{os.getpid()}.bin"
@@ -309,8 +330,9 @@ async def file_read_stream(ctx: Ctx) -> dict[str, float]:
     return {"read_stream": size / 1024 / 1024 / elapsed, "read_stream_rss": rss.growth}
 
 
-@figure(Metric("slow_reader_rss", "RSS growth, slow reader of an endless printer (3 s)", "MB", target=64),
-        before_load=True)
+@figure(
+    Metric("slow_reader_rss", "RSS growth, slow reader of an endless printer (3 s)", "MB", target=64), before_load=True
+)
 async def slow_reader(ctx: Ctx) -> dict[str, float]:
     sb = ctx.sb
     name = f"bench-endless-{os.getpid()}"
@@ -383,7 +405,9 @@ async def run_transport(transport: str, quick: bool, figures: list[Figure]) -> t
     finally:
         code = server.stop()
         if code not in (0, None, -15):
-            notes.append(f"server [{transport}] exited with {code}; last log lines:\n" + "\n".join(list(server.log)[-20:]))
+            notes.append(
+                f"server [{transport}] exited with {code}; last log lines:\n" + "\n".join(list(server.log)[-20:])
+            )
     return rows, notes
 
 
@@ -418,12 +442,20 @@ def table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--transport", action="append", metavar="NAME",
-                        help="transport to measure (repeatable; default: every installed transport)")
+    parser.add_argument(
+        "--transport",
+        action="append",
+        metavar="NAME",
+        help="transport to measure (repeatable; default: every installed transport)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--quick", action="store_true", help="about 10x fewer iterations (smoke test)")
-    parser.add_argument("--only", action="append", metavar="FIGURE",
-                        help="run only this figure (function name; repeatable): " + ", ".join(f.name for f in FIGURES))
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="FIGURE",
+        help="run only this figure (function name; repeatable): " + ", ".join(f.name for f in FIGURES),
+    )
     args = parser.parse_args(argv)
 
     installed = installed_transports()
@@ -438,8 +470,11 @@ def main(argv: list[str] | None = None) -> int:
     for transport in transports:
         figs = [f for f in figures if f.transports is None or transport in f.transports]
         if transport not in installed:
-            rows += [Row(m, transport, error=f"transport not installed (installed: {installed})")
-                     for f in figs for m in f.metrics]
+            rows += [
+                Row(m, transport, error=f"transport not installed (installed: {installed})")
+                for f in figs
+                for m in f.metrics
+            ]
             continue
         r, n = asyncio.run(run_transport(transport, args.quick, figs))
         rows += r
@@ -447,20 +482,35 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
 
     print(table(rows))
-    print(f"\n{len(transports)} transport(s), {elapsed:.1f} s{' (--quick)' if args.quick else ''}, "
-          f"Python {platform.python_version()}, {os.cpu_count()} CPUs")
+    print(
+        f"\n{len(transports)} transport(s), {elapsed:.1f} s{' (--quick)' if args.quick else ''}, "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs"
+    )
     for note in notes:
         print("\n" + note, file=sys.stderr)
 
     if args.json:
         out = {
-            "quick": args.quick, "elapsed_s": elapsed, "python": platform.python_version(),
-            "platform": platform.platform(), "cpus": os.cpu_count(),
-            "results": [{
-                "key": r.metric.key, "figure": r.metric.label, "transport": r.transport, "unit": r.metric.unit,
-                "value": r.value, "target": r.metric.target_for(r.transport), "better": r.metric.better,
-                "upstream": r.metric.upstream, "ok": r.ok, "error": r.error,
-            } for r in rows],
+            "quick": args.quick,
+            "elapsed_s": elapsed,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "results": [
+                {
+                    "key": r.metric.key,
+                    "figure": r.metric.label,
+                    "transport": r.transport,
+                    "unit": r.metric.unit,
+                    "value": r.value,
+                    "target": r.metric.target_for(r.transport),
+                    "better": r.metric.better,
+                    "upstream": r.metric.upstream,
+                    "ok": r.ok,
+                    "error": r.error,
+                }
+                for r in rows
+            ],
         }
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -43,14 +43,17 @@ def test_transport_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert load_config(path).client.transport == "rpc"
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("[server]\nprot = 1\n", "prot"),
-    ("[server]\nport = 'x'\n", "port"),
-    ("[server]\nport = 70000\n", "port"),
-    ("[sever]\n", "sever"),
-    ("[client]\ntimeout = -1\n", "timeout"),
-    ("not toml [", "TOML"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("[server]\nprot = 1\n", "prot"),
+        ("[server]\nport = 'x'\n", "port"),
+        ("[server]\nport = 70000\n", "port"),
+        ("[sever]\n", "sever"),
+        ("[client]\ntimeout = -1\n", "timeout"),
+        ("not toml [", "TOML"),
+    ],
+)
 def test_bad_config_names_the_key(tmp_path: Path, text: str, needle: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))

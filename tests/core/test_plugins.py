@@ -15,7 +15,9 @@ from sandbox_core.plugins import Hooks, PluginLoadError, make_plugin_manager, pl
 
 
 def test_every_hook_is_documented() -> None:
-    hooks = [(name, fn) for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("sandbox_")]
+    hooks = [
+        (name, fn) for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("sandbox_")
+    ]
     assert hooks
     for name, fn in hooks:
         doc = inspect.getdoc(fn)
@@ -77,12 +79,19 @@ def test_duplicate_service_is_an_error() -> None:
 
 
 def test_cli_plugins_lists_and_disables() -> None:
-    out = subprocess.run([sys.executable, "-m", "sandbox_core.cli", "plugins"], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "sandbox_core.cli", "plugins"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     assert "sandbox-transport-http" in out and "sandbox-services" in out
     env = {**os.environ, "SANDBOX_DISABLED_PLUGINS": "http"}
-    out = subprocess.run([sys.executable, "-m", "sandbox_core.cli", "plugins"], capture_output=True, text=True,
-                         timeout=60, check=True, env=env).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "sandbox_core.cli", "plugins"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=env,
+    ).stdout
     assert "sandbox-transport-http" not in out
 
 
@@ -98,6 +107,10 @@ def test_trace_hooks_logs_calls(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cli_config_error_names_key(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[server]\nhots = 'x'\n")
-    proc = subprocess.run([sys.executable, "-m", "sandbox_core.cli", "serve", "--config", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sandbox_core.cli", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "hots" in proc.stderr

@@ -22,8 +22,12 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return pieces
 
 
-@given(payloads, st.lists(st.integers(min_value=0, max_value=10_000), max_size=20),
-       st.sampled_from(["\n", "\r\n", "\r"]), st.booleans())
+@given(
+    payloads,
+    st.lists(st.integers(min_value=0, max_value=10_000), max_size=20),
+    st.sampled_from(["\n", "\r\n", "\r"]),
+    st.booleans(),
+)
 def test_any_chunking_same_events(events: list[dict[str, str]], cuts: list[int], eol: str, named: bool) -> None:
     wire = b"".join(encode_event(e, "msg" if named else None) for e in events).replace(b"\n", eol.encode())
     decoder = SSEDecoder()
@@ -38,7 +42,10 @@ def test_any_chunking_same_events(events: list[dict[str, str]], cuts: list[int],
 def test_field_forms() -> None:
     decoder = SSEDecoder()
     events = decoder.feed(b"data:a\ndata: b\n: comment\nevent:x\nid: 7\n\ndata: [DONE]\n\n")
-    assert [(e.data, e.event, e.id) for e in events] == [("a\nb", "x", "7"), ("[DONE]", None, "7")]  # the last id persists, as the SSE spec says
+    assert [(e.data, e.event, e.id) for e in events] == [
+        ("a\nb", "x", "7"),
+        ("[DONE]", None, "7"),
+    ]  # the last id persists, as the SSE spec says
 
 
 @given(st.binary(max_size=4096), st.lists(st.integers(min_value=0, max_value=5000), max_size=10))

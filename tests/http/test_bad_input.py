@@ -84,8 +84,7 @@ PATH_FIELDS = {"path", "oldPath", "newPath", "sourcePath", "destinationPath", "t
 ENV_NAMES = ["SBX_A", "SBX_B", "sbx_lower"]
 BAD_ENV_NAMES = ["1BAD", "", "A-B", "A B", "SBX=X", "SBX_\x00"]
 #: Names inside the scratch directory (see :func:`scratch`); "e/.." is the directory itself.
-ENTRIES = ["f", "d", "d/g", "e", "e/..", "d/.", "x", "x/d", "new", "d/new", "f/x", "new/..", "new/deeper/x",
-           "é ü", " "]
+ENTRIES = ["f", "d", "d/g", "e", "e/..", "d/.", "x", "x/d", "new", "d/new", "f/x", "new/..", "new/deeper/x", "é ü", " "]
 HARMLESS_STRINGS = ["", " ", "x", "a\x00b", "a" * 5000, "é" * 2100, "\n", "null", "{}"]
 
 
@@ -114,16 +113,21 @@ def _name_ok(name: str) -> bool:
     return name not in (".", "..")
 
 
-scratch_names = st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)),
-                        min_size=1, max_size=16).filter(_name_ok)
+scratch_names = st.text(
+    st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), min_size=1, max_size=16
+).filter(_name_ok)
 wrong_types = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=False, allow_infinity=False), st.lists(st.integers(), max_size=3),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.lists(st.integers(), max_size=3),
     st.dictionaries(st.sampled_from(["a", "path", "command"]), st.integers(), max_size=2),
 )
 # no integers or floats: for the numeric fields whose size matters
-wrong_non_numbers = st.one_of(st.none(), st.booleans(), st.sampled_from(HARMLESS_STRINGS),
-                              st.lists(st.booleans(), max_size=2), st.just({"a": 1}))
+wrong_non_numbers = st.one_of(
+    st.none(), st.booleans(), st.sampled_from(HARMLESS_STRINGS), st.lists(st.booleans(), max_size=2), st.just({"a": 1})
+)
 harmless = st.one_of(wrong_types, st.sampled_from(HARMLESS_STRINGS))
 
 valid_paths = st.one_of(st.sampled_from(ENTRIES), scratch_names).map(InScratch)
@@ -140,14 +144,25 @@ repo_urls = st.one_of(
     st.sampled_from(["", "  ", "-q", "-"]),  # rejected (or a harmless option) before git runs
     wrong_types,
 )
-small_ms = st.one_of(st.integers(min_value=1, max_value=MAX_TIMEOUT_MS), st.integers(max_value=0), wrong_non_numbers,
-                     st.floats(min_value=-MAX_TIMEOUT_MS, max_value=MAX_TIMEOUT_MS))
-session_ids = st.one_of(st.sampled_from(["bad-in-a", "bad-in-b", "__DISABLE_SESSION__", "default", "é"]),
-                        st.sampled_from(["", "   ", "x" * 300, "a\x00b"]), wrong_types)
-process_ids = st.one_of(st.sampled_from(["bad-p1", "bad-p2", "", "../x", "a" * 200, "a\x00b", "with space"]),
-                        st.text(max_size=12), wrong_types)
-env_values = st.one_of(st.text(max_size=12), st.none(), st.sampled_from(["a\x00b", "a" * 5000]),
-                       st.integers(), st.booleans())
+small_ms = st.one_of(
+    st.integers(min_value=1, max_value=MAX_TIMEOUT_MS),
+    st.integers(max_value=0),
+    wrong_non_numbers,
+    st.floats(min_value=-MAX_TIMEOUT_MS, max_value=MAX_TIMEOUT_MS),
+)
+session_ids = st.one_of(
+    st.sampled_from(["bad-in-a", "bad-in-b", "__DISABLE_SESSION__", "default", "é"]),
+    st.sampled_from(["", "   ", "x" * 300, "a\x00b"]),
+    wrong_types,
+)
+process_ids = st.one_of(
+    st.sampled_from(["bad-p1", "bad-p2", "", "../x", "a" * 200, "a\x00b", "with space"]),
+    st.text(max_size=12),
+    wrong_types,
+)
+env_values = st.one_of(
+    st.text(max_size=12), st.none(), st.sampled_from(["a\x00b", "a" * 5000]), st.integers(), st.booleans()
+)
 env_names = st.one_of(st.sampled_from(ENV_NAMES), st.sampled_from(ENV_NAMES), st.sampled_from(BAD_ENV_NAMES))
 envs = st.one_of(st.dictionaries(env_names, env_values, max_size=3), wrong_types)
 
@@ -156,8 +171,11 @@ def bounded_ports(free_ports: list[int]) -> st.SearchStrategy[Any]:
     """Loopback ports that nothing listens on (held bound by this module), or invalid ones."""
     return st.one_of(
         st.sampled_from(free_ports),
-        st.integers(max_value=0), st.integers(min_value=65536), st.sampled_from([0, 65536, 2**64]),
-        wrong_non_numbers, st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: not f.is_integer()),
+        st.integers(max_value=0),
+        st.integers(min_value=65536),
+        st.sampled_from([0, 65536, 2**64]),
+        wrong_non_numbers,
+        st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: not f.is_integer()),
     )
 
 
@@ -166,22 +184,33 @@ def field_strategy(name: str, free_ports: list[int]) -> st.SearchStrategy[Any]:
     by_name: dict[str, st.SearchStrategy[Any]] = {
         "command": st.one_of(st.sampled_from(SAFE_COMMANDS), st.sampled_from(SAFE_COMMANDS), wrong_types),
         "repoUrl": repo_urls,
-        "timeoutMs": small_ms, "commandTimeoutMs": small_ms,
+        "timeoutMs": small_ms,
+        "commandTimeoutMs": small_ms,
         "interval": st.one_of(st.floats(min_value=-10, max_value=MAX_TIMEOUT_MS), wrong_non_numbers),
         "port": bounded_ports(free_ports),
         "env": envs,
-        "sessionId": session_ids, "id": st.one_of(session_ids, process_ids), "processId": process_ids,
+        "sessionId": session_ids,
+        "id": st.one_of(session_ids, process_ids),
+        "processId": process_ids,
         "mode": st.one_of(st.sampled_from(["tcp", "http", "udp", ""]), wrong_types),
         "origin": st.one_of(st.sampled_from(["user", "internal", "root"]), wrong_types),
         "encoding": st.one_of(st.sampled_from(["utf-8", "utf8", "base64", "none", "UTF-8"]), harmless),
-        "status": st.one_of(st.sampled_from(["running", "completed", "failed", "killed", "error", "nope"]),
-                            wrong_types),
-        "content": st.one_of(st.text(max_size=40), st.sampled_from(["aGk=", "not base64!", "x" * 200_000]),
-                             wrong_types),
-        "options": st.one_of(st.fixed_dictionaries({}, optional={"recursive": st.one_of(st.booleans(), wrong_types),
-                                                                 "includeHidden": st.one_of(st.booleans(),
-                                                                                            wrong_types)}),
-                             wrong_types),
+        "status": st.one_of(
+            st.sampled_from(["running", "completed", "failed", "killed", "error", "nope"]), wrong_types
+        ),
+        "content": st.one_of(
+            st.text(max_size=40), st.sampled_from(["aGk=", "not base64!", "x" * 200_000]), wrong_types
+        ),
+        "options": st.one_of(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "recursive": st.one_of(st.booleans(), wrong_types),
+                    "includeHidden": st.one_of(st.booleans(), wrong_types),
+                },
+            ),
+            wrong_types,
+        ),
         "branch": st.one_of(st.text(max_size=12), wrong_types),
         "upto": st.one_of(st.integers(min_value=-5, max_value=MAX_TIMEOUT_MS), wrong_non_numbers),
         "name": st.one_of(st.text(max_size=12), wrong_types),
@@ -219,7 +248,7 @@ class Call:
             return raw
         kind, _, arg = self.malformed.partition(":")
         if kind == "truncate":
-            return raw[:max(0, len(raw) - int(arg))]
+            return raw[: max(0, len(raw) - int(arg))]
         if kind == "append":
             return raw + b',"x":1}'
         return b"\xff" + raw
@@ -232,10 +261,16 @@ def _not_a_json_object(raw: bytes) -> bool:
         return True
 
 
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                         st.sampled_from(HARMLESS_STRINGS))
-non_object_json = st.one_of(json_scalars, st.lists(json_scalars, max_size=4),
-                            st.lists(st.lists(json_scalars, max_size=2), max_size=2))
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(HARMLESS_STRINGS),
+)
+non_object_json = st.one_of(
+    json_scalars, st.lists(json_scalars, max_size=4), st.lists(st.lists(json_scalars, max_size=2), max_size=2)
+)
 
 
 @st.composite
@@ -313,8 +348,11 @@ def contract_5xx(body: dict[str, Any]) -> bool:
     if code == "GIT_NETWORK_ERROR" and "timed out after" in message:
         return True  # a5: a clone that reaches its timeoutMs is 502
     # a2: a non-recursive mkdir with a missing parent
-    return (code == "FILESYSTEM_ERROR" and body.get("context", {}).get("operation") == "directory.create"
-            and "No such file or directory" in message)
+    return (
+        code == "FILESYSTEM_ERROR"
+        and body.get("context", {}).get("operation") == "directory.create"
+        and "No such file or directory" in message
+    )
 
 
 def check_no_trace(text: str) -> None:
@@ -348,7 +386,7 @@ def check_events(frames: list[bytes], generic: bool) -> None:
         if frame.startswith(b":"):
             continue  # a keep-alive comment
         assert frame.startswith(b"data: ") and b"\n" not in frame, frame[:300]
-        event = json.loads(frame[len(b"data: "):])
+        event = json.loads(frame[len(b"data: ") :])
         check_no_trace(json.dumps(event))
         if not generic:
             assert isinstance(event, dict) and isinstance(event.get("type"), str), event
@@ -498,10 +536,13 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     """A dedicated server for this module (as ``sandbox_server_factory`` starts one, but module-scoped)."""
     workspace = tmp_path_factory.mktemp("bad-input-workspace")
     ports, held = hold_free_ports(3)
-    config = {**TEST_CONFIG, "services": {
-        "sessions": {"kill_grace_ms": 500, "command_timeout_ms": MAX_TIMEOUT_MS},
-        "ports": {"probe_timeout_ms": 500},
-    }}
+    config = {
+        **TEST_CONFIG,
+        "services": {
+            "sessions": {"kill_grace_ms": 500, "command_timeout_ms": MAX_TIMEOUT_MS},
+            "ports": {"probe_timeout_ms": 500},
+        },
+    }
     server = ServerProcess(config=config, workspace=workspace).start()
     try:
         target = Target(server, str(tmp_path_factory.mktemp("bad-input-scratch")), ports)
@@ -522,8 +563,12 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
 # ---- the tests ---------------------------------------------------------------------------------
 
 #: ``BAD_INPUT_EXAMPLES=500`` for a deeper (slower) local run.
-PROFILE = settings(max_examples=int(os.environ.get("BAD_INPUT_EXAMPLES", "40")), deadline=None,
-                   suppress_health_check=list(HealthCheck), database=None)
+PROFILE = settings(
+    max_examples=int(os.environ.get("BAD_INPUT_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
 
 
 @pytest.mark.parametrize("route", [pytest.param(r, id=f"{r.method} {r.path}") for r in ROUTES])
@@ -560,35 +605,88 @@ D = "__DISABLE_SESSION__"
 NUL_ENV = {"SBX_A": "a\x00b"}
 
 
-@pytest.mark.parametrize("method,path,body,status,code,field", [
-    # NUL where an argv, an environment or a cwd cannot hold it: was 500 INTERNAL_ERROR (ValueError)
-    ("POST", "/api/session/create", {"id": "bad-in-nul", "env": NUL_ENV}, 400, "VALIDATION_FAILED", "env.SBX_A"),
-    ("POST", "/api/execute", {"command": "true", "sessionId": D, "env": NUL_ENV}, 400, "VALIDATION_FAILED",
-     "env.SBX_A"),
-    ("POST", "/api/execute", {"command": "true", "env": NUL_ENV}, 400, "VALIDATION_FAILED", "env.SBX_A"),
-    ("POST", "/api/process/start", {"command": "true", "sessionId": D, "env": NUL_ENV}, 400, "VALIDATION_FAILED",
-     "env.SBX_A"),
-    ("POST", "/api/execute", {"command": "echo a\x00b", "sessionId": D}, 400, "VALIDATION_FAILED", "command"),
-    ("POST", "/api/execute/stream", {"command": "echo a\x00b", "sessionId": D}, 400, "VALIDATION_FAILED", "command"),
-    ("POST", "/api/execute", {"command": "true", "sessionId": D, "cwd": InScratch("a\x00b")}, 400,
-     "VALIDATION_FAILED", "cwd"),
-    # a directory moved into itself: was 500 FILESYSTEM_ERROR "Invalid argument"
-    ("POST", "/api/rename", {"oldPath": InScratch("d"), "newPath": InScratch("d/sub")}, 400, "VALIDATION_FAILED",
-     "newPath"),
-    ("POST", "/api/move", {"sourcePath": InScratch("d"), "destinationPath": InScratch("d/sub")}, 400,
-     "VALIDATION_FAILED", "destinationPath"),
-    # "." or ".." as the last component: was 500 FILESYSTEM_ERROR "Device or resource busy"
-    ("POST", "/api/rename", {"oldPath": InScratch("e/.."), "newPath": InScratch("f")}, 409, "RESOURCE_BUSY", None),
-    ("POST", "/api/write", {"path": InScratch("new/.."), "content": "x"}, 400, "IS_DIRECTORY", None),
-    # a directory moved onto a non-empty one: was 500 FILESYSTEM_ERROR "Directory not empty"
-    ("POST", "/api/move", {"sourcePath": InScratch("d"), "destinationPath": InScratch("x")}, 409, "FILE_EXISTS",
-     None),
-    # a clone of a path that is a regular file: was 500 GIT_OPERATION_FAILED
-    ("POST", "/api/git/checkout", {"repoUrl": InScratch("f"), "targetDir": InScratch("clone"), "timeoutMs": 2000},
-     404, "GIT_REPOSITORY_NOT_FOUND", None),
-])
-def test_found_bad_inputs(target: Target, method: str, path: str, body: Any, status: int, code: str,
-                          field: str | None) -> None:
+@pytest.mark.parametrize(
+    "method,path,body,status,code,field",
+    [
+        # NUL where an argv, an environment or a cwd cannot hold it: was 500 INTERNAL_ERROR (ValueError)
+        ("POST", "/api/session/create", {"id": "bad-in-nul", "env": NUL_ENV}, 400, "VALIDATION_FAILED", "env.SBX_A"),
+        (
+            "POST",
+            "/api/execute",
+            {"command": "true", "sessionId": D, "env": NUL_ENV},
+            400,
+            "VALIDATION_FAILED",
+            "env.SBX_A",
+        ),
+        ("POST", "/api/execute", {"command": "true", "env": NUL_ENV}, 400, "VALIDATION_FAILED", "env.SBX_A"),
+        (
+            "POST",
+            "/api/process/start",
+            {"command": "true", "sessionId": D, "env": NUL_ENV},
+            400,
+            "VALIDATION_FAILED",
+            "env.SBX_A",
+        ),
+        ("POST", "/api/execute", {"command": "echo a\x00b", "sessionId": D}, 400, "VALIDATION_FAILED", "command"),
+        (
+            "POST",
+            "/api/execute/stream",
+            {"command": "echo a\x00b", "sessionId": D},
+            400,
+            "VALIDATION_FAILED",
+            "command",
+        ),
+        (
+            "POST",
+            "/api/execute",
+            {"command": "true", "sessionId": D, "cwd": InScratch("a\x00b")},
+            400,
+            "VALIDATION_FAILED",
+            "cwd",
+        ),
+        # a directory moved into itself: was 500 FILESYSTEM_ERROR "Invalid argument"
+        (
+            "POST",
+            "/api/rename",
+            {"oldPath": InScratch("d"), "newPath": InScratch("d/sub")},
+            400,
+            "VALIDATION_FAILED",
+            "newPath",
+        ),
+        (
+            "POST",
+            "/api/move",
+            {"sourcePath": InScratch("d"), "destinationPath": InScratch("d/sub")},
+            400,
+            "VALIDATION_FAILED",
+            "destinationPath",
+        ),
+        # "." or ".." as the last component: was 500 FILESYSTEM_ERROR "Device or resource busy"
+        ("POST", "/api/rename", {"oldPath": InScratch("e/.."), "newPath": InScratch("f")}, 409, "RESOURCE_BUSY", None),
+        ("POST", "/api/write", {"path": InScratch("new/.."), "content": "x"}, 400, "IS_DIRECTORY", None),
+        # a directory moved onto a non-empty one: was 500 FILESYSTEM_ERROR "Directory not empty"
+        (
+            "POST",
+            "/api/move",
+            {"sourcePath": InScratch("d"), "destinationPath": InScratch("x")},
+            409,
+            "FILE_EXISTS",
+            None,
+        ),
+        # a clone of a path that is a regular file: was 500 GIT_OPERATION_FAILED
+        (
+            "POST",
+            "/api/git/checkout",
+            {"repoUrl": InScratch("f"), "targetDir": InScratch("clone"), "timeoutMs": 2000},
+            404,
+            "GIT_REPOSITORY_NOT_FOUND",
+            None,
+        ),
+    ],
+)
+def test_found_bad_inputs(
+    target: Target, method: str, path: str, body: Any, status: int, code: str, field: str | None
+) -> None:
     got, error, root = target.send(method, path, body)
     assert (got, error["code"]) == (status, code), error
     if field is not None:
@@ -600,8 +698,9 @@ def test_found_bad_inputs(target: Target, method: str, path: str, body: Any, sta
 def test_sessionless_bad_cwd_is_exit_1_as_in_a_session(target: Target, cwd: str) -> None:
     """Was 500 COMMAND_EXECUTION_ERROR "Failed to start command"; a session answers exit code 1."""
     for session_id in (D, "bad-in-cwd"):
-        status, result, root = target.send("POST", "/api/execute",
-                                           {"command": "echo x", "sessionId": session_id, "cwd": InScratch(cwd)})
+        status, result, root = target.send(
+            "POST", "/api/execute", {"command": "echo x", "sessionId": session_id, "cwd": InScratch(cwd)}
+        )
         assert status == 200, result
         assert (result["exitCode"], result["stdout"]) == (1, "")
         assert result["stderr"].rstrip("\n") == f"Failed to change directory to '{root}/{cwd}'"

@@ -44,7 +44,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 def sse_events(raw: bytes) -> list[dict[str, Any]]:
     frames = [f for f in raw.decode().split("\n\n") if f]
     assert all(f.startswith("data: ") and "\n" not in f for f in frames), frames[:3]
-    return [json.loads(f[len("data: "):]) for f in frames]
+    return [json.loads(f[len("data: ") :]) for f in frames]
 
 
 async def test_write_and_read_shapes(http: httpx.AsyncClient, scratch: str) -> None:
@@ -57,15 +57,27 @@ async def test_write_and_read_shapes(http: httpx.AsyncClient, scratch: str) -> N
     body = read.json()
     assert set(body) == {"success", "path", "content", "timestamp", "encoding", "isBinary", "mimeType", "size"}
     assert {k: body[k] for k in ("success", "path", "content", "encoding", "isBinary", "mimeType", "size")} == {
-        "success": True, "path": path, "content": "héllo", "encoding": "utf-8", "isBinary": False,
-        "mimeType": "text/plain", "size": 6}
+        "success": True,
+        "path": path,
+        "content": "héllo",
+        "encoding": "utf-8",
+        "isBinary": False,
+        "mimeType": "text/plain",
+        "size": 6,
+    }
 
     data = bytes(range(256))
-    await http.post("/api/write", json={"path": f"{scratch}/b.png", "content": base64.b64encode(data).decode(),
-                                        "encoding": "base64"})
+    await http.post(
+        "/api/write",
+        json={"path": f"{scratch}/b.png", "content": base64.b64encode(data).decode(), "encoding": "base64"},
+    )
     binary = (await http.post("/api/read", json={"path": f"{scratch}/b.png"})).json()
     assert (binary["encoding"], binary["isBinary"], binary["mimeType"], binary["size"]) == (
-        "base64", True, "image/png", 256)
+        "base64",
+        True,
+        "image/png",
+        256,
+    )
     assert base64.b64decode(binary["content"]) == data
     as_text = (await http.post("/api/read", json={"path": path, "encoding": "utf8"})).json()
     assert (as_text["encoding"], as_text["content"]) == ("utf-8", "héllo")
@@ -82,21 +94,32 @@ async def test_other_route_shapes(http: httpx.AsyncClient, scratch: str) -> None
     assert set(exists) == {"success", "path", "exists", "timestamp"} and exists["exists"] is True
     assert (await http.post("/api/exists", json={"path": f"{scratch}/zz"})).json()["exists"] is False
 
-    renamed = (await http.post("/api/rename", json={"oldPath": f"{scratch}/a.txt", "newPath": f"{scratch}/b.txt"})).json()
-    assert renamed == {"success": True, "path": f"{scratch}/a.txt", "newPath": f"{scratch}/b.txt",
-                       "oldPath": f"{scratch}/a.txt", "timestamp": renamed["timestamp"]}
-    moved = (await http.post("/api/move", json={"sourcePath": f"{scratch}/b.txt",
-                                               "destinationPath": f"{scratch}/d"})).json()
-    assert moved == {"success": True, "path": f"{scratch}/b.txt", "newPath": f"{scratch}/d",
-                     "timestamp": moved["timestamp"]}
+    renamed = (
+        await http.post("/api/rename", json={"oldPath": f"{scratch}/a.txt", "newPath": f"{scratch}/b.txt"})
+    ).json()
+    assert renamed == {
+        "success": True,
+        "path": f"{scratch}/a.txt",
+        "newPath": f"{scratch}/b.txt",
+        "oldPath": f"{scratch}/a.txt",
+        "timestamp": renamed["timestamp"],
+    }
+    moved = (
+        await http.post("/api/move", json={"sourcePath": f"{scratch}/b.txt", "destinationPath": f"{scratch}/d"})
+    ).json()
+    assert moved == {
+        "success": True,
+        "path": f"{scratch}/b.txt",
+        "newPath": f"{scratch}/d",
+        "timestamp": moved["timestamp"],
+    }
     assert os.path.isfile(f"{scratch}/d/b.txt")
 
     listing = (await http.post("/api/list-files", json={"path": scratch, "options": {}})).json()
     assert set(listing) == {"success", "path", "files", "count", "timestamp"}
     assert listing["count"] == 2 and [f["name"] for f in listing["files"]] == ["d", "x"]
     entry = listing["files"][0]
-    assert set(entry) == {"name", "absolutePath", "relativePath", "type", "size", "modifiedAt", "mode",
-                          "permissions"}
+    assert set(entry) == {"name", "absolutePath", "relativePath", "type", "size", "modifiedAt", "mode", "permissions"}
     assert (entry["absolutePath"], entry["relativePath"], entry["type"]) == (f"{scratch}/d", "d", "directory")
     assert entry["modifiedAt"].endswith("Z") and set(entry["permissions"]) == {"readable", "writable", "executable"}
     tree = (await http.post("/api/list-files", json={"path": scratch, "options": {"recursive": True}})).json()
@@ -144,8 +167,13 @@ async def test_read_stream_binary_chunk_sizes(http: httpx.AsyncClient, scratch: 
         fh.write(data)
     async with http.stream("POST", "/api/read/stream", json={"path": path}) as response:
         events = sse_events(await response.aread())
-    assert events[0] == {"type": "metadata", "mimeType": "application/octet-stream", "size": 150_000,
-                         "isBinary": True, "encoding": "base64"}
+    assert events[0] == {
+        "type": "metadata",
+        "mimeType": "application/octet-stream",
+        "size": 150_000,
+        "isBinary": True,
+        "encoding": "base64",
+    }
     chunks = [e["data"] for e in events[1:-1]]
     assert [len(c) for c in chunks] == [87380, 87380, 25240]
     assert all(e["type"] == "chunk" for e in events[1:-1])
@@ -170,17 +198,23 @@ async def test_error_bodies(http: httpx.AsyncClient, scratch: str) -> None:
     assert_error(await http.post("/api/delete", json={"path": f"{scratch}/dir"}), 400, "IS_DIRECTORY")
     with open(f"{scratch}/f", "w") as fh:
         fh.write("f")
-    assert_error(await http.post("/api/list-files", json={"path": f"{scratch}/f", "options": {}}), 400,
-                 "NOT_DIRECTORY")
-    assert_error(await http.post("/api/list-files", json={"path": f"{scratch}/nope", "options": {}}), 404,
-                 "FILE_NOT_FOUND")
+    assert_error(await http.post("/api/list-files", json={"path": f"{scratch}/f", "options": {}}), 400, "NOT_DIRECTORY")
+    assert_error(
+        await http.post("/api/list-files", json={"path": f"{scratch}/nope", "options": {}}), 404, "FILE_NOT_FOUND"
+    )
     assert_error(await http.post("/api/mkdir", json={"path": f"{scratch}/dir"}), 409, "FILE_EXISTS")
     mkdir = assert_error(await http.post("/api/mkdir", json={"path": f"{scratch}/a/b"}), 500, "FILESYSTEM_ERROR")
     assert mkdir["context"]["path"] == f"{scratch}/a/b" and mkdir["operation"] == "directory.create"
-    assert_error(await http.post("/api/rename", json={"oldPath": f"{scratch}/nope", "newPath": f"{scratch}/x"}),
-                 404, "FILE_NOT_FOUND")
-    assert_error(await http.post("/api/move", json={"sourcePath": f"{scratch}/nope",
-                                                    "destinationPath": f"{scratch}/x"}), 404, "FILE_NOT_FOUND")
+    assert_error(
+        await http.post("/api/rename", json={"oldPath": f"{scratch}/nope", "newPath": f"{scratch}/x"}),
+        404,
+        "FILE_NOT_FOUND",
+    )
+    assert_error(
+        await http.post("/api/move", json={"sourcePath": f"{scratch}/nope", "destinationPath": f"{scratch}/x"}),
+        404,
+        "FILE_NOT_FOUND",
+    )
     big = f"{scratch}/big"
     with open(big, "wb") as fh:
         fh.truncate(32 * 1024 * 1024 + 1)
@@ -188,30 +222,34 @@ async def test_error_bodies(http: httpx.AsyncClient, scratch: str) -> None:
     assert too_large["context"]["path"] == big
 
 
-@pytest.mark.parametrize("route,body,field", [
-    ("/api/read", {}, "path"),
-    ("/api/read", {"path": 5}, "path"),
-    ("/api/read", {"path": "/tmp/a\u0000b"}, "path"),
-    ("/api/read", {"path": "/tmp/" + "a/" * 2046}, "path"),  # 4097 bytes
-    ("/api/read", {"path": "/tmp/x", "encoding": "latin1"}, "encoding"),
-    ("/api/read/stream", {"path": "/tmp/a\u0000b"}, "path"),
-    ("/api/read/stream", {"path": "é" * 2049}, "path"),  # 4098 bytes in UTF-8
-    ("/api/write", {"path": "/tmp/x"}, "content"),
-    ("/api/write", {"path": "/tmp/a\u0000", "content": "x"}, "path"),
-    ("/api/write", {"path": "/tmp/http-files-b64", "content": "a b", "encoding": "base64"}, "content"),
-    ("/api/write", {"path": "", "content": "x"}, "path"),
-    ("/api/delete", {"path": None}, "path"),
-    ("/api/rename", {"oldPath": "/tmp/a"}, "newPath"),
-    ("/api/rename", {"oldPath": "/tmp/a", "newPath": "/tmp/\u0000"}, "newPath"),
-    ("/api/move", {"sourcePath": "/tmp/\u0000", "destinationPath": "/tmp/b"}, "sourcePath"),
-    ("/api/move", {"sourcePath": "/tmp/a", "destinationPath": ["x"]}, "destinationPath"),
-    ("/api/mkdir", {"path": "/tmp/x", "recursive": "yes"}, "recursive"),
-    ("/api/list-files", {"path": "/tmp", "options": {"recursive": 1}}, "options.recursive"),
-    ("/api/list-files", {"path": "/tmp", "options": []}, "options"),
-    ("/api/exists", {"path": "/tmp", "sessionId": "  "}, "sessionId"),
-])
-async def test_bad_bodies_are_400_naming_the_field(http: httpx.AsyncClient, route: str, body: dict[str, Any],
-                                                   field: str) -> None:
+@pytest.mark.parametrize(
+    "route,body,field",
+    [
+        ("/api/read", {}, "path"),
+        ("/api/read", {"path": 5}, "path"),
+        ("/api/read", {"path": "/tmp/a\u0000b"}, "path"),
+        ("/api/read", {"path": "/tmp/" + "a/" * 2046}, "path"),  # 4097 bytes
+        ("/api/read", {"path": "/tmp/x", "encoding": "latin1"}, "encoding"),
+        ("/api/read/stream", {"path": "/tmp/a\u0000b"}, "path"),
+        ("/api/read/stream", {"path": "é" * 2049}, "path"),  # 4098 bytes in UTF-8
+        ("/api/write", {"path": "/tmp/x"}, "content"),
+        ("/api/write", {"path": "/tmp/a\u0000", "content": "x"}, "path"),
+        ("/api/write", {"path": "/tmp/http-files-b64", "content": "a b", "encoding": "base64"}, "content"),
+        ("/api/write", {"path": "", "content": "x"}, "path"),
+        ("/api/delete", {"path": None}, "path"),
+        ("/api/rename", {"oldPath": "/tmp/a"}, "newPath"),
+        ("/api/rename", {"oldPath": "/tmp/a", "newPath": "/tmp/\u0000"}, "newPath"),
+        ("/api/move", {"sourcePath": "/tmp/\u0000", "destinationPath": "/tmp/b"}, "sourcePath"),
+        ("/api/move", {"sourcePath": "/tmp/a", "destinationPath": ["x"]}, "destinationPath"),
+        ("/api/mkdir", {"path": "/tmp/x", "recursive": "yes"}, "recursive"),
+        ("/api/list-files", {"path": "/tmp", "options": {"recursive": 1}}, "options.recursive"),
+        ("/api/list-files", {"path": "/tmp", "options": []}, "options"),
+        ("/api/exists", {"path": "/tmp", "sessionId": "  "}, "sessionId"),
+    ],
+)
+async def test_bad_bodies_are_400_naming_the_field(
+    http: httpx.AsyncClient, route: str, body: dict[str, Any], field: str
+) -> None:
     error = assert_error(await http.post(route, json=body), 400, "VALIDATION_FAILED")
     assert error["context"]["field"] == field
 
@@ -225,9 +263,15 @@ async def test_path_limit_is_4096_bytes(http: httpx.AsyncClient) -> None:
 
 
 async def test_bad_json_and_generic_stream_operations(http: httpx.AsyncClient) -> None:
-    assert_error(await http.post("/api/write", content=b"{nope", headers={"content-type": "application/json"}), 400,
-                 "VALIDATION_FAILED")
+    assert_error(
+        await http.post("/api/write", content=b"{nope", headers={"content-type": "application/json"}),
+        400,
+        "VALIDATION_FAILED",
+    )
     # an operation that takes a byte stream cannot be fed from a JSON body: 400, never 500
-    error = assert_error(await http.post("/api/files/write_file_stream", json={"path": "/tmp/x", "data": "abc"}),
-                         400, "VALIDATION_FAILED")
+    error = assert_error(
+        await http.post("/api/files/write_file_stream", json={"path": "/tmp/x", "data": "abc"}),
+        400,
+        "VALIDATION_FAILED",
+    )
     assert error["context"]["field"] == "data"

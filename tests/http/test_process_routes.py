@@ -21,7 +21,7 @@ async def sse(client: httpx.AsyncClient, method: str, path: str, **kwargs: objec
     async with client.stream(method, path, **kwargs) as response:  # type: ignore[arg-type]
         assert response.status_code == 200
         raw = (await response.aread()).decode()
-    return [json.loads(frame[len("data: "):]) for frame in raw.split("\n\n") if frame.startswith("data: ")]
+    return [json.loads(frame[len("data: ") :]) for frame in raw.split("\n\n") if frame.startswith("data: ")]
 
 
 async def test_execute_background_is_a_process_start(http: httpx.AsyncClient) -> None:

@@ -39,7 +39,12 @@ async def test_execute_envelope(http: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert {k: body[k] for k in ("success", "exitCode", "stdout", "stderr", "command")} == {
-        "success": True, "exitCode": 0, "stdout": "hi", "stderr": "", "command": "echo hi"}
+        "success": True,
+        "exitCode": 0,
+        "stdout": "hi",
+        "stderr": "",
+        "command": "echo hi",
+    }
     assert "sessionId" not in body  # omitted when the request named none
     assert body["timestamp"].endswith("Z") and isinstance(body["duration"], (int, float))
     s = sid()
@@ -59,8 +64,9 @@ async def test_session_id_from_headers_and_query(http: httpx.AsyncClient, how: s
         headers["X-Session-Id"] = s
     else:
         params[how.split("-")[1]] = s
-    response = await http.post("/api/execute", json={"command": "echo ${FROM_HEADER:-no}"}, headers=headers,
-                               params=params)
+    response = await http.post(
+        "/api/execute", json={"command": "echo ${FROM_HEADER:-no}"}, headers=headers, params=params
+    )
     assert response.json()["stdout"] == "1"
 
 
@@ -71,7 +77,7 @@ async def test_sse_framing(http: httpx.AsyncClient) -> None:
         raw = (await r.aread()).decode()
     frames = [f for f in raw.split("\n\n") if f]
     assert all(f.startswith("data: ") and "\n" not in f for f in frames)
-    events = [json.loads(f[len("data: "):]) for f in frames]
+    events = [json.loads(f[len("data: ") :]) for f in frames]
     assert [e["type"] for e in events] == ["start", "stdout", "complete"]
     assert events[0]["command"] == "echo a; exit 3" and isinstance(events[0]["pid"], int)
     assert events[1]["data"] == "a\n"
@@ -89,15 +95,18 @@ async def test_bad_json_is_400(http: httpx.AsyncClient) -> None:
     assert_error(response, 400, "VALIDATION_FAILED")
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"command": 1}, "command"),
-    ({}, "command"),
-    ({"command": "x", "timeoutMs": "5"}, "timeoutMs"),
-    ({"command": "x", "timeoutMs": 0}, "timeoutMs"),
-    ({"command": "x", "env": {"A": 1}}, "env[...]"),
-    ({"command": "x", "env": {"1BAD": "v"}}, "env.1BAD"),
-    ({"command": "x", "cwd": ["/"]}, "cwd"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"command": 1}, "command"),
+        ({}, "command"),
+        ({"command": "x", "timeoutMs": "5"}, "timeoutMs"),
+        ({"command": "x", "timeoutMs": 0}, "timeoutMs"),
+        ({"command": "x", "env": {"A": 1}}, "env[...]"),
+        ({"command": "x", "env": {"1BAD": "v"}}, "env.1BAD"),
+        ({"command": "x", "cwd": ["/"]}, "cwd"),
+    ],
+)
 async def test_wrong_field_is_named(http: httpx.AsyncClient, body: dict[str, Any], field: str) -> None:
     response = await http.post("/api/execute", json=body)
     error = assert_error(response, 400, "VALIDATION_FAILED")
@@ -121,7 +130,9 @@ async def test_unknown_route_and_method(http: httpx.AsyncClient) -> None:
 async def test_cors_headers_once_and_preflight(http: httpx.AsyncClient) -> None:
     response = await http.post("/api/execute", json={"command": "true"})
     assert response.headers.get_list("access-control-allow-origin") == ["*"]
-    preflight = await http.options("/api/execute", headers={"Origin": "http://x", "Access-Control-Request-Method": "POST"})
+    preflight = await http.options(
+        "/api/execute", headers={"Origin": "http://x", "Access-Control-Request-Method": "POST"}
+    )
     assert preflight.status_code == 204
     assert preflight.headers.get_list("access-control-allow-origin") == ["*"]
     assert "POST" in preflight.headers["access-control-allow-methods"]
@@ -148,8 +159,9 @@ async def test_session_routes(http: httpx.AsyncClient) -> None:
 
 async def test_terminated_session_error_body(http: httpx.AsyncClient) -> None:
     s = sid()
-    body = assert_error(await http.post("/api/execute", json={"command": "exit 4", "sessionId": s}), 410,
-                        "SESSION_TERMINATED")
+    body = assert_error(
+        await http.post("/api/execute", json={"command": "exit 4", "sessionId": s}), 410, "SESSION_TERMINATED"
+    )
     assert body["context"] == {"sessionId": s, "exitCode": 4}
 
 
@@ -183,9 +195,19 @@ bodies = st.one_of(
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.sampled_from(["/api/execute", "/api/session/create", "/api/session/delete", "/api/execute/stream",
-                             "/api/commands/execute", "/api/sessions/create"]),
-       body=bodies)
+@given(
+    path=st.sampled_from(
+        [
+            "/api/execute",
+            "/api/session/create",
+            "/api/session/delete",
+            "/api/execute/stream",
+            "/api/commands/execute",
+            "/api/sessions/create",
+        ]
+    ),
+    body=bodies,
+)
 def test_arbitrary_bodies_never_500(sandbox_server: ServerProcess, path: str, body: bytes) -> None:
     # Only commands that cannot run for long or change the server: "command" values are short random text
     # run in a throwaway session, with a timeout.

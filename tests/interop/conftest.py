@@ -20,8 +20,13 @@ def node_runner() -> Callable[..., dict[str, Any]]:
         pytest.fail("Node and tests/interop/node_modules are required: run `npm ci --prefix tests/interop`")
 
     def run(script: str, *args: str, timeout: float = 60) -> dict[str, Any]:
-        proc = subprocess.run([node, "--import", "./register.mjs", script, *args], cwd=HERE,
-                              capture_output=True, timeout=timeout, text=True)
+        proc = subprocess.run(
+            [node, "--import", "./register.mjs", script, *args],
+            cwd=HERE,
+            capture_output=True,
+            timeout=timeout,
+            text=True,
+        )
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         assert lines, f"no JSON from {script} {args}: rc={proc.returncode}\nstdout={proc.stdout}\nstderr={proc.stderr}"
         out: dict[str, Any] = json.loads(lines[-1])

@@ -23,10 +23,18 @@ def test_files_basic(node_runner: Run, sandbox_server: ServerProcess, tmp_path: 
     assert result["writeText"]["success"] is True and result["writeText"]["path"] == f"{root}/a.txt"
     text = result["readText"]
     assert (text["content"], text["encoding"], text["isBinary"], text["mimeType"], text["size"]) == (
-        "héllo ✓", "utf-8", False, "text/plain", len("héllo ✓".encode()))
+        "héllo ✓",
+        "utf-8",
+        False,
+        "text/plain",
+        len("héllo ✓".encode()),
+    )
     assert result["binaryMatches"] is True
     assert (result["readBinary"]["encoding"], result["readBinary"]["isBinary"], result["readBinary"]["size"]) == (
-        "base64", True, 300)
+        "base64",
+        True,
+        300,
+    )
     assert result["asBase64"]["encoding"] == "base64" and result["asBase64"]["decoded"] == "héllo ✓"
 
     assert [f["name"] for f in result["list"]["files"]] == ["a.txt", "b.bin", "sub"]
@@ -47,8 +55,13 @@ def test_files_basic(node_runner: Run, sandbox_server: ServerProcess, tmp_path: 
 def test_files_stream(node_runner: Run, sandbox_server: ServerProcess, tmp_path: Path) -> None:
     result = scenario(node_runner, sandbox_server, "files_stream", str(tmp_path))
     assert result["types"] == ["metadata", "chunk", "chunk", "chunk", "complete"]
-    assert result["metadata"] == {"type": "metadata", "mimeType": "application/octet-stream", "size": 150000,
-                                  "isBinary": True, "encoding": "base64"}
+    assert result["metadata"] == {
+        "type": "metadata",
+        "mimeType": "application/octet-stream",
+        "size": 150000,
+        "isBinary": True,
+        "encoding": "base64",
+    }
     assert result["chunkLengths"] == [87380, 87380, 25240]
     assert result["complete"] == {"type": "complete", "bytesRead": 150000}
     assert result["matches"] is True

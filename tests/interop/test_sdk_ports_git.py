@@ -92,24 +92,44 @@ def closed_port() -> int:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e",
-           "PATH": "/usr/local/bin:/usr/bin:/bin"}
-    subprocess.run("git init -q src && cd src && git symbolic-ref HEAD refs/heads/main && echo 1 > a && git add a"
-                   " && git commit -q -m one && git checkout -q -b dev && echo 2 > b && git add b"
-                   " && git commit -q -m two && git checkout -q main", shell=True, check=True, cwd=tmp_path, env=env)
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+    }
+    subprocess.run(
+        "git init -q src && cd src && git symbolic-ref HEAD refs/heads/main && echo 1 > a && git add a"
+        " && git commit -q -m one && git checkout -q -b dev && echo 2 > b && git add b"
+        " && git commit -q -m two && git checkout -q main",
+        shell=True,
+        check=True,
+        cwd=tmp_path,
+        env=env,
+    )
     return tmp_path
 
 
-def test_git_checkout(node_runner: Run, sandbox_server: ServerProcess, repo: Path, not_found_port: int,
-                      stall_port: int) -> None:
+def test_git_checkout(
+    node_runner: Run, sandbox_server: ServerProcess, repo: Path, not_found_port: int, stall_port: int
+) -> None:
     result = scenario(node_runner, sandbox_server, "git_checkout", str(repo), str(not_found_port), str(stall_port))
     clone = result["clone"]
     assert clone["ok"], clone
     assert {k: clone["result"][k] for k in ("success", "repoUrl", "branch", "targetDir")} == {
-        "success": True, "repoUrl": f"file://{repo}/src", "branch": "dev", "targetDir": f"{repo}/out"}
+        "success": True,
+        "repoUrl": f"file://{repo}/src",
+        "branch": "dev",
+        "targetDir": f"{repo}/out",
+    }
     assert (repo / "out" / "b").read_text() == "2\n"
-    shallow = subprocess.run(["git", "-C", str(repo / "out"), "rev-parse", "--is-shallow-repository"],
-                             capture_output=True, text=True, check=True)
+    shallow = subprocess.run(
+        ["git", "-C", str(repo / "out"), "rev-parse", "--is-shallow-repository"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert shallow.stdout.strip() == "true"
 
     def error(step: str) -> dict[str, Any]:
@@ -117,7 +137,10 @@ def test_git_checkout(node_runner: Run, sandbox_server: ServerProcess, repo: Pat
         return result[step]["error"]  # type: ignore[no-any-return]
 
     assert (error("missing")["name"], error("missing")["code"], error("missing")["httpStatus"]) == (
-        "GitRepositoryNotFoundError", "GIT_REPOSITORY_NOT_FOUND", 404)
+        "GitRepositoryNotFoundError",
+        "GIT_REPOSITORY_NOT_FOUND",
+        404,
+    )
     assert (error("notFound")["name"], error("notFound")["httpStatus"]) == ("GitRepositoryNotFoundError", 404)
     slow = error("slow")
     assert (slow["name"], slow["code"], slow["httpStatus"]) == ("GitNetworkError", "GIT_NETWORK_ERROR", 502)
@@ -128,14 +151,23 @@ def test_git_checkout(node_runner: Run, sandbox_server: ServerProcess, repo: Pat
 def test_port_watch(node_runner: Run, sandbox_server: ServerProcess, http_port: int) -> None:
     closed = closed_port()
     result = scenario(node_runner, sandbox_server, "port_watch", str(http_port), str(closed))
-    assert result["http"] == [{"type": "watching", "port": http_port},
-                              {"type": "ready", "port": http_port, "statusCode": 200}]
+    assert result["http"] == [
+        {"type": "watching", "port": http_port},
+        {"type": "ready", "port": http_port, "statusCode": 200},
+    ]
     assert result["tcp"] == [{"type": "watching", "port": http_port}, {"type": "ready", "port": http_port}]
-    assert result["unknown"] == [{"type": "watching", "port": closed},
-                                 {"type": "error", "port": closed, "error": "Process not found"}]
-    assert result["exited"] == [{"type": "watching", "port": closed},
-                                {"type": "process_exited", "port": closed, "exitCode": 3}]
+    assert result["unknown"] == [
+        {"type": "watching", "port": closed},
+        {"type": "error", "port": closed, "error": "Process not found"},
+    ]
+    assert result["exited"] == [
+        {"type": "watching", "port": closed},
+        {"type": "process_exited", "port": closed, "exitCode": 3},
+    ]
     invalid = result["invalid"]
     assert not invalid["ok"]
     assert (invalid["error"]["name"], invalid["error"]["code"], invalid["error"]["httpStatus"]) == (
-        "InvalidPortError", "INVALID_PORT_NUMBER", 400)
+        "InvalidPortError",
+        "INVALID_PORT_NUMBER",
+        400,
+    )

@@ -43,8 +43,13 @@ def test_processes_basic(node_runner: Run, sandbox_server: ServerProcess) -> Non
 
     events = result["events"]
     assert events[0]["type"] == "process_info" and events[0]["processId"] == process_id
-    assert events[-1] == {"type": "exit", "processId": process_id, "exitCode": 0,
-                          "data": "Process completed with exit code 0", "timestamp": events[-1]["timestamp"]}
+    assert events[-1] == {
+        "type": "exit",
+        "processId": process_id,
+        "exitCode": 0,
+        "data": "Process completed with exit code 0",
+        "timestamp": events[-1]["timestamp"],
+    }
     assert {e["type"] for e in events[1:-1]} == {"stdout", "stderr"}
     assert all(e["processId"] == process_id for e in events)
     assert "".join(e["data"] for e in events if e["type"] == "stdout") == "one\nthree"
@@ -57,8 +62,12 @@ def test_processes_basic(node_runner: Run, sandbox_server: ServerProcess) -> Non
     assert result["datesParse"] == [True, True]  # JavaScript's Date reads startTime and endTime
 
     logs = result["logs"]
-    assert (logs["success"], logs["processId"], logs["stdout"], logs["stderr"]) == (True, process_id, "one\nthree",
-                                                                                   "two\n")
+    assert (logs["success"], logs["processId"], logs["stdout"], logs["stderr"]) == (
+        True,
+        process_id,
+        "one\nthree",
+        "two\n",
+    )
     assert result["listSuccess"] is True
     assert result["listed"]["status"] == "completed" and result["listed"]["exitCode"] == 0
 
@@ -85,7 +94,10 @@ def test_processes_kill(node_runner: Run, sandbox_server: ServerProcess) -> None
     again = result["killAgain"]
     assert again["ok"] is False
     assert (again["error"]["name"], again["error"]["code"], again["error"]["httpStatus"]) == (
-        "CommandNotFoundError", "COMMAND_NOT_FOUND", 404)
+        "CommandNotFoundError",
+        "COMMAND_NOT_FOUND",
+        404,
+    )
 
     assert result["killAll"]["success"] is True and result["killAll"]["cleanedCount"] >= 2
     assert [p["process"]["status"] for p in result["othersAfter"]] == ["killed", "killed"]
@@ -102,10 +114,16 @@ def test_processes_errors(node_runner: Run, sandbox_server: ServerProcess) -> No
         assert outcome["ok"] is False, (step, outcome)
         error = outcome["error"]
         assert (error["name"], error["code"], error["httpStatus"]) == (
-            "ProcessNotFoundError", "PROCESS_NOT_FOUND", 404), (step, error)
+            "ProcessNotFoundError",
+            "PROCESS_NOT_FOUND",
+            404,
+        ), (step, error)
         assert error["context"] == {"processId": "interop-no-such-process"}
     empty = result["emptyCommand"]["error"]
     assert (empty["name"], empty["code"], empty["httpStatus"]) == ("CommandError", "INVALID_COMMAND", 400)
     bad_id = result["badId"]["error"]
     assert (bad_id["name"], bad_id["code"], bad_id["context"]["field"]) == (
-        "ValidationFailedError", "VALIDATION_FAILED", "processId")
+        "ValidationFailedError",
+        "VALIDATION_FAILED",
+        "processId",
+    )

@@ -63,7 +63,9 @@ async def test_64_mib_round_trip_in_bounded_memory(registry: ServiceRegistry, tm
     count = 0
     tracemalloc.start()
     try:
-        result = await registry.call("files", "write_file_stream", {"path": path, "data": chunks(total, 64 * 1024, sent)})
+        result = await registry.call(
+            "files", "write_file_stream", {"path": path, "data": chunks(total, 64 * 1024, sent)}
+        )
         assert (result.success, result.path, result.bytes_written) == (True, path, total)
         assert os.path.getsize(path) == total
         written_peak = tracemalloc.get_traced_memory()[1]
@@ -150,7 +152,8 @@ async def test_cancelled_write_stream_cleans_up(registry: ServiceRegistry, tmp_p
             await asyncio.sleep(0)
 
     task = asyncio.ensure_future(
-        registry.call("files", "write_file_stream", {"path": str(tmp_path / "never.bin"), "data": endless()}))
+        registry.call("files", "write_file_stream", {"path": str(tmp_path / "never.bin"), "data": endless()})
+    )
     await started.wait()
     await asyncio.sleep(0.05)
     task.cancel()

@@ -54,65 +54,96 @@ class FakeRegistry:
 
 
 def ctx(settings: Any, registry: FakeRegistry | None = None, workspace: str = "/tmp") -> ServiceContext:
-    return ServiceContext("test", settings, workspace, registry or FakeRegistry(),  # type: ignore[arg-type]
-                          structlog.get_logger("test"))
+    return ServiceContext(
+        "test",
+        settings,
+        workspace,
+        registry or FakeRegistry(),  # type: ignore[arg-type]
+        structlog.get_logger("test"),
+    )
 
 
 # ---- git: pure functions ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("exit_code", "stderr", "code"), [
-    (124, "", "GIT_NETWORK_ERROR"),
-    (128, "remote: Repository not found.\nfatal: repository 'https://h/x/' not found", "GIT_REPOSITORY_NOT_FOUND"),
-    (128, "fatal: Authentication failed for 'https://h/x/'", "GIT_AUTH_FAILED"),
-    (128, "fatal: repository '/nope' does not exist", "GIT_REPOSITORY_NOT_FOUND"),
-    (128, "fatal: Remote branch x not found in upstream origin", "GIT_BRANCH_NOT_FOUND"),
-    (128, "fatal: unable to access 'https://h/x/': Could not resolve host: h", "GIT_NETWORK_ERROR"),
-    (128, "fatal: destination path 'x' already exists and is not an empty directory.", "GIT_OPERATION_FAILED"),
-    (1, "git@h: Permission denied (publickey).", "GIT_AUTH_FAILED"),
-    (1, "fatal: Authentication failed", "GIT_AUTH_FAILED"),
-    (1, "error: no credentials", "GIT_AUTH_FAILED"),
-    (1, "error: pathspec 'x' did not match any file(s) known to git", "GIT_BRANCH_NOT_FOUND"),
-    (1, "some other failure", "GIT_CLONE_FAILED"),
-    (-9, "", "GIT_CLONE_FAILED"),
-    (None, "", "GIT_CLONE_FAILED"),
-])
+@pytest.mark.parametrize(
+    ("exit_code", "stderr", "code"),
+    [
+        (124, "", "GIT_NETWORK_ERROR"),
+        (128, "remote: Repository not found.\nfatal: repository 'https://h/x/' not found", "GIT_REPOSITORY_NOT_FOUND"),
+        (128, "fatal: Authentication failed for 'https://h/x/'", "GIT_AUTH_FAILED"),
+        (128, "fatal: repository '/nope' does not exist", "GIT_REPOSITORY_NOT_FOUND"),
+        (128, "fatal: Remote branch x not found in upstream origin", "GIT_BRANCH_NOT_FOUND"),
+        (128, "fatal: unable to access 'https://h/x/': Could not resolve host: h", "GIT_NETWORK_ERROR"),
+        (128, "fatal: destination path 'x' already exists and is not an empty directory.", "GIT_OPERATION_FAILED"),
+        (1, "git@h: Permission denied (publickey).", "GIT_AUTH_FAILED"),
+        (1, "fatal: Authentication failed", "GIT_AUTH_FAILED"),
+        (1, "error: no credentials", "GIT_AUTH_FAILED"),
+        (1, "error: pathspec 'x' did not match any file(s) known to git", "GIT_BRANCH_NOT_FOUND"),
+        (1, "some other failure", "GIT_CLONE_FAILED"),
+        (-9, "", "GIT_CLONE_FAILED"),
+        (None, "", "GIT_CLONE_FAILED"),
+    ],
+)
 def test_clone_error_mapping(exit_code: int | None, stderr: str, code: str) -> None:
     assert classify_clone_error(exit_code, stderr) == code
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("https://user:pass@github.com/x.git", "https://******@github.com/x.git"),
-    ("fatal: unable to access 'https://tok@h/x/': 403", "fatal: unable to access 'https://******@h/x/': 403"),
-    ("http://a:b@c@h/x and ssh://git:pw@h2/y", "http://******@h/x and ssh://******@h2/y"),
-    ("https://h/x.git?token=abc&ok=1&X-Amz-Signature=zz",
-     "https://h/x.git?token=REDACTED&ok=1&X-Amz-Signature=REDACTED"),
-    ("no url here", "no url here"),
-    ("git@github.com:u/r.git", "git@github.com:u/r.git"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://user:pass@github.com/x.git", "https://******@github.com/x.git"),
+        ("fatal: unable to access 'https://tok@h/x/': 403", "fatal: unable to access 'https://******@h/x/': 403"),
+        ("http://a:b@c@h/x and ssh://git:pw@h2/y", "http://******@h/x and ssh://******@h2/y"),
+        (
+            "https://h/x.git?token=abc&ok=1&X-Amz-Signature=zz",
+            "https://h/x.git?token=REDACTED&ok=1&X-Amz-Signature=REDACTED",
+        ),
+        ("no url here", "no url here"),
+        ("git@github.com:u/r.git", "git@github.com:u/r.git"),
+    ],
+)
 def test_redact(text: str, expected: str) -> None:
     assert redact(text) == expected
 
 
 def test_redact_hides_the_url_credentials_anywhere() -> None:
     url = "https://me:s%40cret-pw@h/x.git"
-    assert redact("password s@cret-pw and s%40cret-pw and me:s%40cret-pw", url) == \
-        "password ****** and ****** and ******"
+    assert (
+        redact("password s@cret-pw and s%40cret-pw and me:s%40cret-pw", url) == "password ****** and ****** and ******"
+    )
 
 
-@pytest.mark.parametrize(("url", "name"), [
-    ("https://github.com/u/repo.git", "repo"), ("https://github.com/u/repo", "repo"),
-    ("git@github.com:u/repo.git", "repo"), ("/tmp/x/src", "src"), ("file:///tmp/x/src.git/", "src"),
-    ("https://host/", "host"), ("https://h/r?x=1#y", "r"), ("..", "repository"),
-])
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("https://github.com/u/repo.git", "repo"),
+        ("https://github.com/u/repo", "repo"),
+        ("git@github.com:u/repo.git", "repo"),
+        ("/tmp/x/src", "src"),
+        ("file:///tmp/x/src.git/", "src"),
+        ("https://host/", "host"),
+        ("https://h/r?x=1#y", "r"),
+        ("..", "repository"),
+    ],
+)
 def test_repo_name(url: str, name: str) -> None:
     assert repo_name(url) == name
 
 
-@pytest.mark.parametrize(("path", "target"), [
-    ("/", "/"), ("", "/"), ("health", "/health"), ("/a b", "/a%20b"), ("/x#frag", "/x"),
-    ("/q?a=1&b=%2F", "/q?a=1&b=%2F"), ("/\r\nX: y", "/%0D%0AX:%20y"), ("/é", "/%C3%A9"),
-])
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        ("/", "/"),
+        ("", "/"),
+        ("health", "/health"),
+        ("/a b", "/a%20b"),
+        ("/x#frag", "/x"),
+        ("/q?a=1&b=%2F", "/q?a=1&b=%2F"),
+        ("/\r\nX: y", "/%0D%0AX:%20y"),
+        ("/é", "/%C3%A9"),
+    ],
+)
 def test_request_target(path: str, target: str) -> None:
     assert request_target(path) == target
 
@@ -122,10 +153,20 @@ def test_request_target(path: str, target: str) -> None:
 
 def make_repo(root: Path) -> Path:
     src = root / "src"
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e",
-           "PATH": "/usr/local/bin:/usr/bin:/bin"}
-    subprocess.run(f"git init -q {src} && cd {src} && git symbolic-ref HEAD refs/heads/main && touch f && git add f"
-                   " && git commit -q -m one", shell=True, check=True, env=env)
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+    }
+    subprocess.run(
+        f"git init -q {src} && cd {src} && git symbolic-ref HEAD refs/heads/main && touch f && git add f"
+        " && git commit -q -m one",
+        shell=True,
+        check=True,
+        env=env,
+    )
     return src
 
 
@@ -166,8 +207,9 @@ async def test_git_timeout_ends_the_process_group(tmp_path: Path) -> None:
     git = GitService(ctx(GitSettings(kill_grace_ms=0), workspace=str(tmp_path)))
     async with Listener("stall") as host:
         with pytest.raises(SandboxError) as info:
-            await within(git.checkout(f"http://127.0.0.1:{host.port}/slow.git", timeout_ms=200,
-                                      target_dir=str(tmp_path / "out")))
+            await within(
+                git.checkout(f"http://127.0.0.1:{host.port}/slow.git", timeout_ms=200, target_dir=str(tmp_path / "out"))
+            )
         left = subprocess.run(["pgrep", "-f", f"127.0.0.1:{host.port}/"], capture_output=True, text=True)
     assert info.value.code == "GIT_NETWORK_ERROR" and info.value.details["timeoutMs"] == 200
     assert left.stdout == "" and not (tmp_path / "out").exists()

@@ -7,6 +7,14 @@ from .registry import ServiceContext, ServiceSpec, operation
 from .transport import ClientTransport, ServerMount, TransportSpec
 
 __all__ = [
-    "ClientTransport", "Sandbox", "SandboxError", "ServerMount", "ServiceContext", "ServiceSpec",
-    "SessionHandle", "TransportSpec", "hookimpl", "operation",
+    "ClientTransport",
+    "Sandbox",
+    "SandboxError",
+    "ServerMount",
+    "ServiceContext",
+    "ServiceSpec",
+    "SessionHandle",
+    "TransportSpec",
+    "hookimpl",
+    "operation",
 ]

@@ -101,7 +101,9 @@ def transport_settings(config: Config, spec: TransportSpec) -> Any:
     raw = config.transports.get(spec.name, {})
     if spec.settings is None:
         if raw:
-            raise ConfigError(f"[transports.{spec.name}] has settings, but transport {spec.name!r} takes none: {sorted(raw)}")
+            raise ConfigError(
+                f"[transports.{spec.name}] has settings, but transport {spec.name!r} takes none: {sorted(raw)}"
+            )
         return None
     return _convert(raw, spec.settings, f"[transports.{spec.name}]")
 
@@ -126,7 +128,5 @@ def enabled_transports(config: Config, installed: Mapping[str, TransportSpec]) -
         return sorted(name for name, spec in installed.items() if spec.server is not None)
     for name in names:
         if name not in installed:
-            raise ConfigError(
-                f"server.transports: unknown transport {name!r}; installed: {sorted(installed)}"
-            )
+            raise ConfigError(f"server.transports: unknown transport {name!r}; installed: {sorted(installed)}")
     return list(names)

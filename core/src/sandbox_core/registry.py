@@ -123,8 +123,9 @@ def _build_params(service: str, func: Callable[..., Any]) -> tuple[type[msgspec.
 class ServiceRegistry:
     """Holds the running services and dispatches operation calls to them."""
 
-    def __init__(self, specs: Mapping[str, ServiceSpec], *, settings: Mapping[str, Any],
-                 workspace: str, hooks: Any = None) -> None:
+    def __init__(
+        self, specs: Mapping[str, ServiceSpec], *, settings: Mapping[str, Any], workspace: str, hooks: Any = None
+    ) -> None:
         self.specs = dict(specs)
         self.workspace = workspace
         self._settings = dict(settings)
@@ -220,10 +221,13 @@ class ServiceRegistry:
             if isinstance(mapped, SandboxError):
                 return mapped
         log.error("call.failed", operation=opname, error=repr(exc), exc_info=exc)
-        return SandboxError("INTERNAL_ERROR", f"Internal error in {opname}: {type(exc).__name__}",
-                            {"operation": opname})
+        return SandboxError(
+            "INTERNAL_ERROR", f"Internal error in {opname}: {type(exc).__name__}", {"operation": opname}
+        )
 
-    async def call(self, service: str, name: str, params: Mapping[str, Any] | msgspec.Struct | bytes | None = None) -> Any:
+    async def call(
+        self, service: str, name: str, params: Mapping[str, Any] | msgspec.Struct | bytes | None = None
+    ) -> Any:
         """Call a unary operation with validated parameters; raises SandboxError only."""
         op = self.operation(service, name)
         if op.streaming:
@@ -236,7 +240,9 @@ class ServiceRegistry:
         except Exception as exc:
             raise self.map_exception(exc, op) from exc
 
-    def stream(self, service: str, name: str, params: Mapping[str, Any] | msgspec.Struct | bytes | None = None) -> AsyncIterator[Any]:
+    def stream(
+        self, service: str, name: str, params: Mapping[str, Any] | msgspec.Struct | bytes | None = None
+    ) -> AsyncIterator[Any]:
         """Open a streaming operation; iterating yields its events; errors are SandboxError."""
         op = self.operation(service, name)
         struct = params if isinstance(params, op.params) else self.decode(op, params)  # type: ignore[arg-type]

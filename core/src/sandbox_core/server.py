@@ -25,8 +25,11 @@ log = structlog.get_logger("sandbox.server")
 
 def _json_response(status: int, body: bytes) -> list[dict[str, Any]]:
     return [
-        {"type": "http.response.start", "status": status,
-         "headers": [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*")]},
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*")],
+        },
         {"type": "http.response.body", "body": body},
     ]
 
@@ -113,7 +116,7 @@ async def build_runtime(config: Config, pm: Any = None) -> Runtime:
         for name in names:
             spec = transport_specs[name]
             if spec.server is None:
-                    raise ConfigError(f"server.transports: transport {name!r} has no server side")
+                raise ConfigError(f"server.transports: transport {name!r} has no server side")
             mounts[name] = spec.server(ServerContext(registry, settings[name], config))
     except BaseException:
         await registry.aclose()
@@ -131,8 +134,13 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(config: Config, *, shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
-                on_started: Callable[[str], None] | None = None, pm: Any = None) -> None:
+async def serve(
+    config: Config,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    on_started: Callable[[str], None] | None = None,
+    pm: Any = None,
+) -> None:
     """Serve until ``shutdown_trigger`` completes (default: SIGTERM or SIGINT), then stop cleanly."""
     runtime = await build_runtime(config, pm)
     try:
@@ -158,8 +166,13 @@ async def serve(config: Config, *, shutdown_trigger: Callable[[], Awaitable[Any]
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         shutdown_trigger = stop.wait
-    log.info("server.started", url=url, transports=runtime.transports, workspace=runtime.registry.workspace,
-             config=config.source)
+    log.info(
+        "server.started",
+        url=url,
+        transports=runtime.transports,
+        workspace=runtime.registry.workspace,
+        config=config.source,
+    )
     if on_started is not None:
         on_started(url)
     try:

@@ -61,7 +61,7 @@ class SSEDecoder:
             cr = buf.find(b"\r", pos, nl if nl != -1 else n)
             if cr != -1:
                 end, nxt = cr, cr + 1
-                if nxt < n and buf[nxt:nxt + 1] == b"\n":
+                if nxt < n and buf[nxt : nxt + 1] == b"\n":
                     nxt += 1
                 elif nxt == n:
                     self._skip_lf = True

@@ -58,8 +58,7 @@ class ClientTransport(Protocol):
         """Run a streaming operation and yield its events as dicts."""
         ...
 
-    async def aclose(self) -> None:
-        ...
+    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -49,15 +49,22 @@ class CommandsService:
         return self.registry.get("processes")  # type: ignore[no-any-return]
 
     @operation
-    async def execute(self, command: str, session_id: str | None = None, timeout_ms: PositiveMs | None = None,
-                      env: Env | None = None, cwd: str | None = None,
-                      origin: Literal["user", "internal"] = "user",
-                      background: bool = False) -> ExecResult | ProcessStartResult:
+    async def execute(
+        self,
+        command: str,
+        session_id: str | None = None,
+        timeout_ms: PositiveMs | None = None,
+        env: Env | None = None,
+        cwd: str | None = None,
+        origin: Literal["user", "internal"] = "user",
+        background: bool = False,
+    ) -> ExecResult | ProcessStartResult:
         """Run ``command`` in the session's shell and return its exit code and output
         (with ``background``: start it as a process and return its id, as ``processes.start``)."""
         if background:
-            return await self.processes.start(command, session_id=session_id, timeout_ms=timeout_ms, env=env,
-                                              cwd=cwd, origin=origin)
+            return await self.processes.start(
+                command, session_id=session_id, timeout_ms=timeout_ms, env=env, cwd=cwd, origin=origin
+            )
         sid = check_session_id(session_id)
         check_env(env)
         started = time.perf_counter()
@@ -68,19 +75,30 @@ class CommandsService:
             code, out, err = await self.sessions.run(sid, command, env=env, cwd=cwd, timeout_ms=timeout_ms)
             stdout, stderr = _strip_one_newline(_text(out)), _strip_one_newline(_text(err))
         return ExecResult(
-            success=code == 0, exit_code=code, stdout=stdout, stderr=stderr, command=command,
-            duration=round((time.perf_counter() - started) * 1000, 3), timestamp=now_iso(),
+            success=code == 0,
+            exit_code=code,
+            stdout=stdout,
+            stderr=stderr,
+            command=command,
+            duration=round((time.perf_counter() - started) * 1000, 3),
+            timestamp=now_iso(),
             session_id=session_id,
         )
 
     @operation
-    async def execute_stream(self, command: str, session_id: str | None = None,
-                             timeout_ms: PositiveMs | None = None, env: Env | None = None,
-                             cwd: str | None = None, origin: Literal["user", "internal"] = "user",
-                             ) -> AsyncIterator[AnyExecEvent]:
+    async def execute_stream(
+        self,
+        command: str,
+        session_id: str | None = None,
+        timeout_ms: PositiveMs | None = None,
+        env: Env | None = None,
+        cwd: str | None = None,
+        origin: Literal["user", "internal"] = "user",
+    ) -> AsyncIterator[AnyExecEvent]:
         """Run ``command`` from the session's state in the background and yield its events live."""
-        record = await self.processes.spawn(command, session_id=session_id, env=env, cwd=cwd,
-                                            timeout_ms=self.sessions.timeout_for(None, timeout_ms))
+        record = await self.processes.spawn(
+            command, session_id=session_id, env=env, cwd=cwd, timeout_ms=self.sessions.timeout_for(None, timeout_ms)
+        )
         job = record.job
         reader = job.ring.reader(0, blocking=True)
         decoders = {
@@ -88,8 +106,9 @@ class CommandsService:
             "stderr": codecs.getincrementaldecoder("utf-8")(errors="replace"),
         }
         try:
-            yield StartEvent(command=command, timestamp=now_iso(), session_id=session_id, pid=job.pid,
-                             process_id=record.id)
+            yield StartEvent(
+                command=command, timestamp=now_iso(), session_id=session_id, pid=job.pid, process_id=record.id
+            )
             async for item in reader:
                 if isinstance(item, Gap):
                     yield GapEvent(timestamp=now_iso(), start=item.start, end=item.end)

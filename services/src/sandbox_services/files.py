@@ -71,29 +71,60 @@ class FilesSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 _MIME = mimetypes.MimeTypes()  # the built-in table only: the same answer on every host
 for _type, _exts in {
-    "application/yaml": (".yaml", ".yml"), "application/toml": (".toml",), "text/markdown": (".md", ".markdown"),
-    "text/typescript": (".ts", ".mts", ".cts"), "text/tsx": (".tsx",), "text/jsx": (".jsx",),
-    "application/sql": (".sql",), "application/x-ndjson": (".jsonl", ".ndjson"),
+    "application/yaml": (".yaml", ".yml"),
+    "application/toml": (".toml",),
+    "text/markdown": (".md", ".markdown"),
+    "text/typescript": (".ts", ".mts", ".cts"),
+    "text/tsx": (".tsx",),
+    "text/jsx": (".jsx",),
+    "application/sql": (".sql",),
+    "application/x-ndjson": (".jsonl", ".ndjson"),
 }.items():
     for _ext in _exts:
         _MIME.add_type(_type, _ext)
-_COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz",
-               "br": "application/x-brotli", "compress": "application/x-compress"}
-_TEXT_TYPES = frozenset({
-    "application/json", "application/javascript", "application/x-javascript", "application/ecmascript",
-    "application/xml", "application/yaml", "application/x-yaml", "application/toml", "application/x-toml",
-    "application/x-sh", "application/x-shellscript", "application/x-csh", "application/sql", "application/x-sql",
-    "application/graphql", "application/x-ndjson", "application/x-httpd-php", "application/x-python",
-    "application/x-ruby", "application/x-perl", "application/typescript", "application/x-typescript",
-    "application/x-tex", "application/x-latex", "application/x-empty", "inode/x-empty",
-})
+_COMPRESSED = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "br": "application/x-brotli",
+    "compress": "application/x-compress",
+}
+_TEXT_TYPES = frozenset(
+    {
+        "application/json",
+        "application/javascript",
+        "application/x-javascript",
+        "application/ecmascript",
+        "application/xml",
+        "application/yaml",
+        "application/x-yaml",
+        "application/toml",
+        "application/x-toml",
+        "application/x-sh",
+        "application/x-shellscript",
+        "application/x-csh",
+        "application/sql",
+        "application/x-sql",
+        "application/graphql",
+        "application/x-ndjson",
+        "application/x-httpd-php",
+        "application/x-python",
+        "application/x-ruby",
+        "application/x-perl",
+        "application/typescript",
+        "application/x-typescript",
+        "application/x-tex",
+        "application/x-latex",
+        "application/x-empty",
+        "inode/x-empty",
+    }
+)
 
 
 def is_text_mime(mime: str) -> bool:
     """Text is ``text/*``, ``+json``, ``+xml`` and an allowlist; everything else is sent as base64."""
     mime = mime.split(";", 1)[0].strip().lower()
-    return (mime.startswith("text/") or mime.endswith("+json") or mime.endswith("+xml")
-            or mime in _TEXT_TYPES)
+    return mime.startswith("text/") or mime.endswith("+json") or mime.endswith("+xml") or mime in _TEXT_TYPES
 
 
 def sniff_mime(head: bytes) -> str:
@@ -126,11 +157,21 @@ def guess_mime(path: str, head: Callable[[], bytes]) -> str:
 # ---- paths and errors ------------------------------------------------------------------------
 
 _CODES = {
-    errno.ENOENT: "FILE_NOT_FOUND", errno.EACCES: "PERMISSION_DENIED", errno.EPERM: "PERMISSION_DENIED",
-    errno.ENOSPC: "NO_SPACE", errno.EDQUOT: "NO_SPACE", errno.EISDIR: "IS_DIRECTORY",
-    errno.ENOTDIR: "NOT_DIRECTORY", errno.EEXIST: "FILE_EXISTS", errno.ENAMETOOLONG: "NAME_TOO_LONG",
-    errno.ELOOP: "TOO_MANY_LINKS", errno.EMFILE: "TOO_MANY_FILES", errno.ENFILE: "TOO_MANY_FILES",
-    errno.EROFS: "READ_ONLY", errno.ENOTEMPTY: "FILE_EXISTS", errno.EBUSY: "RESOURCE_BUSY",
+    errno.ENOENT: "FILE_NOT_FOUND",
+    errno.EACCES: "PERMISSION_DENIED",
+    errno.EPERM: "PERMISSION_DENIED",
+    errno.ENOSPC: "NO_SPACE",
+    errno.EDQUOT: "NO_SPACE",
+    errno.EISDIR: "IS_DIRECTORY",
+    errno.ENOTDIR: "NOT_DIRECTORY",
+    errno.EEXIST: "FILE_EXISTS",
+    errno.ENAMETOOLONG: "NAME_TOO_LONG",
+    errno.ELOOP: "TOO_MANY_LINKS",
+    errno.EMFILE: "TOO_MANY_FILES",
+    errno.ENFILE: "TOO_MANY_FILES",
+    errno.EROFS: "READ_ONLY",
+    errno.ENOTEMPTY: "FILE_EXISTS",
+    errno.EBUSY: "RESOURCE_BUSY",
 }
 
 
@@ -189,7 +230,11 @@ def _info(name: str, absolute: str, relative: str, st: os.stat_result) -> FileIn
     mode = st.st_mode
     owner = (mode >> 6) & 7
     return FileInfo(
-        name=name, absolute_path=absolute, relative_path=relative, type=_file_type(mode), size=st.st_size,
+        name=name,
+        absolute_path=absolute,
+        relative_path=relative,
+        type=_file_type(mode),
+        size=st.st_size,
         modified_at=_iso_mtime(st.st_mtime_ns),
         mode=_RWX[owner] + _RWX[(mode >> 3) & 7] + _RWX[mode & 7],
         permissions=FilePermissions(readable=bool(owner & 4), writable=bool(owner & 2), executable=bool(owner & 1)),
@@ -392,15 +437,20 @@ class FilesService:
         fd, st = _open_read(full)
         try:
             if st.st_size > limit:
-                raise SandboxError("FILE_TOO_LARGE", f"File too large: {full} is {st.st_size} bytes, the limit "
-                                   f"is {limit} (use the read stream)",
-                                   {"path": full, "operation": "file.read", "size": st.st_size, "limit": limit})
+                raise SandboxError(
+                    "FILE_TOO_LARGE",
+                    f"File too large: {full} is {st.st_size} bytes, the limit is {limit} (use the read stream)",
+                    {"path": full, "operation": "file.read", "size": st.st_size, "limit": limit},
+                )
             data = _read_full(fd, limit + 1)
         finally:
             os.close(fd)
         if len(data) > limit:
-            raise SandboxError("FILE_TOO_LARGE", f"File too large: {full} is over {limit} bytes (use the read stream)",
-                               {"path": full, "operation": "file.read", "limit": limit})
+            raise SandboxError(
+                "FILE_TOO_LARGE",
+                f"File too large: {full} is over {limit} bytes (use the read stream)",
+                {"path": full, "operation": "file.read", "limit": limit},
+            )
         mime = guess_mime(full, lambda: data[:SNIFF_BYTES])
         if encoding == "base64":
             return pybase64.b64encode_as_string(data), "base64", True, mime, len(data)
@@ -414,16 +464,25 @@ class FilesService:
         return pybase64.b64encode_as_string(data), "base64", True, mime, len(data)
 
     @operation
-    async def read(self, path: str, encoding: EncodingParam | None = None,
-                   session_id: str | None = None) -> ReadFileResult:
+    async def read(
+        self, path: str, encoding: EncodingParam | None = None, session_id: str | None = None
+    ) -> ReadFileResult:
         """The whole file as UTF-8 text or base64 (by MIME type unless ``encoding`` says); max 32 MiB."""
         full = self.resolve(path, session_id)
         try:
             content, enc, binary, mime, size = await asyncio.to_thread(self._read_whole, full, encoding)
         except OSError as exc:
             raise fs_error(exc, full, "file.read") from None
-        return ReadFileResult(success=True, path=path, content=content, timestamp=now_iso(), encoding=enc,
-                              is_binary=binary, mime_type=mime, size=size)
+        return ReadFileResult(
+            success=True,
+            path=path,
+            content=content,
+            timestamp=now_iso(),
+            encoding=enc,
+            is_binary=binary,
+            mime_type=mime,
+            size=size,
+        )
 
     def describe(self, full: str) -> FileMetadataEvent:
         """Size, MIME type and encoding of an absolute path (blocking: call it in a thread)."""
@@ -433,8 +492,9 @@ class FilesService:
         finally:
             os.close(fd)
         binary = not is_text_mime(mime)
-        return FileMetadataEvent(mime_type=mime, size=st.st_size, is_binary=binary,
-                                 encoding="base64" if binary else "utf-8")
+        return FileMetadataEvent(
+            mime_type=mime, size=st.st_size, is_binary=binary, encoding="base64" if binary else "utf-8"
+        )
 
     @operation
     async def read_stream(self, path: str, session_id: str | None = None) -> AsyncIterator[AnyFileStreamEvent]:
@@ -457,8 +517,9 @@ class FilesService:
             except OSError:
                 mime = "application/octet-stream"
             binary = not is_text_mime(mime)
-            yield FileMetadataEvent(mime_type=mime, size=st.st_size, is_binary=binary,
-                                    encoding="base64" if binary else "utf-8")
+            yield FileMetadataEvent(
+                mime_type=mime, size=st.st_size, is_binary=binary, encoding="base64" if binary else "utf-8"
+            )
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
             def read_batch(fd: int) -> tuple[list[str], int, bool]:
@@ -524,8 +585,9 @@ class FilesService:
     # write -----------------------------------------------------------------------------------
 
     @operation
-    async def write(self, path: str, content: str, encoding: EncodingParam | None = None,
-                    session_id: str | None = None) -> WriteFileResult:
+    async def write(
+        self, path: str, content: str, encoding: EncodingParam | None = None, session_id: str | None = None
+    ) -> WriteFileResult:
         """Write a whole file atomically (temp file and rename), creating parents and keeping its mode."""
         full = self.resolve(path, session_id)
         if encoding == "base64":
@@ -542,8 +604,9 @@ class FilesService:
         return WriteFileResult(success=True, path=path, timestamp=now_iso(), bytes_written=written)
 
     @operation
-    async def write_file_stream(self, path: str, data: AsyncIterable[bytes],
-                                session_id: str | None = None) -> WriteFileResult:
+    async def write_file_stream(
+        self, path: str, data: AsyncIterable[bytes], session_id: str | None = None
+    ) -> WriteFileResult:
         """Write a file from an async iterable of bytes (atomic, parents created, mode kept).
 
         Memory holds at most one ``io_batch_bytes`` batch plus one incoming chunk."""
@@ -603,8 +666,11 @@ class FilesService:
         def delete() -> None:
             st = os.lstat(full)
             if stat.S_ISDIR(st.st_mode):
-                raise SandboxError("IS_DIRECTORY", f"Cannot delete directory with deleteFile() at '{full}'. "
-                                   "Use exec('rm -rf <path>') instead.", {"path": full, "operation": "file.delete"})
+                raise SandboxError(
+                    "IS_DIRECTORY",
+                    f"Cannot delete directory with deleteFile() at '{full}'. Use exec('rm -rf <path>') instead.",
+                    {"path": full, "operation": "file.delete"},
+                )
             os.unlink(full)
 
         try:
@@ -613,8 +679,9 @@ class FilesService:
             raise fs_error(exc, full, "file.delete") from None
         return FileOpResult(success=True, path=path, timestamp=now_iso())
 
-    async def _move(self, source: str, destination: str, session_id: str | None, fields: tuple[str, str],
-                    operation_name: str) -> None:
+    async def _move(
+        self, source: str, destination: str, session_id: str | None, fields: tuple[str, str], operation_name: str
+    ) -> None:
         """``mv`` semantics: into an existing directory, over an existing file, across filesystems."""
         src = self.resolve(source, session_id, fields[0])
         dst = self.resolve(destination, session_id, fields[1])
@@ -623,15 +690,19 @@ class FilesService:
             try:
                 os.lstat(src)
             except FileNotFoundError:
-                raise SandboxError("FILE_NOT_FOUND", f"Source file not found: {src}",
-                                   {"path": src, "operation": operation_name}) from None
+                raise SandboxError(
+                    "FILE_NOT_FOUND", f"Source file not found: {src}", {"path": src, "operation": operation_name}
+                ) from None
             target = dst
             try:
                 src_st, dst_st = os.lstat(src), os.stat(dst)
             except OSError:
                 dst_st = None
-            if (dst_st is not None and stat.S_ISDIR(dst_st.st_mode)
-                    and (src_st.st_dev, src_st.st_ino) != (dst_st.st_dev, dst_st.st_ino)):
+            if (
+                dst_st is not None
+                and stat.S_ISDIR(dst_st.st_mode)
+                and (src_st.st_dev, src_st.st_ino) != (dst_st.st_dev, dst_st.st_ino)
+            ):
                 target = os.path.join(dst, os.path.basename(src.rstrip("/")))
             try:
                 os.rename(src, target)
@@ -640,11 +711,15 @@ class FilesService:
                     shutil.move(src, target)
                 elif exc.errno == errno.ENOENT:
                     parent = os.path.dirname(target) or "."
-                    raise SandboxError("FILE_NOT_FOUND", f"Destination directory not found: {parent}",
-                                       {"path": parent, "operation": operation_name}) from None
+                    raise SandboxError(
+                        "FILE_NOT_FOUND",
+                        f"Destination directory not found: {parent}",
+                        {"path": parent, "operation": operation_name},
+                    ) from None
                 elif exc.errno == errno.EINVAL:  # a directory into itself
-                    raise validation_error(f"Cannot move {src} into itself ({target})", fields[1],
-                                           path=target, operation=operation_name) from None
+                    raise validation_error(
+                        f"Cannot move {src} into itself ({target})", fields[1], path=target, operation=operation_name
+                    ) from None
                 else:
                     raise fs_error(exc, target, operation_name) from None
 
@@ -657,8 +732,7 @@ class FilesService:
     async def rename(self, old_path: str, new_path: str, session_id: str | None = None) -> RenameFileResult:
         """Rename a file or directory (``mv``)."""
         await self._move(old_path, new_path, session_id, ("oldPath", "newPath"), "file.rename")
-        return RenameFileResult(success=True, path=old_path, new_path=new_path, timestamp=now_iso(),
-                                old_path=old_path)
+        return RenameFileResult(success=True, path=old_path, new_path=new_path, timestamp=now_iso(), old_path=old_path)
 
     @operation
     async def move(self, source_path: str, destination_path: str, session_id: str | None = None) -> RenameFileResult:
@@ -685,16 +759,18 @@ class FilesService:
         except OSError as exc:
             if exc.errno == errno.ENOENT and not recursive:  # the contract: 500, like mkdir's own failure
                 reason = f"mkdir: cannot create directory '{full}': No such file or directory"
-                raise SandboxError("FILESYSTEM_ERROR", reason, {"path": full, "operation": "directory.create",
-                                                                "stderr": reason}) from None
+                raise SandboxError(
+                    "FILESYSTEM_ERROR", reason, {"path": full, "operation": "directory.create", "stderr": reason}
+                ) from None
             raise fs_error(exc, full, "directory.create") from None
         return MkdirResult(success=True, path=path, recursive=recursive, timestamp=now_iso())
 
     # list, exists ----------------------------------------------------------------------------
 
     @operation
-    async def list_files(self, path: str, options: ListFilesOptions | None = None,
-                         session_id: str | None = None) -> ListFilesResult:
+    async def list_files(
+        self, path: str, options: ListFilesOptions | None = None, session_id: str | None = None
+    ) -> ListFilesResult:
         """The entries of a directory (``recursive``: the whole tree, symlinks not followed).
 
         Hidden entries (``.*``) are left out unless ``include_hidden``, and so is everything
@@ -720,14 +796,16 @@ def _decode_base64(content: str) -> bytes:
     try:
         return pybase64.b64decode(content, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise validation_error(f"Invalid base64 content: must contain only A-Z, a-z, 0-9, +, / and = padding "
-                               f"({exc})", "content") from None
+        raise validation_error(
+            f"Invalid base64 content: must contain only A-Z, a-z, 0-9, +, / and = padding ({exc})", "content"
+        ) from None
 
 
 def _list_tree(full: str, recursive: bool, include_hidden: bool) -> list[FileInfo]:
     if not stat.S_ISDIR(os.stat(full).st_mode):
-        raise SandboxError("NOT_DIRECTORY", f"Path is not a directory: {full}",
-                           {"path": full, "operation": "directory.list"})
+        raise SandboxError(
+            "NOT_DIRECTORY", f"Path is not a directory: {full}", {"path": full, "operation": "directory.list"}
+        )
     base = os.path.normpath(full)  # "dir/." lists as "dir"
 
     def entries(directory: str) -> list[os.DirEntry[str]]:

@@ -49,8 +49,8 @@ _BRANCH_TIMEOUT_S = 30.0
 # password with a stray ``@`` or ``/`` in it is hidden too (over-redacting is the safe side).
 _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^\s\"'`<>,;{}\[\]]*@")
 _SECRET_PARAMS = re.compile(
-    r"([?&])(X-Amz-Credential|X-Amz-Signature|X-Amz-Security-Token|token|secret|password)=[^&\s\"'`<>#]*",
-    re.IGNORECASE)
+    r"([?&])(X-Amz-Credential|X-Amz-Signature|X-Amz-Security-Token|token|secret|password)=[^&\s\"'`<>#]*", re.IGNORECASE
+)
 
 
 class GitSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -78,7 +78,7 @@ def _secrets_of(url: str) -> list[str]:
     scheme_end = url.find("://")
     if scheme_end < 0:
         return []
-    rest = url[scheme_end + 3:]
+    rest = url[scheme_end + 3 :]
     end = len(rest)
     for stop in "/?#":
         pos = rest.find(stop)
@@ -114,12 +114,30 @@ def repo_name(url: str) -> str:
 
 
 _BRANCH = ("did not match", "pathspec")
-_NOT_FOUND = ("repository not found", "does not exist", "does not appear to be a git repository",
-              "returned error: 404", "invalid gitfile format")  # the last: a local path that is a file
-_AUTH = ("authentication failed", "permission denied", "could not read username", "could not read password",
-         "credentials", "returned error: 401", "returned error: 403")
-_NETWORK = ("could not resolve host", "connection refused", "connection timed out", "failed to connect",
-            "network is unreachable", "operation timed out")
+_NOT_FOUND = (
+    "repository not found",
+    "does not exist",
+    "does not appear to be a git repository",
+    "returned error: 404",
+    "invalid gitfile format",
+)  # the last: a local path that is a file
+_AUTH = (
+    "authentication failed",
+    "permission denied",
+    "could not read username",
+    "could not read password",
+    "credentials",
+    "returned error: 401",
+    "returned error: 403",
+)
+_NETWORK = (
+    "could not resolve host",
+    "connection refused",
+    "connection timed out",
+    "failed to connect",
+    "network is unreachable",
+    "operation timed out",
+)
 
 
 def classify_clone_error(exit_code: int | None, stderr: str) -> str:
@@ -160,8 +178,9 @@ def check_repo_url(url: str) -> None:
     elif url.startswith("-"):
         reason = "repository URL must not start with '-'"
     if reason is not None:
-        raise SandboxError("INVALID_GIT_URL", f"Invalid Git URL '{_shown_url(url)}': {reason}",
-                           {"field": "repoUrl", "reason": reason})
+        raise SandboxError(
+            "INVALID_GIT_URL", f"Invalid Git URL '{_shown_url(url)}': {reason}", {"field": "repoUrl", "reason": reason}
+        )
 
 
 async def _read_bounded(stream: asyncio.StreamReader | None, limit: int) -> bytes:
@@ -202,11 +221,18 @@ class GitService:
         """Run git; (exit code, stdout, stderr, timed out). The process group ends with the call."""
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=cwd if os.path.isdir(cwd) else "/", env=self._env(), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+                *argv,
+                cwd=cwd if os.path.isdir(cwd) else "/",
+                env=self._env(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
         except FileNotFoundError:
-            raise SandboxError("GIT_OPERATION_FAILED", "git is not installed in the sandbox",
-                               {"command": argv[0]}) from None
+            raise SandboxError(
+                "GIT_OPERATION_FAILED", "git is not installed in the sandbox", {"command": argv[0]}
+            ) from None
         out_task = asyncio.ensure_future(_read_bounded(proc.stdout, _STDERR_LIMIT))
         err_task = asyncio.ensure_future(_read_bounded(proc.stderr, _STDERR_LIMIT))
         exit_task = asyncio.ensure_future(proc.wait())
@@ -256,14 +282,19 @@ class GitService:
         if target_dir is None:
             return os.path.join(self.workspace, repo_name(repo_url))
         if len(target_dir) > MAX_PATH_LENGTH or "\x00" in target_dir:
-            raise validation_error(f"targetDir must be at most {MAX_PATH_LENGTH} characters without NUL",
-                                   "targetDir")
+            raise validation_error(f"targetDir must be at most {MAX_PATH_LENGTH} characters without NUL", "targetDir")
         return os.path.normpath(os.path.join(cwd, target_dir))
 
     @operation
-    async def checkout(self, repo_url: str, branch: str | None = None, target_dir: str | None = None,
-                       depth: PositiveInt | None = None, timeout_ms: PositiveInt = DEFAULT_TIMEOUT_MS,
-                       session_id: str | None = None) -> GitCheckoutResult:
+    async def checkout(
+        self,
+        repo_url: str,
+        branch: str | None = None,
+        target_dir: str | None = None,
+        depth: PositiveInt | None = None,
+        timeout_ms: PositiveInt = DEFAULT_TIMEOUT_MS,
+        session_id: str | None = None,
+    ) -> GitCheckoutResult:
         """Clone ``repo_url`` (optionally one ``branch``, ``depth`` commits deep) into ``target_dir``."""
         check_repo_url(repo_url)
         sid = check_session_id(session_id)
@@ -289,17 +320,32 @@ class GitService:
             if not existed:
                 shutil.rmtree(target, ignore_errors=True)  # git was killed before it could clean up
             self.log.warning("git.clone_timeout", repository=shown, target_dir=target, timeout_ms=timeout_ms)
-            raise SandboxError("GIT_NETWORK_ERROR",
-                               f"Git clone of '{shown}' timed out after {timeout_ms} ms",
-                               {**details, "exitCode": 124, "timeoutMs": timeout_ms})
+            raise SandboxError(
+                "GIT_NETWORK_ERROR",
+                f"Git clone of '{shown}' timed out after {timeout_ms} ms",
+                {**details, "exitCode": 124, "timeoutMs": timeout_ms},
+            )
         if code != 0:
             error_code = classify_clone_error(code, stderr)
-            self.log.warning("git.clone_failed", repository=shown, target_dir=target, exit_code=code,
-                             code=error_code, stderr=stderr[:2000])
-            raise SandboxError(error_code,
-                               f"Failed to clone repository '{shown}': {stderr or f'exit code {code}'}", details)
+            self.log.warning(
+                "git.clone_failed",
+                repository=shown,
+                target_dir=target,
+                exit_code=code,
+                code=error_code,
+                stderr=stderr[:2000],
+            )
+            raise SandboxError(
+                error_code, f"Failed to clone repository '{shown}': {stderr or f'exit code {code}'}", details
+            )
         actual = await self._current_branch(target)
-        self.log.info("git.cloned", repository=shown, target_dir=target,
-                      duration_ms=round((time.monotonic() - started) * 1000))
-        return GitCheckoutResult(success=True, repo_url=repo_url, branch=actual or branch or "unknown",
-                                 target_dir=target, timestamp=now_iso())
+        self.log.info(
+            "git.cloned", repository=shown, target_dir=target, duration_ms=round((time.monotonic() - started) * 1000)
+        )
+        return GitCheckoutResult(
+            success=True,
+            repo_url=repo_url,
+            branch=actual or branch or "unknown",
+            target_dir=target,
+            timestamp=now_iso(),
+        )

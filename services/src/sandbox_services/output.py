@@ -125,7 +125,7 @@ class OutputRing:
         else:
             found = next(c for c in reversed(chunks) if c.offset <= offset)
         if found.offset < offset:
-            return Chunk(offset, found.kind, found.data[offset - found.offset:])
+            return Chunk(offset, found.kind, found.data[offset - found.offset :])
         return found
 
     async def wait_beyond(self, offset: int) -> None:

@@ -91,8 +91,9 @@ class PortsService:
             except OSError:
                 raise _NotReady(str(first)) from None
 
-    async def probe(self, port: int, mode: str, target: str, status_min: int, status_max: int
-                    ) -> tuple[bool, int | None]:
+    async def probe(
+        self, port: int, mode: str, target: str, status_min: int, status_max: int
+    ) -> tuple[bool, int | None]:
         """One check of the port: (ready, HTTP status or None). Never raises for a port that is down."""
         writer: asyncio.StreamWriter | None = None
         try:
@@ -100,14 +101,16 @@ class PortsService:
                 reader, writer = await self._connect(port)
                 if mode == "tcp":
                     return True, None
-                writer.write((f"GET {target} HTTP/1.1\r\nHost: localhost:{port}\r\n"
-                              "User-Agent: sandbox-port-watch\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-                              ).encode("ascii"))
+                writer.write(
+                    (
+                        f"GET {target} HTTP/1.1\r\nHost: localhost:{port}\r\n"
+                        "User-Agent: sandbox-port-watch\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+                    ).encode("ascii")
+                )
                 await writer.drain()
                 code = await _read_status(reader)
                 return status_min <= code <= status_max, code
-        except (_NotReady, OSError, TimeoutError, ValueError, asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError):
+        except (_NotReady, OSError, TimeoutError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return False, None
         finally:
             if writer is not None:
@@ -149,13 +152,23 @@ class PortsService:
     # operations -------------------------------------------------------------------------------
 
     @operation
-    async def watch_port(self, port: int, mode: Literal["http", "tcp"], path: str = "/",
-                         status_min: int = 200, status_max: int = 399, process_id: str | None = None,
-                         interval: float = 500) -> AsyncIterator[AnyPortWatchEvent]:
+    async def watch_port(
+        self,
+        port: int,
+        mode: Literal["http", "tcp"],
+        path: str = "/",
+        status_min: int = 200,
+        status_max: int = 399,
+        process_id: str | None = None,
+        interval: float = 500,
+    ) -> AsyncIterator[AnyPortWatchEvent]:
         """Poll ``port`` until it is ready; yield ``watching`` then ``ready``/``process_exited``/``error``."""
         if not 1 <= port <= 65535:
-            raise SandboxError("INVALID_PORT_NUMBER", f"Invalid port number {port}: must be between 1 and 65535",
-                               {"port": port, "field": "port"})
+            raise SandboxError(
+                "INVALID_PORT_NUMBER",
+                f"Invalid port number {port}: must be between 1 and 65535",
+                {"port": port, "field": "port"},
+            )
         delay = max(MIN_INTERVAL_MS, min(float(interval), MAX_INTERVAL_MS)) / 1000
         target = request_target(path)
         record = self._find_process(process_id) if process_id is not None else None

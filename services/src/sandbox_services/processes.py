@@ -78,8 +78,7 @@ def status_of(job: Job) -> ProcessStatus:
 
 def check_process_id(process_id: str) -> str:
     if not _PROCESS_ID.match(process_id):
-        raise validation_error(
-            "processId must be 1-128 characters of letters, digits, '.', '_' or '-'", "processId")
+        raise validation_error("processId must be 1-128 characters of letters, digits, '.', '_' or '-'", "processId")
     return process_id
 
 
@@ -106,8 +105,14 @@ class ProcessRecord:
     def info(self) -> ProcessInfo:
         job = self.job
         return ProcessInfo(
-            id=self.id, pid=job.pid, command=job.command, status=self.status, start_time=_iso(job.started_at) or "",
-            end_time=_iso(job.ended_at), exit_code=job.exit_code, session_id=job.session_id,
+            id=self.id,
+            pid=job.pid,
+            command=job.command,
+            status=self.status,
+            start_time=_iso(job.started_at) or "",
+            end_time=_iso(job.ended_at),
+            exit_code=job.exit_code,
+            session_id=job.session_id,
         )
 
 
@@ -128,8 +133,16 @@ class ProcessesService:
     def find(self, process_id: str) -> ProcessRecord | None:
         return self.records.get(process_id)
 
-    async def spawn(self, command: str, *, session_id: str | None = None, process_id: str | None = None,
-                    timeout_ms: int | None = None, env: Env | None = None, cwd: str | None = None) -> ProcessRecord:
+    async def spawn(
+        self,
+        command: str,
+        *,
+        session_id: str | None = None,
+        process_id: str | None = None,
+        timeout_ms: int | None = None,
+        env: Env | None = None,
+        cwd: str | None = None,
+    ) -> ProcessRecord:
         """Start ``command`` as a process record (the lock of its session is held only until it has a pid)."""
         sid = check_session_id(session_id)
         check_env(env)
@@ -140,14 +153,19 @@ class ProcessesService:
         check_process_id(process_id)
         existing = self.records.get(process_id)
         if existing is not None and not existing.done:
-            raise SandboxError("PROCESS_ALREADY_EXISTS", f"Process {process_id} is already running",
-                               {"processId": process_id})
+            raise SandboxError(
+                "PROCESS_ALREADY_EXISTS", f"Process {process_id} is already running", {"processId": process_id}
+            )
         running = sum(1 for r in self.records.values() if not r.done)
         if running >= self.settings.max_running:
-            raise SandboxError("RESOURCE_BUSY", f"Too many running processes (limit {self.settings.max_running})",
-                               {"limit": self.settings.max_running})
-        job = await self.sessions.launch(sid, command, env=env, cwd=cwd, timeout_ms=timeout_ms,
-                                         ring_bytes=self.settings.output_ring_bytes)
+            raise SandboxError(
+                "RESOURCE_BUSY",
+                f"Too many running processes (limit {self.settings.max_running})",
+                {"limit": self.settings.max_running},
+            )
+        job = await self.sessions.launch(
+            sid, command, env=env, cwd=cwd, timeout_ms=timeout_ms, ring_bytes=self.settings.output_ring_bytes
+        )
         record = ProcessRecord(process_id, job)
         if existing is not None:
             self._finished.pop(process_id, None)
@@ -176,15 +194,25 @@ class ProcessesService:
     # operations ----------------------------------------------------------------------------
 
     @operation
-    async def start(self, command: str, session_id: str | None = None, process_id: str | None = None,
-                    timeout_ms: PositiveMs | None = None, env: Env | None = None, cwd: str | None = None,
-                    encoding: str | None = None, auto_cleanup: bool | None = None,
-                    origin: Literal["user", "internal"] = "user") -> ProcessStartResult:
+    async def start(
+        self,
+        command: str,
+        session_id: str | None = None,
+        process_id: str | None = None,
+        timeout_ms: PositiveMs | None = None,
+        env: Env | None = None,
+        cwd: str | None = None,
+        encoding: str | None = None,
+        auto_cleanup: bool | None = None,
+        origin: Literal["user", "internal"] = "user",
+    ) -> ProcessStartResult:
         """Start a background process from the session's state; returns its id and pid."""
-        record = await self.spawn(command, session_id=session_id, process_id=process_id, timeout_ms=timeout_ms,
-                                  env=env, cwd=cwd)
-        return ProcessStartResult(success=True, process_id=record.id, pid=record.job.pid, command=command,
-                                  timestamp=now_iso())
+        record = await self.spawn(
+            command, session_id=session_id, process_id=process_id, timeout_ms=timeout_ms, env=env, cwd=cwd
+        )
+        return ProcessStartResult(
+            success=True, process_id=record.id, pid=record.job.pid, command=command, timestamp=now_iso()
+        )
 
     @operation
     async def list(self, status: ProcessStatus | None = None) -> ProcessList:
@@ -204,8 +232,11 @@ class ProcessesService:
         """SIGTERM the process tree, SIGKILL after the grace period; unknown is 404, finished 404 COMMAND_NOT_FOUND."""
         record = self._get(id)
         if record.done:
-            raise SandboxError("COMMAND_NOT_FOUND", f"Process {id} not found or already completed",
-                               {"processId": id, "status": record.status})
+            raise SandboxError(
+                "COMMAND_NOT_FOUND",
+                f"Process {id} not found or already completed",
+                {"processId": id, "status": record.status},
+            )
         await record.job.kill(self.sessions.grace)
         self.log.info("process.killed", process_id=id, exit_code=record.exit_code)
         return ProcessKilled(success=True, process_id=id, timestamp=now_iso())
@@ -221,11 +252,18 @@ class ProcessesService:
     async def logs(self, id: str) -> ProcessLogs:
         """The output the process's ring still holds, per stream."""
         ring = self._get(id).job.ring
-        return ProcessLogs(success=True, process_id=id, stdout=ring.held("stdout").decode("utf-8", "replace"),
-                           stderr=ring.held("stderr").decode("utf-8", "replace"), timestamp=now_iso())
+        return ProcessLogs(
+            success=True,
+            process_id=id,
+            stdout=ring.held("stdout").decode("utf-8", "replace"),
+            stderr=ring.held("stderr").decode("utf-8", "replace"),
+            timestamp=now_iso(),
+        )
 
     @operation
-    async def stream_logs(self, id: str, offset: Annotated[int, Meta(ge=0)] | None = None) -> AsyncIterator[AnyLogEvent]:
+    async def stream_logs(
+        self, id: str, offset: Annotated[int, Meta(ge=0)] | None = None
+    ) -> AsyncIterator[AnyLogEvent]:
         """``process_info``, then the held output from ``offset`` (default: the oldest byte held), then live
         output, then ``exit``. Bytes the ring dropped before they were read come as a ``gap`` event."""
         record = self._get(id)
@@ -244,5 +282,7 @@ class ProcessesService:
                 cls = LogStdoutEvent if item.kind == "stdout" else LogStderrEvent
                 yield cls(process_id=id, timestamp=now_iso(), data=text, offset=item.end)
         code = await record.wait()
-        message = f"Process completed with exit code {code}" if code is not None else "Process ended with unknown status"
+        message = (
+            f"Process completed with exit code {code}" if code is not None else "Process ended with unknown status"
+        )
         yield ExitEvent(process_id=id, timestamp=now_iso(), exit_code=code, data=message)

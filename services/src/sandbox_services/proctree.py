@@ -49,7 +49,7 @@ def alive(pid: int) -> bool:
             stat = fh.read()
     except OSError:
         return False
-    state = stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3]
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
     return state not in (b"Z", b"X")
 
 
@@ -61,8 +61,9 @@ def _signal_all(pids: list[int], sig: int) -> None:
             pass
 
 
-async def kill_tree(pid: int, *, include_root: bool = True, grace: float = 2.0,
-                    exclude: frozenset[int] | set[int] = frozenset()) -> int:
+async def kill_tree(
+    pid: int, *, include_root: bool = True, grace: float = 2.0, exclude: frozenset[int] | set[int] = frozenset()
+) -> int:
     """End ``pid``'s tree (and ``pid`` itself unless ``include_root`` is false).
 
     Returns the signal that ended it: SIGTERM if TERM sufficed, SIGKILL otherwise.
@@ -76,8 +77,11 @@ async def kill_tree(pid: int, *, include_root: bool = True, grace: float = 2.0,
     while any(alive(p) for p in members):
         if time.monotonic() >= deadline:
             extra = descendants(pid, exclude)
-            everyone = ([pid] if include_root else []) + [p for p in members if p != pid] + [
-                p for p in extra if p not in members]
+            everyone = (
+                ([pid] if include_root else [])
+                + [p for p in members if p != pid]
+                + [p for p in extra if p not in members]
+            )
             _signal_all(everyone, signal.SIGKILL)
             return signal.SIGKILL
         await asyncio.sleep(delay)

@@ -31,7 +31,7 @@ from .spawn import spawn
 DISABLE_SESSION = "__DISABLE_SESSION__"
 DEFAULT_SESSION = "default"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CD_FAILED = "printf \"Failed to change directory to '%s'\\n\" \"$1\" >&2; exit 1"  # the cwd is $1
+_CD_FAILED = 'printf "Failed to change directory to \'%s\'\\n" "$1" >&2; exit 1'  # the cwd is $1
 PositiveMs = Annotated[int, Meta(gt=0)]
 
 
@@ -76,8 +76,13 @@ class Session:
     destroyed: bool = False
 
     def info(self) -> SessionInfo:
-        return SessionInfo(id=self.id, cwd=self.cwd, env=self.env or None,
-                           command_timeout_ms=self.command_timeout_ms, created_at=self.created_at)
+        return SessionInfo(
+            id=self.id,
+            cwd=self.cwd,
+            env=self.env or None,
+            command_timeout_ms=self.command_timeout_ms,
+            created_at=self.created_at,
+        )
 
 
 class SessionsService:
@@ -153,11 +158,20 @@ class SessionsService:
 
     # sessions ------------------------------------------------------------------------------
 
-    def _new_session(self, session_id: str, *, cwd: str | None = None, env: Mapping[str, str] | None = None,
-                     command_timeout_ms: int | None = None) -> Session:
+    def _new_session(
+        self,
+        session_id: str,
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        command_timeout_ms: int | None = None,
+    ) -> Session:
         if len(self.sessions) >= self.settings.max_sessions:
-            raise SandboxError("RESOURCE_BUSY", f"Too many sessions (limit {self.settings.max_sessions})",
-                               {"limit": self.settings.max_sessions})
+            raise SandboxError(
+                "RESOURCE_BUSY",
+                f"Too many sessions (limit {self.settings.max_sessions})",
+                {"limit": self.settings.max_sessions},
+            )
         session = Session(session_id, cwd or self.workspace, dict(env or {}), command_timeout_ms)
         self.sessions[session_id] = session
         return session
@@ -204,26 +218,40 @@ class SessionsService:
             return session.command_timeout_ms
         return self.default_timeout_ms
 
-    async def run(self, session_id: str, command: str, *, env: Mapping[str, str | None] | None = None,
-                  cwd: str | None = None, timeout_ms: int | None = None) -> tuple[int, bytes, bytes]:
+    async def run(
+        self,
+        session_id: str,
+        command: str,
+        *,
+        env: Mapping[str, str | None] | None = None,
+        cwd: str | None = None,
+        timeout_ms: int | None = None,
+    ) -> tuple[int, bytes, bytes]:
         """Run a foreground command in the session; raise on timeout or shell death."""
         session = self.get_or_create(session_id)
         timeout = self.timeout_for(session, timeout_ms)
         async with session.lock:
             if session.destroyed:
-                raise SandboxError("SESSION_DESTROYED", f"Session '{session_id}' was destroyed",
-                                   {"sessionId": session_id})
+                raise SandboxError(
+                    "SESSION_DESTROYED", f"Session '{session_id}' was destroyed", {"sessionId": session_id}
+                )
             shell = await self._shell(session)
             exclude = frozenset(j.pid for j in session.jobs if j.pid is not None)
             try:
                 code, out, err, timed_out = await shell.run(
-                    command, env=env, cwd=cwd, timeout=timeout / 1000 if timeout else None,
-                    grace=self.grace, exclude=exclude)
+                    command,
+                    env=env,
+                    cwd=cwd,
+                    timeout=timeout / 1000 if timeout else None,
+                    grace=self.grace,
+                    exclude=exclude,
+                )
             except ShellExited as exc:
                 session.shell = None
                 if exc.destroyed or session.destroyed:
-                    raise SandboxError("SESSION_DESTROYED", f"Session '{session_id}' was destroyed",
-                                       {"sessionId": session_id}) from None
+                    raise SandboxError(
+                        "SESSION_DESTROYED", f"Session '{session_id}' was destroyed", {"sessionId": session_id}
+                    ) from None
                 if exc.exit_code is None:  # we killed a stuck shell after a timeout
                     raise self._timeout_error(session_id, command, timeout) from None
                 raise SandboxError(
@@ -237,15 +265,19 @@ class SessionsService:
 
     @staticmethod
     def _timeout_error(session_id: str, command: str, timeout: int | None) -> SandboxError:
-        return SandboxError("COMMAND_EXECUTION_ERROR", f"Command timeout after {timeout} ms",
-                            {"sessionId": session_id, "command": command, "timeoutMs": timeout})
+        return SandboxError(
+            "COMMAND_EXECUTION_ERROR",
+            f"Command timeout after {timeout} ms",
+            {"sessionId": session_id, "command": command, "timeoutMs": timeout},
+        )
 
     # jobs ----------------------------------------------------------------------------------
 
     def _new_job(self, command: str, session_id: str | None, ring_bytes: int | None) -> Job:
         self._next_tag += 1
-        job = Job(self._next_tag, command, session_id=session_id,
-                  ring_bytes=ring_bytes or self.settings.output_ring_bytes)
+        job = Job(
+            self._next_tag, command, session_id=session_id, ring_bytes=ring_bytes or self.settings.output_ring_bytes
+        )
         self.jobs[job.tag] = job
         job.on_done.append(self._job_done)
         return job
@@ -256,9 +288,16 @@ class SessionsService:
         if session is not None:
             session.jobs.discard(job)
 
-    async def launch(self, session_id: str, command: str, *, env: Mapping[str, str | None] | None = None,
-                     cwd: str | None = None, timeout_ms: int | None = None,
-                     ring_bytes: int | None = None) -> Job:
+    async def launch(
+        self,
+        session_id: str,
+        command: str,
+        *,
+        env: Mapping[str, str | None] | None = None,
+        cwd: str | None = None,
+        timeout_ms: int | None = None,
+        ring_bytes: int | None = None,
+    ) -> Job:
         """Start a job from the session's current state and return it once it has a pid."""
         if session_id == DISABLE_SESSION:
             return await self._spawn(command, env=env, cwd=cwd, timeout_ms=timeout_ms, ring_bytes=ring_bytes)
@@ -273,16 +312,21 @@ class SessionsService:
                 fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
             async with session.lock:
                 if session.destroyed:
-                    raise SandboxError("SESSION_DESTROYED", f"Session '{session_id}' was destroyed",
-                                       {"sessionId": session_id})
+                    raise SandboxError(
+                        "SESSION_DESTROYED", f"Session '{session_id}' was destroyed", {"sessionId": session_id}
+                    )
                 shell = await self._shell(session)
                 try:
-                    job.pid = await shell.launch(command, fifo_out=fifo_out, fifo_err=fifo_err, tag=job.tag,
-                                                 env=env, cwd=cwd)
+                    job.pid = await shell.launch(
+                        command, fifo_out=fifo_out, fifo_err=fifo_err, tag=job.tag, env=env, cwd=cwd
+                    )
                 except ShellExited as exc:
                     session.shell = None
-                    raise SandboxError("SESSION_TERMINATED", f"Session '{session_id}' terminated",
-                                       {"sessionId": session_id, "exitCode": exc.exit_code}) from None
+                    raise SandboxError(
+                        "SESSION_TERMINATED",
+                        f"Session '{session_id}' terminated",
+                        {"sessionId": session_id, "exitCode": exc.exit_code},
+                    ) from None
                 session.jobs.add(job)
         except BaseException:
             for fd in fds:
@@ -302,8 +346,15 @@ class SessionsService:
             job.set_timeout(timeout / 1000, self.grace)
         return job
 
-    async def _spawn(self, command: str, *, env: Mapping[str, str | None] | None, cwd: str | None,
-                     timeout_ms: int | None, ring_bytes: int | None) -> Job:
+    async def _spawn(
+        self,
+        command: str,
+        *,
+        env: Mapping[str, str | None] | None,
+        cwd: str | None,
+        timeout_ms: int | None,
+        ring_bytes: int | None,
+    ) -> Job:
         """A sessionless job: a fresh ``bash -c`` in its own process group."""
         for name, value in (("command", command), ("cwd", cwd or "")):
             if "\x00" in value:  # an argv or cwd cannot hold NUL
@@ -317,14 +368,16 @@ class SessionsService:
         err_r, err_w = os.pipe()
         full_env = {**os.environ, **{k: v for k, v in (env or {}).items() if v is not None}}
         try:
-            proc = spawn(argv, stdout=out_w, stderr=err_w, cwd=cwd or self.workspace,
-                         env=full_env, start_new_session=True)
+            proc = spawn(
+                argv, stdout=out_w, stderr=err_w, cwd=cwd or self.workspace, env=full_env, start_new_session=True
+            )
         except OSError as exc:
             os.close(out_r)
             os.close(err_r)
             self.jobs.pop(job.tag, None)
-            raise SandboxError("COMMAND_EXECUTION_ERROR", f"Failed to start command: {exc}",
-                               {"command": command, "cwd": cwd}) from None
+            raise SandboxError(
+                "COMMAND_EXECUTION_ERROR", f"Failed to start command: {exc}", {"command": command, "cwd": cwd}
+            ) from None
         finally:
             os.close(out_w)
             os.close(err_w)
@@ -343,12 +396,14 @@ class SessionsService:
             job.set_timeout(timeout_ms / 1000, self.grace)
         return job
 
-    async def run_sessionless(self, command: str, *, env: Mapping[str, str | None] | None, cwd: str | None,
-                              timeout_ms: int | None) -> tuple[int, bytes, bytes]:
+    async def run_sessionless(
+        self, command: str, *, env: Mapping[str, str | None] | None, cwd: str | None, timeout_ms: int | None
+    ) -> tuple[int, bytes, bytes]:
         """Run ``command`` in a fresh shell and collect its raw output (bounded)."""
         timeout = self.timeout_for(None, timeout_ms)
-        job = await self._spawn(command, env=env, cwd=cwd, timeout_ms=timeout,
-                                ring_bytes=2 * self.settings.max_output_bytes)
+        job = await self._spawn(
+            command, env=env, cwd=cwd, timeout_ms=timeout, ring_bytes=2 * self.settings.max_output_bytes
+        )
         reader = job.ring.reader(0, blocking=True)
         out = bytearray()
         err = bytearray()
@@ -368,8 +423,13 @@ class SessionsService:
     # operations ----------------------------------------------------------------------------
 
     @operation
-    async def create(self, id: str | None = None, env: dict[str, str] | None = None, cwd: str | None = None,
-                     command_timeout_ms: PositiveMs | None = None) -> SessionCreated:
+    async def create(
+        self,
+        id: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        command_timeout_ms: PositiveMs | None = None,
+    ) -> SessionCreated:
         """Create a session (its shell starts now); a duplicate live id is 409."""
         session_id = id if id is not None else f"session_{int(time.time() * 1000)}_{os.urandom(6).hex()}"
         check_session_id(session_id, "id")
@@ -379,19 +439,29 @@ class SessionsService:
         existing = self.sessions.get(session_id)
         if existing is not None:
             if existing.shell is None or existing.shell.alive:
-                raise SandboxError("SESSION_ALREADY_EXISTS", f"Session '{session_id}' already exists",
-                                   {"sessionId": session_id, "containerPlacementId": None})
+                raise SandboxError(
+                    "SESSION_ALREADY_EXISTS",
+                    f"Session '{session_id}' already exists",
+                    {"sessionId": session_id, "containerPlacementId": None},
+                )
             del self.sessions[session_id]
         session = self._new_session(session_id, cwd=cwd, env=env, command_timeout_ms=command_timeout_ms)
         try:
             await self._shell(session)
         except OSError as exc:
             del self.sessions[session_id]
-            raise SandboxError("INTERNAL_ERROR", f"Failed to start the session shell: {exc}",
-                               {"sessionId": session_id}) from None
+            raise SandboxError(
+                "INTERNAL_ERROR", f"Failed to start the session shell: {exc}", {"sessionId": session_id}
+            ) from None
         self.log.info("session.created", session_id=session_id)
-        return SessionCreated(success=True, id=session_id, message=f"Session {session_id} created",
-                              data=session.info(), timestamp=now_iso(), container_placement_id=None)
+        return SessionCreated(
+            success=True,
+            id=session_id,
+            message=f"Session {session_id} created",
+            data=session.info(),
+            timestamp=now_iso(),
+            container_placement_id=None,
+        )
 
     @operation
     async def delete(self, session_id: str) -> dict[str, Any]:

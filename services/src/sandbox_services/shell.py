@@ -88,8 +88,15 @@ def env_prelude(env: Mapping[str, str | None] | None, *, restore: bool) -> tuple
 class Shell:
     """A running ``bash`` owned by one session."""
 
-    def __init__(self, *, cwd: str, env: Mapping[str, str], ctl_fd: int,
-                 max_output: int, on_exit: Callable[["Shell"], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        ctl_fd: int,
+        max_output: int,
+        on_exit: Callable[["Shell"], None] | None = None,
+    ) -> None:
         self.cwd = cwd
         self.env = dict(env)
         self.ctl_fd = ctl_fd
@@ -124,7 +131,11 @@ class Shell:
         try:
             self._proc = spawn(
                 ["bash", "--norc", "--noprofile", f"/dev/fd/{script_r}"],
-                stdout=out_w, stderr=err_w, cwd=self.cwd, env=self.env, pass_fds=(script_r, self.ctl_fd),
+                stdout=out_w,
+                stderr=err_w,
+                cwd=self.cwd,
+                env=self.env,
+                pass_fds=(script_r, self.ctl_fd),
                 start_new_session=True,
             )
         finally:
@@ -146,7 +157,7 @@ class Shell:
             f"for __sbx_fd in {me}/*; do __sbx_fd=${{__sbx_fd##*/}}\n"
             f"case $__sbx_fd in 0|1|2|{self.ctl_fd}|{script_r}) continue;; esac\n"
             f"[[ ! -e {me}/$__sbx_fd || {me}/$__sbx_fd -ef {me}/{script_r} ]] && continue\n"
-            f"\\builtin eval \"\\command exec $__sbx_fd>&-\"\n"
+            f'\\builtin eval "\\command exec $__sbx_fd>&-"\n'
             f"done\n\\builtin unset __sbx_fd\n"
             f"\\command exec {script_r}<&-\n\\builtin shopt -s expand_aliases\n".encode()
         )
@@ -209,20 +220,20 @@ class Shell:
             if nl == -1:
                 capture.scanned = i  # the marker line is not complete yet
                 return
-            fields = bytes(buf[i + len(marker):nl]).split(b":", 1)
+            fields = bytes(buf[i + len(marker) : nl]).split(b":", 1)
             if fields[0] == str(self._pending.seq if self._pending else -1).encode():
                 capture.tail = fields[1] if len(fields) > 1 else b""
                 del buf[i:]
                 capture.done = True
                 return
-            del buf[i:nl + 1]  # a stale marker; drop it
+            del buf[i : nl + 1]  # a stale marker; drop it
             start = i
         capture.scanned = len(buf)
         if len(buf) > capture.limit + READ_SIZE:
             keep = len(marker) + 32
             cut = len(buf) - keep
             capture.truncated += cut - capture.limit
-            del buf[capture.limit:cut]
+            del buf[capture.limit : cut]
             capture.scanned = len(buf)
 
     # input -------------------------------------------------------------------------------
@@ -255,9 +266,16 @@ class Shell:
 
     # commands ----------------------------------------------------------------------------
 
-    async def run(self, command: str, *, env: Mapping[str, str | None] | None = None,
-                  cwd: str | None = None, timeout: float | None = None, grace: float = 2.0,
-                  exclude: frozenset[int] = frozenset()) -> tuple[int, bytes, bytes, bool]:
+    async def run(
+        self,
+        command: str,
+        *,
+        env: Mapping[str, str | None] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        grace: float = 2.0,
+        exclude: frozenset[int] = frozenset(),
+    ) -> tuple[int, bytes, bytes, bool]:
         """Run a foreground command; return (exit code, stdout, stderr, timed out).
 
         On timeout, the command's processes get SIGTERM, then SIGKILL after ``grace``; if the
@@ -281,8 +299,7 @@ class Shell:
             )
         marker = f"\\0{self.nonce}:{seq}"
         script = (
-            f"{setup}{body}{undo}"
-            f"\\builtin printf '{marker}:%d\\n' \"$__sbx_rc\"; \\builtin printf '{marker}\\n' >&2\n"
+            f"{setup}{body}{undo}\\builtin printf '{marker}:%d\\n' \"$__sbx_rc\"; \\builtin printf '{marker}\\n' >&2\n"
         )
         timed_out = False
         try:
@@ -311,8 +328,16 @@ class Shell:
                 err += f"\n[sandbox: {name} truncated: {capture.truncated} bytes dropped]\n".encode()
         return code, out, err, timed_out
 
-    async def launch(self, command: str, *, fifo_out: str, fifo_err: str, tag: int,
-                     env: Mapping[str, str | None] | None = None, cwd: str | None = None) -> int:
+    async def launch(
+        self,
+        command: str,
+        *,
+        fifo_out: str,
+        fifo_err: str,
+        tag: int,
+        env: Mapping[str, str | None] | None = None,
+        cwd: str | None = None,
+    ) -> int:
         """Start ``command`` in a background subshell writing to the two FIFOs; return its pid.
 
         The FIFOs' read ends must already be open. The exit status arrives on the control
@@ -327,7 +352,7 @@ class Shell:
         inner = f"{setup}\\builtin eval {quote(command)}"
         pid = await self.run_internal(
             f"\\command exec {{__sbx_o}}>{quote(fifo_out)} {{__sbx_e}}>{quote(fifo_err)}\n"
-            f"{{ ( {inner}\n) >&\"$__sbx_o\" 2>&\"$__sbx_e\" {{__sbx_o}}>&- {{__sbx_e}}>&- {self.ctl_fd}>&-\n"
+            f'{{ ( {inner}\n) >&"$__sbx_o" 2>&"$__sbx_e" {{__sbx_o}}>&- {{__sbx_e}}>&- {self.ctl_fd}>&-\n'
             f"\\builtin printf 'x {tag} %d\\n' \"$?\" >&{self.ctl_fd}\n"
             f"}} </dev/null >/dev/null 2>&1 &\n"
             f"__sbx_rc=$!\n"
@@ -347,7 +372,9 @@ class Shell:
         marker = f"\\0{self.nonce}:{seq}"
         try:
             await self._write(
-                (script + f"\\builtin printf '{marker}:%d\\n' \"$__sbx_rc\"; \\builtin printf '{marker}\\n' >&2\n").encode()
+                (
+                    script + f"\\builtin printf '{marker}:%d\\n' \"$__sbx_rc\"; \\builtin printf '{marker}\\n' >&2\n"
+                ).encode()
             )
             await asyncio.wait_for(asyncio.shield(pending.future), 30)
         finally:

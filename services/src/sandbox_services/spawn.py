@@ -38,9 +38,27 @@ class Child:
         return await asyncio.shield(self._exited)
 
 
-def spawn(argv: Sequence[str], *, stdin: int | None = subprocess.DEVNULL, stdout: int | None = None,
-          stderr: int | None = None, cwd: str | None = None, env: Mapping[str, str] | None = None,
-          pass_fds: Sequence[int] = (), start_new_session: bool = False) -> Child:
-    return Child(subprocess.Popen(
-        list(argv), stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=dict(env) if env is not None else None,
-        pass_fds=tuple(pass_fds), start_new_session=start_new_session, close_fds=True))
+def spawn(
+    argv: Sequence[str],
+    *,
+    stdin: int | None = subprocess.DEVNULL,
+    stdout: int | None = None,
+    stderr: int | None = None,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
+    start_new_session: bool = False,
+) -> Child:
+    return Child(
+        subprocess.Popen(
+            list(argv),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            pass_fds=tuple(pass_fds),
+            start_new_session=start_new_session,
+            close_fds=True,
+        )
+    )

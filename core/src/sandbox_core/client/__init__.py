@@ -62,9 +62,15 @@ def _convert(raw: Any, typ: Any) -> Any:
 class Sandbox:
     """A connection to one sandbox server."""
 
-    def __init__(self, url: str | None = None, *, transport: str | None = None,
-                 config: Config | None = None, timeout: float | None = None,
-                 settings: Any = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        transport: str | None = None,
+        config: Config | None = None,
+        timeout: float | None = None,
+        settings: Any = None,
+    ) -> None:
         self._config = config
         self._url = url
         self._transport_name = transport
@@ -82,14 +88,18 @@ class Sandbox:
         specs = _transports()
         spec = specs.get(name)
         if spec is None or spec.client is None:
-            raise SandboxError("VALIDATION_FAILED", f"unknown client transport {name!r}; installed: {sorted(specs)}",
-                               {"field": "transport"})
+            raise SandboxError(
+                "VALIDATION_FAILED",
+                f"unknown client transport {name!r}; installed: {sorted(specs)}",
+                {"field": "transport"},
+            )
         settings = self._settings
         if settings is None and spec.settings is not None:
             settings = msgspec.convert(config.transports.get(name, {}), spec.settings)
         self._transport_name = name
-        self._t = spec.client(ClientContext(self._url or config.client.url, settings,
-                                            self._timeout or config.client.timeout))
+        self._t = spec.client(
+            ClientContext(self._url or config.client.url, settings, self._timeout or config.client.timeout)
+        )
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -118,21 +128,53 @@ class Sandbox:
 
     # commands ---------------------------------------------------------------------------------
 
-    async def exec(self, command: str, *, session_id: str | None = None, timeout_ms: int | None = None,
-                   env: Mapping[str, str | None] | None = None, cwd: str | None = None) -> ExecResult:
+    async def exec(
+        self,
+        command: str,
+        *,
+        session_id: str | None = None,
+        timeout_ms: int | None = None,
+        env: Mapping[str, str | None] | None = None,
+        cwd: str | None = None,
+    ) -> ExecResult:
         """Run a command in a session (``default`` when none) and return its result."""
-        raw = await self._transport.call("commands", "execute", _params(
-            command=command, sessionId=session_id, timeoutMs=timeout_ms,
-            env=dict(env) if env is not None else None, cwd=cwd))
+        raw = await self._transport.call(
+            "commands",
+            "execute",
+            _params(
+                command=command,
+                sessionId=session_id,
+                timeoutMs=timeout_ms,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+            ),
+        )
         return _convert(raw, ExecResult)  # type: ignore[no-any-return]
 
-    def exec_stream(self, command: str, *, session_id: str | None = None, timeout_ms: int | None = None,
-                          env: Mapping[str, str | None] | None = None, cwd: str | None = None
-                          ) -> AsyncIterator[AnyExecEvent]:
+    def exec_stream(
+        self,
+        command: str,
+        *,
+        session_id: str | None = None,
+        timeout_ms: int | None = None,
+        env: Mapping[str, str | None] | None = None,
+        cwd: str | None = None,
+    ) -> AsyncIterator[AnyExecEvent]:
         """Run a command and yield its typed events as they happen: start, stdout/stderr, complete."""
-        return _typed(self._transport.stream("commands", "execute_stream", _params(
-            command=command, sessionId=session_id, timeoutMs=timeout_ms,
-            env=dict(env) if env is not None else None, cwd=cwd)), AnyExecEvent)
+        return _typed(
+            self._transport.stream(
+                "commands",
+                "execute_stream",
+                _params(
+                    command=command,
+                    sessionId=session_id,
+                    timeoutMs=timeout_ms,
+                    env=dict(env) if env is not None else None,
+                    cwd=cwd,
+                ),
+            ),
+            AnyExecEvent,
+        )
 
     @property
     def processes(self) -> "ProcessesAPI":
@@ -168,10 +210,21 @@ class Sandbox:
         """A handle that runs every command in ``session_id``."""
         return SessionHandle(self, session_id)
 
-    async def create_session(self, session_id: str | None = None, *, env: Mapping[str, str] | None = None,
-                             cwd: str | None = None, command_timeout_ms: int | None = None) -> "SessionHandle":
-        raw = await self._transport.call("sessions", "create", _params(
-            id=session_id, env=dict(env) if env is not None else None, cwd=cwd, commandTimeoutMs=command_timeout_ms))
+    async def create_session(
+        self,
+        session_id: str | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        command_timeout_ms: int | None = None,
+    ) -> "SessionHandle":
+        raw = await self._transport.call(
+            "sessions",
+            "create",
+            _params(
+                id=session_id, env=dict(env) if env is not None else None, cwd=cwd, commandTimeoutMs=command_timeout_ms
+            ),
+        )
         created = _convert(raw, SessionCreated)
         return SessionHandle(self, created.id)
 

@@ -33,23 +33,28 @@ class FilesAPI:
     def __init__(self, sandbox: "Sandbox") -> None:
         self._sb = sandbox
 
-    async def read(self, path: str, *, encoding: Encoding | None = None,
-                   session_id: str | None = None) -> ReadFileResult:
+    async def read(
+        self, path: str, *, encoding: Encoding | None = None, session_id: str | None = None
+    ) -> ReadFileResult:
         """The whole file (at most 32 MiB): text as UTF-8, binary as base64 (see ``is_binary``)."""
         raw = await self._sb.call("files", "read", **_params(path=path, encoding=encoding, sessionId=session_id))
         return _convert(raw, ReadFileResult)  # type: ignore[no-any-return]
 
     def read_stream(self, path: str, *, session_id: str | None = None) -> AsyncIterator[AnyFileStreamEvent]:
         """The file as typed events: metadata, chunks (base64 when binary), complete; or one error event."""
-        return _typed(self._sb.stream("files", "read_stream", **_params(path=path, sessionId=session_id)), AnyFileStreamEvent)
+        return _typed(
+            self._sb.stream("files", "read_stream", **_params(path=path, sessionId=session_id)), AnyFileStreamEvent
+        )
 
-    async def write(self, path: str, content: str | bytes, *, encoding: Encoding | None = None,
-                    session_id: str | None = None) -> WriteFileResult:
+    async def write(
+        self, path: str, content: str | bytes, *, encoding: Encoding | None = None, session_id: str | None = None
+    ) -> WriteFileResult:
         """Write a whole file atomically (parents created, mode kept); ``bytes`` are sent as base64."""
         if isinstance(content, (bytes, bytearray, memoryview)):
             content, encoding = pybase64.b64encode_as_string(content), "base64"
-        raw = await self._sb.call("files", "write", **_params(
-            path=path, content=content, encoding=encoding, sessionId=session_id))
+        raw = await self._sb.call(
+            "files", "write", **_params(path=path, content=content, encoding=encoding, sessionId=session_id)
+        )
         return _convert(raw, WriteFileResult)  # type: ignore[no-any-return]
 
     async def delete(self, path: str, *, session_id: str | None = None) -> FileOpResult:
@@ -58,26 +63,33 @@ class FilesAPI:
         return _convert(raw, FileOpResult)  # type: ignore[no-any-return]
 
     async def rename(self, old_path: str, new_path: str, *, session_id: str | None = None) -> RenameFileResult:
-        raw = await self._sb.call("files", "rename", **_params(oldPath=old_path, newPath=new_path,
-                                                                sessionId=session_id))
+        raw = await self._sb.call(
+            "files", "rename", **_params(oldPath=old_path, newPath=new_path, sessionId=session_id)
+        )
         return _convert(raw, RenameFileResult)  # type: ignore[no-any-return]
 
-    async def move(self, source_path: str, destination_path: str, *,
-                   session_id: str | None = None) -> RenameFileResult:
+    async def move(self, source_path: str, destination_path: str, *, session_id: str | None = None) -> RenameFileResult:
         """Move like ``mv``: into ``destination_path`` when it is an existing directory."""
-        raw = await self._sb.call("files", "move", **_params(sourcePath=source_path, destinationPath=destination_path,
-                                                              sessionId=session_id))
+        raw = await self._sb.call(
+            "files", "move", **_params(sourcePath=source_path, destinationPath=destination_path, sessionId=session_id)
+        )
         return _convert(raw, RenameFileResult)  # type: ignore[no-any-return]
 
     async def mkdir(self, path: str, *, recursive: bool = False, session_id: str | None = None) -> MkdirResult:
         raw = await self._sb.call("files", "mkdir", **_params(path=path, recursive=recursive, sessionId=session_id))
         return _convert(raw, MkdirResult)  # type: ignore[no-any-return]
 
-    async def list(self, path: str, *, recursive: bool = False, include_hidden: bool = False,
-                   session_id: str | None = None) -> ListFilesResult:
+    async def list(
+        self, path: str, *, recursive: bool = False, include_hidden: bool = False, session_id: str | None = None
+    ) -> ListFilesResult:
         """A directory's entries (the whole tree when ``recursive``; ``.*`` only with ``include_hidden``)."""
-        raw = await self._sb.call("files", "list_files", **_params(
-            path=path, options={"recursive": recursive, "includeHidden": include_hidden}, sessionId=session_id))
+        raw = await self._sb.call(
+            "files",
+            "list_files",
+            **_params(
+                path=path, options={"recursive": recursive, "includeHidden": include_hidden}, sessionId=session_id
+            ),
+        )
         return _convert(raw, ListFilesResult)  # type: ignore[no-any-return]
 
     async def exists(self, path: str, *, session_id: str | None = None) -> ExistsResult:

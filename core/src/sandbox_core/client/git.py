@@ -15,11 +15,27 @@ class GitAPI:
     def __init__(self, sandbox: "Sandbox") -> None:
         self._sb = sandbox
 
-    async def checkout(self, repo_url: str, *, branch: str | None = None, target_dir: str | None = None,
-                       depth: int | None = None, timeout_ms: int | None = None,
-                       session_id: str | None = None) -> GitCheckoutResult:
+    async def checkout(
+        self,
+        repo_url: str,
+        *,
+        branch: str | None = None,
+        target_dir: str | None = None,
+        depth: int | None = None,
+        timeout_ms: int | None = None,
+        session_id: str | None = None,
+    ) -> GitCheckoutResult:
         """Clone ``repo_url`` (default target: ``<workspace>/<repo name>``; relative to the session's cwd)."""
-        raw = await self._sb.call("git", "checkout", **_params(
-            repoUrl=repo_url, branch=branch, targetDir=target_dir, depth=depth, timeoutMs=timeout_ms,
-            sessionId=session_id))
+        raw = await self._sb.call(
+            "git",
+            "checkout",
+            **_params(
+                repoUrl=repo_url,
+                branch=branch,
+                targetDir=target_dir,
+                depth=depth,
+                timeoutMs=timeout_ms,
+                sessionId=session_id,
+            ),
+        )
         return _convert(raw, GitCheckoutResult)  # type: ignore[no-any-return]

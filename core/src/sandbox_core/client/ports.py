@@ -15,14 +15,34 @@ class PortsAPI:
     def __init__(self, sandbox: "Sandbox") -> None:
         self._sb = sandbox
 
-    def watch(self, port: int, *, mode: Literal["http", "tcp"] = "http", path: str | None = None,
-                    status_min: int | None = None, status_max: int | None = None,
-                    process_id: str | None = None, interval_ms: float | None = None
-                    ) -> AsyncIterator[AnyPortWatchEvent]:
+    def watch(
+        self,
+        port: int,
+        *,
+        mode: Literal["http", "tcp"] = "http",
+        path: str | None = None,
+        status_min: int | None = None,
+        status_max: int | None = None,
+        process_id: str | None = None,
+        interval_ms: float | None = None,
+    ) -> AsyncIterator[AnyPortWatchEvent]:
         """Poll ``port``: yields ``watching``, then one of ``ready`` / ``process_exited`` / ``error``.
 
         The watch has no deadline of its own: stop iterating (or wrap it in a timeout) to end it.
         """
-        return _typed(self._sb.stream("ports", "watch_port", **_params(
-            port=port, mode=mode, path=path, statusMin=status_min, statusMax=status_max,
-            processId=process_id, interval=interval_ms)), AnyPortWatchEvent)
+        return _typed(
+            self._sb.stream(
+                "ports",
+                "watch_port",
+                **_params(
+                    port=port,
+                    mode=mode,
+                    path=path,
+                    statusMin=status_min,
+                    statusMax=status_max,
+                    processId=process_id,
+                    interval=interval_ms,
+                ),
+            ),
+            AnyPortWatchEvent,
+        )

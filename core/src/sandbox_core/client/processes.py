@@ -15,13 +15,29 @@ class ProcessesAPI:
     def __init__(self, sandbox: "Sandbox") -> None:
         self._sb = sandbox
 
-    async def start(self, command: str, *, session_id: str | None = None, process_id: str | None = None,
-                    timeout_ms: int | None = None, env: Mapping[str, str | None] | None = None,
-                    cwd: str | None = None) -> ProcessStartResult:
+    async def start(
+        self,
+        command: str,
+        *,
+        session_id: str | None = None,
+        process_id: str | None = None,
+        timeout_ms: int | None = None,
+        env: Mapping[str, str | None] | None = None,
+        cwd: str | None = None,
+    ) -> ProcessStartResult:
         """Start ``command`` in the background (from the session's state); returns its id and pid."""
-        raw = await self._sb.call("processes", "start", **_params(
-            command=command, sessionId=session_id, processId=process_id, timeoutMs=timeout_ms,
-            env=dict(env) if env is not None else None, cwd=cwd))
+        raw = await self._sb.call(
+            "processes",
+            "start",
+            **_params(
+                command=command,
+                sessionId=session_id,
+                processId=process_id,
+                timeoutMs=timeout_ms,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+            ),
+        )
         return _convert(raw, ProcessStartResult)  # type: ignore[no-any-return]
 
     async def list(self, status: str | None = None) -> list[ProcessInfo]:

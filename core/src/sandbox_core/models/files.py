@@ -135,7 +135,22 @@ class FileErrorEvent(FileStreamEvent, tag="error"):
 AnyFileStreamEvent = Union[FileMetadataEvent, FileChunkEvent, FileCompleteEvent, FileErrorEvent]
 
 __all__ = [
-    "AnyFileStreamEvent", "Encoding", "ExistsResult", "FileChunkEvent", "FileCompleteEvent", "FileErrorEvent",
-    "FileInfo", "FileMetadataEvent", "FileOpResult", "FilePermissions", "FileStreamEvent", "FileType",
-    "ListFilesOptions", "ListFilesResult", "MkdirResult", "ReadFileResult", "RenameFileResult", "WriteFileResult",
+    "AnyFileStreamEvent",
+    "Encoding",
+    "ExistsResult",
+    "FileChunkEvent",
+    "FileCompleteEvent",
+    "FileErrorEvent",
+    "FileInfo",
+    "FileMetadataEvent",
+    "FileOpResult",
+    "FilePermissions",
+    "FileStreamEvent",
+    "FileType",
+    "ListFilesOptions",
+    "ListFilesResult",
+    "MkdirResult",
+    "ReadFileResult",
+    "RenameFileResult",
+    "WriteFileResult",
 ]

@@ -70,9 +70,15 @@ def _die_with_parent() -> None:
 class ServerProcess:
     """``sandbox serve`` in a subprocess, bound to 127.0.0.1 on a free port."""
 
-    def __init__(self, *, transports: list[str] | None = None, workspace: str | os.PathLike[str] | None = None,
-                 config: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
-                 startup_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        transports: list[str] | None = None,
+        workspace: str | os.PathLike[str] | None = None,
+        config: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="sandbox-test-")
         self.workspace = str(workspace) if workspace is not None else os.path.join(self._tmp.name, "workspace")
         os.makedirs(self.workspace, exist_ok=True)
@@ -119,8 +125,13 @@ class ServerProcess:
         env = {**self.env, "SANDBOX_CONFIG": str(self.config_path)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sandbox_core.cli", "serve", "--config", str(self.config_path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-            cwd=self._tmp.name, start_new_session=True, preexec_fn=_die_with_parent,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=self._tmp.name,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()

@@ -60,13 +60,20 @@ class HttpClientTransport:
             session, self._session = self._session, None
             await session.close()
 
-    def _request(self, service: str, operation: str, params: Mapping[str, Any]
-                 ) -> tuple[Route | None, str, str, dict[str, str] | None, bytes | None]:
+    def _request(
+        self, service: str, operation: str, params: Mapping[str, Any]
+    ) -> tuple[Route | None, str, str, dict[str, str] | None, bytes | None]:
         """(route, method, url, query, body) for an operation."""
         route = TABLE.by_operation.get((service, operation))
         values = dict(params)
         if route is None:
-            return None, "POST", f"{self.base_url}{GENERIC_PREFIX}{service}/{operation}", None, msgspec.json.encode(values)
+            return (
+                None,
+                "POST",
+                f"{self.base_url}{GENERIC_PREFIX}{service}/{operation}",
+                None,
+                msgspec.json.encode(values),
+            )
         path = route.format_path(values)
         url = self.base_url + path
         if route.method in ("GET", "DELETE"):
@@ -77,8 +84,9 @@ class HttpClientTransport:
     async def call(self, service: str, operation: str, params: Mapping[str, Any]) -> Any:
         route, method, url, query, body = self._request(service, operation, params)
         try:
-            async with self._client().request(method, url, params=query, data=body, headers=JSON_HEADERS
-                                              if body is not None else None) as response:
+            async with self._client().request(
+                method, url, params=query, data=body, headers=JSON_HEADERS if body is not None else None
+            ) as response:
                 status = response.status
                 content = await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -99,8 +107,14 @@ class HttpClientTransport:
         # comment every few seconds) is given up after the client timeout.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.timeout)
         try:
-            response = await self._client().request(method, url, params=query, data=body, timeout=timeout,
-                                                     headers=JSON_HEADERS if body is not None else None)
+            response = await self._client().request(
+                method,
+                url,
+                params=query,
+                data=body,
+                timeout=timeout,
+                headers=JSON_HEADERS if body is not None else None,
+            )
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise TransportError("RPC_TRANSPORT_ERROR", f"{type(exc).__name__}: {exc}", {"url": url}) from None
         try:

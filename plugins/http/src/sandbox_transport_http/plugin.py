@@ -24,5 +24,12 @@ def _client(ctx: ClientContext) -> "object":
 
 @hookimpl
 def sandbox_register_transports(register: Callable[[TransportSpec], None]) -> None:
-    register(TransportSpec("http", server=_server, client=_client, settings=HttpSettings,  # type: ignore[arg-type]
-                           description="REST + SSE under /api/"))
+    register(
+        TransportSpec(
+            "http",
+            server=_server,
+            client=_client,
+            settings=HttpSettings,  # type: ignore[arg-type]
+            description="REST + SSE under /api/",
+        )
+    )

@@ -33,8 +33,12 @@ CORS_HEADERS = {
     "Access-Control-Max-Age": "86400",
 }
 TEXT_HEADERS = {"Access-Control-Allow-Origin": "*"}
-SSE_RAW_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-                   (b"x-accel-buffering", b"no"), (b"access-control-allow-origin", b"*")]
+SSE_RAW_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+    (b"access-control-allow-origin", b"*"),
+]
 
 _encoder = msgspec.json.Encoder()
 
@@ -49,9 +53,17 @@ class JSONResponse:
         self.status = status
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": self.status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(self.body)).encode()),
-            (b"access-control-allow-origin", b"*")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(self.body)).encode()),
+                    (b"access-control-allow-origin", b"*"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": self.body})
 
 
@@ -141,10 +153,16 @@ class HttpApp:
         if route is not None:
             return await self.contract_route(request, route, path_params)
         if known:
-            return error_response(SandboxError("METHOD_NOT_ALLOWED", f"Method {method} is not allowed on {path}",
-                                               {"method": method, "path": path}, status=405))
+            return error_response(
+                SandboxError(
+                    "METHOD_NOT_ALLOWED",
+                    f"Method {method} is not allowed on {path}",
+                    {"method": method, "path": path},
+                    status=405,
+                )
+            )
         if method == "POST" and path.startswith(GENERIC_PREFIX):
-            parts = path[len(GENERIC_PREFIX):].split("/")
+            parts = path[len(GENERIC_PREFIX) :].split("/")
             if len(parts) == 2 and all(parts) and self.registry.has(parts[0]):
                 return await self.generic_route(request, parts[0], parts[1])
         return error_response(not_found(path=path, method=method))
@@ -156,13 +174,15 @@ class HttpApp:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise SandboxError("VALIDATION_FAILED", f"Request body exceeds {limit} bytes", {"limit": limit},
-                                   status=413)
+                raise SandboxError(
+                    "VALIDATION_FAILED", f"Request body exceeds {limit} bytes", {"limit": limit}, status=413
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def params(self, request: Request, op: Operation, route: Route | None,
-                     path_params: dict[str, str]) -> msgspec.Struct:
+    async def params(
+        self, request: Request, op: Operation, route: Route | None, path_params: dict[str, str]
+    ) -> msgspec.Struct:
         if request.method in ("POST", "PUT"):
             body = await self.read_body(request)
             if not body.strip():
@@ -185,7 +205,9 @@ class HttpApp:
                 params.session_id = sid  # type: ignore[attr-defined]
         return params
 
-    async def contract_route(self, request: Request, route: Route, path_params: dict[str, str]) -> "Response | JSONResponse | SSEResponse":
+    async def contract_route(
+        self, request: Request, route: Route, path_params: dict[str, str]
+    ) -> "Response | JSONResponse | SSEResponse":
         op = self.registry.operation(route.service, route.operation)
         try:
             params = await self.params(request, op, route, path_params)
@@ -251,8 +273,9 @@ class SSEResponse:
                 async for event in self.events:
                     await emit(encode_event(event))
             except SandboxError as err:
-                await emit(encode_event({"type": "error", "error": err.message, "code": err.code,
-                                         "timestamp": now_iso()}))
+                await emit(
+                    encode_event({"type": "error", "error": err.message, "code": err.code, "timestamp": now_iso()})
+                )
 
         async def keep_alive() -> None:
             while True:
@@ -265,8 +288,11 @@ class SSEResponse:
                 pass
 
         await send({"type": "http.response.start", "status": 200, "headers": SSE_RAW_HEADERS})
-        tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(keep_alive()),
-                 asyncio.ensure_future(disconnected())]
+        tasks = [
+            asyncio.ensure_future(pump()),
+            asyncio.ensure_future(keep_alive()),
+            asyncio.ensure_future(disconnected()),
+        ]
         try:
             await asyncio.wait([tasks[0], tasks[2]], return_when=asyncio.FIRST_COMPLETED)
             if tasks[0].done():
@@ -284,4 +310,3 @@ class SSEResponse:
 def make_server(ctx: ServerContext) -> ServerMount:
     settings = ctx.settings if ctx.settings is not None else HttpSettings()
     return ServerMount(app=HttpApp(ctx.registry, settings), http_paths=("/api/",), catch_all=True)
-

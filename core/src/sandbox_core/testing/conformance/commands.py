@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from ...client import Sandbox
-from ...errors import CommandError, SandboxError, SessionAlreadyExists, SessionNotFound, SessionTerminated, ValidationFailed
+from ...errors import (
+    CommandError,
+    SandboxError,
+    SessionAlreadyExists,
+    SessionNotFound,
+    SessionTerminated,
+    ValidationFailed,
+)
 from ...models import CompleteEvent, StartEvent, StderrEvent, StdoutEvent
 from .helpers import collect, joined, sid, sleeper
 
@@ -45,7 +52,7 @@ class CommandsSuite:
         assert len(big.stdout) == 3_000_000 and set(big.stdout) == {"y"}
 
     async def test_exec_stdin_is_dev_null(self, sandbox: Sandbox) -> None:
-        result = await sandbox.exec("cat; read -r line; echo \"read=$?\"", session_id=sid(), timeout_ms=10_000)
+        result = await sandbox.exec('cat; read -r line; echo "read=$?"', session_id=sid(), timeout_ms=10_000)
         assert result.stdout == "read=1"
 
     async def test_exec_syntax_error_keeps_session(self, sandbox: Sandbox) -> None:
@@ -82,8 +89,9 @@ class CommandsSuite:
         s = sid()
         await sandbox.exec("export KEEP=orig", session_id=s)
         before = (await sandbox.exec("pwd", session_id=s)).stdout
-        result = await sandbox.exec('echo "$KEEP $NEW"; pwd', session_id=s, env={"KEEP": "tmp", "NEW": "n", "SKIP": None},
-                                    cwd="/usr")
+        result = await sandbox.exec(
+            'echo "$KEEP $NEW"; pwd', session_id=s, env={"KEEP": "tmp", "NEW": "n", "SKIP": None}, cwd="/usr"
+        )
         assert result.stdout == "tmp n\n/usr"
         after = await sandbox.exec('echo "$KEEP [${NEW-unset}]"; pwd', session_id=s)
         assert after.stdout == f"orig [unset]\n{before}"
@@ -145,16 +153,21 @@ class CommandsSuite:
 
     async def test_same_session_commands_do_not_interleave(self, sandbox: Sandbox) -> None:
         s = sid()
-        results = await asyncio.gather(*(
-            sandbox.exec(f"echo start-{i}; sleep 0.0$((RANDOM % 3)); echo end-{i}", session_id=s) for i in range(12)))
+        results = await asyncio.gather(
+            *(sandbox.exec(f"echo start-{i}; sleep 0.0$((RANDOM % 3)); echo end-{i}", session_id=s) for i in range(12))
+        )
         for i, result in enumerate(results):
             assert result.stdout == f"start-{i}\nend-{i}"
 
     async def test_different_sessions_run_in_parallel(self, sandbox: Sandbox, tmp_path: Any) -> None:
         flag = f"/tmp/conformance-flag-{uuid.uuid4().hex}"
-        waiter = asyncio.ensure_future(sandbox.exec(
-            f"while [ ! -e {flag} ]; do sleep 0.01; done; echo released; rm -f {flag}",
-            session_id=sid("wait"), timeout_ms=20_000))
+        waiter = asyncio.ensure_future(
+            sandbox.exec(
+                f"while [ ! -e {flag} ]; do sleep 0.01; done; echo released; rm -f {flag}",
+                session_id=sid("wait"),
+                timeout_ms=20_000,
+            )
+        )
         await sandbox.exec(f"touch {flag}", session_id=sid("release"))
         result = await waiter
         assert result.stdout == "released"
@@ -200,7 +213,9 @@ class CommandsSuite:
         flag = f"/tmp/conformance-stream-{uuid.uuid4().hex}"
         stream = sandbox.exec_stream(
             f"echo first; while [ ! -e {flag} ]; do sleep 0.01; done; echo second; rm -f {flag}",
-            session_id=sid(), timeout_ms=20_000)
+            session_id=sid(),
+            timeout_ms=20_000,
+        )
         seen: list[str] = []
         async for event in stream:
             if isinstance(event, StdoutEvent):
@@ -253,8 +268,9 @@ class CommandsSuite:
         command, pattern = sleeper()
         await sandbox.create_session(s)
         running = asyncio.ensure_future(sandbox.exec(command, session_id=s))
-        await sandbox.exec(f'while ! pgrep -f "{pattern}" >/dev/null; do sleep 0.01; done', session_id=sid(),
-                           timeout_ms=10_000)
+        await sandbox.exec(
+            f'while ! pgrep -f "{pattern}" >/dev/null; do sleep 0.01; done', session_id=sid(), timeout_ms=10_000
+        )
         await sandbox.delete_session(s)
         with pytest.raises(SandboxError) as info:
             await running

@@ -181,8 +181,9 @@ class FilesSuite:
         assert await sh(sandbox, f"ls '{scratch}/renamed-dir'") == "b.txt"
         await fails(sandbox.files.rename(f"{scratch}/nope", f"{scratch}/x"), "FILE_NOT_FOUND", 404)
         await fails(sandbox.files.move(f"{scratch}/nope", f"{scratch}/x"), "FILE_NOT_FOUND", 404)
-        await fails(sandbox.files.rename(f"{scratch}/renamed-dir/b.txt", f"{scratch}/no/such/dir/b.txt"),
-                    "FILE_NOT_FOUND", 404)
+        await fails(
+            sandbox.files.rename(f"{scratch}/renamed-dir/b.txt", f"{scratch}/no/such/dir/b.txt"), "FILE_NOT_FOUND", 404
+        )
 
     async def test_mkdir(self, sandbox: Sandbox, scratch: str) -> None:
         made = await sandbox.files.mkdir(f"{scratch}/one")
@@ -209,30 +210,47 @@ class FilesSuite:
     # ---- listing ---------------------------------------------------------------------------
 
     async def test_list_files(self, sandbox: Sandbox, scratch: str) -> None:
-        await sh(sandbox, f"cd '{scratch}' && mkdir -p sub/deeper .hdir && printf ab > a.txt && echo h > .hidden"
-                 " && echo i > .hdir/inner.txt && echo b > sub/b.txt && echo c > sub/deeper/c.txt"
-                 " && ln -s a.txt link && chmod 640 a.txt && chmod 751 sub"
-                 " && touch -h -d '2020-01-02T03:04:05.25Z' a.txt")
+        await sh(
+            sandbox,
+            f"cd '{scratch}' && mkdir -p sub/deeper .hdir && printf ab > a.txt && echo h > .hidden"
+            " && echo i > .hdir/inner.txt && echo b > sub/b.txt && echo c > sub/deeper/c.txt"
+            " && ln -s a.txt link && chmod 640 a.txt && chmod 751 sub"
+            " && touch -h -d '2020-01-02T03:04:05.25Z' a.txt",
+        )
         listing = await sandbox.files.list(scratch)
         assert listing.success and listing.path == scratch and listing.count == len(listing.files)
         by_name = {f.name: f for f in listing.files}
         assert set(by_name) == {"a.txt", "sub", "link"}
         a = by_name["a.txt"]
         assert (a.type, a.size, a.mode, a.absolute_path, a.relative_path) == (
-            "file", 2, "rw-r-----", f"{scratch}/a.txt", "a.txt")
+            "file",
+            2,
+            "rw-r-----",
+            f"{scratch}/a.txt",
+            "a.txt",
+        )
         assert (a.permissions.readable, a.permissions.writable, a.permissions.executable) == (True, True, False)
         modified = dt.datetime.fromisoformat(a.modified_at.replace("Z", "+00:00"))
         assert modified.tzinfo is not None  # upstream sends no time zone
         assert modified == dt.datetime(2020, 1, 2, 3, 4, 5, 250000, tzinfo=dt.timezone.utc)
         assert (by_name["sub"].type, by_name["sub"].mode, by_name["sub"].permissions.executable) == (
-            "directory", "rwxr-x--x", True)
+            "directory",
+            "rwxr-x--x",
+            True,
+        )
         assert by_name["link"].type == "symlink"
 
         hidden = await sandbox.files.list(scratch, include_hidden=True)
         assert {f.name for f in hidden.files} == {"a.txt", "sub", "link", ".hidden", ".hdir"}
         tree = await sandbox.files.list(scratch, recursive=True)
-        assert {f.relative_path for f in tree.files} == {"a.txt", "sub", "sub/b.txt", "sub/deeper",
-                                                         "sub/deeper/c.txt", "link"}
+        assert {f.relative_path for f in tree.files} == {
+            "a.txt",
+            "sub",
+            "sub/b.txt",
+            "sub/deeper",
+            "sub/deeper/c.txt",
+            "link",
+        }
         assert tree.count == 6
         everything = await sandbox.files.list(scratch, recursive=True, include_hidden=True)
         assert {f.relative_path for f in everything.files} >= {".hdir", ".hdir/inner.txt", ".hidden"}

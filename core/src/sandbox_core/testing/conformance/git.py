@@ -17,8 +17,12 @@ from ...errors import GitError, SandboxError, ValidationFailed
 from .helpers import sid
 from .ports import Listener, within
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+}
 
 
 async def sh(sandbox: Sandbox, command: str, session_id: str | None = None) -> str:
@@ -30,11 +34,14 @@ async def sh(sandbox: Sandbox, command: str, session_id: str | None = None) -> s
 async def make_repo(sandbox: Sandbox) -> str:
     """A temp dir holding ``src``: branch main (2 commits, a.txt), branch dev (+ d.txt), tag v1."""
     root = await sh(sandbox, "mktemp -d /tmp/conformance-git-XXXXXXXX")
-    await sh(sandbox, f"cd {root} && git init -q src && cd src && git symbolic-ref HEAD refs/heads/main"
-                      " && echo one > a.txt && git add a.txt && git commit -q -m one && git tag v1"
-                      " && echo two >> a.txt && git commit -q -am two"
-                      " && git checkout -q -b dev && echo dev > d.txt && git add d.txt && git commit -q -m dev"
-                      " && git checkout -q main")
+    await sh(
+        sandbox,
+        f"cd {root} && git init -q src && cd src && git symbolic-ref HEAD refs/heads/main"
+        " && echo one > a.txt && git add a.txt && git commit -q -m one && git tag v1"
+        " && echo two >> a.txt && git commit -q -am two"
+        " && git checkout -q -b dev && echo dev > d.txt && git add d.txt && git commit -q -m dev"
+        " && git checkout -q main",
+    )
     return root
 
 
@@ -58,11 +65,15 @@ class GitSuite:
     async def test_git_clone_branch_and_depth(self, sandbox: Sandbox) -> None:
         root = await make_repo(sandbox)
         try:
-            result = await sandbox.git.checkout(f"file://{root}/src", branch="dev", depth=1,
-                                                target_dir=f"{root}/shallow")
+            result = await sandbox.git.checkout(
+                f"file://{root}/src", branch="dev", depth=1, target_dir=f"{root}/shallow"
+            )
             assert (result.branch, result.target_dir) == ("dev", f"{root}/shallow")
-            out = await sh(sandbox, f"cd {root}/shallow && git rev-list --count HEAD && git rev-parse"
-                                    " --is-shallow-repository && cat d.txt && git branch --show-current")
+            out = await sh(
+                sandbox,
+                f"cd {root}/shallow && git rev-list --count HEAD && git rev-parse"
+                " --is-shallow-repository && cat d.txt && git branch --show-current",
+            )
             assert out == "1\ntrue\ndev\ndev"
         finally:
             await sh(sandbox, f"rm -rf {root}")
@@ -135,16 +146,21 @@ class GitSuite:
     async def test_git_repository_not_found(self, sandbox: Sandbox) -> None:
         async with Listener(404, body=b"Repository not found.\n") as host:
             with pytest.raises(GitError) as info:
-                await within(sandbox.git.checkout(f"http://127.0.0.1:{host.port}/nobody/none.git",
-                                                  target_dir=f"/tmp/conformance-git-{uuid.uuid4().hex}"))
+                await within(
+                    sandbox.git.checkout(
+                        f"http://127.0.0.1:{host.port}/nobody/none.git",
+                        target_dir=f"/tmp/conformance-git-{uuid.uuid4().hex}",
+                    )
+                )
         assert (info.value.code, info.value.status) == ("GIT_REPOSITORY_NOT_FOUND", 404)
 
     async def test_git_timeout_is_a_network_error(self, sandbox: Sandbox) -> None:
         target = f"/tmp/conformance-git-{uuid.uuid4().hex}"
         async with Listener("stall") as host:
             with pytest.raises(GitError) as info:
-                await within(sandbox.git.checkout(f"http://127.0.0.1:{host.port}/slow.git", target_dir=target,
-                                                  timeout_ms=300))
+                await within(
+                    sandbox.git.checkout(f"http://127.0.0.1:{host.port}/slow.git", target_dir=target, timeout_ms=300)
+                )
         assert (info.value.code, info.value.status) == ("GIT_NETWORK_ERROR", 502)
         assert "timed out" in info.value.message
         assert await sh(sandbox, f"test -e {target} && echo left || echo clean") == "clean"
@@ -155,8 +171,9 @@ class GitSuite:
         async with Listener(answer, body=b"Repository not found.\n") as host:
             url = f"http://someone:{secret}@127.0.0.1:{host.port}/private.git?token={secret}x"
             with pytest.raises(GitError) as info:
-                await within(sandbox.git.checkout(url, target_dir=f"/tmp/conformance-git-{uuid.uuid4().hex}",
-                                                  timeout_ms=500))
+                await within(
+                    sandbox.git.checkout(url, target_dir=f"/tmp/conformance-git-{uuid.uuid4().hex}", timeout_ms=500)
+                )
         text = error_text(info.value)
         assert secret not in text and "someone" not in text
         assert "******@127.0.0.1" in info.value.message
@@ -167,9 +184,14 @@ class GitSuite:
             await sandbox.git.checkout(url, target_dir=f"/tmp/conformance-git-{uuid.uuid4().hex}")
         assert (info.value.code, info.value.status) == ("INVALID_GIT_URL", 400)
 
-    @pytest.mark.parametrize(("field", "kwargs"), [
-        ("timeoutMs", {"timeout_ms": 0}), ("timeoutMs", {"timeout_ms": -5}), ("depth", {"depth": 0}),
-    ])
+    @pytest.mark.parametrize(
+        ("field", "kwargs"),
+        [
+            ("timeoutMs", {"timeout_ms": 0}),
+            ("timeoutMs", {"timeout_ms": -5}),
+            ("depth", {"depth": 0}),
+        ],
+    )
     async def test_git_invalid_numbers(self, sandbox: Sandbox, field: str, kwargs: dict[str, Any]) -> None:
         with pytest.raises(ValidationFailed) as info:
             await sandbox.git.checkout("/tmp/whatever", **kwargs)

@@ -45,8 +45,15 @@ class Listener:
     connection counts as a hit; request lines are recorded in ``requests``.
     """
 
-    def __init__(self, answer: int | str = 200, *, host: str = "127.0.0.1", port: int = 0,
-                 body: bytes = b"", content_type: str = "text/plain") -> None:
+    def __init__(
+        self,
+        answer: int | str = 200,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        body: bytes = b"",
+        content_type: str = "text/plain",
+    ) -> None:
         self.answer = answer
         self.host = host
         self.port = port
@@ -111,8 +118,11 @@ class Listener:
             if answer == "garbage":
                 writer.write(b"this is not http\r\n\r\n")
             else:
-                writer.write(f"HTTP/1.1 {answer} Status\r\nContent-Type: {self.content_type}\r\n"
-                             f"Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n".encode() + self.body)
+                writer.write(
+                    f"HTTP/1.1 {answer} Status\r\nContent-Type: {self.content_type}\r\n"
+                    f"Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n".encode()
+                    + self.body
+                )
             await writer.drain()
         except (OSError, ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -148,8 +158,9 @@ class PortsSuite:
 
     async def test_port_watch_path_without_slash_and_custom_range(self, sandbox: Sandbox) -> None:
         async with Listener(404) as listener:
-            events = await within(collect(sandbox.ports.watch(
-                listener.port, path="missing", status_min=404, status_max=404)))
+            events = await within(
+                collect(sandbox.ports.watch(listener.port, path="missing", status_min=404, status_max=404))
+            )
         assert events[-1] == PortReadyEvent(port=listener.port, status_code=404)
         assert listener.requests[0] == "GET /missing HTTP/1.1"
 
@@ -216,8 +227,9 @@ class PortsSuite:
         port = free_port()
         name = f"pw-{uuid.uuid4().hex[:10]}"
         flag = f"/tmp/conformance-portwatch-{uuid.uuid4().hex}"
-        await sandbox.processes.start(f"while [ ! -e {flag} ]; do sleep 0.01; done; rm -f {flag}; exit 3",
-                                      process_id=name, session_id=sid())
+        await sandbox.processes.start(
+            f"while [ ! -e {flag} ]; do sleep 0.01; done; rm -f {flag}; exit 3", process_id=name, session_id=sid()
+        )
         stream = sandbox.ports.watch(port, mode="tcp", process_id=name)
         try:
             assert await within(stream.__anext__()) == PortWatchingEvent(port=port)

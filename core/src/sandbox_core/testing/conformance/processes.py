@@ -79,8 +79,9 @@ class ProcessesSuite:
         child, child_pattern = sleeper()
         leaf, leaf_pattern = sleeper()
         await sandbox.processes.start(f"{child} & bash -c '{leaf}'; wait", process_id=name)
-        await sandbox.exec(f'until pgrep -f "{leaf_pattern}" >/dev/null; do sleep 0.01; done', timeout_ms=10_000,
-                           session_id=sid())
+        await sandbox.exec(
+            f'until pgrep -f "{leaf_pattern}" >/dev/null; do sleep 0.01; done', timeout_ms=10_000, session_id=sid()
+        )
         await sandbox.processes.kill(name)
         info = await sandbox.processes.get(name)
         assert (info.status, info.exit_code) == ("killed", 143)
@@ -91,8 +92,9 @@ class ProcessesSuite:
         name = pid_name()
         command, pattern = sleeper()
         await sandbox.processes.start(f"bash -c 'trap \"\" TERM; {command}; :'", process_id=name)
-        await sandbox.exec(f'until pgrep -f "{pattern}" >/dev/null; do sleep 0.01; done', timeout_ms=10_000,
-                           session_id=sid())
+        await sandbox.exec(
+            f'until pgrep -f "{pattern}" >/dev/null; do sleep 0.01; done', timeout_ms=10_000, session_id=sid()
+        )
         await sandbox.processes.kill(name)
         check = await sandbox.exec(f'pgrep -f "{pattern}" || echo gone', session_id=sid())
         assert check.stdout == "gone"
@@ -124,7 +126,9 @@ class ProcessesSuite:
         flag = f"/tmp/conformance-proc-{uuid.uuid4().hex}"
         await sandbox.processes.start(
             f"echo early; echo warn >&2; while [ ! -e {flag} ]; do sleep 0.01; done; echo late; rm -f {flag}",
-            process_id=name, timeout_ms=20_000)
+            process_id=name,
+            timeout_ms=20_000,
+        )
         events = []
         async for event in sandbox.processes.stream_logs(name):
             events.append(event)
