@@ -22,17 +22,15 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def sandbox_register_services(register: Callable[["ServiceSpec"], None]) -> None:
-    """Fires when a service call raises something other than a SandboxError; firstresult: the first
-    SandboxError returned is the answer (return None to pass)."""Fires once when the host collects services; call ``register(ServiceSpec(...))`` for each one."""
+    """Fires once when the host collects services; call ``register(ServiceSpec(...))`` for each one."""
 
 
 @hookspec
 def sandbox_register_transports(register: Callable[["TransportSpec"], None]) -> None:
-    """Fires when a service call raises something other than a SandboxError; firstresult: the first
-    SandboxError returned is the answer (return None to pass)."""Fires once when the host collects transports; call ``register(TransportSpec(...))`` for each one."""
+    """Fires once when the host collects transports; call ``register(TransportSpec(...))`` for each one."""
 
 
 @hookspec(firstresult=True)
 def sandbox_map_exception(exc: BaseException, operation: str) -> "object | None":
-    """Fires when a service call raises something other than a SandboxError; firstresult: the first
-    SandboxError returned is the answer (return None to pass)."""Fires when a service call raises something other than a SandboxError; the first plugin to return a SandboxError for it wins (None passes)."""
+    """Fires when a service call raises something other than a SandboxError; the first plugin to
+    return a SandboxError for it wins (firstresult; return None to pass)."""
