@@ -7,17 +7,10 @@ import json
 import os
 import shutil
 import uuid
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
-from sandbox_core.testing import ServerProcess
-
-
-@pytest.fixture
-async def http(sandbox_server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=sandbox_server.url, timeout=30) as client:
-        yield client
 
 
 @pytest.fixture

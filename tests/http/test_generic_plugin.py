@@ -4,7 +4,7 @@ through the generic mapping, without any transport or service code knowing of it
 from __future__ import annotations
 
 import json
-from typing import AsyncIterator, Callable
+from typing import Callable
 
 import httpx
 import pytest
@@ -16,12 +16,6 @@ from sandbox_core.testing import ServerProcess
 def test_the_plugin_is_installed_through_its_entry_point() -> None:
     infos = {info.name: info for info in plugin_info(make_plugin_manager())}
     assert infos["greeter"].distribution == "sandbox-test-greeter"
-
-
-@pytest.fixture
-async def http(sandbox_server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=sandbox_server.url, timeout=30) as client:
-        yield client
 
 
 async def test_unary_operation_over_http(http: httpx.AsyncClient) -> None:

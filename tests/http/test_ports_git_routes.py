@@ -13,12 +13,6 @@ from sandbox_core.testing.conformance.ports import Listener, free_port, within
 from sandbox_core.testing.plugin import TEST_CONFIG
 
 
-@pytest.fixture
-async def http(sandbox_server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=sandbox_server.url, timeout=60) as client:
-        yield client
-
-
 def sid() -> str:
     return f"h-{uuid.uuid4().hex[:10]}"
 

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import AsyncIterator, Callable
+from typing import Callable
 
 import httpx
-import pytest
 from sandbox_core.testing import ServerProcess
-
-
-@pytest.fixture
-async def http(sandbox_server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=sandbox_server.url, timeout=30) as client:
-        yield client
 
 
 async def sse(client: httpx.AsyncClient, method: str, path: str, **kwargs: object) -> list[dict[str, object]]:

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sandbox_core.testing import ServerProcess
-
-
-@pytest.fixture
-async def http(sandbox_server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=sandbox_server.url, timeout=30) as client:
-        yield client
 
 
 def sid() -> str:
