@@ -259,6 +259,11 @@ class SessionsService:
                     f"Session '{session_id}' terminated: its shell exited with code {exc.exit_code}",
                     {"sessionId": session_id, "exitCode": exc.exit_code},
                 ) from None
+            if session.destroyed or shell.destroyed:
+                # the session was deleted while the command ran: its result (killed) is not the answer
+                raise SandboxError(
+                    "SESSION_DESTROYED", f"Session '{session_id}' was destroyed", {"sessionId": session_id}
+                )
         if timed_out:
             raise self._timeout_error(session_id, command, timeout)
         return code, out, err
