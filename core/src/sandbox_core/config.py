@@ -87,6 +87,8 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str,
             raise ConfigError(f"config file {found} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {found} is not valid TOML: {exc}") from None
+    if "source" in data:  # a field of ours (where the config came from), not a setting
+        raise ConfigError(f"config {found}: unknown key 'source'")
     config: Config = _convert(data, Config, f"config {found or '(defaults)'}")
     config.source = str(found) if found else None
     if env.get("SANDBOX_TRANSPORT"):

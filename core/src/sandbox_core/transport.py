@@ -3,7 +3,7 @@ and its client side (a :class:`ClientTransport` the ``Sandbox`` facade drives)."
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Mapping, Protocol
 
 import msgspec
@@ -70,4 +70,3 @@ class TransportSpec:
     client: Callable[[ClientContext], ClientTransport] | None = None
     settings: type[msgspec.Struct] | None = None
     description: str = ""
-    default_client_scheme: str = field(default="http")

@@ -87,11 +87,3 @@ async def kill_tree(
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
     return signal.SIGTERM
-
-
-def kill_tree_now(pid: int, *, include_root: bool = True) -> None:
-    """SIGKILL a whole tree at once (used at shutdown, where there is no time to wait)."""
-    members = descendants(pid)
-    if include_root:
-        members.insert(0, pid)
-    _signal_all(members, signal.SIGKILL)

@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from .proctree import kill_tree, kill_tree_now
+from .proctree import kill_tree
 from .spawn import Child, spawn
 
 READ_SIZE = 256 * 1024
@@ -392,8 +392,3 @@ class Shell:
             await asyncio.wait_for(self._exited.wait(), 5)
         except asyncio.TimeoutError:
             pass
-
-    def kill_now(self) -> None:
-        if self.alive:
-            self.destroyed = True
-            kill_tree_now(self.pid)
