@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import socket
 import subprocess
@@ -52,26 +53,28 @@ def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Served:
     return server, thread
 
 
-@pytest.fixture
-def http_port() -> Iterator[int]:
-    server, thread = _serve(_Handler)
+@contextlib.contextmanager
+def _serving(handler: Any) -> Iterator[int]:
+    """The port of a loopback http server answering with ``handler``, stopped afterwards."""
+    server, thread = _serve(handler)
     try:
         yield int(server.server_address[1])
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def http_port() -> Iterator[int]:
+    with _serving(_Handler) as port:
+        yield port
 
 
 @pytest.fixture
 def not_found_port() -> Iterator[int]:
-    server, thread = _serve(_NotFound)
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with _serving(_NotFound) as port:
+        yield port
 
 
 @pytest.fixture

@@ -346,9 +346,8 @@ class SessionsService:
                     pass
         job.attach(fds[0], fds[1])
         job.watch_pid(self._on_job_pid_exit)
-        timeout = timeout_ms if timeout_ms is not None else None
-        if timeout:
-            job.set_timeout(timeout / 1000, self.grace)
+        if timeout_ms:
+            job.set_timeout(timeout_ms / 1000, self.grace)
         return job
 
     async def _spawn(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import pytest
 
@@ -159,7 +158,7 @@ class CommandsSuite:
         for i, result in enumerate(results):
             assert result.stdout == f"start-{i}\nend-{i}"
 
-    async def test_different_sessions_run_in_parallel(self, sandbox: Sandbox, tmp_path: Any) -> None:
+    async def test_different_sessions_run_in_parallel(self, sandbox: Sandbox) -> None:
         flag = f"/tmp/conformance-flag-{uuid.uuid4().hex}"
         waiter = asyncio.ensure_future(
             sandbox.exec(
