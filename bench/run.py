@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import pybase64
 import json
 import math
 import os
@@ -30,8 +29,11 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Literal, Mapping
+from typing import Any, Literal
+
+import pybase64
 
 from sandbox_core import Sandbox
 from sandbox_core.models import StdoutEvent
@@ -69,7 +71,7 @@ class Metric:
 class Figure:
     name: str
     metrics: tuple[Metric, ...]
-    fn: Callable[["Ctx"], Awaitable[Mapping[str, float]]]
+    fn: Callable[[Ctx], Awaitable[Mapping[str, float]]]
     before_load: bool = False
     transports: tuple[str, ...] | None = None  # None: every transport
 
@@ -79,12 +81,12 @@ FIGURES: list[Figure] = []
 
 def figure(
     *metrics: Metric, before_load: bool = False, transports: tuple[str, ...] | None = None
-) -> Callable[[Callable[["Ctx"], Awaitable[Mapping[str, float]]]], Callable[["Ctx"], Awaitable[Mapping[str, float]]]]:
+) -> Callable[[Callable[[Ctx], Awaitable[Mapping[str, float]]]], Callable[[Ctx], Awaitable[Mapping[str, float]]]]:
     """Register a figure: an async function returning ``{metric.key: value}``."""
 
     def register(
-        fn: Callable[["Ctx"], Awaitable[Mapping[str, float]]],
-    ) -> Callable[["Ctx"], Awaitable[Mapping[str, float]]]:
+        fn: Callable[[Ctx], Awaitable[Mapping[str, float]]],
+    ) -> Callable[[Ctx], Awaitable[Mapping[str, float]]]:
         FIGURES.append(Figure(fn.__name__, metrics, fn, before_load, transports))
         return fn
 
@@ -267,7 +269,7 @@ class RssSampler:
             self.peak = max(self.peak, rss_mb(self.pid))
             await asyncio.sleep(self.every)
 
-    async def __aenter__(self) -> "RssSampler":
+    async def __aenter__(self) -> RssSampler:
         self._task = asyncio.ensure_future(self._run())
         return self
 
@@ -376,7 +378,7 @@ async def run_transport(transport: str, quick: bool, figures: list[Figure]) -> t
     server = ServerProcess(transports=[transport])
     try:
         server.start()
-    except Exception as exc:  # noqa: BLE001 -- every figure of this transport errors
+    except Exception as exc:
         msg = f"server did not start: {exc}"
         return [Row(m, transport, error=msg) for f in figures for m in f.metrics], notes
     try:
@@ -389,7 +391,7 @@ async def run_transport(transport: str, quick: bool, figures: list[Figure]) -> t
                 t0 = time.perf_counter()
                 try:
                     results[fig.name] = await fig.fn(ctx)
-                except Exception as exc:  # noqa: BLE001 -- reported as an error row
+                except Exception as exc:
                     results[fig.name] = f"{type(exc).__name__}: {exc}"
                     notes.append(f"{fig.name} [{transport}] failed:\n" + traceback.format_exc())
                 print(f"  {transport:>6} {fig.name:<20} {time.perf_counter() - t0:6.1f} s", file=sys.stderr)
@@ -434,7 +436,7 @@ def table(rows: list[Row]) -> str:
     widths = [max(len(x[i]) for x in [head, *lines]) for i in range(len(head))]
 
     def line(cells: tuple[str, ...]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + " |"
 
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(head), sep, *(line(x) for x in lines)])

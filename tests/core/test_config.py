@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from sandbox_core.config import ConfigError, enabled_transports, load_config, transport_settings
 from sandbox_core.plugins import Hooks, make_plugin_manager
 
@@ -71,7 +72,7 @@ def test_unknown_transport_and_bad_transport_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="carrier-pigeon"):
         enabled_transports(config, installed)
     config = load_config(write(tmp_path, "[transports.http]\nmax_body_bytes = 'big'\nbogus = 1\n"))
-    with pytest.raises(ConfigError, match="transports.http"):
+    with pytest.raises(ConfigError, match=r"transports\.http"):
         transport_settings(config, installed["http"])
 
 

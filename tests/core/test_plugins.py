@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from sandbox_core import hookspecs
 from sandbox_core.hookspecs import hookimpl
 from sandbox_core.plugins import Hooks, PluginLoadError, make_plugin_manager, plugin_info
@@ -58,7 +59,7 @@ def test_load_failure_names_entry_point_and_distribution(tmp_path: Path, monkeyp
 def test_misspelt_hook_fails_at_startup() -> None:
     class Typo:
         @hookimpl
-        def sandbox_register_servces(self, register: object) -> None:  # noqa: D401 - deliberate typo
+        def sandbox_register_servces(self, register: object) -> None:
             pass
 
     with pytest.raises(PluginLoadError, match="sandbox_register_servces"):

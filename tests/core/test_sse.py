@@ -7,6 +7,7 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from sandbox_core.sse import SSEDecoder, SSEError, encode_event
 
 payloads = st.lists(st.dictionaries(st.text(max_size=8), st.text(max_size=30), max_size=3), min_size=1, max_size=8)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+
 from sandbox_core.testing import ServerProcess
 
 

@@ -28,14 +28,16 @@ import shutil
 import socket
 import tempfile
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from sandbox_core.plugins import Hooks, make_plugin_manager
 from sandbox_core.registry import _OP_ATTR, _build_params
 from sandbox_core.testing import ServerProcess
@@ -301,7 +303,7 @@ query_values = st.one_of(st.text(max_size=12), st.sampled_from(["-1", "0", "1", 
 
 @st.composite
 def queries(draw: st.DrawFn, route_query: tuple[str, ...]) -> str:
-    keys = st.sampled_from(list(route_query) + ["x", "", "status", "offset", "session", "sessionId"])
+    keys = st.sampled_from([*list(route_query), "x", "", "status", "offset", "session", "sessionId"])
     pairs = draw(st.lists(st.tuples(keys, query_values), max_size=4))
     query = urllib.parse.urlencode(pairs)
     junk = draw(st.sampled_from(["", "", "", "&&", "=", "%zz", "a=%00", "offset=%ff", ";", "status"]))

@@ -4,10 +4,11 @@ through the generic mapping, without any transport or service code knowing of it
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 import pytest
+
 from sandbox_core import Sandbox, SandboxError
 from sandbox_core.plugins import make_plugin_manager, plugin_info
 from sandbox_core.testing import ServerProcess

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
+
 from sandbox_core.testing import ServerProcess
 from sandbox_core.testing.conformance.ports import Listener, free_port, within
 from sandbox_core.testing.plugin import TEST_CONFIG
@@ -116,15 +118,15 @@ async def test_port_watch_process_exited(http: httpx.AsyncClient) -> None:
 
 
 async def test_port_watch_status_change(http: httpx.AsyncClient) -> None:
-    async with Listener(500) as listener:
-        async with http.stream(
-            "POST", "/api/port-watch", json={"port": listener.port, "mode": "http", "interval": 100}
-        ) as r:
-            sse = SSE(r)
-            assert (await sse.next())["type"] == "watching"
-            await listener.wait_hits(2)
-            listener.answer = 200
-            assert await sse.next() == {"type": "ready", "port": listener.port, "statusCode": 200}
+    async with (
+        Listener(500) as listener,
+        http.stream("POST", "/api/port-watch", json={"port": listener.port, "mode": "http", "interval": 100}) as r,
+    ):
+        sse = SSE(r)
+        assert (await sse.next())["type"] == "watching"
+        await listener.wait_hits(2)
+        listener.answer = 200
+        assert await sse.next() == {"type": "ready", "port": listener.port, "statusCode": 200}
 
 
 @pytest.mark.parametrize(
@@ -151,15 +153,16 @@ async def test_port_watch_bad_requests(
 async def test_port_watch_probe_timeout_is_configurable(sandbox_server_factory: Callable[..., ServerProcess]) -> None:
     config = {**TEST_CONFIG, "services": {**TEST_CONFIG["services"], "ports": {"probe_timeout_ms": 200}}}
     server = sandbox_server_factory(config=config)
-    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client, Listener("stall") as listener:
-        async with client.stream(
-            "POST", "/api/port-watch", json={"port": listener.port, "mode": "http", "interval": 100}
-        ) as r:
-            sse = SSE(r)
-            assert (await sse.next())["type"] == "watching"
-            await listener.wait_hits(2)  # the first probe gave up on the silent server and polled again
-            listener.answer = 204
-            assert await sse.next() == {"type": "ready", "port": listener.port, "statusCode": 204}
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=60) as client,
+        Listener("stall") as listener,
+        client.stream("POST", "/api/port-watch", json={"port": listener.port, "mode": "http", "interval": 100}) as r,
+    ):
+        sse = SSE(r)
+        assert (await sse.next())["type"] == "watching"
+        await listener.wait_hits(2)  # the first probe gave up on the silent server and polled again
+        listener.answer = 204
+        assert await sse.next() == {"type": "ready", "port": listener.port, "statusCode": 204}
 
 
 # ---- git ----------------------------------------------------------------------------------------------

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
+
 from sandbox_core.testing import ServerProcess
 
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from sandbox_core.testing import ServerProcess
 
 
@@ -228,9 +229,11 @@ def test_arbitrary_bodies_never_500(sandbox_server: ServerProcess, path: str, bo
 
 def test_silent_stream_gets_keep_alive_comments(sandbox_server_factory: Any) -> None:
     server = sandbox_server_factory(config={"transports": {"http": {"sse_heartbeat_s": 0.1}}})
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        with client.stream("POST", "/api/execute/stream", json={"command": "sleep 0.5; echo done"}) as response:
-            raw = response.read().decode()
+    with (
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        client.stream("POST", "/api/execute/stream", json={"command": "sleep 0.5; echo done"}) as response,
+    ):
+        raw = response.read().decode()
     assert ": keep-alive\n\n" in raw
     assert raw.rstrip().endswith('"exitCode":0}')
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sandbox_core.testing import ServerProcess
 
@@ -24,7 +25,7 @@ def test_execute(node_runner: Run, sandbox_server: ServerProcess) -> None:
 
 def test_execute_stream(node_runner: Run, sandbox_server: ServerProcess) -> None:
     events = scenario(node_runner, sandbox_server, "execute_stream")
-    assert [e["type"] for e in events][0] == "start"
+    assert next(e["type"] for e in events) == "start"
     assert events[-1]["type"] == "complete" and events[-1]["exitCode"] == 3
     assert "".join(e["data"] for e in events if e["type"] == "stdout") == "a\n"
     assert "".join(e["data"] for e in events if e["type"] == "stderr") == "b\n"

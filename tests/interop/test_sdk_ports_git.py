@@ -7,10 +7,12 @@ import http.server
 import socket
 import subprocess
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
+
 from sandbox_core.testing import ServerProcess
 
 Run = Callable[..., dict[str, Any]]
@@ -26,7 +28,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     status = 200
     body = b""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         self.send_response(self.status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(self.body)))

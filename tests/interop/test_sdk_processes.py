@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sandbox_core.testing import ServerProcess
 

@@ -7,10 +7,12 @@ import hashlib
 import os
 import stat
 import tracemalloc
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
+
 from sandbox_core.errors import SandboxError
 from sandbox_core.plugins import Hooks, make_plugin_manager
 from sandbox_core.registry import ServiceRegistry

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import structlog
+
 from sandbox_core.errors import SandboxError
 from sandbox_core.models.ports import PortErrorEvent, PortProcessExitedEvent, PortReadyEvent, PortWatchingEvent
 from sandbox_core.registry import ServiceContext

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
+
 from sandbox_core.testing import ServerProcess
 
 

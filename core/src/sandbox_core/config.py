@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
-
 
 from .registry import ServiceSpec, validation_from_msgspec
 from .transport import TransportSpec

@@ -7,8 +7,9 @@ typed subclass chosen by its code with :func:`error_from_code`.
 
 from __future__ import annotations
 
-import time as _time
 from typing import Any
+
+from .clock import now_iso
 
 #: HTTP status for each error code of the contract (unknown codes are 500).
 STATUS: dict[str, int] = {}
@@ -84,18 +85,6 @@ SUGGESTIONS: dict[str, str] = {
     "COMMAND_EXECUTION_ERROR": "Check the command and its timeout",
     "INVALID_COMMAND": "Provide a non-empty command",
 }
-
-
-_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
-
-
-def now_iso() -> str:
-    """The current time as ISO 8601 with milliseconds and a `Z`, as the contract's timestamps."""
-    now = _time.time()
-    second = int(now)
-    if second != _second[0]:
-        _second[:] = [second, _time.strftime("%Y-%m-%dT%H:%M:%S.", _time.gmtime(second))]
-    return f"{_second[1]}{int((now - second) * 1000):03d}Z"
 
 
 class SandboxError(Exception):

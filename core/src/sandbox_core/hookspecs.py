@@ -6,7 +6,8 @@ context manager for the host to drive.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -21,16 +22,16 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def sandbox_register_services(register: Callable[["ServiceSpec"], None]) -> None:
+def sandbox_register_services(register: Callable[[ServiceSpec], None]) -> None:
     """Fires once when the host collects services; call ``register(ServiceSpec(...))`` for each one."""
 
 
 @hookspec
-def sandbox_register_transports(register: Callable[["TransportSpec"], None]) -> None:
+def sandbox_register_transports(register: Callable[[TransportSpec], None]) -> None:
     """Fires once when the host collects transports; call ``register(TransportSpec(...))`` for each one."""
 
 
 @hookspec(firstresult=True)
-def sandbox_map_exception(exc: BaseException, operation: str) -> "object | None":
+def sandbox_map_exception(exc: BaseException, operation: str) -> object | None:
     """Fires when a service call raises something other than a SandboxError; the first plugin to
     return a SandboxError for it wins (firstresult; return None to pass)."""

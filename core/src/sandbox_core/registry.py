@@ -11,8 +11,9 @@ from __future__ import annotations
 import inspect
 import re
 import typing
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any
 
 import msgspec
 import structlog
@@ -41,7 +42,7 @@ class ServiceSpec:
     """What a plugin registers: a name, a factory taking a ServiceContext, optional settings type."""
 
     name: str
-    factory: Callable[["ServiceContext"], Any]
+    factory: Callable[[ServiceContext], Any]
     settings: type[msgspec.Struct] | None = None
     description: str = ""
 
@@ -53,7 +54,7 @@ class ServiceContext:
     name: str
     settings: Any
     workspace: str
-    registry: "ServiceRegistry"
+    registry: ServiceRegistry
     log: Any = field(default=None)
 
 

@@ -3,8 +3,9 @@ and its client side (a :class:`ClientTransport` the ``Sandbox`` facade drives)."
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 import msgspec
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import codecs
 import time
-from typing import Annotated, AsyncIterator, Literal
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
 
 from msgspec import Meta
-from sandbox_core.errors import now_iso
+
+from sandbox_core.clock import now_iso
 from sandbox_core.models import (
     AnyExecEvent,
     CompleteEvent,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import codecs
-import datetime as _dt
+import contextlib
 import errno
 import mimetypes
 import os
@@ -24,13 +24,16 @@ import shutil
 import stat
 import threading
 import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, AsyncIterable, AsyncIterator, Callable, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import pybase64
 from msgspec import Meta
-from sandbox_core.errors import SandboxError, now_iso, validation_error
+
+from sandbox_core.clock import iso_us_from_ns, now_iso
+from sandbox_core.errors import SandboxError, validation_error
 from sandbox_core.models.files import (
     AnyFileStreamEvent,
     Encoding,
@@ -208,11 +211,6 @@ def check_path(path: str, field: str = "path") -> None:
         raise validation_error(f"{field} is longer than {MAX_PATH_BYTES} bytes ({size})", field)
 
 
-def _iso_mtime(ns: int) -> str:
-    when = _dt.datetime.fromtimestamp(ns // 1_000_000_000, _dt.timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{(ns // 1000) % 1_000_000:06d}Z"
-
-
 _RWX = ("---", "--x", "-w-", "-wx", "r--", "r-x", "rw-", "rwx")
 
 
@@ -235,7 +233,7 @@ def _info(name: str, absolute: str, relative: str, st: os.stat_result) -> FileIn
         relative_path=relative,
         type=_file_type(mode),
         size=st.st_size,
-        modified_at=_iso_mtime(st.st_mtime_ns),
+        modified_at=iso_us_from_ns(st.st_mtime_ns),
         mode=_RWX[owner] + _RWX[(mode >> 3) & 7] + _RWX[mode & 7],
         permissions=FilePermissions(readable=bool(owner & 4), writable=bool(owner & 2), executable=bool(owner & 1)),
     )
@@ -281,15 +279,11 @@ class _Handle:
     def _close_locked(self) -> None:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
             if self._on_close is not None:
-                try:
+                with contextlib.suppress(OSError):
                     self._on_close()
-                except OSError:
-                    pass
 
 
 def _read_full(fd: int, size: int) -> bytes:
@@ -345,10 +339,8 @@ class _Target:
 
 def _unlink_quietly(path: str) -> Callable[[], None]:
     def unlink() -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
 
     return unlink
 
@@ -381,10 +373,8 @@ def _prepare_write(path: str) -> _Target:
         if st is not None:
             os.fchmod(fd, stat.S_IMODE(st.st_mode))
             if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
-                try:
+                with contextlib.suppress(OSError):
                     os.fchown(fd, st.st_uid, st.st_gid)
-                except OSError:
-                    pass
     except BaseException:
         os.close(fd)
         os.unlink(tmp)
@@ -827,8 +817,6 @@ def _list_tree(full: str, recursive: bool, include_hidden: bool) -> list[FileInf
             continue
         files.append(_info(entry.name, entry.path, relative, st))
         if recursive and stat.S_ISDIR(st.st_mode):
-            try:
+            with contextlib.suppress(OSError):
                 stack.append((iter(entries(entry.path)), relative + "/"))
-            except OSError:
-                pass
     return files

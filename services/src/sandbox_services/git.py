@@ -21,6 +21,7 @@ every message, detail and log line, git's own stderr included (:func:`redact`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -31,7 +32,9 @@ from typing import Annotated
 
 import msgspec
 from msgspec import Meta
-from sandbox_core.errors import SandboxError, now_iso, validation_error
+
+from sandbox_core.clock import now_iso
+from sandbox_core.errors import SandboxError, validation_error
 from sandbox_core.models.git import GitCheckoutResult
 from sandbox_core.registry import ServiceContext, operation
 
@@ -99,10 +102,8 @@ def repo_name(url: str) -> str:
     """The directory name for a clone: the URL's last path segment without ``.git`` (as the SDK)."""
     texts = [url]
     if "://" in url:
-        try:
+        with contextlib.suppress(ValueError):
             texts.insert(0, urllib.parse.urlsplit(url).path)
-        except ValueError:
-            pass
     for text in texts:
         segments = [s for s in re.split(r"[:/\\]", text) if s]
         if segments:
@@ -256,17 +257,13 @@ class GitService:
 
     @staticmethod
     def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     async def _end_group(self, proc: asyncio.subprocess.Process) -> None:
         self._signal_group(proc, signal.SIGTERM)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), self.grace)
-        except TimeoutError:
-            pass
         self._signal_group(proc, signal.SIGKILL)  # and whatever git started in its group
         await proc.wait()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .output import Kind, OutputRing
 from .proctree import kill_tree
@@ -43,7 +43,7 @@ class Job:
         self._reading: set[int] = set()
         self._pidfd = -1
         self._timer: asyncio.TimerHandle | None = None
-        self.on_done: list[Callable[["Job"], None]] = []
+        self.on_done: list[Callable[[Job], None]] = []
         self._attached = False
         self._early_exit: tuple[int | None] | None = None
         self.reaper: asyncio.Future[None] | None = None  # the task waiting for a child we spawned
@@ -106,7 +106,7 @@ class Job:
                     break
                 self.ring.write(self._fds[fd], data)
 
-    def watch_pid(self, on_exit: Callable[["Job"], None]) -> None:
+    def watch_pid(self, on_exit: Callable[[Job], None]) -> None:
         """Call ``on_exit`` when the (non-child) process ``self.pid`` exits."""
         assert self.pid is not None
         if self.done:
@@ -153,7 +153,7 @@ class Job:
             self._pidfd = -1
         self._drain()
         if self.timed_out:
-            ms = int(round((time.time() - self.started_at) * 1000))
+            ms = round((time.time() - self.started_at) * 1000)
             self.ring.write("stderr", f"Command timed out after {ms} ms\n".encode())
             exit_code = 124
         self.exit_code = exit_code

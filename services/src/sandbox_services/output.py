@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 Kind = Literal["stdout", "stderr"]
 
@@ -139,7 +140,7 @@ class OutputRing:
                 if fut in self._waiters:
                     self._waiters.remove(fut)
 
-    def reader(self, offset: int = 0, *, blocking: bool = False) -> "RingReader":
+    def reader(self, offset: int = 0, *, blocking: bool = False) -> RingReader:
         reader = RingReader(self, max(0, min(offset, self.end)), blocking)
         if blocking:
             self._blocking.append(reader)
@@ -160,7 +161,7 @@ class RingReader:
             self.blocking = False
             self.ring._advanced()
 
-    def __aiter__(self) -> "RingReader":
+    def __aiter__(self) -> RingReader:
         return self
 
     async def __anext__(self) -> Chunk | Gap:

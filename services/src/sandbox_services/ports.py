@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.parse
-from typing import Annotated, Any, AsyncIterator, Awaitable, Literal, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
+
 from sandbox_core.errors import SandboxError
 from sandbox_core.models.ports import (
     AnyPortWatchEvent,

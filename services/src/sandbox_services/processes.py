@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import datetime as dt
 import os
 import re
 import time
 from collections import OrderedDict
-from typing import Annotated, AsyncIterator, Literal
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
-from sandbox_core.errors import SandboxError, now_iso, validation_error
+
+from sandbox_core.clock import iso_ms, now_iso
+from sandbox_core.errors import SandboxError, validation_error
 from sandbox_core.models.processes import (
     AnyLogEvent,
     ExitEvent,
@@ -54,13 +56,6 @@ class ProcessSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     output_ring_bytes: Annotated[int, Meta(gt=0)] = 1024 * 1024  # output held per process
     max_finished: Annotated[int, Meta(ge=0)] = 256  # finished records kept
     max_running: Annotated[int, Meta(gt=0)] = 1024
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    when = dt.datetime.fromtimestamp(ts, dt.timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def status_of(job: Job) -> ProcessStatus:
@@ -109,8 +104,8 @@ class ProcessRecord:
             pid=job.pid,
             command=job.command,
             status=self.status,
-            start_time=_iso(job.started_at) or "",
-            end_time=_iso(job.ended_at),
+            start_time=iso_ms(job.started_at),
+            end_time=iso_ms(job.ended_at) if job.ended_at is not None else None,
             exit_code=job.exit_code,
             session_id=job.session_id,
         )

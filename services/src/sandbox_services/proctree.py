@@ -8,6 +8,7 @@ meanwhile. Zombies count as gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -55,10 +56,8 @@ def alive(pid: int) -> bool:
 
 def _signal_all(pids: list[int], sig: int) -> None:
     for pid in reversed(pids):
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, sig)
-        except OSError:
-            pass
 
 
 async def kill_tree(

@@ -10,18 +10,22 @@ only until it has a pid). The id ``__DISABLE_SESSION__`` runs each command in a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Mapping
+from typing import Annotated
 
 import msgspec
 from msgspec import Meta
-from sandbox_core.errors import SandboxError, now_iso, validation_error
-from sandbox_core.models import SessionCreated, SessionInfo
+
+from sandbox_core.clock import now_iso
+from sandbox_core.errors import SandboxError, validation_error
+from sandbox_core.models import SessionCreated, SessionDeleted, SessionInfo, SessionList
 from sandbox_core.registry import ServiceContext, operation
 
 from .jobs import Job
@@ -340,10 +344,8 @@ class SessionsService:
             raise
         finally:
             for path in (fifo_out, fifo_err):
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
-                except FileNotFoundError:
-                    pass
         job.attach(fds[0], fds[1])
         job.watch_pid(self._on_job_pid_exit)
         if timeout_ms:
@@ -468,14 +470,14 @@ class SessionsService:
         )
 
     @operation
-    async def delete(self, session_id: str) -> dict[str, Any]:
+    async def delete(self, session_id: str) -> SessionDeleted:
         """Delete a session: its background jobs and its shell are ended; unknown is 404."""
         session = self.sessions.get(session_id)
         if session is None:
             raise SandboxError("SESSION_NOT_FOUND", f"Session '{session_id}' not found", {"sessionId": session_id})
         await self._destroy(session, grace=self.grace)
         self.log.info("session.deleted", session_id=session_id)
-        return {"success": True, "sessionId": session_id, "timestamp": now_iso()}
+        return SessionDeleted(success=True, session_id=session_id, timestamp=now_iso())
 
     async def _destroy(self, session: Session, grace: float) -> None:
         """End a session: wait up to ``grace`` for its foreground command, then end it all."""
@@ -483,7 +485,7 @@ class SessionsService:
             del self.sessions[session.id]
         try:
             await asyncio.wait_for(session.lock.acquire(), grace)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         else:
             session.lock.release()
@@ -493,6 +495,6 @@ class SessionsService:
             await session.shell.kill(grace)
 
     @operation
-    async def list(self) -> dict[str, Any]:
+    async def list(self) -> SessionList:
         """The ids of every session."""
-        return {"success": True, "sessions": sorted(self.sessions), "timestamp": now_iso()}
+        return SessionList(success=True, sessions=sorted(self.sessions), timestamp=now_iso())

@@ -15,11 +15,12 @@ whose exit status is reported on a control pipe shared by every shell of the ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 from .proctree import kill_tree
 from .spawn import Child, spawn
@@ -95,7 +96,7 @@ class Shell:
         env: Mapping[str, str],
         ctl_fd: int,
         max_output: int,
-        on_exit: Callable[["Shell"], None] | None = None,
+        on_exit: Callable[[Shell], None] | None = None,
     ) -> None:
         self.cwd = cwd
         self.env = dict(env)
@@ -306,12 +307,12 @@ class Shell:
             await self._write(script.encode())
             try:
                 await asyncio.wait_for(asyncio.shield(pending.future), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 timed_out = True
                 await kill_tree(self.pid, include_root=False, grace=grace, exclude=exclude)
                 try:
                     await asyncio.wait_for(asyncio.shield(pending.future), max(grace, 0.5))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await self.kill(destroy=False)  # a builtin loop: only the shell itself can stop
                     raise ShellExited(None, self.destroyed) from None
         finally:
@@ -388,7 +389,5 @@ class Shell:
         if not self.alive:
             return
         await kill_tree(self.pid, include_root=True, grace=grace)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._exited.wait(), 5)
-        except asyncio.TimeoutError:
-            pass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 
 class Child:

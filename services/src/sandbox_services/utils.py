@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from importlib.metadata import PackageNotFoundError, version as dist_version
-from typing import Any
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
 
-from sandbox_core.errors import now_iso
+from sandbox_core.clock import now_iso
+from sandbox_core.models import Pong, VersionInfo
 from sandbox_core.registry import ServiceContext, operation
 
 
@@ -25,11 +26,11 @@ class UtilsService:
         self._version = _version()
 
     @operation
-    async def ping(self) -> dict[str, Any]:
+    async def ping(self) -> Pong:
         """Liveness: always healthy while the server answers."""
-        return {"success": True, "status": "healthy", "message": "pong", "timestamp": now_iso()}
+        return Pong(success=True, status="healthy", message="pong", timestamp=now_iso())
 
     @operation
-    async def version(self) -> dict[str, Any]:
+    async def version(self) -> VersionInfo:
         """The server's version (``SANDBOX_VERSION`` when set)."""
-        return {"success": True, "version": self._version, "timestamp": now_iso()}
+        return VersionInfo(success=True, version=self._version, timestamp=now_iso())

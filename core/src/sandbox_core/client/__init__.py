@@ -12,7 +12,8 @@ The transport comes from the argument, else ``[client] transport`` of the config
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -82,7 +83,7 @@ class Sandbox:
     def transport(self) -> str:
         return self._transport_name or "http"
 
-    async def __aenter__(self) -> "Sandbox":
+    async def __aenter__(self) -> Sandbox:
         config = self._config or load_config()
         name = self._transport_name or config.client.transport
         specs = _transports()
@@ -177,28 +178,28 @@ class Sandbox:
         )
 
     @property
-    def processes(self) -> "ProcessesAPI":
+    def processes(self) -> ProcessesAPI:
         """Background processes and their logs."""
         from .processes import ProcessesAPI
 
         return ProcessesAPI(self)
 
     @property
-    def files(self) -> "FilesAPI":
+    def files(self) -> FilesAPI:
         """Read, write, stream and list files."""
         from .files import FilesAPI
 
         return FilesAPI(self)
 
     @property
-    def ports(self) -> "PortsAPI":
+    def ports(self) -> PortsAPI:
         """Wait for a port in the sandbox to be ready."""
         from .ports import PortsAPI
 
         return PortsAPI(self)
 
     @property
-    def git(self) -> "GitAPI":
+    def git(self) -> GitAPI:
         """Clone git repositories."""
         from .git import GitAPI
 
@@ -206,7 +207,7 @@ class Sandbox:
 
     # sessions ---------------------------------------------------------------------------------
 
-    def session(self, session_id: str) -> "SessionHandle":
+    def session(self, session_id: str) -> SessionHandle:
         """A handle that runs every command in ``session_id``."""
         return SessionHandle(self, session_id)
 
@@ -217,7 +218,7 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         command_timeout_ms: int | None = None,
-    ) -> "SessionHandle":
+    ) -> SessionHandle:
         raw = await self._transport.call(
             "sessions",
             "create",

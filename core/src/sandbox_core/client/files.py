@@ -7,7 +7,8 @@ Relative paths resolve against the session's current directory (``default`` when
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, AsyncIterator, Literal
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Literal
 
 import pybase64
 
@@ -30,7 +31,7 @@ Encoding = Literal["utf-8", "utf8", "base64"]
 
 
 class FilesAPI:
-    def __init__(self, sandbox: "Sandbox") -> None:
+    def __init__(self, sandbox: Sandbox) -> None:
         self._sb = sandbox
 
     async def read(

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 class GitAPI:
-    def __init__(self, sandbox: "Sandbox") -> None:
+    def __init__(self, sandbox: Sandbox) -> None:
         self._sb = sandbox
 
     async def checkout(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, AsyncIterator, Literal
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Literal
 
 from ..models.ports import AnyPortWatchEvent
 from . import _params, _typed
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
 
 
 class PortsAPI:
-    def __init__(self, sandbox: "Sandbox") -> None:
+    def __init__(self, sandbox: Sandbox) -> None:
         self._sb = sandbox
 
     def watch(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 
 from ..models.processes import AnyLogEvent, ProcessInfo, ProcessLogs, ProcessStartResult
 from . import _convert, _params, _typed
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
 
 
 class ProcessesAPI:
-    def __init__(self, sandbox: "Sandbox") -> None:
+    def __init__(self, sandbox: Sandbox) -> None:
         self._sb = sandbox
 
     async def start(

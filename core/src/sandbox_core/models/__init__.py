@@ -5,8 +5,6 @@ Field names are snake_case in Python and camelCase on the wire (the contract's n
 
 from __future__ import annotations
 
-from typing import Union
-
 import msgspec
 
 
@@ -40,6 +38,33 @@ class SessionCreated(Model):
     data: SessionInfo
     timestamp: str
     container_placement_id: str | None = None
+
+
+class SessionDeleted(Model):
+    success: bool
+    session_id: str
+    timestamp: str
+
+
+class SessionList(Model):
+    """The ids of every session (the http route sends ``sessions`` as ``data``)."""
+
+    success: bool
+    sessions: list[str]
+    timestamp: str
+
+
+class Pong(Model):
+    success: bool
+    status: str
+    message: str
+    timestamp: str
+
+
+class VersionInfo(Model):
+    success: bool
+    version: str
+    timestamp: str
 
 
 # Exec stream events (contract section b1). ``type`` is the tag.
@@ -79,4 +104,4 @@ class GapEvent(ExecEvent, tag="gap"):
     end: int
 
 
-AnyExecEvent = Union[StartEvent, StdoutEvent, StderrEvent, CompleteEvent, ErrorEvent, GapEvent]
+AnyExecEvent = StartEvent | StdoutEvent | StderrEvent | CompleteEvent | ErrorEvent | GapEvent

@@ -5,7 +5,7 @@ Field names are snake_case in Python and camelCase on the wire (the contract's n
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 from . import Model
 
@@ -132,7 +132,7 @@ class FileErrorEvent(FileStreamEvent, tag="error"):
     code: str | None = None
 
 
-AnyFileStreamEvent = Union[FileMetadataEvent, FileChunkEvent, FileCompleteEvent, FileErrorEvent]
+AnyFileStreamEvent = FileMetadataEvent | FileChunkEvent | FileCompleteEvent | FileErrorEvent
 
 __all__ = [
     "AnyFileStreamEvent",

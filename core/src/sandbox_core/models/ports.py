@@ -6,8 +6,6 @@ then the stream ends. The events carry no timestamp (as upstream).
 
 from __future__ import annotations
 
-from typing import Union
-
 from . import Model
 
 
@@ -37,4 +35,4 @@ class PortErrorEvent(PortWatchEvent, tag="error"):
     error: str
 
 
-AnyPortWatchEvent = Union[PortWatchingEvent, PortReadyEvent, PortProcessExitedEvent, PortErrorEvent]
+AnyPortWatchEvent = PortWatchingEvent | PortReadyEvent | PortProcessExitedEvent | PortErrorEvent

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 from . import Model
 
@@ -96,4 +96,4 @@ class LogErrorEvent(LogEvent, tag="error"):
     data: str
 
 
-AnyLogEvent = Union[ProcessInfoEvent, LogStdoutEvent, LogStderrEvent, LogGapEvent, ExitEvent, LogErrorEvent]
+AnyLogEvent = ProcessInfoEvent | LogStdoutEvent | LogStderrEvent | LogGapEvent | ExitEvent | LogErrorEvent

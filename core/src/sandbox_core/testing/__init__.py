@@ -18,8 +18,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..plugins import Hooks, make_plugin_manager
 
@@ -121,7 +122,7 @@ class ServerProcess:
                     continue
                 self._started.set()
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         env = {**self.env, "SANDBOX_CONFIG": str(self.config_path)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sandbox_core.cli", "serve", "--config", str(self.config_path)],
@@ -161,7 +162,7 @@ class ServerProcess:
         self._tmp.cleanup()
         return proc.returncode
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

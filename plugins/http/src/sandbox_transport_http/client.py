@@ -6,11 +6,12 @@ costs about half the client CPU per call, which the exec latency target needs.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 import msgspec
+
 from sandbox_core.errors import SandboxError, TransportError, error_from_code
 from sandbox_core.sse import SSEDecoder, SSEError
 from sandbox_core.transport import ClientContext
@@ -89,7 +90,7 @@ class HttpClientTransport:
             ) as response:
                 status = response.status
                 content = await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransportError("RPC_TRANSPORT_ERROR", f"{type(exc).__name__}: {exc}", {"url": url}) from None
         if status >= 400:
             raise error_from_response(status, content)
@@ -115,7 +116,7 @@ class HttpClientTransport:
                 timeout=timeout,
                 headers=JSON_HEADERS if body is not None else None,
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransportError("RPC_TRANSPORT_ERROR", f"{type(exc).__name__}: {exc}", {"url": url}) from None
         try:
             if response.status >= 400:
@@ -132,7 +133,7 @@ class HttpClientTransport:
             for event in decoder.close():
                 if event.data not in ("", "[DONE]"):
                     yield _decoder.decode(event.data)
-        except (aiohttp.ClientError, asyncio.TimeoutError, SSEError) as exc:
+        except (TimeoutError, aiohttp.ClientError, SSEError) as exc:
             raise TransportError("RPC_TRANSPORT_ERROR", f"stream failed: {type(exc).__name__}: {exc}") from None
         finally:
             response.release()

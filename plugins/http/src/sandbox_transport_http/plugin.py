@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from sandbox_core.hookspecs import hookimpl
 from sandbox_core.transport import ClientContext, ServerContext, ServerMount, TransportSpec
@@ -16,7 +16,7 @@ def _server(ctx: ServerContext) -> ServerMount:
     return make_server(ctx)
 
 
-def _client(ctx: ClientContext) -> "object":
+def _client(ctx: ClientContext) -> object:
     from .client import HttpClientTransport
 
     return HttpClientTransport(ctx)

@@ -10,10 +10,13 @@ without a contract route is reachable at ``POST /api/{service}/{operation}`` (se
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from sandbox_core.errors import now_iso
+import msgspec
+
+from sandbox_core.clock import now_iso
 
 GENERIC_PREFIX = "/api/"
 
@@ -22,7 +25,8 @@ def _data_list(key: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     """A result ``{key: [...]}`` sent as ``{"data": [...]}`` (the contract's session list)."""
 
     def wrap(result: Any) -> Any:
-        return {"success": True, "data": result[key], "timestamp": result.get("timestamp") or now_iso()}
+        fields = msgspec.to_builtins(result)
+        return {"success": True, "data": fields[key], "timestamp": fields.get("timestamp") or now_iso()}
 
     def unwrap(body: Any) -> Any:
         return {**body, key: body.get("data", [])}

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
 import structlog
-from sandbox_core.errors import SandboxError, not_found, now_iso
+from starlette.responses import Response
+
+from sandbox_core.clock import now_iso
+from sandbox_core.errors import SandboxError, not_found
 from sandbox_core.registry import Operation, ServiceRegistry
 from sandbox_core.sse import encode_event
 from sandbox_core.transport import ServerContext, ServerMount
-from starlette.responses import Response
 
 from .routes import GENERIC_PREFIX, TABLE, Route
 from .settings import HttpSettings
@@ -80,7 +83,7 @@ def error_response(err: SandboxError, operation: str | None = None) -> JSONRespo
 class Request:
     """The parts of an ASGI http request the routes use (lighter than a framework request)."""
 
-    __slots__ = ("scope", "receive", "method", "path", "_headers", "_query")
+    __slots__ = ("_headers", "_query", "method", "path", "receive", "scope")
 
     def __init__(self, scope: dict[str, Any], receive: Any) -> None:
         self.scope = scope
@@ -142,7 +145,7 @@ class HttpApp:
             response = error_response(SandboxError("INTERNAL_ERROR", "Internal server error"))
         await response(scope, receive, send)
 
-    async def dispatch(self, request: Request) -> "Response | JSONResponse | SSEResponse":
+    async def dispatch(self, request: Request) -> Response | JSONResponse | SSEResponse:
         method = request.method
         path = request.path
         if method == "OPTIONS":
@@ -207,7 +210,7 @@ class HttpApp:
 
     async def contract_route(
         self, request: Request, route: Route, path_params: dict[str, str]
-    ) -> "Response | JSONResponse | SSEResponse":
+    ) -> Response | JSONResponse | SSEResponse:
         op = self.registry.operation(route.service, route.operation)
         try:
             params = await self.params(request, op, route, path_params)
@@ -220,7 +223,7 @@ class HttpApp:
             result = route.wrap(result)
         return json_response(result)
 
-    async def generic_route(self, request: Request, service: str, name: str) -> "Response | JSONResponse | SSEResponse":
+    async def generic_route(self, request: Request, service: str, name: str) -> Response | JSONResponse | SSEResponse:
         try:
             op = self.registry.operation(service, name)
             params = await self.params(request, op, None, {})
@@ -231,7 +234,7 @@ class HttpApp:
             return error_response(err, f"{service}.{name}")
         return json_response({"success": True, "result": result, "timestamp": now_iso()})
 
-    async def stream_response(self, op: Operation, params: msgspec.Struct) -> "SSEResponse | JSONResponse":
+    async def stream_response(self, op: Operation, params: msgspec.Struct) -> SSEResponse | JSONResponse:
         """SSE: the first event is awaited before answering, so a failure to start is a JSON error."""
         events = self.registry.stream(op.service, op.name, params)
         try:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import os
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -144,10 +146,8 @@ class FilesSuite:
             assert await sh(sandbox, f"cat '{scratch}/during.txt'") == "written while busy"
         finally:
             await sandbox.exec(f'pkill -f "{pattern}" || true', session_id=SESSIONLESS)
-            try:
+            with contextlib.suppress(SandboxError):
                 await running
-            except SandboxError:
-                pass
 
     # ---- delete, rename, move, mkdir, exists ----------------------------------------------
 
@@ -232,7 +232,7 @@ class FilesSuite:
         assert (a.permissions.readable, a.permissions.writable, a.permissions.executable) == (True, True, False)
         modified = dt.datetime.fromisoformat(a.modified_at.replace("Z", "+00:00"))
         assert modified.tzinfo is not None  # upstream sends no time zone
-        assert modified == dt.datetime(2020, 1, 2, 3, 4, 5, 250000, tzinfo=dt.timezone.utc)
+        assert modified == dt.datetime(2020, 1, 2, 3, 4, 5, 250000, tzinfo=dt.UTC)
         assert (by_name["sub"].type, by_name["sub"].mode, by_name["sub"].permissions.executable) == (
             "directory",
             "rwxr-x--x",

@@ -9,9 +9,11 @@ listener to see the poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
-from typing import Any, Awaitable, TypeVar
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import pytest
 
@@ -65,7 +67,7 @@ class Listener:
         self._writers: set[asyncio.StreamWriter] = set()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
-    async def __aenter__(self) -> "Listener":
+    async def __aenter__(self) -> Listener:
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self
@@ -79,10 +81,8 @@ class Listener:
             server.close()  # no new connections; then end the open ones (wait_closed may wait for them)
         for writer in list(self._writers):
             writer.close()
-            try:
+            with contextlib.suppress(OSError, ConnectionError):
                 await writer.wait_closed()
-            except (OSError, ConnectionError):
-                pass
         if server is not None:
             await server.wait_closed()
 
@@ -129,10 +129,8 @@ class Listener:
         finally:
             self._writers.discard(writer)
             writer.close()
-            try:
+            with contextlib.suppress(OSError, ConnectionError):
                 await writer.wait_closed()
-            except (OSError, ConnectionError):
-                pass
 
 
 def ipv6_loopback() -> bool:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
 import msgspec
+
 from sandbox_core import SandboxError, ServiceContext, ServiceSpec, hookimpl, operation
 
 
