@@ -50,7 +50,7 @@ class FakeRegistry:
     def has(self, name: str) -> bool:
         return name in self.services
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str, kind: type[Any]) -> Any:
         return self.services[name]
 
 

@@ -13,7 +13,7 @@ import re
 import typing
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import structlog
@@ -21,6 +21,8 @@ import structlog
 from .errors import SandboxError, not_found, validation_error
 
 log = structlog.get_logger("sandbox.registry")
+
+T = TypeVar("T")
 
 _OP_ATTR = "__sandbox_operation__"
 
@@ -176,7 +178,14 @@ class ServiceRegistry:
 
     # lookup --------------------------------------------------------------------------------
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str, kind: type[T]) -> T:
+        """The running service ``name``, checked to be a ``kind`` (how services reach each other)."""
+        service = self._lookup(name)
+        if not isinstance(service, kind):
+            raise TypeError(f"service {name!r} is a {type(service).__name__}, not a {kind.__name__}")
+        return service
+
+    def _lookup(self, name: str) -> object:
         try:
             return self._services[name]
         except KeyError:
@@ -188,7 +197,7 @@ class ServiceRegistry:
     def operation(self, service: str, name: str) -> Operation:
         op = self._ops.get((service, name))
         if op is None:
-            self.get(service)
+            self._lookup(service)
             raise not_found(f"Unknown operation '{name}' of service '{service}'", service=service, operation=name)
         return op
 

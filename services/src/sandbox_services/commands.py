@@ -44,11 +44,11 @@ class CommandsService:
 
     @property
     def sessions(self) -> SessionsService:
-        return self.registry.get("sessions")  # type: ignore[no-any-return]
+        return self.registry.get("sessions", SessionsService)
 
     @property
     def processes(self) -> ProcessesService:
-        return self.registry.get("processes")  # type: ignore[no-any-return]
+        return self.registry.get("processes", ProcessesService)
 
     @operation
     async def execute(

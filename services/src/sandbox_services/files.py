@@ -410,7 +410,7 @@ class FilesService:
 
     @property
     def sessions(self) -> SessionsService:
-        return self.registry.get("sessions")  # type: ignore[no-any-return]
+        return self.registry.get("sessions", SessionsService)
 
     def resolve(self, path: str, session_id: str | None, field: str = "path") -> str:
         """Validate ``path`` and make it absolute against the session's current directory."""

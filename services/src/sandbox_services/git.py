@@ -38,7 +38,7 @@ from sandbox_core.errors import SandboxError, validation_error
 from sandbox_core.models.git import GitCheckoutResult
 from sandbox_core.registry import ServiceContext, operation
 
-from .sessions import check_session_id
+from .sessions import SessionsService, check_session_id
 
 PositiveInt = Annotated[int, Meta(gt=0)]
 MAX_URL_LENGTH = 2048
@@ -215,7 +215,7 @@ class GitService:
     def _cwd_of(self, session_id: str) -> str:
         cwd = self.workspace
         if self.registry.has("sessions"):
-            cwd = self.registry.get("sessions").cwd_of(session_id)
+            cwd = self.registry.get("sessions", SessionsService).cwd_of(session_id)
         return cwd
 
     async def _run(self, argv: list[str], cwd: str, timeout: float) -> tuple[int | None, bytes, bytes, bool]:

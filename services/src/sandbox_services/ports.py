@@ -34,6 +34,8 @@ from sandbox_core.models.ports import (
 )
 from sandbox_core.registry import ServiceContext, operation
 
+from .processes import ProcessesService
+
 T = TypeVar("T")
 
 MIN_INTERVAL_MS = 100
@@ -123,7 +125,7 @@ class PortsService:
     def _find_process(self, process_id: str) -> Any:
         if not self.registry.has("processes"):
             return None
-        return self.registry.get("processes").find(process_id)
+        return self.registry.get("processes", ProcessesService).find(process_id)
 
     @staticmethod
     async def _race(work: Awaitable[T], exited: asyncio.Future[Any] | None) -> tuple[T | None, bool]:

@@ -121,7 +121,7 @@ class ProcessesService:
 
     @property
     def sessions(self) -> SessionsService:
-        return self.registry.get("sessions")  # type: ignore[no-any-return]
+        return self.registry.get("sessions", SessionsService)
 
     # for other services ---------------------------------------------------------------------
 
