@@ -1,96 +1,23 @@
-"""The one error table: codes, their HTTP status, suggestions, and the typed exceptions.
+"""The one error table: every code, its HTTP status, its client exception class and suggestion.
 
-Services raise :class:`SandboxError` with a code from this table; transports turn it into
-their wire shape with :meth:`SandboxError.to_body`; clients turn a wire error back into the
-typed subclass chosen by its code with :func:`error_from_code`.
+Services raise :class:`SandboxError` with an :class:`ErrorCode`; transports turn it into their
+wire shape with :meth:`SandboxError.to_body`; clients turn a wire error back into the typed
+subclass the code names with :func:`error_from_code`. A code outside the table (from a
+third-party plugin, or a newer server) is still carried, with status 500 and the base class.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from enum import StrEnum
+from typing import Any, ClassVar
 
 from .clock import now_iso
-
-#: HTTP status for each error code of the contract (unknown codes are 500).
-STATUS: dict[str, int] = {}
-
-
-def _codes(status: int, *codes: str) -> None:
-    for code in codes:
-        STATUS[code] = status
-
-
-_codes(
-    404,
-    "FILE_NOT_FOUND",
-    "COMMAND_NOT_FOUND",
-    "PROCESS_NOT_FOUND",
-    "PORT_NOT_EXPOSED",
-    "GIT_REPOSITORY_NOT_FOUND",
-    "GIT_BRANCH_NOT_FOUND",
-    "CONTEXT_NOT_FOUND",
-    "WATCH_NOT_FOUND",
-    "BACKUP_NOT_FOUND",
-    "SESSION_NOT_FOUND",
-)
-_codes(
-    400,
-    "IS_DIRECTORY",
-    "NOT_DIRECTORY",
-    "INVALID_COMMAND",
-    "INVALID_PORT_NUMBER",
-    "INVALID_PORT",
-    "INVALID_GIT_URL",
-    "CUSTOM_DOMAIN_REQUIRED",
-    "INVALID_JSON_RESPONSE",
-    "NAME_TOO_LONG",
-    "VALIDATION_FAILED",
-    "MISSING_CREDENTIALS",
-    "INVALID_MOUNT_CONFIG",
-    "BACKUP_EXPIRED",
-    "INVALID_BACKUP_CONFIG",
-)
-_codes(401, "GIT_AUTH_FAILED")
-_codes(403, "PERMISSION_DENIED", "COMMAND_PERMISSION_DENIED", "PROCESS_PERMISSION_DENIED", "READ_ONLY")
-_codes(405, "METHOD_NOT_ALLOWED")
-_codes(408, "PROCESS_READY_TIMEOUT")
-_codes(
-    409,
-    "FILE_EXISTS",
-    "PORT_ALREADY_EXPOSED",
-    "PORT_IN_USE",
-    "RESOURCE_BUSY",
-    "SESSION_ALREADY_EXISTS",
-    "OPERATION_INTERRUPTED",
-    "PROCESS_ALREADY_EXISTS",
-)
-_codes(410, "SESSION_DESTROYED", "SESSION_TERMINATED")
-_codes(413, "FILE_TOO_LARGE")
-_codes(501, "PYTHON_NOT_AVAILABLE", "JAVASCRIPT_NOT_AVAILABLE")
-_codes(502, "SERVICE_NOT_RESPONDING", "GIT_NETWORK_ERROR")
-_codes(
-    503,
-    "INTERPRETER_NOT_READY",
-    "OPENCODE_STARTUP_FAILED",
-    "RPC_TRANSPORT_ERROR",
-    "CONTAINER_UNAVAILABLE",
-)
-
-SUGGESTIONS: dict[str, str] = {
-    "FILE_NOT_FOUND": "Ensure the file exists before attempting to access it",
-    "SESSION_TERMINATED": "The session's shell exited; the next call on this id starts a fresh shell",
-    "SESSION_ALREADY_EXISTS": "Use a different session id or delete the existing session first",
-    "SESSION_NOT_FOUND": "Create the session first or check the session id",
-    "VALIDATION_FAILED": "Check the request body against the API contract",
-    "COMMAND_EXECUTION_ERROR": "Check the command and its timeout",
-    "INVALID_COMMAND": "Provide a non-empty command",
-}
 
 
 class SandboxError(Exception):
     """An error with a code from the table, a message for people and details for programs."""
 
-    default_code = "INTERNAL_ERROR"
+    default_code: ClassVar[str] = "INTERNAL_ERROR"
 
     def __init__(
         self,
@@ -101,17 +28,20 @@ class SandboxError(Exception):
         operation: str | None = None,
         status: int | None = None,
     ) -> None:
-        self.code = code or self.default_code
+        self.code: str = str(code or self.default_code)
         self.message = message or self.code
-        self.details = dict(details or {})
-        self.operation = operation or self.details.get("operation")
+        self.details: dict[str, Any] = dict(details or {})
+        self.operation: str | None = operation or self.details.get("operation")
         self._status = status
         super().__init__(self.message)
 
     @property
     def status(self) -> int:
         """The HTTP status of this error's code (500 for codes outside the table)."""
-        return self._status or STATUS.get(self.code, 500)
+        if self._status is not None:
+            return self._status
+        entry = lookup(self.code)
+        return entry.status if entry is not None else 500
 
     def to_body(self) -> dict[str, Any]:
         """The contract's error body: code, message, context, httpStatus, timestamp, ..."""
@@ -124,48 +54,65 @@ class SandboxError(Exception):
         }
         if self.operation:
             body["operation"] = self.operation
-        suggestion = SUGGESTIONS.get(self.code)
-        if suggestion:
-            body["suggestion"] = suggestion
+        entry = lookup(self.code)
+        if entry is not None and entry.suggestion:
+            body["suggestion"] = entry.suggestion
         return body
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, details={self.details!r})"
 
 
-#: The contract's answer for a path or operation that does not exist (code UNKNOWN_ERROR, 404).
-def not_found(message: str = "The requested endpoint was not found", **details: Any) -> SandboxError:
-    return SandboxError("UNKNOWN_ERROR", message, details, status=404)
+# The typed exceptions a client raises, one per family of the official SDK's classes. A family
+# base (FileSystemError, CommandError, ...) is what a caller catches for any of its codes.
 
 
-def validation_error(message: str, field: str | None = None, **details: Any) -> SandboxError:
-    """A 400 VALIDATION_FAILED naming the offending field."""
-    if field is not None:
-        details["field"] = field
-    return SandboxError("VALIDATION_FAILED", message, details)
-
-
-# Typed exceptions chosen by code on the client side, mirroring the official SDK's classes.
-
-
-class FileNotFound(SandboxError):
-    default_code = "FILE_NOT_FOUND"
+class ValidationFailed(SandboxError):
+    default_code = "VALIDATION_FAILED"
 
 
 class FileSystemError(SandboxError):
     default_code = "FILESYSTEM_ERROR"
 
 
+class FileNotFound(FileSystemError):
+    default_code = "FILE_NOT_FOUND"
+
+
+class FileExists(FileSystemError):
+    default_code = "FILE_EXISTS"
+
+
+class FileTooLarge(FileSystemError):
+    default_code = "FILE_TOO_LARGE"
+
+
+class PermissionDenied(FileSystemError):
+    default_code = "PERMISSION_DENIED"
+
+
 class CommandError(SandboxError):
     default_code = "COMMAND_EXECUTION_ERROR"
 
 
-class ProcessNotFound(SandboxError):
-    default_code = "PROCESS_NOT_FOUND"
+class CommandNotFound(CommandError):
+    default_code = "COMMAND_NOT_FOUND"
 
 
 class ProcessError(SandboxError):
     default_code = "PROCESS_ERROR"
+
+
+class ProcessNotFound(ProcessError):
+    default_code = "PROCESS_NOT_FOUND"
+
+
+class ProcessReadyTimeout(ProcessError):
+    default_code = "PROCESS_READY_TIMEOUT"
+
+
+class ProcessExitedBeforeReady(ProcessError):
+    default_code = "PROCESS_EXITED_BEFORE_READY"
 
 
 class SessionAlreadyExists(SandboxError):
@@ -184,16 +131,80 @@ class SessionDestroyed(SandboxError):
     default_code = "SESSION_DESTROYED"
 
 
-class ValidationFailed(SandboxError):
-    default_code = "VALIDATION_FAILED"
+class PortError(SandboxError):
+    default_code = "PORT_OPERATION_ERROR"
+
+
+class InvalidPort(PortError):
+    default_code = "INVALID_PORT"
+
+
+class PortNotExposed(PortError):
+    default_code = "PORT_NOT_EXPOSED"
+
+
+class PortAlreadyExposed(PortError):
+    default_code = "PORT_ALREADY_EXPOSED"
+
+
+class PortInUse(PortError):
+    default_code = "PORT_IN_USE"
+
+
+class ServiceNotResponding(PortError):
+    default_code = "SERVICE_NOT_RESPONDING"
 
 
 class GitError(SandboxError):
     default_code = "GIT_OPERATION_FAILED"
 
 
-class PortError(SandboxError):
-    default_code = "PORT_OPERATION_ERROR"
+class GitRepositoryNotFound(GitError):
+    default_code = "GIT_REPOSITORY_NOT_FOUND"
+
+
+class GitAuthenticationFailed(GitError):
+    default_code = "GIT_AUTH_FAILED"
+
+
+class GitBranchNotFound(GitError):
+    default_code = "GIT_BRANCH_NOT_FOUND"
+
+
+class GitNetworkError(GitError):
+    default_code = "GIT_NETWORK_ERROR"
+
+
+class GitCloneFailed(GitError):
+    default_code = "GIT_CLONE_FAILED"
+
+
+class GitCheckoutFailed(GitError):
+    default_code = "GIT_CHECKOUT_FAILED"
+
+
+class InvalidGitUrl(GitError):
+    default_code = "INVALID_GIT_URL"
+
+
+class InterpreterNotReady(SandboxError):
+    default_code = "INTERPRETER_NOT_READY"
+
+
+class ContextNotFound(SandboxError):
+    default_code = "CONTEXT_NOT_FOUND"
+
+
+class CodeExecutionError(SandboxError):
+    default_code = "CODE_EXECUTION_ERROR"
+
+
+class OperationInterrupted(SandboxError):
+    default_code = "OPERATION_INTERRUPTED"
+
+
+class ContainerUnavailable(SandboxError):
+    default_code = "CONTAINER_UNAVAILABLE"
 
 
 class TransportError(SandboxError):
@@ -202,48 +213,163 @@ class TransportError(SandboxError):
     default_code = "RPC_TRANSPORT_ERROR"
 
 
-_BY_CODE: dict[str, type[SandboxError]] = {
-    "FILE_NOT_FOUND": FileNotFound,
-    "PROCESS_NOT_FOUND": ProcessNotFound,
-    "SESSION_ALREADY_EXISTS": SessionAlreadyExists,
-    "SESSION_NOT_FOUND": SessionNotFound,
-    "SESSION_TERMINATED": SessionTerminated,
-    "SESSION_DESTROYED": SessionDestroyed,
-    "VALIDATION_FAILED": ValidationFailed,
-    "RPC_TRANSPORT_ERROR": TransportError,
-}
-_BY_PREFIX: list[tuple[str, type[SandboxError]]] = [
-    ("GIT_", GitError),
-    ("PORT_", PortError),
-    ("PROCESS_", ProcessError),
-    ("COMMAND_", CommandError),
-    ("INVALID_COMMAND", CommandError),
-]
-_FS_CODES = {
-    "IS_DIRECTORY",
-    "NOT_DIRECTORY",
-    "FILE_EXISTS",
-    "FILE_TOO_LARGE",
-    "FILESYSTEM_ERROR",
-    "PERMISSION_DENIED",
-    "NO_SPACE",
-    "TOO_MANY_FILES",
-    "TOO_MANY_LINKS",
-    "READ_ONLY",
-}
+class BackupError(SandboxError):
+    default_code = "BACKUP_CREATE_FAILED"
+
+
+class BucketMountError(SandboxError):
+    default_code = "BUCKET_MOUNT_ERROR"
+
+
+class WatchError(SandboxError):
+    default_code = "WATCH_START_ERROR"
+
+
+class ErrorCode(StrEnum):
+    """Every error code of the contract, with its HTTP status, client exception and suggestion."""
+
+    status: int
+    error_class: type[SandboxError]
+    suggestion: str
+
+    def __new__(
+        cls, value: str, status: int, error_class: type[SandboxError] = SandboxError, suggestion: str = ""
+    ) -> ErrorCode:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.status = status
+        member.error_class = error_class
+        member.suggestion = suggestion
+        return member
+
+    # files
+    FILE_NOT_FOUND = "FILE_NOT_FOUND", 404, FileNotFound, "Ensure the file exists before attempting to access it"
+    FILE_EXISTS = "FILE_EXISTS", 409, FileExists, "Use a different path or delete the existing file first"
+    FILE_TOO_LARGE = "FILE_TOO_LARGE", 413, FileTooLarge, "Read the file as a stream instead"
+    PERMISSION_DENIED = "PERMISSION_DENIED", 403, PermissionDenied, "Check file and directory permissions"
+    IS_DIRECTORY = "IS_DIRECTORY", 400, FileSystemError, "The path is a directory; this operation needs a file"
+    NOT_DIRECTORY = "NOT_DIRECTORY", 400, FileSystemError, "A component of the path is a file, not a directory"
+    NAME_TOO_LONG = "NAME_TOO_LONG", 400, FileSystemError, "Use a shorter file name or path"
+    NO_SPACE = "NO_SPACE", 500, FileSystemError, "Free disk space in the sandbox or increase its storage"
+    TOO_MANY_FILES = "TOO_MANY_FILES", 500, FileSystemError, "Close files or raise the open-file limit"
+    TOO_MANY_LINKS = "TOO_MANY_LINKS", 500, FileSystemError, "The path has too many symbolic links or hard links"
+    READ_ONLY = "READ_ONLY", 403, FileSystemError, "The file system is read-only"
+    RESOURCE_BUSY = "RESOURCE_BUSY", 409, FileSystemError, "The resource is in use; retry when it is free"
+    FILESYSTEM_ERROR = "FILESYSTEM_ERROR", 500, FileSystemError
+    # commands and sessions
+    COMMAND_NOT_FOUND = "COMMAND_NOT_FOUND", 404, CommandNotFound, "Check that the command is installed and on PATH"
+    COMMAND_PERMISSION_DENIED = "COMMAND_PERMISSION_DENIED", 403, CommandError
+    COMMAND_EXECUTION_ERROR = "COMMAND_EXECUTION_ERROR", 500, CommandError, "Check the command and its timeout"
+    INVALID_COMMAND = "INVALID_COMMAND", 400, CommandError, "Provide a non-empty command"
+    STREAM_START_ERROR = "STREAM_START_ERROR", 500, CommandError
+    SESSION_ALREADY_EXISTS = (
+        "SESSION_ALREADY_EXISTS",
+        409,
+        SessionAlreadyExists,
+        "Use a different session id or delete the existing session first",
+    )
+    SESSION_NOT_FOUND = "SESSION_NOT_FOUND", 404, SessionNotFound, "Create the session first or check the session id"
+    SESSION_DESTROYED = "SESSION_DESTROYED", 410, SessionDestroyed, "Create a new session to continue"
+    SESSION_TERMINATED = (
+        "SESSION_TERMINATED",
+        410,
+        SessionTerminated,
+        "The session's shell exited; the next call on this id starts a fresh shell",
+    )
+    # processes
+    PROCESS_NOT_FOUND = (
+        "PROCESS_NOT_FOUND",
+        404,
+        ProcessNotFound,
+        "Check the process id; finished processes are kept only up to a limit",
+    )
+    PROCESS_ALREADY_EXISTS = (
+        "PROCESS_ALREADY_EXISTS",
+        409,
+        ProcessError,
+        "Use another process id or kill the running one",
+    )
+    PROCESS_PERMISSION_DENIED = "PROCESS_PERMISSION_DENIED", 403, ProcessError
+    PROCESS_ERROR = "PROCESS_ERROR", 500, ProcessError
+    PROCESS_READY_TIMEOUT = "PROCESS_READY_TIMEOUT", 408, ProcessReadyTimeout
+    PROCESS_EXITED_BEFORE_READY = "PROCESS_EXITED_BEFORE_READY", 500, ProcessExitedBeforeReady
+    # ports
+    INVALID_PORT_NUMBER = "INVALID_PORT_NUMBER", 400, InvalidPort, "Ports are 1 to 65535"
+    INVALID_PORT = "INVALID_PORT", 400, InvalidPort, "Ports are 1 to 65535"
+    PORT_NOT_EXPOSED = "PORT_NOT_EXPOSED", 404, PortNotExposed
+    PORT_ALREADY_EXPOSED = "PORT_ALREADY_EXPOSED", 409, PortAlreadyExposed
+    PORT_IN_USE = "PORT_IN_USE", 409, PortInUse, "Choose a different port"
+    PORT_OPERATION_ERROR = "PORT_OPERATION_ERROR", 500, PortError
+    SERVICE_NOT_RESPONDING = "SERVICE_NOT_RESPONDING", 502, ServiceNotResponding
+    CUSTOM_DOMAIN_REQUIRED = "CUSTOM_DOMAIN_REQUIRED", 400
+    # git
+    GIT_REPOSITORY_NOT_FOUND = (
+        "GIT_REPOSITORY_NOT_FOUND",
+        404,
+        GitRepositoryNotFound,
+        "Check that the repository URL is right and reachable",
+    )
+    GIT_BRANCH_NOT_FOUND = "GIT_BRANCH_NOT_FOUND", 404, GitBranchNotFound, "Check the branch name"
+    GIT_AUTH_FAILED = "GIT_AUTH_FAILED", 401, GitAuthenticationFailed, "Check the credentials in the repository URL"
+    GIT_NETWORK_ERROR = "GIT_NETWORK_ERROR", 502, GitNetworkError, "Check the network, or raise the clone's timeout"
+    GIT_CLONE_FAILED = "GIT_CLONE_FAILED", 500, GitCloneFailed
+    GIT_CHECKOUT_FAILED = "GIT_CHECKOUT_FAILED", 500, GitCheckoutFailed
+    GIT_OPERATION_FAILED = "GIT_OPERATION_FAILED", 500, GitError
+    INVALID_GIT_URL = "INVALID_GIT_URL", 400, InvalidGitUrl, "Use an http(s), ssh or git URL"
+    # interpreter
+    INTERPRETER_NOT_READY = "INTERPRETER_NOT_READY", 503, InterpreterNotReady, "Retry in a moment"
+    CONTEXT_NOT_FOUND = "CONTEXT_NOT_FOUND", 404, ContextNotFound, "Create the context first"
+    CODE_EXECUTION_ERROR = "CODE_EXECUTION_ERROR", 500, CodeExecutionError
+    PYTHON_NOT_AVAILABLE = "PYTHON_NOT_AVAILABLE", 501
+    JAVASCRIPT_NOT_AVAILABLE = "JAVASCRIPT_NOT_AVAILABLE", 501
+    # watch, backup, mounts
+    WATCH_NOT_FOUND = "WATCH_NOT_FOUND", 404, WatchError
+    WATCH_START_ERROR = "WATCH_START_ERROR", 500, WatchError
+    WATCH_STOP_ERROR = "WATCH_STOP_ERROR", 500, WatchError
+    BACKUP_NOT_FOUND = "BACKUP_NOT_FOUND", 404, BackupError
+    BACKUP_EXPIRED = "BACKUP_EXPIRED", 400, BackupError
+    INVALID_BACKUP_CONFIG = "INVALID_BACKUP_CONFIG", 400, BackupError
+    BACKUP_CREATE_FAILED = "BACKUP_CREATE_FAILED", 500, BackupError
+    BACKUP_RESTORE_FAILED = "BACKUP_RESTORE_FAILED", 500, BackupError
+    MISSING_CREDENTIALS = "MISSING_CREDENTIALS", 400, BucketMountError
+    INVALID_MOUNT_CONFIG = "INVALID_MOUNT_CONFIG", 400, BucketMountError
+    BUCKET_MOUNT_ERROR = "BUCKET_MOUNT_ERROR", 500, BucketMountError
+    BUCKET_UNMOUNT_ERROR = "BUCKET_UNMOUNT_ERROR", 500, BucketMountError
+    S3FS_MOUNT_ERROR = "S3FS_MOUNT_ERROR", 500, BucketMountError
+    # runtime and transport
+    VALIDATION_FAILED = "VALIDATION_FAILED", 400, ValidationFailed, "Check the request body against the API contract"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED", 405
+    OPERATION_INTERRUPTED = "OPERATION_INTERRUPTED", 409, OperationInterrupted
+    INVALID_JSON_RESPONSE = "INVALID_JSON_RESPONSE", 400
+    OPENCODE_STARTUP_FAILED = "OPENCODE_STARTUP_FAILED", 503
+    RPC_TRANSPORT_ERROR = "RPC_TRANSPORT_ERROR", 503, TransportError
+    CONTAINER_UNAVAILABLE = "CONTAINER_UNAVAILABLE", 503, ContainerUnavailable
+    UNKNOWN_ERROR = "UNKNOWN_ERROR", 500
+    INTERNAL_ERROR = "INTERNAL_ERROR", 500
+
+
+def lookup(code: str) -> ErrorCode | None:
+    """The table's entry for ``code``, or None for a code outside it."""
+    member = ErrorCode._value2member_map_.get(code)
+    return member if isinstance(member, ErrorCode) else None
+
+
+def not_found(message: str = "The requested endpoint was not found", **details: Any) -> SandboxError:
+    """The contract's answer for a path or operation that does not exist (UNKNOWN_ERROR, 404)."""
+    return SandboxError(ErrorCode.UNKNOWN_ERROR, message, details, status=404)
+
+
+def validation_error(message: str, field: str | None = None, **details: Any) -> SandboxError:
+    """A 400 VALIDATION_FAILED naming the offending field."""
+    if field is not None:
+        details["field"] = field
+    return SandboxError(ErrorCode.VALIDATION_FAILED, message, details)
 
 
 def error_class(code: str) -> type[SandboxError]:
-    """The typed exception class for a code (SandboxError when none is more specific)."""
-    cls = _BY_CODE.get(code)
-    if cls is not None:
-        return cls
-    if code in _FS_CODES:
-        return FileSystemError
-    for prefix, klass in _BY_PREFIX:
-        if code.startswith(prefix):
-            return klass
-    return SandboxError
+    """The typed exception class for a code (SandboxError for codes outside the table)."""
+    entry = lookup(code)
+    return entry.error_class if entry is not None else SandboxError
 
 
 def error_from_code(

@@ -11,26 +11,38 @@ from __future__ import annotations
 import inspect
 import re
 import typing
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 import structlog
+from structlog.typing import FilteringBoundLogger
+
+if TYPE_CHECKING:
+    from .plugins import Hooks
 
 from .errors import SandboxError, not_found, validation_error
 
 log = structlog.get_logger("sandbox.registry")
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 _OP_ATTR = "__sandbox_operation__"
 
 
-def operation(func: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
-    """Mark an async method (or async generator method, for streams) as a service operation."""
+@overload
+def operation(func: F, /) -> F: ...
+@overload
+def operation(*, name: str | None = None) -> Callable[[F], F]: ...
+def operation(func: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Mark an async method (or async generator method, for streams) as a service operation.
 
-    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
+    The method itself is returned unchanged, so its signature stays what the type checker sees.
+    """
+
+    def mark(f: F) -> F:
         if not (inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)):
             raise TypeError(f"operation {f.__qualname__} must be async")
         setattr(f, _OP_ATTR, name or f.__name__)
@@ -44,7 +56,7 @@ class ServiceSpec:
     """What a plugin registers: a name, a factory taking a ServiceContext, optional settings type."""
 
     name: str
-    factory: Callable[[ServiceContext], Any]
+    factory: Callable[[ServiceContext], object]
     settings: type[msgspec.Struct] | None = None
     description: str = ""
 
@@ -54,10 +66,10 @@ class ServiceContext:
     """What a service gets at construction: its settings, the workspace and the registry."""
 
     name: str
-    settings: Any
+    settings: Any  # an instance of the ServiceSpec's settings type (None when it has none)
     workspace: str
     registry: ServiceRegistry
-    log: Any = field(default=None)
+    log: FilteringBoundLogger
 
 
 @dataclass(frozen=True)
@@ -127,13 +139,18 @@ class ServiceRegistry:
     """Holds the running services and dispatches operation calls to them."""
 
     def __init__(
-        self, specs: Mapping[str, ServiceSpec], *, settings: Mapping[str, Any], workspace: str, hooks: Any = None
+        self,
+        specs: Mapping[str, ServiceSpec],
+        *,
+        settings: Mapping[str, object],
+        workspace: str,
+        hooks: Hooks | None = None,
     ) -> None:
         self.specs = dict(specs)
         self.workspace = workspace
         self._settings = dict(settings)
         self._hooks = hooks
-        self._services: dict[str, Any] = {}
+        self._services: dict[str, object] = {}
         self._ops: dict[tuple[str, str], Operation] = {}
         self._started = False
 
@@ -165,11 +182,11 @@ class ServiceRegistry:
         self._services.clear()
         self._ops.clear()
 
-    def _index(self, name: str, service: Any) -> None:
+    def _index(self, name: str, service: object) -> None:
         for attr in dir(type(service)):
             func = getattr(type(service), attr, None)
             opname = getattr(func, _OP_ATTR, None)
-            if opname is None:
+            if opname is None or not callable(func):
                 continue
             params, names = _build_params(name, func)
             self._ops[(name, opname)] = Operation(
@@ -235,16 +252,24 @@ class ServiceRegistry:
             "INTERNAL_ERROR", f"Internal error in {opname}: {type(exc).__name__}", {"operation": opname}
         )
 
+    def _params(self, op: Operation, params: Mapping[str, Any] | msgspec.Struct | bytes | None) -> msgspec.Struct:
+        if isinstance(params, msgspec.Struct):
+            if not isinstance(params, op.params):
+                raise TypeError(f"{op.qualname} takes {op.params.__name__}, not {type(params).__name__}")
+            return params
+        return self.decode(op, params)
+
     async def call(
         self, service: str, name: str, params: Mapping[str, Any] | msgspec.Struct | bytes | None = None
-    ) -> Any:
+    ) -> object:
         """Call a unary operation with validated parameters; raises SandboxError only."""
         op = self.operation(service, name)
         if op.streaming:
             raise validation_error(f"Operation {op.qualname} is a stream", "operation")
-        struct = params if isinstance(params, op.params) else self.decode(op, params)  # type: ignore[arg-type]
+        struct = self._params(op, params)
         try:
-            return await op.func(**self.kwargs(op, struct))
+            result: object = await op.func(**self.kwargs(op, struct))
+            return result
         except SandboxError:
             raise
         except Exception as exc:
@@ -252,15 +277,15 @@ class ServiceRegistry:
 
     def stream(
         self, service: str, name: str, params: Mapping[str, Any] | msgspec.Struct | bytes | None = None
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[object, None]:
         """Open a streaming operation; iterating yields its events; errors are SandboxError."""
         op = self.operation(service, name)
-        struct = params if isinstance(params, op.params) else self.decode(op, params)  # type: ignore[arg-type]
+        struct = self._params(op, params)
         if not op.streaming:
             raise validation_error(f"Operation {op.qualname} is not a stream", "operation")
         return self._guard(op, op.func(**self.kwargs(op, struct)))
 
-    async def _guard(self, op: Operation, agen: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async def _guard(self, op: Operation, agen: AsyncIterator[object]) -> AsyncGenerator[object, None]:
         try:
             async for event in agen:
                 yield event

@@ -51,12 +51,12 @@ class ClientTransport(Protocol):
     registry names them; the transport maps them to its wire (routes, frames, rpc calls).
     """
 
-    async def call(self, service: str, operation: str, params: Mapping[str, Any]) -> Any:
-        """Run a unary operation and return its decoded result; raise SandboxError on failure."""
+    async def call(self, service: str, operation: str, params: Mapping[str, object]) -> object:
+        """Run a unary operation and return its result as decoded JSON; raise SandboxError on failure."""
         ...
 
-    def stream(self, service: str, operation: str, params: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Run a streaming operation and yield its events as dicts."""
+    def stream(self, service: str, operation: str, params: Mapping[str, object]) -> AsyncIterator[object]:
+        """Run a streaming operation and yield its events as decoded JSON objects."""
         ...
 
     async def aclose(self) -> None: ...

@@ -12,16 +12,16 @@ The transport comes from the argument, else ``[client] transport`` of the config
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 
 from ..config import Config, load_config
 from ..errors import SandboxError, TransportError
-from ..models import AnyExecEvent, ExecResult, SessionCreated
+from ..models import AnyExecEvent, ExecResult, Pong, SessionCreated, SessionDeleted, SessionList, VersionInfo
 from ..plugins import Hooks, make_plugin_manager
-from ..transport import ClientContext, ClientTransport
+from ..transport import ClientContext, ClientTransport, TransportSpec
 
 if TYPE_CHECKING:
     from .files import FilesAPI
@@ -29,21 +29,25 @@ if TYPE_CHECKING:
     from .ports import PortsAPI
     from .processes import ProcessesAPI
 
-_pm_cache: dict[str, Any] = {}
+_specs: dict[str, TransportSpec] = {}
+
+T = TypeVar("T")
 
 
-def _transports() -> Mapping[str, Any]:
-    if "transports" not in _pm_cache:
-        _pm_cache["transports"] = Hooks(make_plugin_manager()).transports()
-    return _pm_cache["transports"]  # type: ignore[no-any-return]
+def _transports() -> Mapping[str, TransportSpec]:
+    """The installed transports, found once per process."""
+    if not _specs:
+        _specs.update(Hooks(make_plugin_manager()).transports())
+    return _specs
 
 
-def _params(**kwargs: Any) -> dict[str, Any]:
+def _params(**kwargs: object) -> dict[str, object]:
     return {key: value for key, value in kwargs.items() if value is not None}
 
 
-async def _typed(events: AsyncIterator[dict[str, Any]], typ: Any) -> AsyncIterator[Any]:
-    """Each raw event of a stream converted to ``typ``; the stream is closed however we stop."""
+async def _typed(events: AsyncIterator[object], typ: object) -> AsyncGenerator[Any, None]:
+    """Each raw event of a stream converted to ``typ`` (a union of event models; the caller's
+    return annotation names it); the stream is closed however we stop."""
     try:
         async for raw in events:
             yield _convert(raw, typ)
@@ -53,7 +57,11 @@ async def _typed(events: AsyncIterator[dict[str, Any]], typ: Any) -> AsyncIterat
             await aclose()
 
 
-def _convert(raw: Any, typ: Any) -> Any:
+@overload
+def _convert(raw: object, typ: type[T]) -> T: ...
+@overload
+def _convert(raw: object, typ: object) -> Any: ...
+def _convert(raw: object, typ: object) -> Any:
     try:
         return msgspec.convert(raw, typ)
     except msgspec.ValidationError as exc:
@@ -119,12 +127,17 @@ class Sandbox:
 
     # generic --------------------------------------------------------------------------------
 
-    async def call(self, service: str, operation: str, **params: Any) -> Any:
-        """Call any operation of any service by name, with camelCase parameters."""
+    async def call(self, service: str, operation: str, **params: object) -> object:
+        """Call any operation of any service by name, with camelCase parameters; returns its
+        result as decoded JSON (see :meth:`call_as` for a typed result)."""
         return await self._transport.call(service, operation, params)
 
-    def stream(self, service: str, operation: str, **params: Any) -> AsyncIterator[dict[str, Any]]:
-        """Open any streaming operation by name; yields its events as dicts."""
+    async def call_as(self, result: type[T], service: str, operation: str, **params: object) -> T:
+        """Call an operation and convert its result to ``result`` (a model or any msgspec type)."""
+        return _convert(await self._transport.call(service, operation, params), result)
+
+    def stream(self, service: str, operation: str, **params: object) -> AsyncGenerator[object, None]:
+        """Open any streaming operation by name; yields its events as decoded JSON."""
         return self._transport.stream(service, operation, params)
 
     # commands ---------------------------------------------------------------------------------
@@ -139,10 +152,11 @@ class Sandbox:
         cwd: str | None = None,
     ) -> ExecResult:
         """Run a command in a session (``default`` when none) and return its result."""
-        raw = await self._transport.call(
+        return await self.call_as(
+            ExecResult,
             "commands",
             "execute",
-            _params(
+            **_params(
                 command=command,
                 sessionId=session_id,
                 timeoutMs=timeout_ms,
@@ -150,7 +164,6 @@ class Sandbox:
                 cwd=cwd,
             ),
         )
-        return _convert(raw, ExecResult)  # type: ignore[no-any-return]
 
     def exec_stream(
         self,
@@ -160,7 +173,7 @@ class Sandbox:
         timeout_ms: int | None = None,
         env: Mapping[str, str | None] | None = None,
         cwd: str | None = None,
-    ) -> AsyncIterator[AnyExecEvent]:
+    ) -> AsyncGenerator[AnyExecEvent, None]:
         """Run a command and yield its typed events as they happen: start, stdout/stderr, complete."""
         return _typed(
             self._transport.stream(
@@ -219,32 +232,30 @@ class Sandbox:
         cwd: str | None = None,
         command_timeout_ms: int | None = None,
     ) -> SessionHandle:
-        raw = await self._transport.call(
+        created = await self.call_as(
+            SessionCreated,
             "sessions",
             "create",
-            _params(
+            **_params(
                 id=session_id, env=dict(env) if env is not None else None, cwd=cwd, commandTimeoutMs=command_timeout_ms
             ),
         )
-        created = _convert(raw, SessionCreated)
         return SessionHandle(self, created.id)
 
     async def delete_session(self, session_id: str) -> None:
-        await self._transport.call("sessions", "delete", {"sessionId": session_id})
+        await self.call_as(SessionDeleted, "sessions", "delete", sessionId=session_id)
 
     async def list_sessions(self) -> list[str]:
-        raw = await self._transport.call("sessions", "list", {})
-        return _convert(raw.get("sessions", raw.get("data")), list[str])  # type: ignore[no-any-return]
+        return (await self.call_as(SessionList, "sessions", "list")).sessions
 
     # utils ------------------------------------------------------------------------------------
 
     async def ping(self) -> str:
-        raw = await self._transport.call("utils", "ping", {})
-        return str(raw.get("status", raw)) if isinstance(raw, dict) else str(raw)
+        """The server's health status (``healthy`` while it answers)."""
+        return (await self.call_as(Pong, "utils", "ping")).status
 
     async def version(self) -> str:
-        raw = await self._transport.call("utils", "version", {})
-        return str(raw.get("version", raw)) if isinstance(raw, dict) else str(raw)
+        return (await self.call_as(VersionInfo, "utils", "version")).version
 
 
 class SessionHandle:
@@ -257,7 +268,7 @@ class SessionHandle:
     async def exec(self, command: str, **kwargs: Any) -> ExecResult:
         return await self.sandbox.exec(command, session_id=self.id, **kwargs)
 
-    def exec_stream(self, command: str, **kwargs: Any) -> AsyncIterator[AnyExecEvent]:
+    def exec_stream(self, command: str, **kwargs: Any) -> AsyncGenerator[AnyExecEvent, None]:
         return self.sandbox.exec_stream(command, session_id=self.id, **kwargs)
 
     async def delete(self) -> None:

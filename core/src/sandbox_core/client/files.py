@@ -7,7 +7,7 @@ Relative paths resolve against the session's current directory (``default`` when
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Literal
 
 import pybase64
@@ -22,7 +22,7 @@ from ..models.files import (
     RenameFileResult,
     WriteFileResult,
 )
-from . import _convert, _params, _typed
+from . import _params, _typed
 
 if TYPE_CHECKING:
     from . import Sandbox
@@ -38,10 +38,11 @@ class FilesAPI:
         self, path: str, *, encoding: Encoding | None = None, session_id: str | None = None
     ) -> ReadFileResult:
         """The whole file (at most 32 MiB): text as UTF-8, binary as base64 (see ``is_binary``)."""
-        raw = await self._sb.call("files", "read", **_params(path=path, encoding=encoding, sessionId=session_id))
-        return _convert(raw, ReadFileResult)  # type: ignore[no-any-return]
+        return await self._sb.call_as(
+            ReadFileResult, "files", "read", **_params(path=path, encoding=encoding, sessionId=session_id)
+        )
 
-    def read_stream(self, path: str, *, session_id: str | None = None) -> AsyncIterator[AnyFileStreamEvent]:
+    def read_stream(self, path: str, *, session_id: str | None = None) -> AsyncGenerator[AnyFileStreamEvent, None]:
         """The file as typed events: metadata, chunks (base64 when binary), complete; or one error event."""
         return _typed(
             self._sb.stream("files", "read_stream", **_params(path=path, sessionId=session_id)), AnyFileStreamEvent
@@ -53,46 +54,48 @@ class FilesAPI:
         """Write a whole file atomically (parents created, mode kept); ``bytes`` are sent as base64."""
         if isinstance(content, (bytes, bytearray, memoryview)):
             content, encoding = pybase64.b64encode_as_string(content), "base64"
-        raw = await self._sb.call(
-            "files", "write", **_params(path=path, content=content, encoding=encoding, sessionId=session_id)
+        return await self._sb.call_as(
+            WriteFileResult,
+            "files",
+            "write",
+            **_params(path=path, content=content, encoding=encoding, sessionId=session_id),
         )
-        return _convert(raw, WriteFileResult)  # type: ignore[no-any-return]
 
     async def delete(self, path: str, *, session_id: str | None = None) -> FileOpResult:
         """Delete a file or symlink (a directory is ``IS_DIRECTORY``)."""
-        raw = await self._sb.call("files", "delete", **_params(path=path, sessionId=session_id))
-        return _convert(raw, FileOpResult)  # type: ignore[no-any-return]
+        return await self._sb.call_as(FileOpResult, "files", "delete", **_params(path=path, sessionId=session_id))
 
     async def rename(self, old_path: str, new_path: str, *, session_id: str | None = None) -> RenameFileResult:
-        raw = await self._sb.call(
-            "files", "rename", **_params(oldPath=old_path, newPath=new_path, sessionId=session_id)
+        return await self._sb.call_as(
+            RenameFileResult, "files", "rename", **_params(oldPath=old_path, newPath=new_path, sessionId=session_id)
         )
-        return _convert(raw, RenameFileResult)  # type: ignore[no-any-return]
 
     async def move(self, source_path: str, destination_path: str, *, session_id: str | None = None) -> RenameFileResult:
         """Move like ``mv``: into ``destination_path`` when it is an existing directory."""
-        raw = await self._sb.call(
-            "files", "move", **_params(sourcePath=source_path, destinationPath=destination_path, sessionId=session_id)
+        return await self._sb.call_as(
+            RenameFileResult,
+            "files",
+            "move",
+            **_params(sourcePath=source_path, destinationPath=destination_path, sessionId=session_id),
         )
-        return _convert(raw, RenameFileResult)  # type: ignore[no-any-return]
 
     async def mkdir(self, path: str, *, recursive: bool = False, session_id: str | None = None) -> MkdirResult:
-        raw = await self._sb.call("files", "mkdir", **_params(path=path, recursive=recursive, sessionId=session_id))
-        return _convert(raw, MkdirResult)  # type: ignore[no-any-return]
+        return await self._sb.call_as(
+            MkdirResult, "files", "mkdir", **_params(path=path, recursive=recursive, sessionId=session_id)
+        )
 
     async def list(
         self, path: str, *, recursive: bool = False, include_hidden: bool = False, session_id: str | None = None
     ) -> ListFilesResult:
         """A directory's entries (the whole tree when ``recursive``; ``.*`` only with ``include_hidden``)."""
-        raw = await self._sb.call(
+        return await self._sb.call_as(
+            ListFilesResult,
             "files",
             "list_files",
             **_params(
                 path=path, options={"recursive": recursive, "includeHidden": include_hidden}, sessionId=session_id
             ),
         )
-        return _convert(raw, ListFilesResult)  # type: ignore[no-any-return]
 
     async def exists(self, path: str, *, session_id: str | None = None) -> ExistsResult:
-        raw = await self._sb.call("files", "exists", **_params(path=path, sessionId=session_id))
-        return _convert(raw, ExistsResult)  # type: ignore[no-any-return]
+        return await self._sb.call_as(ExistsResult, "files", "exists", **_params(path=path, sessionId=session_id))

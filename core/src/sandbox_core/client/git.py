@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..models.git import GitCheckoutResult
-from . import _convert, _params
+from . import _params
 
 if TYPE_CHECKING:
     from . import Sandbox
@@ -26,7 +26,8 @@ class GitAPI:
         session_id: str | None = None,
     ) -> GitCheckoutResult:
         """Clone ``repo_url`` (default target: ``<workspace>/<repo name>``; relative to the session's cwd)."""
-        raw = await self._sb.call(
+        return await self._sb.call_as(
+            GitCheckoutResult,
             "git",
             "checkout",
             **_params(
@@ -38,4 +39,3 @@ class GitAPI:
                 sessionId=session_id,
             ),
         )
-        return _convert(raw, GitCheckoutResult)  # type: ignore[no-any-return]

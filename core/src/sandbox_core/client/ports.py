@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Literal
 
 from ..models.ports import AnyPortWatchEvent
@@ -26,7 +26,7 @@ class PortsAPI:
         status_max: int | None = None,
         process_id: str | None = None,
         interval_ms: float | None = None,
-    ) -> AsyncIterator[AnyPortWatchEvent]:
+    ) -> AsyncGenerator[AnyPortWatchEvent, None]:
         """Poll ``port``: yields ``watching``, then one of ``ready`` / ``process_exited`` / ``error``.
 
         The watch has no deadline of its own: stop iterating (or wrap it in a timeout) to end it.

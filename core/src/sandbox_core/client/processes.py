@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING
 
-from ..models.processes import AnyLogEvent, ProcessInfo, ProcessLogs, ProcessStartResult
-from . import _convert, _params, _typed
+from ..models.processes import (
+    AnyLogEvent,
+    ProcessesKilled,
+    ProcessGet,
+    ProcessInfo,
+    ProcessKilled,
+    ProcessList,
+    ProcessLogs,
+    ProcessStartResult,
+)
+from . import _params, _typed
 
 if TYPE_CHECKING:
     from . import Sandbox
@@ -27,7 +36,8 @@ class ProcessesAPI:
         cwd: str | None = None,
     ) -> ProcessStartResult:
         """Start ``command`` in the background (from the session's state); returns its id and pid."""
-        raw = await self._sb.call(
+        return await self._sb.call_as(
+            ProcessStartResult,
             "processes",
             "start",
             **_params(
@@ -39,28 +49,24 @@ class ProcessesAPI:
                 cwd=cwd,
             ),
         )
-        return _convert(raw, ProcessStartResult)  # type: ignore[no-any-return]
 
     async def list(self, status: str | None = None) -> list[ProcessInfo]:
-        raw = await self._sb.call("processes", "list", **_params(status=status))
-        return _convert(raw["processes"], list[ProcessInfo])  # type: ignore[no-any-return]
+        return (await self._sb.call_as(ProcessList, "processes", "list", **_params(status=status))).processes
 
     async def get(self, process_id: str) -> ProcessInfo:
-        raw = await self._sb.call("processes", "get", id=process_id)
-        return _convert(raw["process"], ProcessInfo)  # type: ignore[no-any-return]
+        return (await self._sb.call_as(ProcessGet, "processes", "get", id=process_id)).process
 
     async def kill(self, process_id: str) -> None:
         """SIGTERM its whole tree, SIGKILL after the server's grace period."""
-        await self._sb.call("processes", "kill", id=process_id)
+        await self._sb.call_as(ProcessKilled, "processes", "kill", id=process_id)
 
     async def kill_all(self) -> int:
-        raw = await self._sb.call("processes", "kill_all")
-        return int(raw["cleanedCount"])
+        """Kill every running process; returns how many there were."""
+        return (await self._sb.call_as(ProcessesKilled, "processes", "kill_all")).cleaned_count
 
     async def logs(self, process_id: str) -> ProcessLogs:
-        raw = await self._sb.call("processes", "logs", id=process_id)
-        return _convert(raw, ProcessLogs)  # type: ignore[no-any-return]
+        return await self._sb.call_as(ProcessLogs, "processes", "logs", id=process_id)
 
-    def stream_logs(self, process_id: str, *, offset: int | None = None) -> AsyncIterator[AnyLogEvent]:
+    def stream_logs(self, process_id: str, *, offset: int | None = None) -> AsyncGenerator[AnyLogEvent, None]:
         """process_info, the held output from ``offset`` (a gap event if it was dropped), live output, exit."""
         return _typed(self._sb.stream("processes", "stream_logs", **_params(id=process_id, offset=offset)), AnyLogEvent)
