@@ -1,0 +1,107 @@
+"""The import contracts in the root pyproject.toml hold, cover every installed transport, and
+a violation of each one fails ``lint-imports`` (so CI fails on it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "pyproject.toml"
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def settings() -> dict[str, object]:
+    return dict(tomllib.loads(CONFIG.read_text())["tool"]["importlinter"])
+
+
+def contracts() -> dict[str, dict[str, object]]:
+    return {c["id"]: c for c in settings()["contracts"]}  # type: ignore[attr-defined]
+
+
+def lint_imports(pythonpath: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(CONFIG), "--no-cache"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=pythonpath or ROOT,
+        timeout=120,
+    )
+
+
+def transport_packages() -> list[str]:
+    """The top-level package of every installed transport plugin (entry points of ``sandbox``)."""
+    found = set()
+    for ep in entry_points(group="sandbox"):
+        package = ep.value.split(".")[0]
+        if package.startswith("sandbox_transport_"):
+            found.add(package)
+    return sorted(found)
+
+
+def test_the_code_base_keeps_every_contract() -> None:
+    result = lint_imports()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_every_installed_transport_is_covered() -> None:
+    roots = settings()["root_packages"]
+    c = contracts()
+    transports = transport_packages()
+    assert "sandbox_transport_http" in transports
+    for package in transports:
+        assert package in roots  # type: ignore[operator]
+        assert package in c["core-is-the-bottom"]["forbidden_modules"]  # type: ignore[operator]
+        assert package in c["services-know-no-transport"]["forbidden_modules"]  # type: ignore[operator]
+        own = [x for x in c.values() if x["type"] == "forbidden" and x["source_modules"] == [package]]
+        assert own, f"no contract limits what {package} imports"
+        forbidden = own[0]["forbidden_modules"]
+        assert "sandbox_services" in forbidden  # type: ignore[operator]
+        for other in transports:
+            if other != package:  # transports do not import each other (ws: http's route runner only)
+                assert other in forbidden  # type: ignore[operator]
+    if "sandbox_transport_rpc" in transports:
+        assert any(x["source_modules"] == ["sandbox_transport_rpc.capnweb"] for x in c.values())
+
+
+#: A tree with the same package names as ours, and one import that breaks one contract.
+VIOLATIONS = {
+    "core-is-the-bottom": ("sandbox_core/bad.py", "import sandbox_services.thing\n"),
+    "services-know-no-transport": ("sandbox_services/bad.py", "from sandbox_transport_http import thing\n"),
+    "transports-reach-services-through-the-registry": (
+        "sandbox_transport_http/bad.py",
+        "import sandbox_services.thing\n",
+    ),
+}
+
+
+def test_each_contract_has_a_violation_case() -> None:
+    assert set(VIOLATIONS) == set(contracts())
+
+
+@pytest.mark.parametrize("contract_id", sorted(VIOLATIONS))
+def test_a_violation_fails_the_check(tmp_path: Path, contract_id: str) -> None:
+    for package in settings()["root_packages"]:  # type: ignore[attr-defined]
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+        (tmp_path / package / "thing.py").write_text("")
+    clean = lint_imports(str(tmp_path))
+    assert clean.returncode == 0, clean.stdout + clean.stderr  # the stand-in tree alone keeps every contract
+    path, line = VIOLATIONS[contract_id]
+    (tmp_path / path).write_text(line)
+    broken = lint_imports(str(tmp_path))
+    assert broken.returncode != 0
+    name = contracts()[contract_id]["name"]
+    assert f"{name} BROKEN" in " ".join(broken.stdout.split())
+    assert "1 broken" in broken.stdout
