@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -107,7 +108,7 @@ async def test_other_route_shapes(http: httpx.AsyncClient, scratch: str) -> None
         "newPath": f"{scratch}/d",
         "timestamp": moved["timestamp"],
     }
-    assert os.path.isfile(f"{scratch}/d/b.txt")
+    assert await anyio.Path(f"{scratch}/d/b.txt").is_file()
 
     listing = (await http.post("/api/list-files", json={"path": scratch, "options": {}})).json()
     assert set(listing) == {"success", "path", "files", "count", "timestamp"}
@@ -130,7 +131,7 @@ async def test_session_id_comes_from_the_body_only(http: httpx.AsyncClient, scra
     await http.post("/api/execute", json={"command": f"cd {scratch}", "sessionId": s})
     name = f"rel-{uuid.uuid4().hex}.txt"
     await http.post("/api/write", json={"path": name, "content": "in body session", "sessionId": s})
-    assert os.path.isfile(f"{scratch}/{name}")
+    assert await anyio.Path(f"{scratch}/{name}").is_file()
     # the contract's file handlers ignore X-Session-Id / Authorization / ?session=
     headers = {"X-Session-Id": s, "Authorization": f"Bearer {s}"}
     found = await http.post("/api/exists", json={"path": name}, headers=headers, params={"session": s})
@@ -140,8 +141,7 @@ async def test_session_id_comes_from_the_body_only(http: httpx.AsyncClient, scra
 
 async def test_read_stream_framing_text(http: httpx.AsyncClient, scratch: str) -> None:
     path = f"{scratch}/lines.txt"
-    with open(path, "w") as fh:
-        fh.write("line1\nline2\n")
+    await anyio.Path(path).write_text("line1\nline2\n")
     async with http.stream("POST", "/api/read/stream", json={"path": path}) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -157,8 +157,7 @@ async def test_read_stream_framing_text(http: httpx.AsyncClient, scratch: str) -
 async def test_read_stream_binary_chunk_sizes(http: httpx.AsyncClient, scratch: str) -> None:
     data = os.urandom(150_000)
     path = f"{scratch}/blob.bin"
-    with open(path, "wb") as fh:
-        fh.write(data)
+    await anyio.Path(path).write_bytes(data)
     async with http.stream("POST", "/api/read/stream", json={"path": path}) as response:
         events = sse_events(await response.aread())
     assert events[0] == {
@@ -190,8 +189,7 @@ async def test_error_bodies(http: httpx.AsyncClient, scratch: str) -> None:
     assert missing["operation"] == "file.read" and missing["message"] == f"File not found: {scratch}/nope"
     os.makedirs(f"{scratch}/dir")
     assert_error(await http.post("/api/delete", json={"path": f"{scratch}/dir"}), 400, "IS_DIRECTORY")
-    with open(f"{scratch}/f", "w") as fh:
-        fh.write("f")
+    await anyio.Path(f"{scratch}/f").write_text("f")
     assert_error(await http.post("/api/list-files", json={"path": f"{scratch}/f", "options": {}}), 400, "NOT_DIRECTORY")
     assert_error(
         await http.post("/api/list-files", json={"path": f"{scratch}/nope", "options": {}}), 404, "FILE_NOT_FOUND"
@@ -210,8 +208,8 @@ async def test_error_bodies(http: httpx.AsyncClient, scratch: str) -> None:
         "FILE_NOT_FOUND",
     )
     big = f"{scratch}/big"
-    with open(big, "wb") as fh:
-        fh.truncate(32 * 1024 * 1024 + 1)
+    async with await anyio.open_file(big, "wb") as fh:
+        await fh.truncate(32 * 1024 * 1024 + 1)
     too_large = assert_error(await http.post("/api/read", json={"path": big}), 413, "FILE_TOO_LARGE")
     assert too_large["context"]["path"] == big
 

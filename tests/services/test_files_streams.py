@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from sandbox_core.errors import SandboxError
@@ -69,7 +70,7 @@ async def test_64_mib_round_trip_in_bounded_memory(registry: ServiceRegistry, tm
             "files", "write_file_stream", {"path": path, "data": chunks(total, 64 * 1024, sent)}
         )
         assert (result.success, result.path, result.bytes_written) == (True, path, total)
-        assert os.path.getsize(path) == total
+        assert (await anyio.Path(path).stat()).st_size == total
         written_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.reset_peak()
         async for data in registry.stream("files", "read_bytes", {"path": path}):
@@ -180,8 +181,8 @@ async def test_read_bytes_errors_and_early_close(registry: ServiceRegistry, tmp_
     assert is_dir.value.code == "IS_DIRECTORY"
 
     path = tmp_path / "sparse.bin"
-    with open(path, "wb") as fh:
-        fh.truncate(40 * MiB)  # over the 32 MiB cap of `read`: the byte stream has none
+    async with await anyio.open_file(path, "wb") as fh:
+        await fh.truncate(40 * MiB)  # over the 32 MiB cap of `read`: the byte stream has none
     fds = open_fds()
     stream = registry.stream("files", "read_bytes", {"path": str(path)})
     first = await stream.__anext__()
