@@ -1,10 +1,11 @@
-"""The bounded output ring: offsets, gaps, blocking readers and pause/resume."""
+"""The bounded output ring: offsets, gaps, blocking readers, pause/resume and UTF-8 decoding."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
-from sandbox_services.output import Chunk, Gap, OutputRing
+from sandbox_services.output import Chunk, Gap, OutputRing, Text, decode_utf8
 
 
 async def drain(reader: object) -> list[object]:
@@ -68,3 +69,26 @@ async def test_small_writes_merge() -> None:
     for _ in range(1000):
         ring.write("stdout", b"ab")
     assert len(ring._chunks) == 1 and ring.held() == b"ab" * 1000
+
+
+async def decoded(ring: OutputRing, offset: int = 0) -> list[Text | Gap]:
+    async with contextlib.aclosing(decode_utf8(ring.reader(offset))) as items:
+        return [item async for item in items]
+
+
+async def test_decoding_holds_a_split_character_per_stream() -> None:
+    ring = OutputRing(1 << 20)
+    euro = "€".encode()
+    ring.write("stdout", euro[:1])
+    ring.write("stderr", b"e")
+    ring.write("stdout", euro[1:] + b"!")
+    ring.close()
+    assert await decoded(ring) == [Text("stderr", "e", 2), Text("stdout", "€!", 5)]
+
+
+async def test_decoding_passes_gaps_and_flushes_an_unfinished_character() -> None:
+    ring = OutputRing(4)
+    ring.write("stdout", b"abcdef")
+    ring.write("stderr", "é".encode()[:1])
+    ring.close()
+    assert await decoded(ring) == [Gap(0, 3), Text("stdout", "def", 6), Text("stderr", "\ufffd", 7)]

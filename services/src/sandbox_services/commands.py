@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import codecs
+import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
-
-from msgspec import Meta
+from typing import Literal
 
 from sandbox_core.clock import now_iso
 from sandbox_core.models import (
@@ -22,12 +20,10 @@ from sandbox_core.models import (
 from sandbox_core.models.processes import ProcessStartResult
 from sandbox_core.registry import ServiceContext, operation
 
-from .output import Gap
+from .output import Gap, decode_utf8
+from .params import Env, PositiveMs
 from .processes import ProcessesService
 from .sessions import DISABLE_SESSION, SessionsService, check_env, check_session_id
-
-PositiveMs = Annotated[int, Meta(gt=0)]
-Env = dict[str, str | None]
 
 
 def _text(data: bytes) -> str:
@@ -62,7 +58,10 @@ class CommandsService:
         background: bool = False,
     ) -> ExecResult | ProcessStartResult:
         """Run ``command`` in the session's shell and return its exit code and output
-        (with ``background``: start it as a process and return its id, as ``processes.start``)."""
+        (with ``background``: start it as a process and return its id, as ``processes.start``).
+
+        ``origin`` is log-only, as upstream: logged for a background command (``process.started``),
+        accepted and ignored for a foreground one."""
         if background:
             return await self.processes.start(
                 command, session_id=session_id, timeout_ms=timeout_ms, env=env, cwd=cwd, origin=origin
@@ -99,30 +98,26 @@ class CommandsService:
     ) -> AsyncIterator[AnyExecEvent]:
         """Run ``command`` from the session's state in the background and yield its events live."""
         record = await self.processes.spawn(
-            command, session_id=session_id, env=env, cwd=cwd, timeout_ms=self.sessions.timeout_for(None, timeout_ms)
+            command,
+            session_id=session_id,
+            env=env,
+            cwd=cwd,
+            timeout_ms=self.sessions.timeout_for(None, timeout_ms),
+            origin=origin,
         )
         job = record.job
         reader = job.ring.reader(0, blocking=True)
-        decoders = {
-            "stdout": codecs.getincrementaldecoder("utf-8")(errors="replace"),
-            "stderr": codecs.getincrementaldecoder("utf-8")(errors="replace"),
-        }
         try:
             yield StartEvent(
                 command=command, timestamp=now_iso(), session_id=session_id, pid=job.pid, process_id=record.id
             )
-            async for item in reader:
-                if isinstance(item, Gap):
-                    yield GapEvent(timestamp=now_iso(), start=item.start, end=item.end)
-                    continue
-                text = decoders[item.kind].decode(item.data)
-                if text:
-                    event = StdoutEvent if item.kind == "stdout" else StderrEvent
-                    yield event(timestamp=now_iso(), data=text)
-            for kind, decoder in decoders.items():
-                tail = decoder.decode(b"", final=True)
-                if tail:
-                    yield (StdoutEvent if kind == "stdout" else StderrEvent)(timestamp=now_iso(), data=tail)
+            async with contextlib.aclosing(decode_utf8(reader)) as items:
+                async for item in items:
+                    if isinstance(item, Gap):
+                        yield GapEvent(timestamp=now_iso(), start=item.start, end=item.end)
+                    else:
+                        event = StdoutEvent if item.kind == "stdout" else StderrEvent
+                        yield event(timestamp=now_iso(), data=item.text)
             code = await job.wait()
             yield CompleteEvent(timestamp=now_iso(), exit_code=code)
         finally:

@@ -28,19 +28,19 @@ import shutil
 import signal
 import time
 import urllib.parse
-from typing import Annotated
 
 import msgspec
-from msgspec import Meta
 
 from sandbox_core.clock import now_iso
 from sandbox_core.errors import SandboxError, validation_error
 from sandbox_core.models.git import GitCheckoutResult
 from sandbox_core.registry import ServiceContext, operation
 
+from .params import NonNegativeInt, PositiveInt, PositiveMs
+from .proctree import kill_group, signal_group
 from .sessions import SessionsService, check_session_id
+from .spawn import Child, read_some, spawn
 
-PositiveInt = Annotated[int, Meta(gt=0)]
 MAX_URL_LENGTH = 2048
 MAX_PATH_LENGTH = 4096
 DEFAULT_TIMEOUT_MS = 600_000
@@ -59,7 +59,7 @@ _SECRET_PARAMS = re.compile(
 class GitSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[services.git]``"""
 
-    kill_grace_ms: Annotated[int, Meta(ge=0)] = 5000  # SIGTERM to SIGKILL on timeout (upstream: timeout -k 5)
+    kill_grace_ms: NonNegativeInt = 5000  # SIGTERM to SIGKILL on timeout (upstream: timeout -k 5)
 
 
 def redact(text: str, url: str | None = None) -> str:
@@ -184,13 +184,11 @@ def check_repo_url(url: str) -> None:
         )
 
 
-async def _read_bounded(stream: asyncio.StreamReader | None, limit: int) -> bytes:
-    """Read to EOF, keeping the first ``limit`` bytes (the rest is read and dropped)."""
-    if stream is None:
-        return b""
+async def _read_bounded(fd: int, limit: int) -> bytes:
+    """Read the non-blocking ``fd`` to EOF, keeping the first ``limit`` bytes (the rest is read and dropped)."""
     kept = bytearray()
     dropped = 0
-    while chunk := await stream.read(65536):
+    while chunk := await read_some(fd, 65536):
         room = limit - len(kept)
         kept += chunk[:room]
         dropped += max(0, len(chunk) - room)
@@ -204,7 +202,7 @@ class GitService:
         self.registry = ctx.registry
         self.workspace = ctx.workspace
         self.log = ctx.log
-        settings: GitSettings = ctx.settings if ctx.settings is not None else GitSettings()
+        settings: GitSettings = ctx.settings
         self.grace = settings.kill_grace_ms / 1000
 
     def _env(self) -> dict[str, str]:
@@ -218,54 +216,71 @@ class GitService:
             cwd = self.registry.get("sessions", SessionsService).cwd_of(session_id)
         return cwd
 
-    async def _run(self, argv: list[str], cwd: str, timeout: float) -> tuple[int | None, bytes, bytes, bool]:
-        """Run git; (exit code, stdout, stderr, timed out). The process group ends with the call."""
+    def _start(self, argv: list[str], cwd: str) -> tuple[Child, int, int]:
+        """Start git in its own process group, stdout and stderr on two non-blocking pipes
+        (their read ends are returned); from "/" when ``cwd`` is no directory."""
+        (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
+            proc = spawn(
+                argv,
+                stdout=out_w,
+                stderr=err_w,
                 cwd=cwd if os.path.isdir(cwd) else "/",
                 env=self._env(),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
             )
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        os.set_blocking(out_r, False)
+        os.set_blocking(err_r, False)
+        return proc, out_r, err_r
+
+    async def _run(self, argv: list[str], cwd: str, time_limit: float) -> tuple[int | None, bytes, bytes, bool]:
+        """Run git; (exit code, stdout, stderr, timed out). The process group ends with the call.
+
+        ``time_limit`` (seconds) is a kill deadline, not a cancellation timeout: when it passes
+        before git has exited and closed its output, its process group gets SIGTERM, then SIGKILL
+        after the grace period, and the call returns with timed out set.
+        """
+        try:
+            proc, out_r, err_r = self._start(argv, cwd)
         except FileNotFoundError:
             raise SandboxError(
                 "GIT_OPERATION_FAILED", "git is not installed in the sandbox", {"command": argv[0]}
             ) from None
-        out_task = asyncio.ensure_future(_read_bounded(proc.stdout, _STDERR_LIMIT))
-        err_task = asyncio.ensure_future(_read_bounded(proc.stderr, _STDERR_LIMIT))
-        exit_task = asyncio.ensure_future(proc.wait())
+        out_task = asyncio.create_task(_read_bounded(out_r, _STDERR_LIMIT))
+        err_task = asyncio.create_task(_read_bounded(err_r, _STDERR_LIMIT))
+        exit_task = asyncio.create_task(proc.wait())
+        tasks = (out_task, err_task, exit_task)
         try:
-            _, pending = await asyncio.wait({out_task, err_task, exit_task}, timeout=timeout)
-            timed_out = bool(pending)
-            if timed_out:
-                await self._end_group(proc)
-                # a descendant that left the group could still hold a pipe: bounded wait
-                await asyncio.wait({out_task, err_task}, timeout=max(self.grace, 1.0))
+            try:
+                _, pending = await asyncio.wait(tasks, timeout=time_limit)
+                timed_out = bool(pending)
+                if timed_out:
+                    await kill_group(proc.pid, grace=self.grace)
+                    await proc.wait()
+                    # a descendant that left the group could still hold a pipe: bounded wait
+                    await asyncio.wait((out_task, err_task), timeout=max(self.grace, 1.0))
+            finally:
+                if proc.returncode is None:  # cancelled (the caller went away): end git too
+                    signal_group(proc.pid, signal.SIGKILL)
+                    await proc.wait()
         finally:
-            if proc.returncode is None:  # cancelled (the caller went away): end git too
-                self._signal_group(proc, signal.SIGKILL)
-                await proc.wait()
-            for task in (out_task, err_task, exit_task):
-                if not task.done():
-                    task.cancel()
-        out = out_task.result() if out_task.done() and not out_task.cancelled() else b""
-        err = err_task.result() if err_task.done() and not err_task.cancelled() else b""
+            for task in tasks:
+                task.cancel()
+            try:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                os.close(out_r)
+                os.close(err_r)
+        out = out_task.result() if not out_task.cancelled() else b""
+        err = err_task.result() if not err_task.cancelled() else b""
         return proc.returncode, out, err, timed_out
-
-    @staticmethod
-    def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-
-    async def _end_group(self, proc: asyncio.subprocess.Process) -> None:
-        self._signal_group(proc, signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), self.grace)
-        self._signal_group(proc, signal.SIGKILL)  # and whatever git started in its group
-        await proc.wait()
 
     async def _current_branch(self, target: str) -> str | None:
         try:
@@ -275,12 +290,16 @@ class GitService:
         branch = out.decode("utf-8", errors="replace").strip()
         return branch if code == 0 and not timed_out and branch else None
 
-    def _target(self, repo_url: str, target_dir: str | None, cwd: str) -> str:
+    def _target(self, repo_url: str, target_dir: str | None, cwd: str) -> tuple[str, bool]:
+        """The clone's directory, and whether something is already there (then a timed-out
+        clone does not remove it)."""
         if target_dir is None:
-            return os.path.join(self.workspace, repo_name(repo_url))
-        if len(target_dir) > MAX_PATH_LENGTH or "\x00" in target_dir:
+            target = os.path.join(self.workspace, repo_name(repo_url))
+        elif len(target_dir) > MAX_PATH_LENGTH or "\x00" in target_dir:
             raise validation_error(f"targetDir must be at most {MAX_PATH_LENGTH} characters without NUL", "targetDir")
-        return os.path.normpath(os.path.join(cwd, target_dir))
+        else:
+            target = os.path.normpath(os.path.join(cwd, target_dir))
+        return target, os.path.lexists(target)
 
     @operation
     async def checkout(
@@ -289,7 +308,7 @@ class GitService:
         branch: str | None = None,
         target_dir: str | None = None,
         depth: PositiveInt | None = None,
-        timeout_ms: PositiveInt = DEFAULT_TIMEOUT_MS,
+        timeout_ms: PositiveMs = DEFAULT_TIMEOUT_MS,
         session_id: str | None = None,
     ) -> GitCheckoutResult:
         """Clone ``repo_url`` (optionally one ``branch``, ``depth`` commits deep) into ``target_dir``."""
@@ -299,7 +318,7 @@ class GitService:
         if branch is not None and "\x00" in branch:
             raise validation_error("branch must not contain NUL", "branch")
         cwd = self._cwd_of(sid)
-        target = self._target(repo_url, target_dir or None, cwd)
+        target, existed = self._target(repo_url, target_dir or None, cwd)
         shown = redact(repo_url, repo_url)
         argv = ["git", "-c", "http.lowSpeedLimit=1024", "-c", "http.lowSpeedTime=30", "clone", "--filter=blob:none"]
         if branch is not None:
@@ -307,7 +326,6 @@ class GitService:
         if depth is not None:
             argv += ["--depth", str(depth)]
         argv += ["--", repo_url, target]
-        existed = os.path.lexists(target)
         started = time.monotonic()
         self.log.info("git.clone", repository=shown, target_dir=target, branch=branch, depth=depth, session_id=sid)
         code, _, raw_err, timed_out = await self._run(argv, cwd, timeout_ms / 1000)

@@ -1,27 +1,40 @@
 """Jobs: commands that run outside a session's foreground (streams and background processes).
 
 A job's stdout and stderr are read from two pipes into a bounded :class:`OutputRing`; its
-exit status comes from whoever started it (the shell's control-pipe report, or
-``wait()`` for a process we spawned ourselves). When a live reader lags a full ring behind,
+exit status comes from whoever started it (the shell's control-pipe report, or the exit of
+a process we spawned ourselves). When a live reader lags a full ring behind,
 reading stops until it catches up, so the process itself is slowed instead of memory growing.
 After the job ends, its pipes are drained of what it wrote; anything its own background
 children write later is read and discarded until they close the pipes.
+
+A job owns the one task it may start: the kill that ends it when its time limit passes.
+:meth:`Job.aclose` cancels and awaits it; its failure is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable
 
+import structlog
+
 from .output import Kind, OutputRing
 from .proctree import kill_tree
-from .shell import READ_SIZE
+from .spawn import Child, read_nonblocking
+
+log = structlog.get_logger("sandbox.jobs")
 
 
 def exit_status_of(signum: int) -> int:
     return 128 + signum
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("job.task_failed", task=task.get_name(), error=repr(exc), exc_info=exc)
 
 
 class Job:
@@ -43,10 +56,11 @@ class Job:
         self._reading: set[int] = set()
         self._pidfd = -1
         self._timer: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.Task[None] | None = None  # the kill started when the time limit passed
+        self._tree: set[int] = set()  # every process a kill of this job has found (see kill_tree)
         self.on_done: list[Callable[[Job], None]] = []
         self._attached = False
         self._early_exit: tuple[int | None] | None = None
-        self.reaper: asyncio.Future[None] | None = None  # the task waiting for a child we spawned
 
     # plumbing ----------------------------------------------------------------------------
 
@@ -73,17 +87,16 @@ class Job:
             loop.remove_reader(fd)
         self._reading.clear()
 
-    def _on_readable(self, fd: int) -> None:
-        try:
-            data = os.read(fd, READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
+    def _on_readable(self, fd: int) -> bool:
+        """Read once from ``fd`` into the ring; False when nothing more is there for now."""
+        data = read_nonblocking(fd)
+        if data is None:
+            return False
         if not data:
             self._close_fd(fd)
-            return
+            return False
         self.ring.write(self._fds[fd], data)
+        return True
 
     def _close_fd(self, fd: int) -> None:
         if fd in self._reading:
@@ -94,17 +107,8 @@ class Job:
 
     def _drain(self) -> None:
         for fd in list(self._fds):
-            while True:
-                try:
-                    data = os.read(fd, READ_SIZE)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    data = b""
-                if not data:
-                    self._close_fd(fd)
-                    break
-                self.ring.write(self._fds[fd], data)
+            while self._on_readable(fd):
+                pass
 
     def watch_pid(self, on_exit: Callable[[Job], None]) -> None:
         """Call ``on_exit`` when the (non-child) process ``self.pid`` exits."""
@@ -118,11 +122,25 @@ class Job:
             return
         asyncio.get_running_loop().add_reader(self._pidfd, on_exit, self)
 
-    def set_timeout(self, seconds: float, grace: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(seconds, lambda: asyncio.ensure_future(self._expire(seconds, grace)))
+    def watch_child(self, child: Child) -> None:
+        """Finish with ``child``'s exit code when it exits (a process we spawned), unless killed."""
 
-    async def _expire(self, seconds: float, grace: float) -> None:
+        def exited(code: int) -> None:
+            if not self.killed:  # kill() finishes it with the signal it used
+                self.finish(code)
+
+        child.on_exit(exited)
+
+    def set_timeout(self, seconds: float, grace: float) -> None:
+        """End the job ``seconds`` from now (SIGTERM, SIGKILL after ``grace``); it ends as 124."""
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._expired, grace)
+
+    def _expired(self, grace: float) -> None:
+        self._timer = None
+        self._expiry = asyncio.create_task(self._expire(grace), name=f"job {self.tag} time limit")
+        self._expiry.add_done_callback(_log_failure)
+
+    async def _expire(self, grace: float) -> None:
         if self.done:
             return
         self.timed_out = True
@@ -169,11 +187,18 @@ class Job:
         if self.done or self.pid is None:
             return
         self.killed = True
-        sig = await kill_tree(self.pid, grace=grace)
+        sig = await kill_tree(self.pid, grace=grace, known=self._tree)
         self.finish(124 if self.timed_out else exit_status_of(sig))
 
-    def close(self) -> None:
-        """Release every descriptor (server shutdown)."""
+    async def aclose(self) -> None:
+        """Stop the job's own task and release every descriptor (server shutdown)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._expiry is not None and not self._expiry.done():
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
         for fd in list(self._fds):
             self._close_fd(fd)
         if self._pidfd >= 0:

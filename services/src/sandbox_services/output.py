@@ -5,13 +5,15 @@ The ring holds at most ``capacity`` bytes; older bytes are dropped, except that 
 reader (a live stream that must not lose data) is never overtaken: instead the producer is
 asked to pause until that reader catches up. A reader positioned before the oldest held byte
 gets a :class:`Gap` naming the lost range, then the data that is still held.
+:func:`decode_utf8` turns what a reader yields into text, one incremental decoder per stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,6 +37,15 @@ class Chunk:
 @dataclass(frozen=True)
 class Gap:
     start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Text:
+    """Decoded output of one stream; ``end`` is the absolute offset just past the bytes it came from."""
+
+    kind: Kind
+    text: str
     end: int
 
 
@@ -74,10 +85,6 @@ class OutputRing:
     def close(self) -> None:
         self.closed = True
         self._wake()
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
 
     def _min_blocking(self) -> int:
         return min(r.position for r in self._blocking)
@@ -177,3 +184,29 @@ class RingReader:
                 self.close()
                 raise StopAsyncIteration
             await ring.wait_beyond(self.position)
+
+
+async def decode_utf8(reader: RingReader) -> AsyncGenerator[Text | Gap, None]:
+    """What ``reader`` yields, with each stream's bytes decoded as UTF-8 (invalid bytes replaced).
+
+    A character split across chunks is held until it is complete; at the end, whatever is
+    still held is flushed (as replacement characters). Gaps pass through. Iterate it under
+    ``contextlib.aclosing``; closing the reader stays the caller's job.
+    """
+    decoders: dict[Kind, codecs.IncrementalDecoder] = {
+        "stdout": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+        "stderr": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+    }
+    ends: dict[Kind, int] = {}
+    async for item in reader:
+        if isinstance(item, Gap):
+            yield item
+            continue
+        ends[item.kind] = item.end
+        text = decoders[item.kind].decode(item.data)
+        if text:
+            yield Text(item.kind, text, item.end)
+    for kind, decoder in decoders.items():
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield Text(kind, tail, ends[kind])

@@ -16,13 +16,11 @@ times out by itself: the client ends it by closing the stream (as upstream: the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Literal, TypeVar
 
 import msgspec
-from msgspec import Meta
 
 from sandbox_core.errors import SandboxError
 from sandbox_core.models.ports import (
@@ -34,7 +32,8 @@ from sandbox_core.models.ports import (
 )
 from sandbox_core.registry import ServiceContext, operation
 
-from .processes import ProcessesService
+from .params import PositiveMs
+from .processes import ProcessesService, ProcessRecord
 
 T = TypeVar("T")
 
@@ -47,7 +46,7 @@ _MAX_INFORMATIONAL = 8  # 1xx responses skipped before the final status
 class PortsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[services.ports]``"""
 
-    probe_timeout_ms: Annotated[int, Meta(gt=0)] = 5000  # one connect or GET, as upstream
+    probe_timeout_ms: PositiveMs = 5000  # one connect or GET, as upstream
 
 
 class _NotReady(Exception):
@@ -69,6 +68,13 @@ async def _read_status(reader: asyncio.StreamReader) -> int:
     raise _NotReady("too many informational responses")
 
 
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended (its outcome stays with the task)."""
+    if not task.done():
+        task.cancel()
+        await asyncio.wait((task,))
+
+
 def request_target(path: str) -> str:
     """The request target for ``path``: a leading ``/``, no fragment, unsafe bytes percent-encoded."""
     path = path.split("#", 1)[0] or "/"
@@ -81,7 +87,7 @@ class PortsService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.registry = ctx.registry
         self.log = ctx.log
-        settings: PortsSettings = ctx.settings if ctx.settings is not None else PortsSettings()
+        settings: PortsSettings = ctx.settings
         self.probe_timeout = settings.probe_timeout_ms / 1000
 
     # probes ---------------------------------------------------------------------------------
@@ -122,36 +128,32 @@ class PortsService:
 
     # process lookup ----------------------------------------------------------------------------
 
-    def _find_process(self, process_id: str) -> Any:
+    def _find_process(self, process_id: str) -> ProcessRecord | None:
         if not self.registry.has("processes"):
             return None
         return self.registry.get("processes", ProcessesService).find(process_id)
 
     @staticmethod
-    async def _race(work: Awaitable[T], exited: asyncio.Future[Any] | None) -> tuple[T | None, bool]:
+    async def _race(work: Coroutine[Any, Any, T], exited: asyncio.Task[int | None] | None) -> tuple[T | None, bool]:
         """Run ``work`` until it completes or the watched process exits: (result, exited first)."""
         if exited is None:
             return await work, False
-        task = asyncio.ensure_future(work)
+        task = asyncio.create_task(work)
         try:
-            await asyncio.wait({task, exited}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((task, exited), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if task.done() and not task.cancelled():
+            await _cancel(task)
+        if not task.cancelled():
             return task.result(), False
         return None, True
 
     @staticmethod
-    def _exit_code(record: Any, exited: asyncio.Future[Any]) -> int | None:
+    def _exit_code(record: ProcessRecord, exited: asyncio.Task[int | None]) -> int | None:
         if exited.done() and not exited.cancelled() and exited.exception() is None:
             code = exited.result()
             if isinstance(code, int):
                 return code
-        code = getattr(record, "exit_code", None)
-        return code if isinstance(code, int) else None
+        return record.exit_code
 
     # operations -------------------------------------------------------------------------------
 
@@ -180,10 +182,10 @@ class PortsService:
         if process_id is not None and record is None:
             yield PortErrorEvent(port=port, error="Process not found")
             return
-        exited: asyncio.Future[Any] | None = asyncio.ensure_future(record.wait()) if record is not None else None
+        exited = asyncio.create_task(record.wait()) if record is not None else None
         try:
             while True:
-                if exited is not None and (exited.done() or record.done):
+                if record is not None and exited is not None and (exited.done() or record.done):
                     yield PortProcessExitedEvent(port=port, exit_code=self._exit_code(record, exited))
                     return
                 try:
@@ -198,5 +200,5 @@ class PortsService:
                 if not gone:
                     await self._race(asyncio.sleep(delay), exited)
         finally:
-            if exited is not None and not exited.done():
-                exited.cancel()
+            if exited is not None:
+                await _cancel(exited)

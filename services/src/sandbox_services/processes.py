@@ -10,16 +10,15 @@ the ring has dropped gets a ``gap`` event naming them. Finished records are kept
 from __future__ import annotations
 
 import asyncio
-import codecs
+import contextlib
 import os
 import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
-from msgspec import Meta
 
 from sandbox_core.clock import iso_ms, now_iso
 from sandbox_core.errors import SandboxError, validation_error
@@ -42,20 +41,19 @@ from sandbox_core.models.processes import (
 from sandbox_core.registry import ServiceContext, operation
 
 from .jobs import Job
-from .output import Gap
+from .output import Gap, decode_utf8
+from .params import Env, NonNegativeInt, PositiveInt, PositiveMs
 from .sessions import SessionsService, check_env, check_session_id
 
 _PROCESS_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-PositiveMs = Annotated[int, Meta(gt=0)]
-Env = dict[str, str | None]
 
 
 class ProcessSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[services.processes]``"""
 
-    output_ring_bytes: Annotated[int, Meta(gt=0)] = 1024 * 1024  # output held per process
-    max_finished: Annotated[int, Meta(ge=0)] = 256  # finished records kept
-    max_running: Annotated[int, Meta(gt=0)] = 1024
+    output_ring_bytes: PositiveInt = 1024 * 1024  # output held per process
+    max_finished: NonNegativeInt = 256  # finished records kept
+    max_running: PositiveInt = 1024
 
 
 def status_of(job: Job) -> ProcessStatus:
@@ -137,8 +135,12 @@ class ProcessesService:
         timeout_ms: int | None = None,
         env: Env | None = None,
         cwd: str | None = None,
+        origin: Literal["user", "internal"] = "user",
     ) -> ProcessRecord:
-        """Start ``command`` as a process record (the lock of its session is held only until it has a pid)."""
+        """Start ``command`` as a process record (the lock of its session is held only until it has a pid).
+
+        ``timeout_ms`` ends it (exit code 124) in a session as well as sessionless; ``origin`` is
+        only logged (``process.started``), as upstream."""
         sid = check_session_id(session_id)
         check_env(env)
         if not command.strip():
@@ -168,7 +170,7 @@ class ProcessesService:
         job.on_done.append(lambda _job: self._finish(record))
         if job.done:
             self._finish(record)
-        self.log.info("process.started", process_id=process_id, pid=job.pid, session_id=session_id)
+        self.log.info("process.started", process_id=process_id, pid=job.pid, session_id=session_id, origin=origin)
         return record
 
     def _finish(self, record: ProcessRecord) -> None:
@@ -201,9 +203,21 @@ class ProcessesService:
         auto_cleanup: bool | None = None,
         origin: Literal["user", "internal"] = "user",
     ) -> ProcessStartResult:
-        """Start a background process from the session's state; returns its id and pid."""
+        """Start a background process from the session's state; returns its id and pid.
+
+        ``timeout_ms`` ends the process when it passes (exit code 124); ``origin`` is only logged.
+        Accepted and ignored, as upstream: ``encoding`` (output is always decoded as UTF-8, invalid
+        bytes replaced) and ``auto_cleanup`` (finished records are kept up to ``max_finished``,
+        oldest dropped first, whatever it says).
+        """
         record = await self.spawn(
-            command, session_id=session_id, process_id=process_id, timeout_ms=timeout_ms, env=env, cwd=cwd
+            command,
+            session_id=session_id,
+            process_id=process_id,
+            timeout_ms=timeout_ms,
+            env=env,
+            cwd=cwd,
+            origin=origin,
         )
         return ProcessStartResult(
             success=True, process_id=record.id, pid=record.job.pid, command=command, timestamp=now_iso()
@@ -256,9 +270,7 @@ class ProcessesService:
         )
 
     @operation
-    async def stream_logs(
-        self, id: str, offset: Annotated[int, Meta(ge=0)] | None = None
-    ) -> AsyncIterator[AnyLogEvent]:
+    async def stream_logs(self, id: str, offset: NonNegativeInt | None = None) -> AsyncIterator[AnyLogEvent]:
         """``process_info``, then the held output from ``offset`` (default: the oldest byte held), then live
         output, then ``exit``. Bytes the ring dropped before they were read come as a ``gap`` event."""
         record = self._get(id)
@@ -267,15 +279,13 @@ class ProcessesService:
         reader = ring.reader(ring.start if offset is None else offset)
         if offset is not None and offset > ring.end:
             reader.position = offset  # a future offset: wait for it
-        decoders = {k: codecs.getincrementaldecoder("utf-8")(errors="replace") for k in ("stdout", "stderr")}
-        async for item in reader:
-            if isinstance(item, Gap):
-                yield LogGapEvent(process_id=id, timestamp=now_iso(), start=item.start, end=item.end)
-                continue
-            text = decoders[item.kind].decode(item.data)
-            if text:
-                cls = LogStdoutEvent if item.kind == "stdout" else LogStderrEvent
-                yield cls(process_id=id, timestamp=now_iso(), data=text, offset=item.end)
+        async with contextlib.aclosing(decode_utf8(reader)) as items:
+            async for item in items:
+                if isinstance(item, Gap):
+                    yield LogGapEvent(process_id=id, timestamp=now_iso(), start=item.start, end=item.end)
+                else:
+                    cls = LogStdoutEvent if item.kind == "stdout" else LogStderrEvent
+                    yield cls(process_id=id, timestamp=now_iso(), data=item.text, offset=item.end)
         code = await record.wait()
         message = (
             f"Process completed with exit code {code}" if code is not None else "Process ended with unknown status"

@@ -18,10 +18,8 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated
 
 import msgspec
-from msgspec import Meta
 
 from sandbox_core.clock import now_iso
 from sandbox_core.errors import SandboxError, validation_error
@@ -29,24 +27,25 @@ from sandbox_core.models import SessionCreated, SessionDeleted, SessionInfo, Ses
 from sandbox_core.registry import ServiceContext, operation
 
 from .jobs import Job
-from .shell import Shell, ShellExited
-from .spawn import spawn
+from .output import Gap
+from .params import NonNegativeInt, PositiveInt, PositiveMs
+from .shell import ControlParser, Shell, ShellExited
+from .spawn import read_nonblocking, spawn
 
 DISABLE_SESSION = "__DISABLE_SESSION__"
 DEFAULT_SESSION = "default"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CD_FAILED = 'printf "Failed to change directory to \'%s\'\\n" "$1" >&2; exit 1'  # the cwd is $1
-PositiveMs = Annotated[int, Meta(gt=0)]
 
 
 class SessionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[services.sessions]``"""
 
     command_timeout_ms: PositiveMs | None = None  # default foreground timeout (else COMMAND_TIMEOUT_MS)
-    kill_grace_ms: Annotated[int, Meta(ge=0)] = 2000  # TERM to KILL when a command is stopped
-    max_output_bytes: Annotated[int, Meta(gt=0)] = 64 * 1024 * 1024  # per stream of one foreground exec
-    output_ring_bytes: Annotated[int, Meta(gt=0)] = 1024 * 1024  # per streamed/background command
-    max_sessions: Annotated[int, Meta(gt=0)] = 1000
+    kill_grace_ms: NonNegativeInt = 2000  # TERM to KILL when a command is stopped
+    max_output_bytes: PositiveInt = 64 * 1024 * 1024  # per stream of one foreground exec
+    output_ring_bytes: PositiveInt = 1024 * 1024  # per streamed/background command
+    max_sessions: PositiveInt = 1000
 
 
 def check_env(env: Mapping[str, str | None] | None) -> None:
@@ -65,6 +64,18 @@ def check_session_id(session_id: str | None, fieldname: str = "sessionId") -> st
     if len(session_id) > 256 or "\x00" in session_id:
         raise validation_error("sessionId must be at most 256 characters without NUL", fieldname)
     return session_id
+
+
+def _destroyed(session_id: str) -> SandboxError:
+    return SandboxError("SESSION_DESTROYED", f"Session '{session_id}' was destroyed", {"sessionId": session_id})
+
+
+def _sessionless_argv(command: str, cwd: str | None) -> tuple[list[str], str | None]:
+    """``bash -c command`` and its cwd; for a cwd that is no directory, a script that fails as a
+    session's ``cd`` would (exit code 1 and the shell's message), run from the workspace."""
+    if cwd and not os.path.isdir(cwd):
+        return ["bash", "-c", _CD_FAILED, "bash", cwd], None
+    return ["bash", "-c", command], cwd
 
 
 @dataclass
@@ -98,12 +109,12 @@ class SessionsService:
         self.jobs: dict[int, Job] = {}
         self._next_tag = 0
         self._ctl_r = self._ctl_w = -1
-        self._ctl_buf = b""
+        self._ctl = ControlParser()
         self._fifo_dir = ""
         default = self.settings.command_timeout_ms
         if default is None and os.environ.get("COMMAND_TIMEOUT_MS", "").isdigit():
             default = int(os.environ["COMMAND_TIMEOUT_MS"]) or None
-        self.default_timeout_ms = default
+        self.default_timeout_ms: int | None = default
         self.grace = self.settings.kill_grace_ms / 1000
 
     async def startup(self) -> None:
@@ -116,7 +127,7 @@ class SessionsService:
         for job in list(self.jobs.values()):
             if job.pid is not None and not job.done:
                 await job.kill(grace=min(self.grace, 1.0))
-            job.close()
+            await job.aclose()
         for session in list(self.sessions.values()):
             await self._destroy(session, grace=min(self.grace, 1.0))
         self.sessions.clear()
@@ -130,25 +141,12 @@ class SessionsService:
     # control pipe --------------------------------------------------------------------------
 
     def _read_ctl(self) -> None:
-        try:
-            data = os.read(self._ctl_r, 65536)
-        except BlockingIOError:
-            return
-        if not data:
-            return
-        buf = self._ctl_buf + data
-        *lines, self._ctl_buf = buf.split(b"\n")
-        if len(self._ctl_buf) > 4096:
-            self._ctl_buf = b""  # not one of ours: nothing we write is this long
-        for line in lines:
-            parts = line.split()
-            if len(parts) == 3 and parts[0] == b"x" and parts[1].isdigit():
-                job = self.jobs.get(int(parts[1]))
+        """Read every status report waiting on the control pipe and finish those jobs."""
+        while data := read_nonblocking(self._ctl_r, 65536):
+            for event in self._ctl.feed(data):
+                job = self.jobs.get(event.tag)
                 if job is not None:
-                    try:
-                        job.finish(int(parts[2]))
-                    except ValueError:
-                        job.finish(None)
+                    job.finish(event.status)
 
     def _on_job_pid_exit(self, job: Job) -> None:
         self._read_ctl()  # the status report was written before the process exited
@@ -186,16 +184,22 @@ class SessionsService:
             session = self._new_session(session_id)
         return session
 
+    def _start_dir(self, session: Session) -> str:
+        """Where a fresh shell of ``session`` starts: its cwd, else the workspace, else home."""
+        for cwd in (session.cwd, self.workspace):
+            if os.path.isdir(cwd):
+                return cwd
+        return os.path.expanduser("~")
+
     async def _shell(self, session: Session) -> Shell:
         """The session's live shell, starting a fresh one if it has none or it died."""
         shell = session.shell
         if shell is not None and shell.alive:
             return shell
-        cwd = session.cwd
-        if not os.path.isdir(cwd):
-            cwd = self.workspace if os.path.isdir(self.workspace) else os.path.expanduser("~")
         env = {**os.environ, **session.env, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-        shell = Shell(cwd=cwd, env=env, ctl_fd=self._ctl_w, max_output=self.settings.max_output_bytes)
+        shell = Shell(
+            cwd=self._start_dir(session), env=env, ctl_fd=self._ctl_w, max_output=self.settings.max_output_bytes
+        )
         await shell.start()
         session.shell = shell
         self.log.debug("session.shell_started", session_id=session.id, pid=shell.pid)
@@ -236,9 +240,7 @@ class SessionsService:
         timeout = self.timeout_for(session, timeout_ms)
         async with session.lock:
             if session.destroyed:
-                raise SandboxError(
-                    "SESSION_DESTROYED", f"Session '{session_id}' was destroyed", {"sessionId": session_id}
-                )
+                raise _destroyed(session_id)
             shell = await self._shell(session)
             exclude = frozenset(j.pid for j in session.jobs if j.pid is not None)
             try:
@@ -246,16 +248,14 @@ class SessionsService:
                     command,
                     env=env,
                     cwd=cwd,
-                    timeout=timeout / 1000 if timeout else None,
+                    time_limit=timeout / 1000 if timeout else None,
                     grace=self.grace,
                     exclude=exclude,
                 )
             except ShellExited as exc:
                 session.shell = None
                 if exc.destroyed or session.destroyed:
-                    raise SandboxError(
-                        "SESSION_DESTROYED", f"Session '{session_id}' was destroyed", {"sessionId": session_id}
-                    ) from None
+                    raise _destroyed(session_id) from None
                 if exc.exit_code is None:  # we killed a stuck shell after a timeout
                     raise self._timeout_error(session_id, command, timeout) from None
                 raise SandboxError(
@@ -265,9 +265,7 @@ class SessionsService:
                 ) from None
             if session.destroyed or shell.destroyed:
                 # the session was deleted while the command ran: its result (killed) is not the answer
-                raise SandboxError(
-                    "SESSION_DESTROYED", f"Session '{session_id}' was destroyed", {"sessionId": session_id}
-                )
+                raise _destroyed(session_id)
         if timed_out:
             raise self._timeout_error(session_id, command, timeout)
         return code, out, err
@@ -321,9 +319,7 @@ class SessionsService:
                 fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
             async with session.lock:
                 if session.destroyed:
-                    raise SandboxError(
-                        "SESSION_DESTROYED", f"Session '{session_id}' was destroyed", {"sessionId": session_id}
-                    )
+                    raise _destroyed(session_id)
                 shell = await self._shell(session)
                 try:
                     job.pid = await shell.launch(
@@ -365,10 +361,7 @@ class SessionsService:
         for name, value in (("command", command), ("cwd", cwd or "")):
             if "\x00" in value:  # an argv or cwd cannot hold NUL
                 raise validation_error(f"{name} must not contain NUL", name)
-        argv = ["bash", "-c", command]
-        if cwd and not os.path.isdir(cwd):  # as in a session: exit code 1 and the shell's message
-            argv = ["bash", "-c", _CD_FAILED, "bash", cwd]
-            cwd = None
+        argv, cwd = _sessionless_argv(command, cwd)
         job = self._new_job(command, None, ring_bytes)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -391,13 +384,7 @@ class SessionsService:
         os.set_blocking(err_r, False)
         job.pid = proc.pid
         job.attach(out_r, err_r)
-
-        async def reap() -> None:
-            code = await proc.wait()
-            if not job.killed:
-                job.finish(code)
-
-        job.reaper = asyncio.ensure_future(reap())
+        job.watch_child(proc)
         if timeout_ms:
             job.set_timeout(timeout_ms / 1000, self.grace)
         return job
@@ -416,11 +403,12 @@ class SessionsService:
         limit = self.settings.max_output_bytes
         try:
             async for item in reader:
-                data = getattr(item, "data", b"")
-                target = out if getattr(item, "kind", "") == "stdout" else err
+                if isinstance(item, Gap):  # not for a blocking reader: it is never overtaken
+                    continue
+                target = out if item.kind == "stdout" else err
                 room = limit - len(target)
                 if room > 0:
-                    target += data[:room]
+                    target += item.data[:room]
         finally:
             reader.close()
         code = await job.wait()

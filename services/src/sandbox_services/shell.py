@@ -9,7 +9,8 @@ State (cwd, exports, functions, aliases) lives in the shell, so it persists betw
 
 Streamed and background commands are launched by the same shell, so they start from its
 state, into a background subshell whose stdout and stderr are FIFOs the server reads, and
-whose exit status is reported on a control pipe shared by every shell of the service.
+whose exit status is reported on a control pipe shared by every shell of the service as a
+line ``x <tag> <status>``; :class:`ControlParser` turns that pipe's bytes into events.
 """
 
 from __future__ import annotations
@@ -19,23 +20,97 @@ import contextlib
 import errno
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .proctree import kill_tree
-from .spawn import Child, spawn
+from .spawn import READ_SIZE, Child, read_nonblocking, set_once, spawn
 
-READ_SIZE = 256 * 1024
-
-
-def _set_once(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+#: How long our own scripts (a job launch) may take before the call fails with TimeoutError.
+INTERNAL_TIME_LIMIT = 30.0
+#: The longest control-pipe line kept; ours (``x <tag> <status>``) are a few dozen bytes.
+CONTROL_LINE_MAX = 4096
 
 
 def quote(text: str) -> str:
     """POSIX single-quote ``text`` for bash: the only quoting that needs no other escapes."""
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+# control pipe ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobExited:
+    """``x <tag> <status>``: the job ``tag`` ended with exit ``status`` (None when the status
+    is not an optional ``-`` followed by ASCII digits)."""
+
+    tag: int
+    status: int | None
+
+
+def _number(text: bytes) -> int | None:
+    digits = text[1:] if text.startswith(b"-") else text
+    if not digits.isdigit():
+        return None
+    try:
+        return int(text)
+    except ValueError:  # more digits than int() converts
+        return None
+
+
+def parse_control_line(line: bytes) -> JobExited | None:
+    """The event of one control line (without its newline); None for a line that is not ours."""
+    parts = line.split()
+    if len(parts) != 3 or parts[0] != b"x" or not parts[1].isdigit():
+        return None
+    tag = _number(parts[1])
+    return None if tag is None else JobExited(tag, _number(parts[2]))
+
+
+class ControlParser:
+    """Sans-IO parser of the control pipe: bytes in through :meth:`feed`, :class:`JobExited` out.
+
+    Lines end with ``\n``; a line that is not ``x <tag> <status>`` (whitespace-separated, ``tag``
+    ASCII digits) gives no event. Only the unfinished last line is buffered, and never more than
+    ``max_line`` bytes of it: a longer line is not ours, and is discarded up to its newline.
+    """
+
+    def __init__(self, max_line: int = CONTROL_LINE_MAX) -> None:
+        if max_line <= 0:
+            raise ValueError("max_line must be positive")
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._skipping = False  # inside a line that grew past max_line
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an unfinished line held (at most ``max_line``)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[JobExited]:
+        events: list[JobExited] = []
+        start = 0
+        while (nl := data.find(b"\n", start)) != -1:
+            piece = data[start:nl]
+            start = nl + 1
+            if not self._skipping and len(self._buf) + len(piece) <= self.max_line:
+                self._buf += piece
+                event = parse_control_line(bytes(self._buf))
+                if event is not None:
+                    events.append(event)
+            self._skipping = False
+            self._buf.clear()
+        if not self._skipping:
+            if len(self._buf) + len(data) - start > self.max_line:
+                self._buf.clear()
+                self._skipping = True
+            else:
+                self._buf += data[start:]
+        return events
+
+
+# the shell -------------------------------------------------------------------------------------
 
 
 class ShellExited(Exception):
@@ -89,20 +164,11 @@ def env_prelude(env: Mapping[str, str | None] | None, *, restore: bool) -> tuple
 class Shell:
     """A running ``bash`` owned by one session."""
 
-    def __init__(
-        self,
-        *,
-        cwd: str,
-        env: Mapping[str, str],
-        ctl_fd: int,
-        max_output: int,
-        on_exit: Callable[[Shell], None] | None = None,
-    ) -> None:
+    def __init__(self, *, cwd: str, env: Mapping[str, str], ctl_fd: int, max_output: int) -> None:
         self.cwd = cwd
         self.env = dict(env)
         self.ctl_fd = ctl_fd
         self.max_output = max_output
-        self.on_exit = on_exit
         self.nonce = "k" + secrets.token_hex(8)  # a letter first: printf reads "\\0" + digits as octal
         self._marker = b"\x00" + self.nonce.encode() + b":"
         self._seq = 0
@@ -114,7 +180,7 @@ class Shell:
         self._write_lock = asyncio.Lock()
         self.exit_code: int | None = None
         self.destroyed = False
-        self._exited = asyncio.Event()
+        self._exit: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @property
     def pid(self) -> int:
@@ -123,7 +189,7 @@ class Shell:
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and not self._exited.is_set()
+        return self._proc is not None and not self._exit.done()
 
     async def start(self) -> None:
         script_r, self._script_w = os.pipe()
@@ -149,7 +215,7 @@ class Shell:
         loop = asyncio.get_running_loop()
         loop.add_reader(out_r, self._on_readable, out_r, True)
         loop.add_reader(err_r, self._on_readable, err_r, False)
-        self._watcher = asyncio.ensure_future(self._watch())
+        self._proc.on_exit(self._on_exit)
         # bash reads its script through a descriptor of its own (the one that is the same pipe
         # as ours): close every other descriptor it inherited but 0-2 and the control pipe, so
         # that commands inherit neither the script pipe nor the event loop's internals.
@@ -163,17 +229,13 @@ class Shell:
             f"\\command exec {script_r}<&-\n\\builtin shopt -s expand_aliases\n".encode()
         )
 
-    async def _watch(self) -> None:
-        assert self._proc is not None
-        code = await self._proc.wait()
+    def _on_exit(self, code: int) -> None:
         self.exit_code = code
-        self._exited.set()
+        set_once(self._exit)
         self._close_fds()
         pending, self._pending = self._pending, None
         if pending is not None and not pending.future.done():
             pending.future.set_exception(ShellExited(code, self.destroyed))
-        if self.on_exit is not None:
-            self.on_exit(self)
 
     def _close_fds(self) -> None:
         loop = asyncio.get_running_loop()
@@ -189,12 +251,9 @@ class Shell:
     # output ------------------------------------------------------------------------------
 
     def _on_readable(self, fd: int, is_out: bool) -> None:
-        try:
-            data = os.read(fd, READ_SIZE)
-        except BlockingIOError:
+        data = read_nonblocking(fd)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             asyncio.get_running_loop().remove_reader(fd)
             return
@@ -252,12 +311,10 @@ class Shell:
                 except BlockingIOError:  # bash is busy: wait until the pipe has room (or bash died)
                     ready: asyncio.Future[None] = loop.create_future()
                     fd = self._script_w
-                    loop.add_writer(fd, _set_once, ready)
-                    exited = asyncio.ensure_future(self._exited.wait())
+                    loop.add_writer(fd, set_once, ready)
                     try:
-                        await asyncio.wait([ready, exited], return_when=asyncio.FIRST_COMPLETED)
+                        await asyncio.wait([ready, self._exit], return_when=asyncio.FIRST_COMPLETED)
                     finally:
-                        exited.cancel()
                         if self._script_w == fd:
                             loop.remove_writer(fd)
                 except OSError as exc:
@@ -267,47 +324,39 @@ class Shell:
 
     # commands ----------------------------------------------------------------------------
 
-    async def run(
+    async def _exchange(
         self,
-        command: str,
+        script: str,
         *,
-        env: Mapping[str, str | None] | None = None,
-        cwd: str | None = None,
-        timeout: float | None = None,
-        grace: float = 2.0,
+        time_limit: float | None,
+        grace: float | None = None,
         exclude: frozenset[int] = frozenset(),
-    ) -> tuple[int, bytes, bytes, bool]:
-        """Run a foreground command; return (exit code, stdout, stderr, timed out).
+    ) -> tuple[_Pending, bool]:
+        """Send ``script`` (ours: user text only inside quotes), then the end marker that reports
+        ``$__sbx_rc``, and wait for that marker on both pipes; return the captures and whether
+        ``time_limit`` (seconds, None for none) passed first.
 
-        On timeout, the command's processes get SIGTERM, then SIGKILL after ``grace``; if the
-        shell itself is still stuck (a builtin loop), it is killed and ShellExited is raised.
+        Past ``time_limit``, with ``grace`` None the call raises TimeoutError; otherwise the
+        shell's children (but the subtrees of ``exclude``) get SIGTERM, then SIGKILL after
+        ``grace``, and if the shell itself is still stuck (a builtin loop) it is killed and
+        ShellExited is raised.
         """
         if not self.alive:
             raise ShellExited(self.exit_code, self.destroyed)
         self._seq += 1
-        seq = self._seq
         loop = asyncio.get_running_loop()
-        pending = _Pending(seq, _Capture(self.max_output), _Capture(self.max_output), loop.create_future())
+        pending = _Pending(self._seq, _Capture(self.max_output), _Capture(self.max_output), loop.create_future())
         self._pending = pending
-        setup, undo = env_prelude(env, restore=True)
-        body = f"\\builtin eval {quote(command)} {self.ctl_fd}>&-\n__sbx_rc=$?\n"
-        if cwd is not None:
-            body = (
-                f'__sbx_pwd="$PWD"\nif \\builtin cd -- {quote(cwd)} 2>/dev/null; then\n{body}'
-                f'\\builtin cd -- "$__sbx_pwd" 2>/dev/null\nelse\n'
-                f"\\builtin printf \"Failed to change directory to '%s'\\n\" {quote(cwd)} >&2\n"
-                f"__sbx_rc=1\nfi\n"
-            )
-        marker = f"\\0{self.nonce}:{seq}"
-        script = (
-            f"{setup}{body}{undo}\\builtin printf '{marker}:%d\\n' \"$__sbx_rc\"; \\builtin printf '{marker}\\n' >&2\n"
-        )
+        marker = f"\\0{self.nonce}:{pending.seq}"
+        script += f"\\builtin printf '{marker}:%d\\n' \"$__sbx_rc\"; \\builtin printf '{marker}\\n' >&2\n"
         timed_out = False
         try:
             await self._write(script.encode())
             try:
-                await asyncio.wait_for(asyncio.shield(pending.future), timeout)
+                await asyncio.wait_for(asyncio.shield(pending.future), time_limit)
             except TimeoutError:
+                if grace is None:
+                    raise
                 timed_out = True
                 await kill_tree(self.pid, include_root=False, grace=grace, exclude=exclude)
                 try:
@@ -318,6 +367,37 @@ class Shell:
         finally:
             if self._pending is pending:
                 self._pending = None
+        return pending, timed_out
+
+    async def run(
+        self,
+        command: str,
+        *,
+        env: Mapping[str, str | None] | None = None,
+        cwd: str | None = None,
+        time_limit: float | None = None,
+        grace: float = 2.0,
+        exclude: frozenset[int] = frozenset(),
+    ) -> tuple[int, bytes, bytes, bool]:
+        """Run a foreground command; return (exit code, stdout, stderr, timed out).
+
+        ``time_limit`` (seconds) is a kill deadline, not a cancellation timeout: when it passes,
+        the command's processes get SIGTERM, then SIGKILL after ``grace``, and the call returns
+        with timed out set; if the shell itself is still stuck (a builtin loop), it is killed and
+        ShellExited is raised. Processes in the subtrees of ``exclude`` (the session's jobs) are spared.
+        """
+        setup, undo = env_prelude(env, restore=True)
+        body = f"\\builtin eval {quote(command)} {self.ctl_fd}>&-\n__sbx_rc=$?\n"
+        if cwd is not None:
+            body = (
+                f'__sbx_pwd="$PWD"\nif \\builtin cd -- {quote(cwd)} 2>/dev/null; then\n{body}'
+                f'\\builtin cd -- "$__sbx_pwd" 2>/dev/null\nelse\n'
+                f"\\builtin printf \"Failed to change directory to '%s'\\n\" {quote(cwd)} >&2\n"
+                f"__sbx_rc=1\nfi\n"
+            )
+        pending, timed_out = await self._exchange(
+            f"{setup}{body}{undo}", time_limit=time_limit, grace=grace, exclude=exclude
+        )
         try:
             code = int(pending.out.tail or b"-1")
         except ValueError:
@@ -351,36 +431,15 @@ class Shell:
                 f"\"Failed to change directory to '%s'\\n\" {quote(cwd)} >&2; \\builtin exit 1; }}\n" + setup
             )
         inner = f"{setup}\\builtin eval {quote(command)}"
-        pid = await self.run_internal(
+        pending, _ = await self._exchange(
             f"\\command exec {{__sbx_o}}>{quote(fifo_out)} {{__sbx_e}}>{quote(fifo_err)}\n"
             f'{{ ( {inner}\n) >&"$__sbx_o" 2>&"$__sbx_e" {{__sbx_o}}>&- {{__sbx_e}}>&- {self.ctl_fd}>&-\n'
             f"\\builtin printf 'x {tag} %d\\n' \"$?\" >&{self.ctl_fd}\n"
             f"}} </dev/null >/dev/null 2>&1 &\n"
             f"__sbx_rc=$!\n"
-            f"\\command exec {{__sbx_o}}>&- {{__sbx_e}}>&-\n"
+            f"\\command exec {{__sbx_o}}>&- {{__sbx_e}}>&-\n",
+            time_limit=INTERNAL_TIME_LIMIT,
         )
-        return pid
-
-    async def run_internal(self, script: str) -> int:
-        """Run our own script (not user text) and return the value it leaves in ``__sbx_rc``."""
-        if not self.alive:
-            raise ShellExited(self.exit_code, self.destroyed)
-        self._seq += 1
-        seq = self._seq
-        loop = asyncio.get_running_loop()
-        pending = _Pending(seq, _Capture(self.max_output), _Capture(self.max_output), loop.create_future())
-        self._pending = pending
-        marker = f"\\0{self.nonce}:{seq}"
-        try:
-            await self._write(
-                (
-                    script + f"\\builtin printf '{marker}:%d\\n' \"$__sbx_rc\"; \\builtin printf '{marker}\\n' >&2\n"
-                ).encode()
-            )
-            await asyncio.wait_for(asyncio.shield(pending.future), 30)
-        finally:
-            if self._pending is pending:
-                self._pending = None
         return int(pending.out.tail or b"-1")
 
     async def kill(self, grace: float = 1.0, *, destroy: bool = True) -> None:
@@ -390,4 +449,4 @@ class Shell:
             return
         await kill_tree(self.pid, include_root=True, grace=grace)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._exited.wait(), 5)
+            await asyncio.wait_for(asyncio.shield(self._exit), 5)

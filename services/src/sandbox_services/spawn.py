@@ -1,8 +1,10 @@
-"""Start child processes without the event loop's subprocess machinery.
+"""Start child processes and read their pipes without the event loop's subprocess machinery.
 
 ``subprocess.Popen`` keeps descriptor numbers given in ``pass_fds`` and closes all others;
 the exit is watched with a pidfd on the running loop (any loop: asyncio or uvloop) and
 reaped with ``waitpid`` once it is readable, so no child-watcher thread is involved.
+Pipes are plain non-blocking descriptors read with :func:`read_nonblocking` (from a reader
+callback) or :func:`read_some` (from a coroutine).
 """
 
 from __future__ import annotations
@@ -10,7 +12,39 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+READ_SIZE = 256 * 1024
+
+
+def set_once(future: asyncio.Future[None]) -> None:
+    """Resolve ``future`` unless it already is (a loop reader/writer callback)."""
+    if not future.done():
+        future.set_result(None)
+
+
+def read_nonblocking(fd: int, size: int = READ_SIZE) -> bytes | None:
+    """Read from the non-blocking ``fd``: its bytes, ``b""`` at end of file (or on an error
+    that ends the stream), None when nothing is there yet."""
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
+async def read_some(fd: int, size: int = READ_SIZE) -> bytes:
+    """The next bytes of the non-blocking ``fd``, waiting until there are some; ``b""`` at end of file."""
+    loop = asyncio.get_running_loop()
+    while (data := read_nonblocking(fd, size)) is None:
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, set_once, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+    return data
 
 
 class Child:
@@ -36,6 +70,10 @@ class Child:
 
     async def wait(self) -> int:
         return await asyncio.shield(self._exited)
+
+    def on_exit(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(exit code)`` from the loop once the child has exited and been reaped."""
+        self._exited.add_done_callback(lambda exited: callback(exited.result()))
 
 
 def spawn(
