@@ -1,11 +1,15 @@
-"""Registers the http transport with the host."""
+"""Registers the http transport with the host.
+
+The server and client sides are imported on first use, so a server never loads the client's
+HTTP library (aiohttp) and a client never loads the server's code.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from sandbox_core.hookspecs import hookimpl
-from sandbox_core.transport import ClientContext, ServerContext, ServerMount, TransportSpec
+from sandbox_core.transport import ClientContext, ClientTransport, ServerContext, ServerMount, TransportSpec
 
 from .settings import HttpSettings
 
@@ -16,7 +20,7 @@ def _server(ctx: ServerContext) -> ServerMount:
     return make_server(ctx)
 
 
-def _client(ctx: ClientContext) -> object:
+def _client(ctx: ClientContext) -> ClientTransport:
     from .client import HttpClientTransport
 
     return HttpClientTransport(ctx)
@@ -29,7 +33,7 @@ def sandbox_register_transports(register: Callable[[TransportSpec], None]) -> No
             "http",
             server=_server,
             client=_client,
-            settings=HttpSettings,  # type: ignore[arg-type]
+            settings=HttpSettings,
             description="REST + SSE under /api/",
         )
     )

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
 import structlog
-from starlette.responses import Response
 
 from sandbox_core.clock import now_iso
 from sandbox_core.errors import SandboxError, not_found
@@ -29,13 +28,21 @@ from .settings import HttpSettings
 
 log = structlog.get_logger("sandbox.http")
 
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Session-Id, X-Sandbox-Id, X-Trace-Id, traceparent",
-    "Access-Control-Max-Age": "86400",
-}
-TEXT_HEADERS = {"Access-Control-Allow-Origin": "*"}
+CORS_HEADERS = [  # the answer to OPTIONS (204, no body)
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, OPTIONS"),
+    (
+        b"access-control-allow-headers",
+        b"Content-Type, Authorization, X-Session-Id, X-Sandbox-Id, X-Trace-Id, traceparent",
+    ),
+    (b"access-control-max-age", b"86400"),
+]
+ROOT_TEXT = b"sandbox runtime: see /api/ping"
+ROOT_HEADERS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"content-length", str(len(ROOT_TEXT)).encode()),
+    (b"content-type", b"text/plain; charset=utf-8"),
+]
 SSE_RAW_HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
@@ -44,6 +51,25 @@ SSE_RAW_HEADERS = [
 ]
 
 _encoder = msgspec.json.Encoder()
+
+
+class Response:
+    """A fixed status, headers and body sent as two ASGI messages (OPTIONS, the root page)."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+OPTIONS_RESPONSE = Response(204, CORS_HEADERS)
+ROOT_RESPONSE = Response(200, ROOT_HEADERS, ROOT_TEXT)
 
 
 class JSONResponse:
@@ -149,9 +175,9 @@ class HttpApp:
         method = request.method
         path = request.path
         if method == "OPTIONS":
-            return Response(status_code=204, headers=CORS_HEADERS)
+            return OPTIONS_RESPONSE
         if method == "GET" and path == "/":
-            return Response("sandbox runtime: see /api/ping", headers=TEXT_HEADERS, media_type="text/plain")
+            return ROOT_RESPONSE
         route, path_params, known = TABLE.match(method, path)
         if route is not None:
             return await self.contract_route(request, route, path_params)
@@ -192,9 +218,9 @@ class HttpApp:
                 body = b"{}"
             params = self.registry.decode(op, body)
             if path_params:
-                raw = msgspec.to_builtins(params)
-                raw.update(path_params)
-                params = self.registry.decode(op, raw)
+                fields: dict[str, Any] = msgspec.to_builtins(params)
+                fields.update(path_params)
+                params = self.registry.decode(op, fields)
         else:
             raw: dict[str, Any] = dict(path_params)
             if route is not None:
@@ -242,7 +268,7 @@ class HttpApp:
         except StopAsyncIteration:
             first = None
         except BaseException:
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
             raise
         return SSEResponse(events, first, self.settings.sse_heartbeat_s)
 
@@ -254,7 +280,7 @@ class SSEResponse:
     A slow client slows the stream: each event is sent before the next is pulled.
     """
 
-    def __init__(self, events: AsyncIterator[Any], first: Any, heartbeat: float) -> None:
+    def __init__(self, events: AsyncGenerator[Any, None], first: Any, heartbeat: float) -> None:
         self.events = events
         self.first = first
         self.heartbeat = heartbeat
@@ -307,7 +333,7 @@ class SSEResponse:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self.events.aclose()  # type: ignore[attr-defined]
+            await self.events.aclose()
 
 
 def make_server(ctx: ServerContext) -> ServerMount:
