@@ -75,9 +75,7 @@ def test_every_code_the_code_base_uses_is_in_the_table() -> None:
 
 def _used_as_member(member: ErrorCode) -> bool:
     needle = f"ErrorCode.{member.name}"
-    return any(
-        needle in path.read_text() for top in SOURCES for path in top.rglob("*.py") if path.name != "errors.py"
-    )
+    return any(needle in path.read_text() for top in SOURCES for path in top.rglob("*.py") if path.name != "errors.py")
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,8 @@ import anyio
 import httpx
 import pytest
 
+from sandbox_core.testing import assert_error
+
 
 @pytest.fixture
 def scratch() -> Iterator[str]:
@@ -24,16 +26,6 @@ def scratch() -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert (body["code"], body["httpStatus"]) == (code, status)
-    assert isinstance(body["message"], str) and body["message"]
-    assert isinstance(body["context"], dict) and body["timestamp"].endswith("Z")
-    assert "traceback" not in response.text.lower()
-    return body
 
 
 def sse_events(raw: bytes) -> list[dict[str, Any]]:

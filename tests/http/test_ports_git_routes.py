@@ -10,24 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox_core.testing import ServerProcess
+from sandbox_core.testing import ServerProcess, assert_error
 from sandbox_core.testing.conformance.ports import Listener, free_port, within
 from sandbox_core.testing.plugin import TEST_CONFIG
 
 
 def sid() -> str:
     return f"h-{uuid.uuid4().hex[:10]}"
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert (body["code"], body["httpStatus"]) == (code, status)
-    assert isinstance(body["message"], str) and body["message"]
-    assert isinstance(body["context"], dict) and body["timestamp"].endswith("Z")
-    assert "traceback" not in response.text.lower()
-    return body
 
 
 class SSE:

@@ -41,14 +41,17 @@ def test_files_basic(node_runner: Run, sandbox_server: ServerProcess, tmp_path: 
     assert [f["name"] for f in result["list"]["files"]] == ["a.txt", "b.bin", "sub"]
     assert result["list"]["count"] == 3
     assert [f["relativePath"] for f in result["listAll"]["files"]] == ["a.txt", "b.bin", "sub", "sub/deep"]
-    assert all(result["modifiedAtParses"])  # JavaScript's Date reads our ISO 8601 with a zone
+    # JavaScript's Date reads our ISO 8601 with a zone, for every entry listed
+    assert result["modifiedAtParses"] == [True] * len(result["listAll"]["files"])
     a = result["listAll"]["files"][0]
     assert (a["type"], a["absolutePath"], a["size"]) == ("file", f"{root}/a.txt", len("héllo ✓".encode()))
 
     assert result["existsYes"]["exists"] is True and result["existsNo"]["exists"] is False
     assert (result["rename"]["path"], result["rename"]["newPath"]) == (f"{root}/a.txt", f"{root}/c.txt")
     assert (result["move"]["path"], result["move"]["newPath"]) == (f"{root}/c.txt", f"{root}/sub/c.txt")
-    assert result["deleted"] == {"success": True, "path": f"{root}/b.bin", "timestamp": result["deleted"]["timestamp"]}
+    deleted = result["deleted"]
+    assert set(deleted) == {"success", "path", "timestamp"} and deleted["timestamp"].endswith("Z")
+    assert (deleted["success"], deleted["path"]) == (True, f"{root}/b.bin")
     assert [f["relativePath"] for f in result["after"]["files"]] == ["sub", "sub/c.txt", "sub/deep"]
     assert (tmp_path / "sub" / "c.txt").read_text() == "héllo ✓"
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable
 from typing import Any
 
 from sandbox_core.testing import ServerProcess
+from sandbox_core.testing.procs import cmdline, descendants, running
 
 Run = Callable[..., dict[str, Any]]
 
@@ -19,20 +19,10 @@ def scenario(node_runner: Run, server: ServerProcess, name: str, *args: str) -> 
     return out["result"]
 
 
-def processes_with_argument(argument: str) -> list[int]:
-    """Pids of the processes on this machine whose command line has ``argument``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                argv = fh.read().split(b"\0")
-        except OSError:
-            continue
-        if argument.encode() in argv:
-            found.append(int(entry))
-    return found
+def running_under(server: ServerProcess, argv: list[str]) -> list[int]:
+    """Pids of the server's running descendants whose argument list is ``argv``. The server is a
+    subreaper, so a process it started stays its descendant even when its parent is gone."""
+    return [pid for pid in descendants(server.pid) if running(pid) and cmdline(pid) == argv]
 
 
 def test_processes_basic(node_runner: Run, sandbox_server: ServerProcess) -> None:
@@ -44,13 +34,14 @@ def test_processes_basic(node_runner: Run, sandbox_server: ServerProcess) -> Non
 
     events = result["events"]
     assert events[0]["type"] == "process_info" and events[0]["processId"] == process_id
-    assert events[-1] == {
+    exit_event = {k: v for k, v in events[-1].items() if k != "timestamp"}
+    assert exit_event == {
         "type": "exit",
         "processId": process_id,
         "exitCode": 0,
         "data": "Process completed with exit code 0",
-        "timestamp": events[-1]["timestamp"],
     }
+    assert events[-1]["timestamp"].endswith("Z")
     assert {e["type"] for e in events[1:-1]} == {"stdout", "stderr"}
     assert all(e["processId"] == process_id for e in events)
     assert "".join(e["data"] for e in events if e["type"] == "stdout") == "one\nthree"
@@ -78,13 +69,16 @@ def test_processes_basic(node_runner: Run, sandbox_server: ServerProcess) -> Non
     assert result["failingEvents"][-1]["exitCode"] == 3
 
 
-def test_processes_kill(node_runner: Run, sandbox_server: ServerProcess) -> None:
-    seconds = f"600.{random.randrange(10**8):08d}"  # a sleep this test can find by its argument
-    result = scenario(node_runner, sandbox_server, "processes_kill", seconds)
+def test_processes_kill(node_runner: Run, sandbox_server_factory: Callable[..., ServerProcess]) -> None:
+    server = sandbox_server_factory(subreaper=True)
+    seconds = f"600.{random.randrange(10**8):08d}"  # a sleep this test can tell by its argument
+    result = scenario(node_runner, server, "processes_kill", seconds)
     process_id = result["start"]["processId"]
     assert result["running"]["process"]["status"] == "running"
     assert "exitCode" not in result["running"]["process"] and "endTime" not in result["running"]["process"]
-    assert result["kill"] == {"success": True, "processId": process_id, "timestamp": result["kill"]["timestamp"]}
+    kill = result["kill"]
+    assert set(kill) == {"success", "processId", "timestamp"} and kill["timestamp"].endswith("Z")
+    assert (kill["success"], kill["processId"]) == (True, process_id)
     killed = result["killed"]["process"]
     assert (killed["status"], killed["exitCode"]) == ("killed", 143)
     types = [e["type"] for e in result["streamAfter"]]
@@ -102,10 +96,14 @@ def test_processes_kill(node_runner: Run, sandbox_server: ServerProcess) -> None
 
     assert result["killAll"]["success"] is True and result["killAll"]["cleanedCount"] >= 2
     assert [p["process"]["status"] for p in result["othersAfter"]] == ["killed", "killed"]
+    # the processes themselves are gone, not only their records: each one the API named, and
+    # every sleep anywhere under the server
+    shells = [result["start"]["pid"], *(p["process"]["pid"] for p in result["othersAfter"])]
     deadline = time.monotonic() + 5
-    while processes_with_argument(seconds) and time.monotonic() < deadline:
+    while running_under(server, ["sleep", seconds]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert processes_with_argument(seconds) == []  # the sleeps themselves are gone, not only their records
+    assert running_under(server, ["sleep", seconds]) == []
+    assert [pid for pid in shells if pid in descendants(server.pid) and running(pid)] == []
 
 
 def test_processes_errors(node_runner: Run, sandbox_server: ServerProcess) -> None:

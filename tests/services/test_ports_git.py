@@ -1,67 +1,56 @@
-"""The ports and git services on their own: error mapping, redaction, probes, races, cancellation."""
+"""The ports and git services on their own: error mapping, redaction, probes, races, cancellation.
+
+The services run in this process on a real :class:`ServiceRegistry` (only the services a test
+names), so a git clone is a child of this process: a test finds it among this process's
+descendants, never among the machine's processes.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
+import msgspec
 import pytest
-import structlog
 
 from sandbox_core.errors import SandboxError
 from sandbox_core.models.ports import PortErrorEvent, PortProcessExitedEvent, PortReadyEvent, PortWatchingEvent
-from sandbox_core.registry import ServiceContext
+from sandbox_core.plugins import Hooks, make_plugin_manager
+from sandbox_core.registry import ServiceRegistry
 from sandbox_core.testing.conformance.ports import Listener, free_port, within
+from sandbox_core.testing.procs import Proc, cmdline, descendants, still_alive
 from sandbox_services.git import GitService, GitSettings, classify_clone_error, redact, repo_name
 from sandbox_services.ports import PortsService, PortsSettings, request_target
+from sandbox_services.processes import ProcessesService
 
 
-class FakeRecord:
-    def __init__(self) -> None:
-        self.exit_code: int | None = None
-        self._done: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-
-    @property
-    def done(self) -> bool:
-        return self._done.done()
-
-    def finish(self, code: int | None) -> None:
-        self.exit_code = code
-        self._done.set_result(code)
-
-    async def wait(self) -> int | None:
-        return await asyncio.shield(self._done)
+@asynccontextmanager
+async def services(
+    *names: str, workspace: str | os.PathLike[str] = "/tmp", **settings: msgspec.Struct
+) -> AsyncIterator[ServiceRegistry]:
+    """A started registry of the installed services ``names`` (with ``settings`` by service name)."""
+    specs = Hooks(make_plugin_manager()).services()
+    registry = ServiceRegistry({name: specs[name] for name in names}, settings=settings, workspace=str(workspace))
+    await registry.start()
+    try:
+        yield registry
+    finally:
+        await registry.aclose()
 
 
-class FakeProcesses:
-    def __init__(self, records: dict[str, FakeRecord]) -> None:
-        self.records = records
-
-    def find(self, process_id: str) -> FakeRecord | None:
-        return self.records.get(process_id)
-
-
-class FakeRegistry:
-    def __init__(self, **services: Any) -> None:
-        self.services = services
-
-    def has(self, name: str) -> bool:
-        return name in self.services
-
-    def get(self, name: str, kind: type[Any]) -> Any:
-        return self.services[name]
-
-
-def ctx(settings: Any, registry: FakeRegistry | None = None, workspace: str = "/tmp") -> ServiceContext:
-    return ServiceContext(
-        "test",
-        settings,
-        workspace,
-        registry or FakeRegistry(),  # type: ignore[arg-type]
-        structlog.get_logger("test"),
-    )
+def processes_with(argument: str) -> list[Proc]:
+    """This process's descendants (git and its helpers) whose command line has ``argument``."""
+    found = []
+    for pid in descendants(os.getpid()):
+        argv = cmdline(pid)
+        if argv and any(argument in arg for arg in argv):
+            found.append(Proc.of(pid))
+    return found
 
 
 # ---- git: pure functions ----------------------------------------------------------------------
@@ -175,61 +164,66 @@ async def test_git_without_sessions_service_uses_the_workspace(tmp_path: Path) -
     src = make_repo(tmp_path)
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    git = GitService(ctx(GitSettings(), workspace=str(workspace)))
-    result = await git.checkout(str(src))
-    assert result.target_dir == str(workspace / "src") and result.branch == "main"
-    relative = await git.checkout(str(src), target_dir="rel/dir/")
-    assert relative.target_dir == str(workspace / "rel" / "dir")
+    async with services("git", workspace=workspace) as registry:
+        git = registry.get("git", GitService)
+        result = await git.checkout(str(src))
+        assert result.target_dir == str(workspace / "src") and result.branch == "main"
+        relative = await git.checkout(str(src), target_dir="rel/dir/")
+        assert relative.target_dir == str(workspace / "rel" / "dir")
 
 
 async def test_git_never_prompts_for_a_password(tmp_path: Path) -> None:
-    git = GitService(ctx(GitSettings(), workspace=str(tmp_path)))
-    async with Listener(401) as host:
+    async with services("git", workspace=tmp_path) as registry, Listener(401) as host:
         with pytest.raises(SandboxError) as info:
-            await within(git.checkout(f"http://127.0.0.1:{host.port}/private.git"))
+            await within(registry.get("git", GitService).checkout(f"http://127.0.0.1:{host.port}/private.git"))
     assert info.value.code == "GIT_AUTH_FAILED"
     assert "terminal prompts disabled" in info.value.message
 
 
 async def test_git_cancelled_clone_leaves_no_git_behind(tmp_path: Path) -> None:
-    git = GitService(ctx(GitSettings(kill_grace_ms=0), workspace=str(tmp_path)))
-    async with Listener("stall") as host:
-        url = f"http://127.0.0.1:{host.port}/cancelled.git"
-        task = asyncio.ensure_future(git.checkout(url, target_dir=str(tmp_path / "out")))
-        await host.wait_hits(1)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        left = subprocess.run(["pgrep", "-f", f"127.0.0.1:{host.port}/"], capture_output=True, text=True)
-        assert left.stdout == ""
+    async with services("git", workspace=tmp_path, git=GitSettings(kill_grace_ms=0)) as registry:
+        git = registry.get("git", GitService)
+        async with Listener("stall") as host:
+            url = f"http://127.0.0.1:{host.port}/cancelled-{uuid.uuid4().hex}.git"
+            task = asyncio.ensure_future(git.checkout(url, target_dir=str(tmp_path / "out")))
+            await host.wait_hits(1)  # git is connected, waiting for an answer
+            clone = processes_with(url)
+            assert clone, "no git process of this clone among this process's descendants"
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await asyncio.to_thread(still_alive, clone) == []
 
 
 async def test_git_timeout_ends_the_process_group(tmp_path: Path) -> None:
-    git = GitService(ctx(GitSettings(kill_grace_ms=0), workspace=str(tmp_path)))
-    async with Listener("stall") as host:
-        with pytest.raises(SandboxError) as info:
-            await within(
-                git.checkout(f"http://127.0.0.1:{host.port}/slow.git", timeout_ms=200, target_dir=str(tmp_path / "out"))
-            )
-        left = subprocess.run(["pgrep", "-f", f"127.0.0.1:{host.port}/"], capture_output=True, text=True)
-    assert info.value.code == "GIT_NETWORK_ERROR" and info.value.details["timeoutMs"] == 200
-    assert left.stdout == "" and not (tmp_path / "out").exists()
+    async with services("git", workspace=tmp_path, git=GitSettings(kill_grace_ms=0)) as registry:
+        git = registry.get("git", GitService)
+        async with Listener("stall") as host:
+            url = f"http://127.0.0.1:{host.port}/slow-{uuid.uuid4().hex}.git"
+            # long enough that git has connected (and is seen) before the timeout ends it
+            task = asyncio.ensure_future(git.checkout(url, timeout_ms=1000, target_dir=str(tmp_path / "out")))
+            await host.wait_hits(1)
+            clone = processes_with(url)
+            assert clone, "no git process of this clone among this process's descendants"
+            with pytest.raises(SandboxError) as info:
+                await within(task)
+            assert await asyncio.to_thread(still_alive, clone) == []
+    assert info.value.code == "GIT_NETWORK_ERROR" and info.value.details["timeoutMs"] == 1000
+    assert not (tmp_path / "out").exists()
 
 
 # ---- ports ----------------------------------------------------------------------------------------
 
 
 async def test_probe_gives_up_on_a_server_that_never_answers() -> None:
-    ports = PortsService(ctx(PortsSettings(probe_timeout_ms=100)))
-    async with Listener("stall") as listener:
+    async with services("ports", ports=PortsSettings(probe_timeout_ms=100)) as registry, Listener("stall") as listener:
+        ports = registry.get("ports", PortsService)
         assert await within(ports.probe(listener.port, "http", "/", 200, 399)) == (False, None)
         listener.answer = 200
         assert await within(ports.probe(listener.port, "http", "/", 200, 399)) == (True, 200)
 
 
 async def test_probe_skips_informational_responses() -> None:
-    ports = PortsService(ctx(PortsSettings()))
-
     async def early_hints(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readline()
         writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
@@ -239,52 +233,75 @@ async def test_probe_skips_informational_responses() -> None:
 
     server = await asyncio.start_server(early_hints, "127.0.0.1", 0)
     try:
-        port = server.sockets[0].getsockname()[1]
-        assert await within(ports.probe(port, "http", "/", 200, 399)) == (True, 201)
+        async with services("ports") as registry:
+            port = server.sockets[0].getsockname()[1]
+            assert await within(registry.get("ports", PortsService).probe(port, "http", "/", 200, 399)) == (True, 201)
     finally:
         server.close()
         await server.wait_closed()
 
 
-async def test_process_exit_interrupts_a_slow_probe() -> None:
-    record = FakeRecord()
-    registry = FakeRegistry(processes=FakeProcesses({"p": record}))
-    ports = PortsService(ctx(PortsSettings(probe_timeout_ms=600_000), registry))
-    async with Listener("stall") as listener:
-        stream = ports.watch_port(listener.port, "http", process_id="p")
-        assert await within(stream.__anext__()) == PortWatchingEvent(port=listener.port)
-        pending = asyncio.ensure_future(stream.__anext__())
-        await listener.wait_hits(1)  # the probe is waiting for an answer that never comes
-        record.finish(7)
-        assert await within(pending) == PortProcessExitedEvent(port=listener.port, exit_code=7)
-        with pytest.raises(StopAsyncIteration):
-            await stream.__anext__()
+def exits_on(flag: Path, code: int) -> str:
+    """A background command that exits with ``code`` once ``flag`` exists."""
+    return f"while [ ! -e '{flag}' ]; do sleep 0.01; done; exit {code}"
 
 
-async def test_process_exit_interrupts_the_wait_between_probes() -> None:
-    record = FakeRecord()
-    registry = FakeRegistry(processes=FakeProcesses({"p": record}))
-    ports = PortsService(ctx(PortsSettings(), registry))
-    async with Listener(500) as listener:
-        stream = ports.watch_port(listener.port, "http", process_id="p", interval=10_000_000)
-        assert isinstance(await within(stream.__anext__()), PortWatchingEvent)
-        pending = asyncio.ensure_future(stream.__anext__())
-        await listener.wait_hits(1)
-        record.finish(None)
-        assert await within(pending) == PortProcessExitedEvent(port=listener.port)
+async def test_process_exit_interrupts_a_slow_probe(tmp_path: Path) -> None:
+    flag = tmp_path / "exit-now"
+    settings = PortsSettings(probe_timeout_ms=600_000)
+    async with (
+        services("sessions", "processes", "ports", workspace=tmp_path, ports=settings) as registry,
+        Listener("stall") as listener,
+    ):
+        await registry.get("processes", ProcessesService).start(exits_on(flag, 7), process_id="p")
+        stream = registry.get("ports", PortsService).watch_port(listener.port, "http", process_id="p")
+        try:
+            assert await within(stream.__anext__()) == PortWatchingEvent(port=listener.port)
+            pending = asyncio.ensure_future(stream.__anext__())
+            await listener.wait_hits(1)  # the probe is waiting for an answer that never comes
+            await asyncio.to_thread(flag.touch)
+            assert await within(pending) == PortProcessExitedEvent(port=listener.port, exit_code=7)
+            with pytest.raises(StopAsyncIteration):
+                await stream.__anext__()
+        finally:
+            await stream.aclose()
+
+
+async def test_process_exit_interrupts_the_wait_between_probes(tmp_path: Path) -> None:
+    flag = tmp_path / "exit-now"
+    async with (
+        services("sessions", "processes", "ports", workspace=tmp_path) as registry,
+        Listener(500) as listener,
+    ):
+        await registry.get("processes", ProcessesService).start(exits_on(flag, 5), process_id="p")
+        # the interval is clamped to 10 s: after the first probe the watch waits that long
+        stream = registry.get("ports", PortsService).watch_port(
+            listener.port, "http", process_id="p", interval=10_000_000
+        )
+        try:
+            assert isinstance(await within(stream.__anext__()), PortWatchingEvent)
+            pending = asyncio.ensure_future(stream.__anext__())
+            await listener.wait_hits(1)
+            await asyncio.to_thread(flag.touch)
+            # Only an interrupted wait answers within 5 s; a watch that slept out its 10 s would
+            # still end with this event (at the top of its loop), which is why a bound is needed.
+            assert await asyncio.wait_for(pending, 5) == PortProcessExitedEvent(port=listener.port, exit_code=5)
+            assert listener.hits == 1
+        finally:
+            await stream.aclose()
 
 
 async def test_watch_without_processes_service_reports_process_not_found() -> None:
-    ports = PortsService(ctx(PortsSettings()))
     port = free_port()
-    events = [e async for e in ports.watch_port(port, "tcp", process_id="any")]
+    async with services("ports") as registry:
+        events = [e async for e in registry.get("ports", PortsService).watch_port(port, "tcp", process_id="any")]
     assert events == [PortWatchingEvent(port=port), PortErrorEvent(port=port, error="Process not found")]
 
 
 async def test_closing_the_stream_stops_polling() -> None:
-    ports = PortsService(ctx(PortsSettings(probe_timeout_ms=600_000)))
-    async with Listener("stall") as listener:
-        stream = ports.watch_port(listener.port, "http")
+    settings = PortsSettings(probe_timeout_ms=600_000)
+    async with services("ports", ports=settings) as registry, Listener("stall") as listener:
+        stream = registry.get("ports", PortsService).watch_port(listener.port, "http")
         await stream.__anext__()
         pending = asyncio.ensure_future(stream.__anext__())
         await listener.wait_hits(1)
@@ -296,7 +313,6 @@ async def test_closing_the_stream_stops_polling() -> None:
 
 
 async def test_ready_event_shapes() -> None:
-    ports = PortsService(ctx(PortsSettings()))
-    async with Listener(200) as listener:
-        events = [e async for e in ports.watch_port(listener.port, "http", interval=0)]
+    async with services("ports") as registry, Listener(200) as listener:
+        events = [e async for e in registry.get("ports", PortsService).watch_port(listener.port, "http", interval=0)]
     assert events == [PortWatchingEvent(port=listener.port), PortReadyEvent(port=listener.port, status_code=200)]

@@ -8,8 +8,10 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from .log import configure_logging  # first: it imports structlog without its console extras
+
+# isort: split
 from .config import ConfigError, load_config
-from .log import configure_logging
 from .plugins import PluginLoadError, make_plugin_manager, plugin_info
 
 
@@ -24,7 +26,31 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
     from .server import serve
+
+    ready_fd: int | None = args.ready_fd
+    if ready_fd is not None:
+        try:
+            os.fstat(ready_fd)  # a descriptor that is not open stops start-up here
+            os.set_inheritable(ready_fd, False)  # kept from the server's children: EOF once we close it
+        except OSError as exc:
+            print(f"sandbox: error: --ready-fd {ready_fd}: {exc.strerror}", file=sys.stderr)
+            return 2
+
+    def report_ready(url: str) -> None:
+        """``--ready-fd``: the bound URL and a newline, then the descriptor is closed."""
+        if ready_fd is None:
+            return
+        try:
+            data = f"{url}\n".encode()
+            while data:
+                data = data[os.write(ready_fd, data) :]
+        except OSError:
+            pass  # the reader has gone away; the server runs on
+        finally:
+            os.close(ready_fd)
 
     config = load_config(args.config)
     if args.host is not None:
@@ -36,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.transport:
         config.server.transports = args.transport
     configure_logging(config.server.log_level)
-    run(serve(config))
+    run(serve(config, on_started=report_ready if ready_fd is not None else None))
     return 0
 
 
@@ -56,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--port", type=int)
     p_serve.add_argument("--workspace")
     p_serve.add_argument("--transport", action="append", help="enable this transport (repeatable)")
+    p_serve.add_argument(
+        "--ready-fd",
+        type=int,
+        metavar="N",
+        help="once listening, write the bound URL and a newline to file descriptor N and close it "
+        "(for a supervisor or test that starts the server on port 0)",
+    )
     p_serve.set_defaults(func=cmd_serve)
     p_plugins = sub.add_parser("plugins", help="list the installed plugins")
     p_plugins.set_defaults(func=cmd_plugins)

@@ -3,7 +3,7 @@ and its client side (a :class:`ClientTransport` the ``Sandbox`` facade drives)."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -55,8 +55,9 @@ class ClientTransport(Protocol):
         """Run a unary operation and return its result as decoded JSON; raise SandboxError on failure."""
         ...
 
-    def stream(self, service: str, operation: str, params: Mapping[str, object]) -> AsyncIterator[object]:
-        """Run a streaming operation and yield its events as decoded JSON objects."""
+    def stream(self, service: str, operation: str, params: Mapping[str, object]) -> AsyncGenerator[object, None]:
+        """Run a streaming operation and yield its events as decoded JSON objects; closing the
+        generator (``aclose``) ends the stream on the server too."""
         ...
 
     async def aclose(self) -> None: ...

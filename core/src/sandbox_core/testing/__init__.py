@@ -4,6 +4,8 @@
 (with the transports and settings you choose) and stops it with SIGTERM. The pytest plugin
 (:mod:`sandbox_core.testing.plugin`) builds fixtures on it, and
 :mod:`sandbox_core.testing.conformance` is the suite every transport must pass.
+:func:`assert_error` checks an error answer on the wire; :mod:`sandbox_core.testing.procs`
+checks processes a test started, by pid.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import collections
 import ctypes
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -20,7 +23,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..plugins import Hooks, make_plugin_manager
 
@@ -61,15 +64,73 @@ def to_toml(data: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+class ErrorResponse(Protocol):
+    """What :func:`assert_error` reads of an answer (an ``httpx.Response`` is one)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def json(self) -> Any: ...
+
+
+def assert_error(response: ErrorResponse, status: int, code: str) -> dict[str, Any]:
+    """Check that ``response`` is the contract's error answer with ``status`` and ``code``, and
+    return its body: a JSON object with ``code``, ``httpStatus``, a non-empty ``message``, a
+    ``context`` object and a UTC ``timestamp``, and no stack trace anywhere."""
+    assert response.status_code == status, response.text
+    assert response.headers.get("content-type", "").startswith("application/json"), dict(response.headers)
+    body = response.json()
+    assert isinstance(body, dict), response.text
+    assert (body.get("code"), body.get("httpStatus")) == (code, status), body
+    assert isinstance(body.get("message"), str) and body["message"], body
+    assert isinstance(body.get("context"), dict), body
+    assert isinstance(body.get("timestamp"), str) and body["timestamp"].endswith("Z"), body
+    assert "stack" not in body and "traceback" not in response.text.lower(), response.text
+    return body
+
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, arg: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, arg, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
+
+
 def _die_with_parent() -> None:
     """In the child before exec: get SIGTERM when the test process dies, so an interrupted
     test run never leaves a server behind (Linux ``PR_SET_PDEATHSIG``)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _die_with_parent_and_adopt_orphans() -> None:
+    """As :func:`_die_with_parent`, and the server becomes a child subreaper (kept across exec):
+    a process it started that loses its parent is re-parented to the server, not to init."""
+    _die_with_parent()
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+class _NotReady(Exception):
+    """The server did not report its URL."""
 
 
 class ServerProcess:
-    """``sandbox serve`` in a subprocess, bound to 127.0.0.1 on a free port."""
+    """``sandbox serve`` in a subprocess, bound to 127.0.0.1 on a free port.
+
+    The server reports its bound URL on a pipe (``sandbox serve --ready-fd``); its stderr (the
+    log) is kept, the last 500 lines, in ``log``. With ``subreaper=True`` the server is a child
+    subreaper, so every process it starts stays among its descendants
+    (:func:`sandbox_core.testing.procs.descendants`) even when orphaned, until it is reaped:
+    a test can then look for what the server left running there, not machine-wide.
+    """
 
     def __init__(
         self,
@@ -79,6 +140,7 @@ class ServerProcess:
         config: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 30.0,
+        subreaper: bool = False,
     ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="sandbox-test-")
         self.workspace = str(workspace) if workspace is not None else os.path.join(self._tmp.name, "workspace")
@@ -96,10 +158,10 @@ class ServerProcess:
         self.config_path.write_text(to_toml(data))
         self.env = {**os.environ, **(env or {})}
         self.startup_timeout = startup_timeout
+        self.subreaper = subreaper
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log: collections.deque[str] = collections.deque(maxlen=500)
-        self._started = threading.Event()
         self._reader: threading.Thread | None = None
 
     @property
@@ -110,37 +172,70 @@ class ServerProcess:
     def ws_url(self) -> str:
         return "ws" + self.url[4:]
 
+    @property
+    def pid(self) -> int:
+        """The server's pid (it has started)."""
+        assert self.proc is not None, "the server has not been started"
+        return self.proc.pid
+
     def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
         for raw in self.proc.stderr:
-            line = raw.decode("utf-8", errors="replace").rstrip("\n")
-            self.log.append(line)
-            if not self._started.is_set() and '"server.started"' in line:
-                try:
-                    self.url = json.loads(line)["url"]
-                except (ValueError, KeyError):
-                    continue
-                self._started.set()
+            self.log.append(raw.decode("utf-8", errors="replace").rstrip("\n"))
+
+    def _wait_ready(self, ready: int) -> str:
+        """The line the server writes to the ready pipe, or why there is none."""
+        deadline = time.monotonic() + self.startup_timeout
+        received = b""
+        with selectors.DefaultSelector() as selector:
+            selector.register(ready, selectors.EVENT_READ)
+            while not received.endswith(b"\n"):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not selector.select(remaining):
+                    raise _NotReady(f"no URL within {self.startup_timeout} s")
+                chunk = os.read(ready, 4096)
+                if not chunk:
+                    raise _NotReady("it exited (or closed the ready pipe) before it was listening")
+                received += chunk
+        return received.decode("utf-8", errors="replace").strip()
 
     def start(self) -> ServerProcess:
         env = {**self.env, "SANDBOX_CONFIG": str(self.config_path)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox_core.cli", "serve", "--config", str(self.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=self._tmp.name,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + self.startup_timeout
-        while not self._started.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("sandbox server did not start:\n" + "\n".join(self.log))
+        ready, ready_w = os.pipe()
+        try:
+            try:
+                self.proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "sandbox_core.cli",
+                        "serve",
+                        "--config",
+                        str(self.config_path),
+                        "--ready-fd",
+                        str(ready_w),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    cwd=self._tmp.name,
+                    start_new_session=True,
+                    pass_fds=(ready_w,),
+                    preexec_fn=_die_with_parent_and_adopt_orphans if self.subreaper else _die_with_parent,
+                )
+            finally:
+                os.close(ready_w)  # the server holds the only write end: when it ends, the pipe reads EOF
+            self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+            self._reader.start()
+            self.url = self._wait_ready(ready)
+        except _NotReady as exc:
+            code = self.stop()
+            raise RuntimeError(
+                f"sandbox server did not start: {exc} (exit code {code}):\n" + "\n".join(self.log)
+            ) from None
+        finally:
+            os.close(ready)
         return self
 
     def stop(self, timeout: float = 15.0) -> int | None:

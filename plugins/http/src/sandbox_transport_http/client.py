@@ -6,7 +6,7 @@ costs about half the client CPU per call, which the exec latency target needs.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
@@ -102,7 +102,9 @@ class HttpClientTransport:
             return decoded.get("result") if isinstance(decoded, dict) else decoded
         return route.unwrap(decoded) if route.unwrap is not None else decoded
 
-    async def stream(self, service: str, operation: str, params: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, service: str, operation: str, params: Mapping[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
         _, method, url, query, body = self._request(service, operation, params)
         # A stream may be long: no total deadline, but a silent connection (the server sends a
         # comment every few seconds) is given up after the client timeout.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import os
 import uuid
 
 import pytest
@@ -16,11 +18,11 @@ from ...errors import (
     SessionTerminated,
     ValidationFailed,
 )
-from ...models import CompleteEvent, StartEvent, StderrEvent, StdoutEvent
-from .helpers import collect, joined, sid, sleeper
+from ...models import AnyExecEvent, CompleteEvent, StartEvent, StderrEvent, StdoutEvent
+from .helpers import MakeSleeper, SleeperFixture, collect, joined, sid
 
 
-class CommandsSuite:
+class CommandsSuite(SleeperFixture):
     # ---- exec ------------------------------------------------------------------------------
 
     async def test_exec_echo(self, sandbox: Sandbox) -> None:
@@ -124,24 +126,25 @@ class CommandsSuite:
         result = await sandbox.exec('echo "fresh[${GONE:-}]"', session_id=s)
         assert result.stdout == "fresh[]"
 
-    async def test_timeout_stops_the_command_and_keeps_the_session(self, sandbox: Sandbox) -> None:
+    async def test_timeout_stops_the_command_and_keeps_the_session(
+        self, sandbox: Sandbox, sleepers: MakeSleeper
+    ) -> None:
         s = sid()
-        command, pattern = sleeper()
+        sleeper = sleepers()
         await sandbox.exec("export KEPT=yes", session_id=s)
         with pytest.raises(CommandError) as info:
-            await sandbox.exec(command, session_id=s, timeout_ms=300)
+            await sandbox.exec(sleeper.command, session_id=s, timeout_ms=300)
         assert info.value.code == "COMMAND_EXECUTION_ERROR"
         assert "timeout" in info.value.message.lower()
-        after = await sandbox.exec(f'echo $KEPT; pgrep -f "{pattern}" || echo gone', session_id=s)
-        assert after.stdout == "yes\ngone"
+        assert not await sleeper.running(sandbox, await sleeper.reported_pid(sandbox))
+        assert (await sandbox.exec("echo $KEPT", session_id=s)).stdout == "yes"
 
-    async def test_timeout_kills_a_command_that_traps_term(self, sandbox: Sandbox) -> None:
+    async def test_timeout_kills_a_command_that_traps_term(self, sandbox: Sandbox, sleepers: MakeSleeper) -> None:
         s = sid()
-        command, pattern = sleeper()
+        sleeper = sleepers()
         with pytest.raises(CommandError):
-            await sandbox.exec(f"bash -c 'trap \"\" TERM; {command}; :'", session_id=s, timeout_ms=300)
-        after = await sandbox.exec(f'pgrep -f "{pattern}" || echo gone', session_id=s)
-        assert after.stdout == "gone"
+            await sandbox.exec(f"bash -c 'trap \"\" TERM; {sleeper.command}; :'", session_id=s, timeout_ms=300)
+        assert not await sleeper.running(sandbox, await sleeper.reported_pid(sandbox))
 
     async def test_timeout_of_a_builtin_loop_replaces_the_shell(self, sandbox: Sandbox) -> None:
         s = sid()
@@ -215,15 +218,13 @@ class CommandsSuite:
             session_id=sid(),
             timeout_ms=20_000,
         )
-        seen: list[str] = []
+        events: list[AnyExecEvent] = []
         async for event in stream:
-            if isinstance(event, StdoutEvent):
-                seen.append(event.data)
-                if event.data == "first\n":
-                    await sandbox.exec(f"touch {flag}", session_id=sid("release"))
-            if isinstance(event, CompleteEvent):
-                assert event.exit_code == 0
-        assert "".join(seen) == "first\nsecond\n"
+            events.append(event)
+            if isinstance(event, StdoutEvent) and event.data == "first\n":
+                await sandbox.exec(f"touch {flag}", session_id=sid("release"))
+        assert joined(events, StdoutEvent) == "first\nsecond\n"
+        assert isinstance(events[-1], CompleteEvent) and events[-1].exit_code == 0
 
     async def test_stream_timeout(self, sandbox: Sandbox) -> None:
         events = await collect(sandbox.exec_stream("echo go; sleep 300", session_id=sid(), timeout_ms=300))
@@ -262,28 +263,31 @@ class CommandsSuite:
         assert handle.id.startswith("session_")
         await handle.delete()
 
-    async def test_delete_session_kills_its_running_command(self, sandbox: Sandbox) -> None:
+    async def test_delete_session_kills_its_running_command(self, sandbox: Sandbox, sleepers: MakeSleeper) -> None:
         s = sid()
-        command, pattern = sleeper()
+        sleeper = sleepers()
         await sandbox.create_session(s)
-        running = asyncio.ensure_future(sandbox.exec(command, session_id=s))
-        await sandbox.exec(
-            f'while ! pgrep -f "{pattern}" >/dev/null; do sleep 0.01; done', session_id=sid(), timeout_ms=10_000
-        )
+        running = asyncio.ensure_future(sandbox.exec(sleeper.command, session_id=s))
+        pid = await sleeper.started(sandbox)
         await sandbox.delete_session(s)
         with pytest.raises(SandboxError) as info:
             await running
         assert info.value.code == "SESSION_DESTROYED"
-        check = await sandbox.exec(f'pgrep -f "{pattern}" || echo gone', session_id=sid())
-        assert check.stdout == "gone"
+        assert not await sleeper.running(sandbox, pid)
 
     async def test_ping_and_version(self, sandbox: Sandbox) -> None:
         assert await sandbox.ping() == "healthy"
-        assert isinstance(await sandbox.version(), str)
+        # the fixtures' server runs on this host with this environment: SANDBOX_VERSION, else
+        # the installed sandbox-services version
+        try:
+            expected = os.environ.get("SANDBOX_VERSION") or importlib.metadata.version("sandbox-services")
+        except importlib.metadata.PackageNotFoundError:
+            expected = "unknown"
+        assert await sandbox.version() == expected
 
     async def test_generic_call_reaches_any_operation(self, sandbox: Sandbox) -> None:
         result = await sandbox.call("utils", "ping")
-        assert result["status"] == "healthy"
+        assert isinstance(result, dict) and (result["success"], result["status"]) == (True, "healthy")
         with pytest.raises(SandboxError) as info:
             await sandbox.call("utils", "no_such_operation")
         assert info.value.status == 404

@@ -20,9 +20,7 @@ import pytest
 from ...client import Sandbox
 from ...errors import FileNotFound, FileSystemError, SandboxError, ValidationFailed
 from ...models.files import FileChunkEvent, FileCompleteEvent, FileErrorEvent, FileMetadataEvent
-from .helpers import collect, sid, sleeper
-
-SESSIONLESS = "__DISABLE_SESSION__"
+from .helpers import SESSIONLESS, MakeSleeper, SleeperFixture, collect, sid
 
 
 async def sh(sandbox: Sandbox, command: str, session_id: str = SESSIONLESS) -> str:
@@ -39,7 +37,7 @@ async def fails(coro: Any, code: str, status: int) -> SandboxError:
     return info.value
 
 
-class FilesSuite:
+class FilesSuite(SleeperFixture):
     @pytest.fixture
     async def scratch(self, sandbox: Sandbox) -> AsyncIterator[str]:
         path = f"/tmp/conformance-files-{uuid.uuid4().hex}"
@@ -131,21 +129,24 @@ class FilesSuite:
         await sandbox.files.delete("moved.txt", session_id=s)
         assert not (await sandbox.files.exists(f"{scratch}/here/sub/moved.txt")).exists
 
-    async def test_file_operations_do_not_wait_for_a_running_command(self, sandbox: Sandbox, scratch: str) -> None:
+    async def test_file_operations_do_not_wait_for_a_running_command(
+        self, sandbox: Sandbox, scratch: str, sleepers: MakeSleeper
+    ) -> None:
         s = sid("busy")
         await sandbox.exec(f"cd '{scratch}'", session_id=s)
-        command, pattern = sleeper()
-        running = asyncio.ensure_future(sandbox.exec(command, session_id=s, timeout_ms=120_000))
+        sleeper = sleepers()
+        running = asyncio.ensure_future(sandbox.exec(sleeper.command, session_id=s, timeout_ms=120_000))
         try:
-            await sh(sandbox, f'while ! pgrep -f "{pattern}" >/dev/null; do sleep 0.01; done')
+            pid = await sleeper.started(sandbox)
             await sandbox.files.write("during.txt", "written while busy", session_id=s)
             assert (await sandbox.files.read("during.txt", session_id=s)).content == "written while busy"
             assert (await sandbox.files.exists("during.txt", session_id=s)).exists
             assert [f.name for f in (await sandbox.files.list(".", session_id=s)).files] == ["during.txt"]
-            assert not running.done()  # the foreground command was still running throughout
+            assert await sleeper.running(sandbox, pid)  # the foreground command was still running throughout
+            assert not running.done()
             assert await sh(sandbox, f"cat '{scratch}/during.txt'") == "written while busy"
         finally:
-            await sandbox.exec(f'pkill -f "{pattern}" || true', session_id=SESSIONLESS)
+            await sleeper.cleanup(sandbox)  # ends the foreground command
             with contextlib.suppress(SandboxError):
                 await running
 
@@ -271,11 +272,12 @@ class FilesSuite:
         path = f"{scratch}/stream.bin"
         await sandbox.files.write(path, data)
         events = await collect(sandbox.files.read_stream(path))
-        meta, *chunks, done = events
+        meta, *middle, done = events
         assert isinstance(meta, FileMetadataEvent) and isinstance(done, FileCompleteEvent)
         assert (meta.is_binary, meta.encoding, meta.size) == (True, "base64", 150_000)
-        assert all(isinstance(c, FileChunkEvent) for c in chunks)
+        chunks = [c for c in middle if isinstance(c, FileChunkEvent)]
         assert [len(c.data) for c in chunks] == [87380, 87380, 25240]  # 65 535 raw bytes per chunk
+        assert len(chunks) == len(middle)  # nothing but chunks between metadata and complete
         assert b"".join(base64.b64decode(c.data) for c in chunks) == data
         assert done.bytes_read == 150_000
 
@@ -293,7 +295,7 @@ class FilesSuite:
         await sandbox.files.write(f"{scratch}/empty.txt", "")
         events = await collect(sandbox.files.read_stream(f"{scratch}/empty.txt"))
         assert [type(e) for e in events] == [FileMetadataEvent, FileCompleteEvent]
-        assert events[-1].bytes_read == 0  # type: ignore[union-attr]
+        assert isinstance(events[-1], FileCompleteEvent) and events[-1].bytes_read == 0
 
     async def test_read_stream_errors_are_in_band(self, sandbox: Sandbox, scratch: str) -> None:
         events = await collect(sandbox.files.read_stream(f"{scratch}/missing.bin"))
@@ -315,7 +317,7 @@ class FilesSuite:
             assert isinstance(first, FileMetadataEvent) and first.size == 33 * 1024 * 1024
             assert isinstance(await stream.__anext__(), FileChunkEvent)
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
 
     async def test_missing_file_and_directories(self, sandbox: Sandbox, scratch: str) -> None:
         error = await fails(sandbox.files.read(f"{scratch}/missing.txt"), "FILE_NOT_FOUND", 404)

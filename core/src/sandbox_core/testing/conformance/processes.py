@@ -10,7 +10,7 @@ from ...client import Sandbox
 from ...errors import ProcessError, ProcessNotFound, SandboxError, ValidationFailed
 from ...models import StartEvent
 from ...models.processes import ExitEvent, LogGapEvent, LogStderrEvent, LogStdoutEvent, ProcessInfoEvent
-from .helpers import collect, sid, sleeper
+from .helpers import MakeSleeper, SleeperFixture, collect, sid
 
 
 def pid_name(prefix: str = "p") -> str:
@@ -24,7 +24,7 @@ async def wait_done(sandbox: Sandbox, process_id: str) -> int | None:
     return events[-1].exit_code
 
 
-class ProcessesSuite:
+class ProcessesSuite(SleeperFixture):
     async def test_start_get_logs_list(self, sandbox: Sandbox) -> None:
         name = pid_name()
         started = await sandbox.processes.start("echo out; echo err >&2", process_id=name, session_id=sid())
@@ -58,10 +58,9 @@ class ProcessesSuite:
             await sandbox.processes.start("true", process_id=bad)
         assert info.value.details.get("field") == "processId"
 
-    async def test_duplicate_running_id_is_409(self, sandbox: Sandbox) -> None:
+    async def test_duplicate_running_id_is_409(self, sandbox: Sandbox, sleepers: MakeSleeper) -> None:
         name = pid_name()
-        command, _ = sleeper()
-        await sandbox.processes.start(command, process_id=name)
+        await sandbox.processes.start(sleepers().command, process_id=name)
         with pytest.raises(ProcessError) as info:
             await sandbox.processes.start("true", process_id=name)
         assert info.value.status == 409
@@ -74,30 +73,24 @@ class ProcessesSuite:
             await sandbox.processes.start("  ")
         assert info.value.code == "INVALID_COMMAND"
 
-    async def test_kill_ends_the_whole_tree(self, sandbox: Sandbox) -> None:
+    async def test_kill_ends_the_whole_tree(self, sandbox: Sandbox, sleepers: MakeSleeper) -> None:
         name = pid_name()
-        child, child_pattern = sleeper()
-        leaf, leaf_pattern = sleeper()
-        await sandbox.processes.start(f"{child} & bash -c '{leaf}'; wait", process_id=name)
-        await sandbox.exec(
-            f'until pgrep -f "{leaf_pattern}" >/dev/null; do sleep 0.01; done', timeout_ms=10_000, session_id=sid()
-        )
+        child, leaf = sleepers(), sleepers()
+        await sandbox.processes.start(f"{child.command} & bash -c '{leaf.command}'; wait", process_id=name)
+        child_pid, leaf_pid = await child.started(sandbox), await leaf.started(sandbox)
         await sandbox.processes.kill(name)
         info = await sandbox.processes.get(name)
         assert (info.status, info.exit_code) == ("killed", 143)
-        check = await sandbox.exec(f'pgrep -f "{child_pattern}|{leaf_pattern}" || echo gone', session_id=sid())
-        assert check.stdout == "gone"
+        assert not await child.running(sandbox, child_pid)
+        assert not await leaf.running(sandbox, leaf_pid)
 
-    async def test_kill_escalates_for_a_child_that_traps_term(self, sandbox: Sandbox) -> None:
+    async def test_kill_escalates_for_a_child_that_traps_term(self, sandbox: Sandbox, sleepers: MakeSleeper) -> None:
         name = pid_name()
-        command, pattern = sleeper()
-        await sandbox.processes.start(f"bash -c 'trap \"\" TERM; {command}; :'", process_id=name)
-        await sandbox.exec(
-            f'until pgrep -f "{pattern}" >/dev/null; do sleep 0.01; done', timeout_ms=10_000, session_id=sid()
-        )
+        sleeper = sleepers()
+        await sandbox.processes.start(f"bash -c 'trap \"\" TERM; {sleeper.command}; :'", process_id=name)
+        pid = await sleeper.started(sandbox)
         await sandbox.processes.kill(name)
-        check = await sandbox.exec(f'pgrep -f "{pattern}" || echo gone', session_id=sid())
-        assert check.stdout == "gone"
+        assert not await sleeper.running(sandbox, pid)
         assert (await sandbox.processes.get(name)).status == "killed"
 
     async def test_kill_unknown_and_finished(self, sandbox: Sandbox) -> None:
@@ -113,13 +106,17 @@ class ProcessesSuite:
             await sandbox.processes.kill(name)
         assert (finished.value.code, finished.value.status) == ("COMMAND_NOT_FOUND", 404)
 
-    async def test_kill_all(self, sandbox: Sandbox) -> None:
+    async def test_kill_all(self, sandbox: Sandbox, sleepers: MakeSleeper) -> None:
         names = [pid_name() for _ in range(3)]
-        for name in names:
-            await sandbox.processes.start(sleeper()[0], process_id=name)
+        started = [sleepers() for _ in names]
+        for name, sleeper in zip(names, started, strict=True):
+            await sandbox.processes.start(sleeper.command, process_id=name)
+        pids = [await sleeper.started(sandbox) for sleeper in started]
         assert await sandbox.processes.kill_all() >= 3
         for name in names:
             assert (await sandbox.processes.get(name)).status == "killed"
+        for sleeper, pid in zip(started, pids, strict=True):
+            assert not await sleeper.running(sandbox, pid)
 
     async def test_log_stream_replays_then_follows_live(self, sandbox: Sandbox) -> None:
         name = pid_name()
@@ -165,22 +162,21 @@ class ProcessesSuite:
         info = await sandbox.processes.get(start.process_id)
         assert info.status == "completed" and info.command == "echo streamed"
 
-    async def test_deleting_a_session_kills_its_processes(self, sandbox: Sandbox) -> None:
+    async def test_deleting_a_session_kills_its_processes(self, sandbox: Sandbox, sleepers: MakeSleeper) -> None:
         s = sid()
         name = pid_name()
-        command, pattern = sleeper()
+        sleeper = sleepers()
         await sandbox.create_session(s)
-        await sandbox.processes.start(command, process_id=name, session_id=s)
+        await sandbox.processes.start(sleeper.command, process_id=name, session_id=s)
+        pid = await sleeper.started(sandbox)
         await sandbox.delete_session(s)
         info = await sandbox.processes.get(name)
         assert info.status == "killed"
-        check = await sandbox.exec(f'pgrep -f "{pattern}" || echo gone', session_id=sid())
-        assert check.stdout == "gone"
+        assert not await sleeper.running(sandbox, pid)
 
-    async def test_background_does_not_block_the_foreground(self, sandbox: Sandbox) -> None:
+    async def test_background_does_not_block_the_foreground(self, sandbox: Sandbox, sleepers: MakeSleeper) -> None:
         s = sid()
         name = pid_name()
-        command, _ = sleeper()
-        await sandbox.processes.start(command, process_id=name, session_id=s)
+        await sandbox.processes.start(sleepers().command, process_id=name, session_id=s)
         assert (await sandbox.exec("echo free", session_id=s)).stdout == "free"
         await sandbox.processes.kill(name)
