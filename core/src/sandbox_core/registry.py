@@ -22,7 +22,7 @@ from structlog.typing import FilteringBoundLogger
 if TYPE_CHECKING:
     from .plugins import Hooks
 
-from .errors import SandboxError, not_found, validation_error
+from .errors import ErrorCode, SandboxError, not_found, validation_error
 
 log = structlog.get_logger("sandbox.registry")
 
@@ -249,7 +249,7 @@ class ServiceRegistry:
                 return mapped
         log.error("call.failed", operation=opname, error=repr(exc), exc_info=exc)
         return SandboxError(
-            "INTERNAL_ERROR", f"Internal error in {opname}: {type(exc).__name__}", {"operation": opname}
+            ErrorCode.INTERNAL_ERROR, f"Internal error in {opname}: {type(exc).__name__}", {"operation": opname}
         )
 
     def _params(self, op: Operation, params: Mapping[str, Any] | msgspec.Struct | bytes | None) -> msgspec.Struct:

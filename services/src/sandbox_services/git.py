@@ -32,7 +32,7 @@ import urllib.parse
 import msgspec
 
 from sandbox_core.clock import now_iso
-from sandbox_core.errors import SandboxError, validation_error
+from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.models.git import GitCheckoutResult
 from sandbox_core.registry import ServiceContext, operation
 
@@ -151,16 +151,16 @@ def classify_clone_error(exit_code: int | None, stderr: str) -> str:
     """
     text = stderr.lower()
     if exit_code == 124:
-        return "GIT_NETWORK_ERROR"
+        return ErrorCode.GIT_NETWORK_ERROR
     if any(p in text for p in _BRANCH) or ("remote branch" in text and "not found" in text):
-        return "GIT_BRANCH_NOT_FOUND"
+        return ErrorCode.GIT_BRANCH_NOT_FOUND
     if any(p in text for p in _NOT_FOUND):
-        return "GIT_REPOSITORY_NOT_FOUND"
+        return ErrorCode.GIT_REPOSITORY_NOT_FOUND
     if any(p in text for p in _AUTH):
-        return "GIT_AUTH_FAILED"
+        return ErrorCode.GIT_AUTH_FAILED
     if any(p in text for p in _NETWORK):
-        return "GIT_NETWORK_ERROR"
-    return "GIT_OPERATION_FAILED" if exit_code == 128 else "GIT_CLONE_FAILED"
+        return ErrorCode.GIT_NETWORK_ERROR
+    return ErrorCode.GIT_OPERATION_FAILED if exit_code == 128 else ErrorCode.GIT_CLONE_FAILED
 
 
 def _shown_url(url: str) -> str:
@@ -180,7 +180,9 @@ def check_repo_url(url: str) -> None:
         reason = "repository URL must not start with '-'"
     if reason is not None:
         raise SandboxError(
-            "INVALID_GIT_URL", f"Invalid Git URL '{_shown_url(url)}': {reason}", {"field": "repoUrl", "reason": reason}
+            ErrorCode.INVALID_GIT_URL,
+            f"Invalid Git URL '{_shown_url(url)}': {reason}",
+            {"field": "repoUrl", "reason": reason},
         )
 
 
@@ -251,7 +253,7 @@ class GitService:
             proc, out_r, err_r = self._start(argv, cwd)
         except FileNotFoundError:
             raise SandboxError(
-                "GIT_OPERATION_FAILED", "git is not installed in the sandbox", {"command": argv[0]}
+                ErrorCode.GIT_OPERATION_FAILED, "git is not installed in the sandbox", {"command": argv[0]}
             ) from None
         out_task = asyncio.create_task(_read_bounded(out_r, _STDERR_LIMIT))
         err_task = asyncio.create_task(_read_bounded(err_r, _STDERR_LIMIT))
@@ -336,7 +338,7 @@ class GitService:
                 shutil.rmtree(target, ignore_errors=True)  # git was killed before it could clean up
             self.log.warning("git.clone_timeout", repository=shown, target_dir=target, timeout_ms=timeout_ms)
             raise SandboxError(
-                "GIT_NETWORK_ERROR",
+                ErrorCode.GIT_NETWORK_ERROR,
                 f"Git clone of '{shown}' timed out after {timeout_ms} ms",
                 {**details, "exitCode": 124, "timeoutMs": timeout_ms},
             )

@@ -12,11 +12,12 @@ cancel scope would make the caller wait for the worker.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, TypeVar, TypeVarTuple
 
-import anyio
-import anyio.to_thread
+if TYPE_CHECKING:
+    import anyio
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -25,9 +26,19 @@ Ts = TypeVarTuple("Ts")
 # directory listing. Eight at once keep a disk and the page cache busy while bounding the data
 # in flight to a few MiB; more threads would only queue in the kernel.
 FILE_IO_THREADS = 8
-file_io_limiter = anyio.CapacityLimiter(FILE_IO_THREADS)
+
+
+@functools.cache
+def file_io_limiter() -> anyio.CapacityLimiter:
+    """The one limiter of file I/O threads (anyio is imported on first use: an idle server has
+    no need of it)."""
+    import anyio
+
+    return anyio.CapacityLimiter(FILE_IO_THREADS)
 
 
 async def run_sync(func: Callable[[*Ts], T], *args: *Ts) -> T:
-    """``func(*args)`` in a worker thread under :data:`file_io_limiter`; its result or exception."""
-    return await anyio.to_thread.run_sync(func, *args, limiter=file_io_limiter)
+    """``func(*args)`` in a worker thread under :func:`file_io_limiter`; its result or exception."""
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(func, *args, limiter=file_io_limiter())

@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from sandbox_core.errors import SandboxError
+from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.models.ports import (
     AnyPortWatchEvent,
     PortErrorEvent,
@@ -171,7 +171,7 @@ class PortsService:
         """Poll ``port`` until it is ready; yield ``watching`` then ``ready``/``process_exited``/``error``."""
         if not 1 <= port <= 65535:
             raise SandboxError(
-                "INVALID_PORT_NUMBER",
+                ErrorCode.INVALID_PORT_NUMBER,
                 f"Invalid port number {port}: must be between 1 and 65535",
                 {"port": port, "field": "port"},
             )

@@ -21,7 +21,7 @@ from typing import Literal
 import msgspec
 
 from sandbox_core.clock import iso_ms, now_iso
-from sandbox_core.errors import SandboxError, validation_error
+from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.models.processes import (
     AnyLogEvent,
     ExitEvent,
@@ -144,19 +144,19 @@ class ProcessesService:
         sid = check_session_id(session_id)
         check_env(env)
         if not command.strip():
-            raise SandboxError("INVALID_COMMAND", "Command must not be empty", {"command": command})
+            raise SandboxError(ErrorCode.INVALID_COMMAND, "Command must not be empty", {"command": command})
         if process_id is None:
             process_id = f"proc_{int(time.time() * 1000)}_{os.urandom(3).hex()}"
         check_process_id(process_id)
         existing = self.records.get(process_id)
         if existing is not None and not existing.done:
             raise SandboxError(
-                "PROCESS_ALREADY_EXISTS", f"Process {process_id} is already running", {"processId": process_id}
+                ErrorCode.PROCESS_ALREADY_EXISTS, f"Process {process_id} is already running", {"processId": process_id}
             )
         running = sum(1 for r in self.records.values() if not r.done)
         if running >= self.settings.max_running:
             raise SandboxError(
-                "RESOURCE_BUSY",
+                ErrorCode.RESOURCE_BUSY,
                 f"Too many running processes (limit {self.settings.max_running})",
                 {"limit": self.settings.max_running},
             )
@@ -185,7 +185,9 @@ class ProcessesService:
     def _get(self, process_id: str) -> ProcessRecord:
         record = self.records.get(process_id)
         if record is None:
-            raise SandboxError("PROCESS_NOT_FOUND", f"Process {process_id} not found", {"processId": process_id})
+            raise SandboxError(
+                ErrorCode.PROCESS_NOT_FOUND, f"Process {process_id} not found", {"processId": process_id}
+            )
         return record
 
     # operations ----------------------------------------------------------------------------
@@ -242,7 +244,7 @@ class ProcessesService:
         record = self._get(id)
         if record.done:
             raise SandboxError(
-                "COMMAND_NOT_FOUND",
+                ErrorCode.COMMAND_NOT_FOUND,
                 f"Process {id} not found or already completed",
                 {"processId": id, "status": record.status},
             )

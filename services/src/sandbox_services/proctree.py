@@ -15,45 +15,7 @@ import os
 import signal
 import time
 
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as fh:
-                found.extend(int(x) for x in fh.read().split())
-        except OSError:
-            continue
-    return found
-
-
-def descendants(pid: int, exclude: frozenset[int] | set[int] = frozenset()) -> list[int]:
-    """Every descendant of ``pid``, parents before children, skipping the subtrees of ``exclude``."""
-    out: list[int] = []
-    stack = [pid]
-    seen = {pid}
-    while stack:
-        for child in children(stack.pop()):
-            if child not in seen and child not in exclude:
-                seen.add(child)
-                out.append(child)
-                stack.append(child)
-    return out
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
-    return state not in (b"Z", b"X")
+from sandbox_core.procfs import alive, descendants
 
 
 def _signal_all(pids: list[int], sig: int) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from sandbox_core.clock import now_iso
-from sandbox_core.errors import SandboxError, validation_error
+from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.models import SessionCreated, SessionDeleted, SessionInfo, SessionList
 from sandbox_core.registry import ServiceContext, operation
 
@@ -67,7 +67,7 @@ def check_session_id(session_id: str | None, fieldname: str = "sessionId") -> st
 
 
 def _destroyed(session_id: str) -> SandboxError:
-    return SandboxError("SESSION_DESTROYED", f"Session '{session_id}' was destroyed", {"sessionId": session_id})
+    return SandboxError(ErrorCode.SESSION_DESTROYED, f"Session '{session_id}' was destroyed", {"sessionId": session_id})
 
 
 def _sessionless_argv(command: str, cwd: str | None) -> tuple[list[str], str | None]:
@@ -170,7 +170,7 @@ class SessionsService:
     ) -> Session:
         if len(self.sessions) >= self.settings.max_sessions:
             raise SandboxError(
-                "RESOURCE_BUSY",
+                ErrorCode.RESOURCE_BUSY,
                 f"Too many sessions (limit {self.settings.max_sessions})",
                 {"limit": self.settings.max_sessions},
             )
@@ -259,7 +259,7 @@ class SessionsService:
                 if exc.exit_code is None:  # we killed a stuck shell after a timeout
                     raise self._timeout_error(session_id, command, timeout) from None
                 raise SandboxError(
-                    "SESSION_TERMINATED",
+                    ErrorCode.SESSION_TERMINATED,
                     f"Session '{session_id}' terminated: its shell exited with code {exc.exit_code}",
                     {"sessionId": session_id, "exitCode": exc.exit_code},
                 ) from None
@@ -273,7 +273,7 @@ class SessionsService:
     @staticmethod
     def _timeout_error(session_id: str, command: str, timeout: int | None) -> SandboxError:
         return SandboxError(
-            "COMMAND_EXECUTION_ERROR",
+            ErrorCode.COMMAND_EXECUTION_ERROR,
             f"Command timeout after {timeout} ms",
             {"sessionId": session_id, "command": command, "timeoutMs": timeout},
         )
@@ -328,7 +328,7 @@ class SessionsService:
                 except ShellExited as exc:
                     session.shell = None
                     raise SandboxError(
-                        "SESSION_TERMINATED",
+                        ErrorCode.SESSION_TERMINATED,
                         f"Session '{session_id}' terminated",
                         {"sessionId": session_id, "exitCode": exc.exit_code},
                     ) from None
@@ -375,7 +375,7 @@ class SessionsService:
             os.close(err_r)
             self.jobs.pop(job.tag, None)
             raise SandboxError(
-                "COMMAND_EXECUTION_ERROR", f"Failed to start command: {exc}", {"command": command, "cwd": cwd}
+                ErrorCode.COMMAND_EXECUTION_ERROR, f"Failed to start command: {exc}", {"command": command, "cwd": cwd}
             ) from None
         finally:
             os.close(out_w)
@@ -434,7 +434,7 @@ class SessionsService:
         if existing is not None:
             if existing.shell is None or existing.shell.alive:
                 raise SandboxError(
-                    "SESSION_ALREADY_EXISTS",
+                    ErrorCode.SESSION_ALREADY_EXISTS,
                     f"Session '{session_id}' already exists",
                     {"sessionId": session_id, "containerPlacementId": None},
                 )
@@ -445,7 +445,7 @@ class SessionsService:
         except OSError as exc:
             del self.sessions[session_id]
             raise SandboxError(
-                "INTERNAL_ERROR", f"Failed to start the session shell: {exc}", {"sessionId": session_id}
+                ErrorCode.INTERNAL_ERROR, f"Failed to start the session shell: {exc}", {"sessionId": session_id}
             ) from None
         self.log.info("session.created", session_id=session_id)
         return SessionCreated(
@@ -462,7 +462,9 @@ class SessionsService:
         """Delete a session: its background jobs and its shell are ended; unknown is 404."""
         session = self.sessions.get(session_id)
         if session is None:
-            raise SandboxError("SESSION_NOT_FOUND", f"Session '{session_id}' not found", {"sessionId": session_id})
+            raise SandboxError(
+                ErrorCode.SESSION_NOT_FOUND, f"Session '{session_id}' not found", {"sessionId": session_id}
+            )
         await self._destroy(session, grace=self.grace)
         self.log.info("session.deleted", session_id=session_id)
         return SessionDeleted(success=True, session_id=session_id, timestamp=now_iso())

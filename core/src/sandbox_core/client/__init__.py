@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import msgspec
 
 from ..config import Config, load_config
-from ..errors import SandboxError, TransportError
+from ..errors import ErrorCode, SandboxError, TransportError
 from ..models import AnyExecEvent, ExecResult, Pong, SessionCreated, SessionDeleted, SessionList, VersionInfo
 from ..plugins import Hooks, make_plugin_manager
 from ..transport import ClientContext, ClientTransport, TransportSpec
@@ -45,6 +45,19 @@ def _params(**kwargs: object) -> dict[str, object]:
     return {key: value for key, value in kwargs.items() if value is not None}
 
 
+def _command_params(
+    command: str,
+    session_id: str | None,
+    timeout_ms: int | None,
+    env: Mapping[str, str | None] | None,
+    cwd: str | None,
+) -> dict[str, object]:
+    """The wire parameters every way of running a command shares (None values left out)."""
+    return _params(
+        command=command, sessionId=session_id, timeoutMs=timeout_ms, env=dict(env) if env is not None else None, cwd=cwd
+    )
+
+
 async def _typed(events: AsyncIterator[object], typ: object) -> AsyncGenerator[Any, None]:
     """Each raw event of a stream converted to ``typ`` (a union of event models; the caller's
     return annotation names it); the stream is closed however we stop."""
@@ -65,7 +78,7 @@ def _convert(raw: object, typ: object) -> Any:
     try:
         return msgspec.convert(raw, typ)
     except msgspec.ValidationError as exc:
-        raise TransportError("RPC_TRANSPORT_ERROR", f"Unexpected answer from the server: {exc}") from None
+        raise TransportError(ErrorCode.RPC_TRANSPORT_ERROR, f"Unexpected answer from the server: {exc}") from None
 
 
 class Sandbox:
@@ -98,7 +111,7 @@ class Sandbox:
         spec = specs.get(name)
         if spec is None or spec.client is None:
             raise SandboxError(
-                "VALIDATION_FAILED",
+                ErrorCode.VALIDATION_FAILED,
                 f"unknown client transport {name!r}; installed: {sorted(specs)}",
                 {"field": "transport"},
             )
@@ -156,13 +169,7 @@ class Sandbox:
             ExecResult,
             "commands",
             "execute",
-            **_params(
-                command=command,
-                sessionId=session_id,
-                timeoutMs=timeout_ms,
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-            ),
+            **_command_params(command, session_id, timeout_ms, env, cwd),
         )
 
     def exec_stream(
@@ -179,13 +186,7 @@ class Sandbox:
             self._transport.stream(
                 "commands",
                 "execute_stream",
-                _params(
-                    command=command,
-                    sessionId=session_id,
-                    timeoutMs=timeout_ms,
-                    env=dict(env) if env is not None else None,
-                    cwd=cwd,
-                ),
+                _command_params(command, session_id, timeout_ms, env, cwd),
             ),
             AnyExecEvent,
         )

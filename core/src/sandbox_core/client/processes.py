@@ -15,7 +15,7 @@ from ..models.processes import (
     ProcessLogs,
     ProcessStartResult,
 )
-from . import _params, _typed
+from . import _command_params, _params, _typed
 
 if TYPE_CHECKING:
     from . import Sandbox
@@ -40,14 +40,8 @@ class ProcessesAPI:
             ProcessStartResult,
             "processes",
             "start",
-            **_params(
-                command=command,
-                sessionId=session_id,
-                processId=process_id,
-                timeoutMs=timeout_ms,
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-            ),
+            **_command_params(command, session_id, timeout_ms, env, cwd),
+            **_params(processId=process_id),
         )
 
     async def list(self, status: str | None = None) -> list[ProcessInfo]:

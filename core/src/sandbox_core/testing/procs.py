@@ -9,65 +9,14 @@ process that reuses the pid is never mistaken for it. Linux only (``/proc``).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..procfs import alive as running
+from ..procfs import cmdline, descendants, stat
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time) of ``pid`` from ``/proc/PID/stat``; None when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(b")") + 2 :].split()  # after "pid (comm) ": field 3 (state) onwards
-    return fields[0].decode(), int(fields[19])  # fields 3 and 22
-
-
-def running(pid: int) -> bool:
-    """True while some process ``pid`` exists and is not a zombie (whichever process it is)."""
-    stat = _stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def cmdline(pid: int) -> list[str] | None:
-    """The argument list of ``pid`` (empty for a zombie); None when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    return [arg.decode("utf-8", "replace") for arg in raw.split(b"\0")[:-1]]
-
-
-def children(pid: int) -> list[int]:
-    """The child pids of ``pid`` (of each of its threads)."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as fh:
-                found.extend(int(child) for child in fh.read().split())
-        except OSError:
-            continue
-    return found
-
-
-def descendants(pid: int) -> list[int]:
-    """Every descendant of ``pid`` (children, their children, ...), parents first."""
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in children(stack.pop()):
-            if child not in found:
-                found.append(child)
-                stack.append(child)
-    return found
+__all__ = ["Proc", "cmdline", "descendants", "running", "still_alive"]
 
 
 @dataclass(frozen=True)
@@ -80,14 +29,14 @@ class Proc:
     @classmethod
     def of(cls, pid: int) -> Proc:
         """``pid`` as it is now; it must be running."""
-        stat = _stat(pid)
-        assert stat is not None and stat[0] not in ("Z", "X"), f"process {pid} is not running"
-        return cls(pid, stat[1])
+        found = stat(pid)
+        assert found is not None and found[0] not in ("Z", "X"), f"process {pid} is not running"
+        return cls(pid, found[1])
 
     def alive(self) -> bool:
         """True while this process (not a later one with its pid) exists and is not a zombie."""
-        stat = _stat(self.pid)
-        return stat is not None and stat[1] == self.start and stat[0] not in ("Z", "X")
+        found = stat(self.pid)
+        return found is not None and found[1] == self.start and found[0] not in ("Z", "X")
 
     def cmdline(self) -> list[str] | None:
         """Its argument list while it is alive, else None."""

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from sandbox_core.errors import SandboxError, TransportError, error_from_code
+from sandbox_core.errors import ErrorCode, SandboxError, TransportError, error_from_code
 from sandbox_core.sse import SSEDecoder, SSEError
 from sandbox_core.transport import ClientContext
 
@@ -32,7 +32,7 @@ def error_from_response(status: int, content: bytes) -> SandboxError:
         details = body.get("context") if isinstance(body.get("context"), dict) else {}
         return error_from_code(body["code"], str(body.get("message", "")), details, status=status)
     text = content[:200].decode("utf-8", errors="replace")
-    return TransportError("RPC_TRANSPORT_ERROR", f"HTTP {status}: {text}", {"status": status}, status=status)
+    return TransportError(ErrorCode.RPC_TRANSPORT_ERROR, f"HTTP {status}: {text}", {"status": status}, status=status)
 
 
 class HttpClientTransport:
@@ -91,13 +91,13 @@ class HttpClientTransport:
                 status = response.status
                 content = await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise TransportError("RPC_TRANSPORT_ERROR", f"{type(exc).__name__}: {exc}", {"url": url}) from None
+            raise TransportError(ErrorCode.RPC_TRANSPORT_ERROR, f"{type(exc).__name__}: {exc}", {"url": url}) from None
         if status >= 400:
             raise error_from_response(status, content)
         try:
             decoded = _decoder.decode(content)
         except msgspec.DecodeError as exc:
-            raise TransportError("RPC_TRANSPORT_ERROR", f"Invalid JSON from server: {exc}") from None
+            raise TransportError(ErrorCode.RPC_TRANSPORT_ERROR, f"Invalid JSON from server: {exc}") from None
         if route is None:
             return decoded.get("result") if isinstance(decoded, dict) else decoded
         return route.unwrap(decoded) if route.unwrap is not None else decoded
@@ -119,7 +119,7 @@ class HttpClientTransport:
                 headers=JSON_HEADERS if body is not None else None,
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise TransportError("RPC_TRANSPORT_ERROR", f"{type(exc).__name__}: {exc}", {"url": url}) from None
+            raise TransportError(ErrorCode.RPC_TRANSPORT_ERROR, f"{type(exc).__name__}: {exc}", {"url": url}) from None
         try:
             if response.status >= 400:
                 raise error_from_response(response.status, await response.read())
@@ -136,6 +136,6 @@ class HttpClientTransport:
                 if event.data not in ("", "[DONE]"):
                     yield _decoder.decode(event.data)
         except (TimeoutError, aiohttp.ClientError, SSEError) as exc:
-            raise TransportError("RPC_TRANSPORT_ERROR", f"stream failed: {type(exc).__name__}: {exc}") from None
+            raise TransportError(ErrorCode.RPC_TRANSPORT_ERROR, f"stream failed: {type(exc).__name__}: {exc}") from None
         finally:
             response.release()

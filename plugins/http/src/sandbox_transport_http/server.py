@@ -18,7 +18,7 @@ import msgspec
 import structlog
 
 from sandbox_core.clock import now_iso
-from sandbox_core.errors import SandboxError, not_found
+from sandbox_core.errors import ErrorCode, SandboxError, not_found
 from sandbox_core.registry import Operation, ServiceRegistry
 from sandbox_core.sse import encode_event
 from sandbox_core.transport import ServerContext, ServerMount
@@ -135,7 +135,7 @@ class Request:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                raise SandboxError("VALIDATION_FAILED", "The client disconnected before sending the whole body")
+                raise SandboxError(ErrorCode.VALIDATION_FAILED, "The client disconnected before sending the whole body")
             body = message.get("body", b"")
             if body:
                 yield body
@@ -168,7 +168,7 @@ class HttpApp:
             response = error_response(err)
         except Exception as exc:  # a bug of ours: log it, answer without a stack trace
             log.error("request.failed", path=scope.get("path"), error=repr(exc), exc_info=exc)
-            response = error_response(SandboxError("INTERNAL_ERROR", "Internal server error"))
+            response = error_response(SandboxError(ErrorCode.INTERNAL_ERROR, "Internal server error"))
         await response(scope, receive, send)
 
     async def dispatch(self, request: Request) -> Response | JSONResponse | SSEResponse:
@@ -184,7 +184,7 @@ class HttpApp:
         if known:
             return error_response(
                 SandboxError(
-                    "METHOD_NOT_ALLOWED",
+                    ErrorCode.METHOD_NOT_ALLOWED,
                     f"Method {method} is not allowed on {path}",
                     {"method": method, "path": path},
                     status=405,
@@ -204,7 +204,7 @@ class HttpApp:
             size += len(chunk)
             if size > limit:
                 raise SandboxError(
-                    "VALIDATION_FAILED", f"Request body exceeds {limit} bytes", {"limit": limit}, status=413
+                    ErrorCode.VALIDATION_FAILED, f"Request body exceeds {limit} bytes", {"limit": limit}, status=413
                 )
             chunks.append(chunk)
         return b"".join(chunks)

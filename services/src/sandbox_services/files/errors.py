@@ -6,35 +6,35 @@ import errno
 import os
 from typing import Any
 
-from sandbox_core.errors import SandboxError
+from sandbox_core.errors import ErrorCode, SandboxError
 
 _CODES = {
-    errno.ENOENT: "FILE_NOT_FOUND",
-    errno.EACCES: "PERMISSION_DENIED",
-    errno.EPERM: "PERMISSION_DENIED",
-    errno.ENOSPC: "NO_SPACE",
-    errno.EDQUOT: "NO_SPACE",
-    errno.EISDIR: "IS_DIRECTORY",
-    errno.ENOTDIR: "NOT_DIRECTORY",
-    errno.EEXIST: "FILE_EXISTS",
-    errno.ENAMETOOLONG: "NAME_TOO_LONG",
-    errno.ELOOP: "TOO_MANY_LINKS",
-    errno.EMFILE: "TOO_MANY_FILES",
-    errno.ENFILE: "TOO_MANY_FILES",
-    errno.EROFS: "READ_ONLY",
-    errno.ENOTEMPTY: "FILE_EXISTS",
-    errno.EBUSY: "RESOURCE_BUSY",
+    errno.ENOENT: ErrorCode.FILE_NOT_FOUND,
+    errno.EACCES: ErrorCode.PERMISSION_DENIED,
+    errno.EPERM: ErrorCode.PERMISSION_DENIED,
+    errno.ENOSPC: ErrorCode.NO_SPACE,
+    errno.EDQUOT: ErrorCode.NO_SPACE,
+    errno.EISDIR: ErrorCode.IS_DIRECTORY,
+    errno.ENOTDIR: ErrorCode.NOT_DIRECTORY,
+    errno.EEXIST: ErrorCode.FILE_EXISTS,
+    errno.ENAMETOOLONG: ErrorCode.NAME_TOO_LONG,
+    errno.ELOOP: ErrorCode.TOO_MANY_LINKS,
+    errno.EMFILE: ErrorCode.TOO_MANY_FILES,
+    errno.ENFILE: ErrorCode.TOO_MANY_FILES,
+    errno.EROFS: ErrorCode.READ_ONLY,
+    errno.ENOTEMPTY: ErrorCode.FILE_EXISTS,
+    errno.EBUSY: ErrorCode.RESOURCE_BUSY,
 }
 
 
 def fs_error(exc: OSError, path: str, operation: str) -> SandboxError:
     """The contract's error for an OSError: code by errno, ``path`` and ``operation`` in details."""
-    code = _CODES.get(exc.errno or 0, "FILESYSTEM_ERROR")
+    code = _CODES.get(exc.errno or 0, ErrorCode.FILESYSTEM_ERROR)
     reason = exc.strerror or str(exc)
     details: dict[str, Any] = {"path": path, "operation": operation}
-    if code == "FILE_NOT_FOUND":
+    if code == ErrorCode.FILE_NOT_FOUND:
         message = f"File not found: {path}"
-    elif code == "FILESYSTEM_ERROR":
+    elif code == ErrorCode.FILESYSTEM_ERROR:
         message = f"Filesystem error on {path}: {reason}"
         details["stderr"] = reason
     else:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 from sandbox_core.clock import iso_us_from_ns
-from sandbox_core.errors import SandboxError
+from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.models.files import FileInfo, FilePermissions
 
 _RWX = ("---", "--x", "-w-", "-wx", "r--", "r-x", "rw-", "rwx")
@@ -47,7 +47,7 @@ def list_tree(full: str, recursive: bool, include_hidden: bool) -> list[FileInfo
     directory; a subdirectory that cannot be read is listed but not entered."""
     if not stat.S_ISDIR(os.stat(full).st_mode):
         raise SandboxError(
-            "NOT_DIRECTORY", f"Path is not a directory: {full}", {"path": full, "operation": "directory.list"}
+            ErrorCode.NOT_DIRECTORY, f"Path is not a directory: {full}", {"path": full, "operation": "directory.list"}
         )
     base = os.path.normpath(full)  # "dir/." lists as "dir"
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import mimetypes
 import os
 from collections.abc import Callable
 
 SNIFF_BYTES = 8192  # how much of a file sniff_mime looks at
 
-_MIME = mimetypes.MimeTypes()  # the built-in table only: the same answer on every host
-for _type, _exts in {
+_EXTRA_TYPES = {
     "application/yaml": (".yaml", ".yml"),
     "application/toml": (".toml",),
     "text/markdown": (".md", ".markdown"),
@@ -19,9 +19,20 @@ for _type, _exts in {
     "text/jsx": (".jsx",),
     "application/sql": (".sql",),
     "application/x-ndjson": (".jsonl", ".ndjson"),
-}.items():
-    for _ext in _exts:
-        _MIME.add_type(_type, _ext)
+}
+
+
+@functools.cache
+def _table() -> mimetypes.MimeTypes:
+    """The built-in table only (the same answer on every host) plus ours; built on first use,
+    so a server that never reads a file does not hold it."""
+    table = mimetypes.MimeTypes()
+    for mime, exts in _EXTRA_TYPES.items():
+        for ext in exts:
+            table.add_type(mime, ext)
+    return table
+
+
 _COMPRESSED = {
     "gzip": "application/gzip",
     "bzip2": "application/x-bzip2",
@@ -83,7 +94,7 @@ def sniff_mime(head: bytes) -> str:
 def guess_mime(path: str, head: Callable[[], bytes]) -> str:
     """MIME type by extension (built-in table), else by sniffing the first bytes (``head()``)."""
     ext = os.path.splitext(os.path.basename(path))[1].lower()
-    mime, encoding = _MIME.guess_type("file" + ext, strict=False) if ext else (None, None)
+    mime, encoding = _table().guess_type("file" + ext, strict=False) if ext else (None, None)
     if encoding is not None:
         return _COMPRESSED.get(encoding, "application/octet-stream")
     if mime is None or mime == "application/octet-stream":

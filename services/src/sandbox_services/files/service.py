@@ -16,7 +16,7 @@ import pybase64
 from msgspec import Meta
 
 from sandbox_core.clock import now_iso
-from sandbox_core.errors import SandboxError, validation_error
+from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.models.files import (
     AnyFileStreamEvent,
     Encoding,
@@ -77,7 +77,7 @@ class FilesService:
         try:
             if st.st_size > limit:
                 raise SandboxError(
-                    "FILE_TOO_LARGE",
+                    ErrorCode.FILE_TOO_LARGE,
                     f"File too large: {full} is {st.st_size} bytes, the limit is {limit} (use the read stream)",
                     {"path": full, "operation": "file.read", "size": st.st_size, "limit": limit},
                 )
@@ -86,7 +86,7 @@ class FilesService:
             os.close(fd)
         if len(data) > limit:
             raise SandboxError(
-                "FILE_TOO_LARGE",
+                ErrorCode.FILE_TOO_LARGE,
                 f"File too large: {full} is over {limit} bytes (use the read stream)",
                 {"path": full, "operation": "file.read", "limit": limit},
             )
@@ -294,7 +294,7 @@ class FilesService:
             st = os.lstat(full)
             if stat.S_ISDIR(st.st_mode):
                 raise SandboxError(
-                    "IS_DIRECTORY",
+                    ErrorCode.IS_DIRECTORY,
                     f"Cannot delete directory with deleteFile() at '{full}'. Use exec('rm -rf <path>') instead.",
                     {"path": full, "operation": "file.delete"},
                 )
@@ -318,7 +318,9 @@ class FilesService:
                 os.lstat(src)
             except FileNotFoundError:
                 raise SandboxError(
-                    "FILE_NOT_FOUND", f"Source file not found: {src}", {"path": src, "operation": operation_name}
+                    ErrorCode.FILE_NOT_FOUND,
+                    f"Source file not found: {src}",
+                    {"path": src, "operation": operation_name},
                 ) from None
             target = dst
             try:
@@ -339,7 +341,7 @@ class FilesService:
                 elif exc.errno == errno.ENOENT:
                     parent = os.path.dirname(target) or "."
                     raise SandboxError(
-                        "FILE_NOT_FOUND",
+                        ErrorCode.FILE_NOT_FOUND,
                         f"Destination directory not found: {parent}",
                         {"path": parent, "operation": operation_name},
                     ) from None
@@ -387,7 +389,9 @@ class FilesService:
             if exc.errno == errno.ENOENT and not recursive:  # the contract: 500, like mkdir's own failure
                 reason = f"mkdir: cannot create directory '{full}': No such file or directory"
                 raise SandboxError(
-                    "FILESYSTEM_ERROR", reason, {"path": full, "operation": "directory.create", "stderr": reason}
+                    ErrorCode.FILESYSTEM_ERROR,
+                    reason,
+                    {"path": full, "operation": "directory.create", "stderr": reason},
                 ) from None
             raise fs_error(exc, full, "directory.create") from None
         return MkdirResult(success=True, path=path, recursive=recursive, timestamp=now_iso())
