@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 import structlog
 
 from . import hookspecs
+from .errors import SandboxError
 from .registry import ServiceSpec
 from .transport import TransportSpec
+
+SpecT = TypeVar("SpecT", ServiceSpec, TransportSpec)
 
 ENTRY_POINT_GROUP = "sandbox"
 log = structlog.get_logger("sandbox.plugins")
@@ -98,26 +101,29 @@ class Hooks:
         self.pm = pm
 
     def services(self) -> dict[str, ServiceSpec]:
-        found: dict[str, ServiceSpec] = {}
-
-        def register(spec: ServiceSpec) -> None:
-            if spec.name in found:
-                raise PluginLoadError(f"service {spec.name!r} is registered twice")
-            found[spec.name] = spec
-
-        self.pm.hook.sandbox_register_services(register=register)
-        return found
+        """Every service the plugins register, by name (a name registered twice is an error)."""
+        return _collect("service", ServiceSpec, self.pm.hook.sandbox_register_services)
 
     def transports(self) -> dict[str, TransportSpec]:
-        found: dict[str, TransportSpec] = {}
+        """Every transport the plugins register, by name (a name registered twice is an error)."""
+        return _collect("transport", TransportSpec, self.pm.hook.sandbox_register_transports)
 
-        def register(spec: TransportSpec) -> None:
-            if spec.name in found:
-                raise PluginLoadError(f"transport {spec.name!r} is registered twice")
-            found[spec.name] = spec
+    def map_exception(self, exc: BaseException, operation: str) -> SandboxError | None:
+        """The SandboxError a plugin maps ``exc`` to, or None when no plugin does."""
+        mapped = self.pm.hook.sandbox_map_exception(exc=exc, operation=operation)
+        return mapped if isinstance(mapped, SandboxError) else None
 
-        self.pm.hook.sandbox_register_transports(register=register)
-        return found
 
-    def map_exception(self, exc: BaseException, operation: str) -> Any:
-        return self.pm.hook.sandbox_map_exception(exc=exc, operation=operation)
+def _collect(kind: str, spec_type: type[SpecT], hook: Callable[..., object]) -> dict[str, SpecT]:
+    """Call a ``register`` hook and gather what it registers, refusing duplicates and strays."""
+    found: dict[str, SpecT] = {}
+
+    def register(spec: SpecT) -> None:
+        if not isinstance(spec, spec_type):
+            raise PluginLoadError(f"a plugin registered {spec!r} where a {spec_type.__name__} was expected")
+        if spec.name in found:
+            raise PluginLoadError(f"{kind} {spec.name!r} is registered twice")
+        found[spec.name] = spec
+
+    hook(register=register)
+    return found

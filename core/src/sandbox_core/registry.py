@@ -245,7 +245,7 @@ class ServiceRegistry:
         opname = op.qualname if isinstance(op, Operation) else op
         if self._hooks is not None:
             mapped = self._hooks.map_exception(exc, opname)
-            if isinstance(mapped, SandboxError):
+            if mapped is not None:
                 return mapped
         log.error("call.failed", operation=opname, error=repr(exc), exc_info=exc)
         return SandboxError(
