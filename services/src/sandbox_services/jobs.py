@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Callable
 
 import structlog
 
 from .output import Kind, OutputRing
-from .proctree import kill_tree
+from .proctree import kill_tree, signal_group
 from .spawn import Child, read_nonblocking
 
 log = structlog.get_logger("sandbox.jobs")
@@ -43,6 +44,9 @@ class Job:
         self.command = command
         self.session_id = session_id
         self.pid: int | None = None
+        self.group = False  # the pid leads a process group of its own: kills go to the whole group
+        self.cwd: str | None = None
+        self.time_limit_ms: int | None = None
         self.ring = OutputRing(ring_bytes)
         self.ring.on_pause = self._pause
         self.ring.on_resume = self._resume
@@ -133,6 +137,7 @@ class Job:
 
     def set_timeout(self, seconds: float, grace: float) -> None:
         """End the job ``seconds`` from now (SIGTERM, SIGKILL after ``grace``); it ends as 124."""
+        self.time_limit_ms = round(seconds * 1000)
         self._timer = asyncio.get_running_loop().call_later(seconds, self._expired, grace)
 
     def _expired(self, grace: float) -> None:
@@ -171,8 +176,7 @@ class Job:
             self._pidfd = -1
         self._drain()
         if self.timed_out:
-            ms = round((time.time() - self.started_at) * 1000)
-            self.ring.write("stderr", f"Command timed out after {ms} ms\n".encode())
+            self.ring.write("stderr", f"Command timed out after {self.time_limit_ms} ms\n".encode())
             exit_code = 124
         self.exit_code = exit_code
         self.ended_at = time.time()
@@ -187,7 +191,11 @@ class Job:
         if self.done or self.pid is None:
             return
         self.killed = True
+        if self.group:  # the whole group, members forked meanwhile included
+            signal_group(self.pid, signal.SIGTERM)
         sig = await kill_tree(self.pid, grace=grace, known=self._tree)
+        if self.group:
+            signal_group(self.pid, signal.SIGKILL)
         self.finish(124 if self.timed_out else exit_status_of(sig))
 
     async def aclose(self) -> None:

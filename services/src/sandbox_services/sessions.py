@@ -29,8 +29,8 @@ from sandbox_core.registry import ServiceContext, operation
 from .jobs import Job
 from .output import Gap
 from .params import NonNegativeInt, PositiveInt, PositiveMs
-from .shell import ControlParser, Shell, ShellExited
-from .spawn import read_nonblocking, spawn
+from .shell import Shell, ShellExited, take_markers
+from .spawn import spawn
 
 DISABLE_SESSION = "__DISABLE_SESSION__"
 DEFAULT_SESSION = "default"
@@ -54,6 +54,18 @@ def check_env(env: Mapping[str, str | None] | None) -> None:
             raise validation_error(f"Invalid environment variable name: {key}", f"env.{key}")
         if value is not None and "\x00" in value:
             raise validation_error(f"Environment variable {key} must not contain NUL", f"env.{key}")
+
+
+def _unlink(*paths: str) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def check_command(command: str) -> None:
+    """A command a shell can be given: bash cannot hold a NUL byte in a string."""
+    if "\x00" in command:
+        raise validation_error("command must not contain NUL bytes", "command")
 
 
 def check_session_id(session_id: str | None, fieldname: str = "sessionId") -> str:
@@ -108,8 +120,7 @@ class SessionsService:
         self.sessions: dict[str, Session] = {}
         self.jobs: dict[int, Job] = {}
         self._next_tag = 0
-        self._ctl_r = self._ctl_w = -1
-        self._ctl = ControlParser()
+        self._next_shell = 0
         self._fifo_dir = ""
         default = self.settings.command_timeout_ms
         if default is None and os.environ.get("COMMAND_TIMEOUT_MS", "").isdigit():
@@ -118,9 +129,6 @@ class SessionsService:
         self.grace = self.settings.kill_grace_ms / 1000
 
     async def startup(self) -> None:
-        self._ctl_r, self._ctl_w = os.pipe()
-        os.set_blocking(self._ctl_r, False)
-        asyncio.get_running_loop().add_reader(self._ctl_r, self._read_ctl)
         self._fifo_dir = tempfile.mkdtemp(prefix="sandbox-jobs-")
 
     async def aclose(self) -> None:
@@ -131,32 +139,23 @@ class SessionsService:
         for session in list(self.sessions.values()):
             await self._destroy(session, grace=min(self.grace, 1.0))
         self.sessions.clear()
-        if self._ctl_r >= 0:
-            asyncio.get_running_loop().remove_reader(self._ctl_r)
-            os.close(self._ctl_r)
-            os.close(self._ctl_w)
-            self._ctl_r = self._ctl_w = -1
         shutil.rmtree(self._fifo_dir, ignore_errors=True)
 
-    # control pipe --------------------------------------------------------------------------
-
-    def _read_ctl(self) -> None:
-        """Read every status report waiting on the control pipe and finish those jobs."""
-        while data := read_nonblocking(self._ctl_r, 65536):
-            for event in self._ctl.feed(data):
-                job = self.jobs.get(event.tag)
-                if job is not None:
-                    job.finish(event.status)
+    # jobs' ends ----------------------------------------------------------------------------
 
     def _on_job_pid_exit(self, job: Job) -> None:
-        self._read_ctl()  # the status report was written before the process exited
+        """A session job's process ended: its status is the marker file it left."""
+        status, cd_failed, _ = take_markers(self._fifo_dir, f"j{job.tag}.")
         if job.done:
             return
         if job.killed:
             if job._pidfd >= 0:  # Job.kill() finishes it with the signal it used
                 asyncio.get_running_loop().remove_reader(job._pidfd)
             return
-        job.finish(None)
+        if cd_failed:
+            job.ring.write("stderr", f"Failed to change directory to '{job.cwd}'\n".encode())
+            status = 1
+        job.finish(status)
 
     # sessions ------------------------------------------------------------------------------
 
@@ -197,8 +196,12 @@ class SessionsService:
         if shell is not None and shell.alive:
             return shell
         env = {**os.environ, **session.env, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        self._next_shell += 1
         shell = Shell(
-            cwd=self._start_dir(session), env=env, ctl_fd=self._ctl_w, max_output=self.settings.max_output_bytes
+            cwd=self._start_dir(session),
+            env=env,
+            workdir=os.path.join(self._fifo_dir, f"shell-{self._next_shell}"),
+            max_output=self.settings.max_output_bytes,
         )
         await shell.start()
         session.shell = shell
@@ -235,14 +238,18 @@ class SessionsService:
         cwd: str | None = None,
         timeout_ms: int | None = None,
     ) -> tuple[int, bytes, bytes]:
-        """Run a foreground command in the session; raise on timeout or shell death."""
+        """Run a foreground command in the session; raise on timeout or shell death.
+
+        A caller that goes away (its task cancelled) leaves the command to be ended by the shell
+        (SIGTERM to the jobs it started, SIGKILL after the grace period); the session's lock is
+        free at once, and the next command runs as soon as that one has ended."""
+        check_command(command)
         session = self.get_or_create(session_id)
         timeout = self.timeout_for(session, timeout_ms)
         async with session.lock:
             if session.destroyed:
                 raise _destroyed(session_id)
             shell = await self._shell(session)
-            exclude = frozenset(j.pid for j in session.jobs if j.pid is not None)
             try:
                 code, out, err, timed_out = await shell.run(
                     command,
@@ -250,14 +257,19 @@ class SessionsService:
                     cwd=cwd,
                     time_limit=timeout / 1000 if timeout else None,
                     grace=self.grace,
-                    exclude=exclude,
                 )
             except ShellExited as exc:
                 session.shell = None
                 if exc.destroyed or session.destroyed:
                     raise _destroyed(session_id) from None
-                if exc.exit_code is None:  # we killed a stuck shell after a timeout
+                if exc.stopped:  # we killed a shell still stuck after a timeout (a builtin loop)
                     raise self._timeout_error(session_id, command, timeout) from None
+                if exc.reason:
+                    raise SandboxError(
+                        ErrorCode.SESSION_TERMINATED,
+                        f"Session '{session_id}' terminated: {exc.reason}; the next call starts a fresh shell",
+                        {"sessionId": session_id, "reason": exc.reason},
+                    ) from None
                 raise SandboxError(
                     ErrorCode.SESSION_TERMINATED,
                     f"Session '{session_id}' terminated: its shell exited with code {exc.exit_code}",
@@ -308,8 +320,11 @@ class SessionsService:
         """Start a job from the session's current state and return it once it has a pid."""
         if session_id == DISABLE_SESSION:
             return await self._spawn(command, env=env, cwd=cwd, timeout_ms=timeout_ms, ring_bytes=ring_bytes)
+        check_command(command)
         session = self.get_or_create(session_id)
         job = self._new_job(command, session_id, ring_bytes)
+        job.cwd = cwd
+        job.group = True  # job control: the shell starts it as a process group of its own
         fifo_out = os.path.join(self._fifo_dir, f"{job.tag}.out")
         fifo_err = os.path.join(self._fifo_dir, f"{job.tag}.err")
         fds: list[int] = []
@@ -323,13 +338,18 @@ class SessionsService:
                 shell = await self._shell(session)
                 try:
                     job.pid = await shell.launch(
-                        command, fifo_out=fifo_out, fifo_err=fifo_err, tag=job.tag, env=env, cwd=cwd
+                        command,
+                        fifo_out=fifo_out,
+                        fifo_err=fifo_err,
+                        markers=os.path.join(self._fifo_dir, f"j{job.tag}."),
+                        env=env,
+                        cwd=cwd,
                     )
                 except ShellExited as exc:
                     session.shell = None
                     raise SandboxError(
                         ErrorCode.SESSION_TERMINATED,
-                        f"Session '{session_id}' terminated",
+                        f"Session '{session_id}' terminated" + (f": {exc.reason}" if exc.reason else ""),
                         {"sessionId": session_id, "exitCode": exc.exit_code},
                     ) from None
                 session.jobs.add(job)
@@ -337,11 +357,10 @@ class SessionsService:
             for fd in fds:
                 os.close(fd)
             self.jobs.pop(job.tag, None)
+            _unlink(fifo_out, fifo_err)
             raise
-        finally:
-            for path in (fifo_out, fifo_err):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+        # the job opens its FIFOs itself, so they stay linked until it has ended
+        job.on_done.append(lambda _: _unlink(fifo_out, fifo_err))
         job.attach(fds[0], fds[1])
         job.watch_pid(self._on_job_pid_exit)
         if timeout_ms:
@@ -363,6 +382,7 @@ class SessionsService:
                 raise validation_error(f"{name} must not contain NUL", name)
         argv, cwd = _sessionless_argv(command, cwd)
         job = self._new_job(command, None, ring_bytes)
+        job.group = True  # a session of its own, so a group of its own
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         full_env = {**os.environ, **{k: v for k, v in (env or {}).items() if v is not None}}

@@ -1,16 +1,32 @@
-"""One persistent bash per session, driven through pipes.
+"""One persistent bash per session, driven through pipes, that nothing a user does can wedge.
 
-bash reads its script from a pipe we write (``bash /dev/fd/N``), so its stdin and every
-command's stdin is /dev/null. Each foreground command is sent as ``eval '<command>'``
-(single-quoted, so no user text is ever parsed as our script) followed by a marker that
-carries a per-shell nonce, the command's sequence number and its exit status, printed on
-stdout and stderr: the output of a command is everything before its marker on each pipe.
-State (cwd, exports, functions, aliases) lives in the shell, so it persists between commands.
+bash reads its script from a pipe we write (``bash /dev/fd/N``); its own stdout and stderr are
+/dev/null. A foreground command is one line of ours::
 
-Streamed and background commands are launched by the same shell, so they start from its
-state, into a background subshell whose stdout and stderr are FIFOs the server reads, and
-whose exit status is reported on a control pipe shared by every shell of the service as a
-line ``x <tag> <status>``; :class:`ControlParser` turns that pipe's bytes into events.
+    \\builtin eval '>X; <command>' </dev/null >/proc/S/fd/O 2>/proc/S/fd/E
+
+(the user's text only inside single quotes, so it is never parsed as our script), followed by
+lines made only of keywords and redirections, which no function, alias, option or variable can
+shadow, and whose trace ``set -x`` never shows inside the command's output:
+
+* the command's stdout and stderr are two pipes of the server's, opened by path for this command
+  alone: ``exec >file`` or ``exec 1>&-`` inside it last until it ends, and a background job it
+  leaves behind keeps writing to *its* pipes, which the server drains and discards, never into
+  a later command's output;
+* its exit status is carried by a file name (``r.<status>``, created only when it is not 0);
+* its completion by the opening and closing of a FIFO (``d``) whose read end the server holds;
+* that the eval builtin really ran our text by the opening of another FIFO (``x``): when a user
+  function named ``eval`` or ``builtin``, or a disabled builtin, took its place, the shell is
+  no longer usable and is replaced.
+
+Shell state (cwd, exports, functions, aliases) lives in the shell, so it persists. Job control
+is on (``set -m``), so every job a command starts has a process group of its own: a timeout or
+a cancel ends the groups of the jobs this command started, and no others. If the shell stops
+executing what we send (``set -n``, a DEBUG trap that skips commands), a watchdog sees it
+waiting for more script with the command unfinished, and the shell is replaced.
+
+Streamed and background commands are launched by the same shell, so they start from its state,
+as a job writing to two FIFOs the server reads; the job's exit status is again a file name.
 """
 
 from __future__ import annotations
@@ -20,16 +36,27 @@ import contextlib
 import errno
 import os
 import secrets
+import select
+import shutil
+import signal
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NoReturn
 
-from .proctree import kill_tree
-from .spawn import READ_SIZE, Child, read_nonblocking, set_once, spawn
+from sandbox_core import procfs
+
+from .proctree import kill_tree, signal_group
+from .spawn import Child, read_nonblocking, set_once, spawn
 
 #: How long our own scripts (a job launch) may take before the call fails with TimeoutError.
 INTERNAL_TIME_LIMIT = 30.0
-#: The longest control-pipe line kept; ours (``x <tag> <status>``) are a few dozen bytes.
-CONTROL_LINE_MAX = 4096
+#: Output pipes of finished commands still held open by a background job they left, per shell;
+#: past this many, the oldest is closed (that job then gets SIGPIPE on its next write).
+ORPHAN_PIPES_MAX = 64
+#: The watchdog's first and longest interval between two looks at a running command's shell.
+WATCHDOG_FIRST = 0.05
+WATCHDOG_MAX = 0.5
 
 
 def quote(text: str) -> str:
@@ -37,113 +64,98 @@ def quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-# control pipe ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JobExited:
-    """``x <tag> <status>``: the job ``tag`` ended with exit ``status`` (None when the status
-    is not an optional ``-`` followed by ASCII digits)."""
-
-    tag: int
-    status: int | None
-
-
-def _number(text: bytes) -> int | None:
-    digits = text[1:] if text.startswith(b"-") else text
-    if not digits.isdigit():
-        return None
-    try:
-        return int(text)
-    except ValueError:  # more digits than int() converts
-        return None
-
-
-def parse_control_line(line: bytes) -> JobExited | None:
-    """The event of one control line (without its newline); None for a line that is not ours."""
-    parts = line.split()
-    if len(parts) != 3 or parts[0] != b"x" or not parts[1].isdigit():
-        return None
-    tag = _number(parts[1])
-    return None if tag is None else JobExited(tag, _number(parts[2]))
-
-
-class ControlParser:
-    """Sans-IO parser of the control pipe: bytes in through :meth:`feed`, :class:`JobExited` out.
-
-    Lines end with ``\n``; a line that is not ``x <tag> <status>`` (whitespace-separated, ``tag``
-    ASCII digits) gives no event. Only the unfinished last line is buffered, and never more than
-    ``max_line`` bytes of it: a longer line is not ours, and is discarded up to its newline.
-    """
-
-    def __init__(self, max_line: int = CONTROL_LINE_MAX) -> None:
-        if max_line <= 0:
-            raise ValueError("max_line must be positive")
-        self.max_line = max_line
-        self._buf = bytearray()
-        self._skipping = False  # inside a line that grew past max_line
-
-    @property
-    def buffered(self) -> int:
-        """Bytes of an unfinished line held (at most ``max_line``)."""
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> list[JobExited]:
-        events: list[JobExited] = []
-        start = 0
-        while (nl := data.find(b"\n", start)) != -1:
-            piece = data[start:nl]
-            start = nl + 1
-            if not self._skipping and len(self._buf) + len(piece) <= self.max_line:
-                self._buf += piece
-                event = parse_control_line(bytes(self._buf))
-                if event is not None:
-                    events.append(event)
-            self._skipping = False
-            self._buf.clear()
-        if not self._skipping:
-            if len(self._buf) + len(data) - start > self.max_line:
-                self._buf.clear()
-                self._skipping = True
-            else:
-                self._buf += data[start:]
-        return events
-
-
-# the shell -------------------------------------------------------------------------------------
-
-
 class ShellExited(Exception):
-    """The shell died while a command ran in it (``exit N``, a crash, or a kill)."""
+    """The shell died or became unusable while a command ran in it (``exit N``, a crash, a
+    kill, or a shell that stopped executing commands: then ``reason`` says why)."""
 
-    def __init__(self, exit_code: int | None, destroyed: bool = False) -> None:
-        super().__init__(f"shell exited with {exit_code}")
+    def __init__(
+        self, exit_code: int | None, destroyed: bool = False, reason: str = "", *, stopped: bool = False
+    ) -> None:
+        super().__init__(reason or f"shell exited with {exit_code}")
         self.exit_code = exit_code
         self.destroyed = destroyed
+        self.reason = reason
+        self.stopped = stopped  # killed because a command past its time limit did not end
 
 
 @dataclass
 class _Capture:
-    """Output of one stream (stdout or stderr) of the running foreground command."""
+    """One output stream of a foreground command: its first ``limit`` bytes, and how many more."""
 
     limit: int
     buf: bytearray = field(default_factory=bytearray)
-    scanned: int = 0
     truncated: int = 0
-    done: bool = False
-    tail: bytes = b""  # what followed the marker on its line (the exit status on stdout)
+
+    def feed(self, data: bytes) -> None:
+        room = self.limit - len(self.buf)
+        if room >= len(data):
+            self.buf += data
+        else:
+            self.buf += data[: max(room, 0)]
+            self.truncated += len(data) - max(room, 0)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one of our scripts ended: the status it reported, whether the eval builtin ran our
+    text, whether the requested directory could not be entered, and a job's pid."""
+
+    status: int = 0
+    eval_ran: bool = False
+    cd_failed: bool = False
+    pid: int | None = None
 
 
 @dataclass
-class _Pending:
+class _Command:
+    """One script of ours in flight: its output pipes (foreground commands) and completion."""
+
     seq: int
-    out: _Capture
-    err: _Capture
-    future: asyncio.Future[None]
+    future: asyncio.Future[Outcome]
+    out: _Capture | None = None
+    err: _Capture | None = None
+    fds: dict[int, _Capture] = field(default_factory=dict)  # read end -> capture
+    write_ends: list[int] = field(default_factory=list)  # ours, closed once bash has opened them
+    children_before: frozenset[int] = frozenset()
+    stopping: asyncio.Task[None] | None = None
+    paths: tuple[str, str] = ("", "")  # where bash opens the output pipes
 
 
-def env_prelude(env: Mapping[str, str | None] | None, *, restore: bool) -> tuple[str, str]:
-    """Script lines that export ``env`` (None values skipped) and, if asked, restore it after."""
+def _hung_up(fd: int) -> bool:
+    """True once a writer has opened the FIFO ``fd`` reads (opened after our read end) and
+    closed it again; reading cannot tell, as it also finds no data when no writer ever came."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return any(mask & select.POLLHUP for _, mask in poller.poll(0))
+
+
+def take_markers(directory: str, prefix: str, *, keep: str = "") -> tuple[int | None, bool, int | None]:
+    """Read and remove the marker files ``<prefix>r.<status>``, ``<prefix>c`` and
+    ``<prefix>p.<pid>`` in ``directory`` (but ``keep``): (status or None, cd failed, pid or None)."""
+    status: int | None = None
+    cd_failed = False
+    pid: int | None = None
+    for name in os.listdir(directory):
+        if not name.startswith(prefix) or name == keep:
+            continue
+        rest = name[len(prefix) :]
+        kind, _, value = rest.partition(".")
+        if kind == "r" and value.isdigit():
+            status = int(value)
+        elif kind == "c" and not value:
+            cd_failed = True
+        elif kind == "p" and value.isdigit():
+            pid = int(value)
+        else:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, name))
+    return status, cd_failed, pid
+
+
+def env_lines(env: Mapping[str, str | None] | None, *, restore: str | None) -> tuple[str, str]:
+    """Script lines that export ``env`` (None values skipped) and, with ``restore`` (a prefix of
+    variable names unique to this command), lines that put the previous values back after."""
     if not env:
         return "", ""
     setup: list[str] = []
@@ -151,35 +163,40 @@ def env_prelude(env: Mapping[str, str | None] | None, *, restore: bool) -> tuple
     for i, (key, value) in enumerate(env.items()):
         if value is None:
             continue
-        if restore:
-            setup.append(f'__sbx_h{i}=${{{key}+1}}; __sbx_v{i}="${{{key}-}}"')
+        if restore is not None:
+            had, old = f"{restore}h{i}", f"{restore}v{i}"
+            setup.append(f'{had}=${{{key}+1}} {old}="${{{key}-}}"')
             undo.append(
-                f'if [[ -n "$__sbx_h{i}" ]]; then \\builtin export {key}="$__sbx_v{i}"; '
-                f"else \\builtin unset {key}; fi; \\builtin unset __sbx_h{i} __sbx_v{i}"
+                f'if [[ -n "${had}" ]]; then \\builtin export {key}="${old}"; '
+                f"else \\builtin unset -v {key}; fi; \\builtin unset -v {had} {old}"
             )
         setup.append(f"\\builtin export {key}={quote(value)}")
     return "\n".join(setup) + "\n", ("\n".join(undo) + "\n") if undo else ""
 
 
 class Shell:
-    """A running ``bash`` owned by one session."""
+    """A running ``bash`` owned by one session; ``workdir`` is a private directory of its own."""
 
-    def __init__(self, *, cwd: str, env: Mapping[str, str], ctl_fd: int, max_output: int) -> None:
+    def __init__(self, *, cwd: str, env: Mapping[str, str], workdir: str, max_output: int) -> None:
         self.cwd = cwd
         self.env = dict(env)
-        self.ctl_fd = ctl_fd
+        self.workdir = workdir
         self.max_output = max_output
-        self.nonce = "k" + secrets.token_hex(8)  # a letter first: printf reads "\\0" + digits as octal
-        self._marker = b"\x00" + self.nonce.encode() + b":"
+        self.nonce = "k" + secrets.token_hex(6)
+        self._done_path = os.path.join(workdir, "d")
+        self._eval_path = os.path.join(workdir, "x")
         self._seq = 0
-        self._pending: _Pending | None = None
+        self._current: _Command | None = None
         self._proc: Child | None = None
         self._script_w = -1
-        self._out_r = -1
-        self._err_r = -1
+        self._done_r = -1
+        self._eval_r = -1
+        self._orphans: dict[int, None] = {}  # read ends of finished commands' pipes, oldest first
         self._write_lock = asyncio.Lock()
+        self._idle_signature: tuple[str, str] | None = None
         self.exit_code: int | None = None
         self.destroyed = False
+        self.unusable = ""
         self._exit: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @property
@@ -191,112 +208,160 @@ class Shell:
     def alive(self) -> bool:
         return self._proc is not None and not self._exit.done()
 
+    def current_dir(self) -> str:
+        """The shell's working directory now (``/proc/<pid>/cwd``)."""
+        return os.readlink(f"/proc/{self.pid}/cwd")
+
     async def start(self) -> None:
+        os.makedirs(self.workdir, mode=0o700, exist_ok=True)
+        for path in (self._done_path, self._eval_path):
+            os.mkfifo(path, 0o600)
+        # a status of 0, the common case, is written where nothing needs creating or removing
+        os.symlink(os.devnull, os.path.join(self.workdir, "r.0"))
         script_r, self._script_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
         try:
             self._proc = spawn(
                 ["bash", "--norc", "--noprofile", f"/dev/fd/{script_r}"],
-                stdout=out_w,
-                stderr=err_w,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
                 cwd=self.cwd,
                 env=self.env,
-                pass_fds=(script_r, self.ctl_fd),
+                pass_fds=(script_r,),
                 start_new_session=True,
             )
         finally:
             os.close(script_r)
-            os.close(out_w)
-            os.close(err_w)
-        self._out_r, self._err_r = out_r, err_r
-        for fd in (out_r, err_r, self._script_w):
-            os.set_blocking(fd, False)
-        loop = asyncio.get_running_loop()
-        loop.add_reader(out_r, self._on_readable, out_r, True)
-        loop.add_reader(err_r, self._on_readable, err_r, False)
+        os.set_blocking(self._script_w, False)
         self._proc.on_exit(self._on_exit)
         # bash reads its script through a descriptor of its own (the one that is the same pipe
-        # as ours): close every other descriptor it inherited but 0-2 and the control pipe, so
-        # that commands inherit neither the script pipe nor the event loop's internals.
+        # as ours): close every other descriptor it inherited but 0-2, so that commands inherit
+        # neither the script pipe nor the event loop's internals. Then job control, so that every
+        # job has a process group of its own, and aliases, as an interactive shell has them.
         me = "/proc/$$/fd"
-        await self._write(
+        await self._exchange(
+            await self._begin(),
             f"for __sbx_fd in {me}/*; do __sbx_fd=${{__sbx_fd##*/}}\n"
-            f"case $__sbx_fd in 0|1|2|{self.ctl_fd}|{script_r}) continue;; esac\n"
+            f"case $__sbx_fd in 0|1|2|{script_r}) continue;; esac\n"
             f"[[ ! -e {me}/$__sbx_fd || {me}/$__sbx_fd -ef {me}/{script_r} ]] && continue\n"
             f'\\builtin eval "\\command exec $__sbx_fd>&-"\n'
-            f"done\n\\builtin unset __sbx_fd\n"
-            f"\\command exec {script_r}<&-\n\\builtin shopt -s expand_aliases\n".encode()
+            f"done\n\\builtin unset -v __sbx_fd\n"
+            f"\\command exec {script_r}<&-\n\\builtin set -m\n\\builtin shopt -s expand_aliases\n",
+            time_limit=INTERNAL_TIME_LIMIT,
         )
+        self._idle_signature = await self._learn_idle_signature()
+
+    async def _learn_idle_signature(self) -> tuple[str, str] | None:
+        """What ``/proc/<pid>/syscall`` says while bash waits for more script (the system call
+        and its descriptor: the same twice in a row); None where the kernel does not tell (then
+        there is no watchdog)."""
+        last = None
+        for _ in range(100):
+            signature = self._blocked_in()
+            if signature is not None and signature == last:
+                return signature
+            last = signature
+            await asyncio.sleep(0.002)
+        return None
+
+    def _blocked_in(self) -> tuple[str, str] | None:
+        try:
+            with open(f"/proc/{self.pid}/syscall") as fh:
+                fields = fh.read().split()
+        except OSError:
+            return None
+        if len(fields) < 2 or not fields[0].isdigit():  # "running", or no permission
+            return None
+        return fields[0], fields[1]
 
     def _on_exit(self, code: int) -> None:
         self.exit_code = code
         set_once(self._exit)
-        self._close_fds()
-        pending, self._pending = self._pending, None
-        if pending is not None and not pending.future.done():
-            pending.future.set_exception(ShellExited(code, self.destroyed))
-
-    def _close_fds(self) -> None:
         loop = asyncio.get_running_loop()
-        for fd in (self._out_r, self._err_r):
-            if fd >= 0:
-                loop.remove_reader(fd)
-                os.close(fd)
         if self._script_w >= 0:
-            loop.remove_writer(self._script_w)
             os.close(self._script_w)
-        self._out_r = self._err_r = self._script_w = -1
+            self._script_w = -1
+        command, self._current = self._current, None
+        if command is not None:
+            self._release(command, drain=True)
+            if not command.future.done():
+                command.future.set_exception(ShellExited(code, self.destroyed, self.unusable))
+        for fd in list(self._orphans):
+            self._close_orphan(fd)
+        for fd in (self._done_r, self._eval_r):
+            if fd >= 0:
+                with contextlib.suppress(ValueError, OSError):
+                    loop.remove_reader(fd)
+                os.close(fd)
+        self._done_r = self._eval_r = -1
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
-    # output ------------------------------------------------------------------------------
+    # output --------------------------------------------------------------------------------
 
-    def _on_readable(self, fd: int, is_out: bool) -> None:
+    def _open_outputs(self, command: _Command) -> tuple[str, str]:
+        """Two pipes for the command's stdout and stderr; the paths bash opens them by."""
+        paths: list[str] = []
+        loop = asyncio.get_running_loop()
+        me = os.getpid()
+        for capture in (command.out, command.err):
+            assert capture is not None
+            r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            command.fds[r] = capture
+            command.write_ends.append(w)
+            loop.add_reader(r, self._on_output, command, r)
+            paths.append(f"/proc/{me}/fd/{w}")
+        return paths[0], paths[1]
+
+    def _on_output(self, command: _Command, fd: int) -> None:
         data = read_nonblocking(fd)
         if data is None:
             return
-        if not data:
+        capture = command.fds.get(fd)
+        if not data or capture is None:
             asyncio.get_running_loop().remove_reader(fd)
+            command.fds.pop(fd, None)
+            os.close(fd)
             return
-        pending = self._pending
-        if pending is None:
-            return  # output of a stray background job between commands
-        capture = pending.out if is_out else pending.err
-        if capture.done:
-            return
-        self._feed(capture, data)
-        if pending.out.done and pending.err.done and not pending.future.done():
-            pending.future.set_result(None)
+        capture.feed(data)
 
-    def _feed(self, capture: _Capture, data: bytes) -> None:
-        buf = capture.buf
-        buf += data
-        marker = self._marker
-        start = max(0, capture.scanned - len(marker))
-        while True:
-            i = buf.find(marker, start)
-            if i == -1:
-                break
-            nl = buf.find(b"\n", i)
-            if nl == -1:
-                capture.scanned = i  # the marker line is not complete yet
-                return
-            fields = bytes(buf[i + len(marker) : nl]).split(b":", 1)
-            if fields[0] == str(self._pending.seq if self._pending else -1).encode():
-                capture.tail = fields[1] if len(fields) > 1 else b""
-                del buf[i:]
-                capture.done = True
-                return
-            del buf[i : nl + 1]  # a stale marker; drop it
-            start = i
-        capture.scanned = len(buf)
-        if len(buf) > capture.limit + READ_SIZE:
-            keep = len(marker) + 32
-            cut = len(buf) - keep
-            capture.truncated += cut - capture.limit
-            del buf[capture.limit : cut]
-            capture.scanned = len(buf)
+    def _release(self, command: _Command, *, drain: bool) -> None:
+        """The command is over: close our write ends, take what its pipes hold, and leave a pipe
+        that a background job still holds to be drained and discarded until it closes."""
+        loop = asyncio.get_running_loop()
+        for w in command.write_ends:
+            os.close(w)
+        command.write_ends.clear()
+        for fd, capture in list(command.fds.items()):
+            loop.remove_reader(fd)
+            eof = False
+            while drain and (data := read_nonblocking(fd)) is not None:
+                if not data:
+                    eof = True
+                    break
+                capture.feed(data)
+            if eof or not drain:
+                os.close(fd)
+            else:
+                self._adopt_orphan(fd)
+        command.fds.clear()
 
-    # input -------------------------------------------------------------------------------
+    def _adopt_orphan(self, fd: int) -> None:
+        if len(self._orphans) >= ORPHAN_PIPES_MAX:
+            self._close_orphan(next(iter(self._orphans)))
+        self._orphans[fd] = None
+        asyncio.get_running_loop().add_reader(fd, self._on_orphan, fd)
+
+    def _on_orphan(self, fd: int) -> None:
+        while (data := read_nonblocking(fd)) is not None:
+            if not data:
+                self._close_orphan(fd)
+                return
+
+    def _close_orphan(self, fd: int) -> None:
+        if self._orphans.pop(fd, 0) is None:
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+
+    # input ---------------------------------------------------------------------------------
 
     async def _write(self, data: bytes) -> None:
         async with self._write_lock:
@@ -304,7 +369,7 @@ class Shell:
             loop = asyncio.get_running_loop()
             while view:
                 if self._script_w < 0:
-                    raise ShellExited(self.exit_code, self.destroyed)
+                    raise ShellExited(self.exit_code, self.destroyed, self.unusable)
                 try:
                     n = os.write(self._script_w, view)
                     view = view[n:]
@@ -319,55 +384,162 @@ class Shell:
                             loop.remove_writer(fd)
                 except OSError as exc:
                     if exc.errno == errno.EPIPE:
-                        raise ShellExited(self.exit_code, self.destroyed) from None
+                        raise ShellExited(self.exit_code, self.destroyed, self.unusable) from None
                     raise
 
-    # commands ----------------------------------------------------------------------------
+    # one script in flight ------------------------------------------------------------------
 
-    async def _exchange(
-        self,
-        script: str,
-        *,
-        time_limit: float | None,
-        grace: float | None = None,
-        exclude: frozenset[int] = frozenset(),
-    ) -> tuple[_Pending, bool]:
-        """Send ``script`` (ours: user text only inside quotes), then the end marker that reports
-        ``$__sbx_rc``, and wait for that marker on both pipes; return the captures and whether
-        ``time_limit`` (seconds, None for none) passed first.
+    def _arm(self, command: _Command) -> None:
+        """Open fresh read ends of the completion and eval FIFOs for ``command``: a read end
+        opened now reports a hang-up only once a writer has come and gone after this."""
+        loop = asyncio.get_running_loop()
+        for fd in (self._done_r, self._eval_r):
+            if fd >= 0:
+                os.close(fd)
+        self._eval_r = os.open(self._eval_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._done_r = os.open(self._done_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        loop.add_reader(self._done_r, self._on_done, command)
 
-        Past ``time_limit``, with ``grace`` None the call raises TimeoutError; otherwise the
-        shell's children (but the subtrees of ``exclude``) get SIGTERM, then SIGKILL after
-        ``grace``, and if the shell itself is still stuck (a builtin loop) it is killed and
-        ShellExited is raised.
-        """
+    def _on_done(self, command: _Command) -> None:
+        if self._done_r < 0 or not _hung_up(self._done_r):
+            return  # bash has not opened and closed it yet
+        asyncio.get_running_loop().remove_reader(self._done_r)
+        eval_ran = _hung_up(self._eval_r)
+        status, cd_failed, pid = take_markers(self.workdir, "", keep="r.0")
+        if self._current is command:
+            self._current = None
+        self._release(command, drain=True)
+        if not command.future.done():
+            command.future.set_result(Outcome(status or 0, eval_ran, cd_failed, pid))
+
+    async def _idle(self) -> None:
+        """Wait until no script of ours is in flight (a cancelled command still being ended)."""
+        while (command := self._current) is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(command.future)
+            if command.stopping is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(command.stopping)
+
+    async def _begin(self, *, outputs: bool = False) -> _Command:
+        """A new command, once none is in flight: completion armed, and with ``outputs`` its two
+        output pipes open (their paths in ``out_path``/``err_path`` of the result)."""
+        await self._idle()
         if not self.alive:
-            raise ShellExited(self.exit_code, self.destroyed)
+            raise ShellExited(self.exit_code, self.destroyed, self.unusable)
         self._seq += 1
         loop = asyncio.get_running_loop()
-        pending = _Pending(self._seq, _Capture(self.max_output), _Capture(self.max_output), loop.create_future())
-        self._pending = pending
-        marker = f"\\0{self.nonce}:{pending.seq}"
-        script += f"\\builtin printf '{marker}:%d\\n' \"$__sbx_rc\"; \\builtin printf '{marker}\\n' >&2\n"
-        timed_out = False
+        command = _Command(self._seq, loop.create_future())
+        command.future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+        if outputs:
+            command.out, command.err = _Capture(self.max_output), _Capture(self.max_output)
+            command.paths = self._open_outputs(command)
+        command.children_before = frozenset(procfs.children(self.pid))
+        self._current = command
+        self._arm(command)
+        return command
+
+    async def _exchange(
+        self, command: _Command, script: str, *, time_limit: float | None, grace: float | None = None
+    ) -> Outcome | None:
+        """Send ``script`` followed by our completion line and wait for it to complete.
+
+        Returns the outcome, or None when ``time_limit`` (seconds) passed first: then, with
+        ``grace`` None the call raises TimeoutError; otherwise the jobs the script started get
+        SIGTERM, then SIGKILL after ``grace``, and if the shell itself is still stuck (a builtin
+        loop) it is killed and ShellExited is raised. A caller that is cancelled leaves the same
+        ending to a task of the shell's (the next command waits for it).
+        """
+        writer = asyncio.ensure_future(self._write(f"{script}>{quote(self._done_path)}\n".encode()))
         try:
-            await self._write(script.encode())
-            try:
-                await asyncio.wait_for(asyncio.shield(pending.future), time_limit)
-            except TimeoutError:
-                if grace is None:
-                    raise
-                timed_out = True
-                await kill_tree(self.pid, include_root=False, grace=grace, exclude=exclude)
-                try:
-                    await asyncio.wait_for(asyncio.shield(pending.future), max(grace, 0.5))
-                except TimeoutError:
-                    await self.kill(destroy=False)  # a builtin loop: only the shell itself can stop
-                    raise ShellExited(None, self.destroyed) from None
-        finally:
-            if self._pending is pending:
-                self._pending = None
-        return pending, timed_out
+            await asyncio.shield(writer)
+            outcome = await self._wait(command, time_limit)
+            if outcome is not None:
+                return outcome
+            if grace is None:
+                raise TimeoutError
+            await self._stop(command, grace)
+            return None
+        except asyncio.CancelledError:
+            if not command.future.done() and self.alive:
+                command.stopping = asyncio.create_task(
+                    self._stop(command, 0.0 if grace is None else grace, writer=writer),
+                    name=f"stop command {command.seq} of shell {self.nonce}",
+                )
+            raise
+
+    async def _wait(self, command: _Command, time_limit: float | None) -> Outcome | None:
+        """The command's outcome, or None once ``time_limit`` has passed; meanwhile a watchdog
+        replaces a shell that waits for more script with the command unfinished."""
+        loop = asyncio.get_running_loop()
+        deadline = None if time_limit is None else loop.time() + time_limit
+        interval = WATCHDOG_FIRST
+        while True:
+            wait = interval if deadline is None else max(0.0, min(interval, deadline - loop.time()))
+            await asyncio.wait([command.future], timeout=wait)
+            if command.future.done():
+                return command.future.result()
+            if deadline is not None and loop.time() >= deadline:
+                return None
+            if self._idle_signature is not None and self._blocked_in() == self._idle_signature:
+                self._on_done(command)  # its completion may be waiting in the loop's queue
+                if not command.future.done():
+                    await self._replace(command, "the shell stopped executing commands (for example after `set -n`)")
+            interval = min(interval * 2, WATCHDOG_MAX)
+
+    async def _replace(self, command: _Command, reason: str) -> NoReturn:
+        """The shell can no longer run commands: kill it; the command fails with ``reason``."""
+        self.unusable = reason
+        await self.kill(destroy=False)
+        if not command.future.done():
+            command.future.set_exception(ShellExited(None, self.destroyed, reason))
+        raise ShellExited(None, self.destroyed, reason)
+
+    def _command_jobs(self, command: _Command) -> list[int]:
+        """The process groups of the jobs ``command`` started (children of the shell it did
+        not have before), never the shell's own group."""
+        groups: list[int] = []
+        own = os.getpgid(self.pid) if self.alive else -1
+        for child in procfs.children(self.pid):
+            if child in command.children_before:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                group = os.getpgid(child)
+                if group != own and group not in groups:
+                    groups.append(group)
+        return groups
+
+    async def _stop(self, command: _Command, grace: float, *, writer: asyncio.Future[None] | None = None) -> None:
+        """End the jobs ``command`` started (their process groups and what is below them):
+        SIGTERM, then SIGKILL after ``grace``; a shell still busy after that is killed (raising
+        ShellExited, unless this is the ending of a cancelled command, ``writer`` its script)."""
+        quiet = writer is not None
+        try:
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    await writer  # the whole script, so that the next one is not glued to half of it
+            groups = self._command_jobs(command)
+            leaders = [p for p in procfs.children(self.pid) if p not in command.children_before]
+            for group in groups:
+                signal_group(group, signal.SIGTERM)
+            trees = [asyncio.create_task(kill_tree(p, grace=grace)) for p in leaders]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(command.future), max(grace, 0.05))
+            for group in groups:
+                signal_group(group, signal.SIGKILL)  # and members forked meanwhile
+            await asyncio.gather(*trees, return_exceptions=True)
+            if not command.future.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(command.future), 0.5)
+            if not command.future.done():  # a builtin loop: only the shell itself can stop
+                await self.kill(destroy=False)
+                if not quiet:
+                    raise ShellExited(None, self.destroyed, stopped=True)
+        except ShellExited:
+            if not quiet:
+                raise
+
+    # commands ------------------------------------------------------------------------------
 
     async def run(
         self,
@@ -377,37 +549,45 @@ class Shell:
         cwd: str | None = None,
         time_limit: float | None = None,
         grace: float = 2.0,
-        exclude: frozenset[int] = frozenset(),
     ) -> tuple[int, bytes, bytes, bool]:
         """Run a foreground command; return (exit code, stdout, stderr, timed out).
 
         ``time_limit`` (seconds) is a kill deadline, not a cancellation timeout: when it passes,
-        the command's processes get SIGTERM, then SIGKILL after ``grace``, and the call returns
-        with timed out set; if the shell itself is still stuck (a builtin loop), it is killed and
-        ShellExited is raised. Processes in the subtrees of ``exclude`` (the session's jobs) are spared.
+        the jobs the command started get SIGTERM, then SIGKILL after ``grace``, and the call
+        returns with timed out set; if the shell itself is still stuck (a builtin loop), it is
+        killed and ShellExited is raised. Jobs earlier commands left running are never touched.
         """
-        setup, undo = env_prelude(env, restore=True)
-        body = f"\\builtin eval {quote(command)} {self.ctl_fd}>&-\n__sbx_rc=$?\n"
-        if cwd is not None:
+        sent = await self._begin(outputs=True)
+        setup, undo = env_lines(env, restore=f"__sbx_{self.nonce}_{sent.seq}_")
+        out_path, err_path = sent.paths
+        # after an eval whose text ends inside a quote, bash does not see keywords on the next
+        # line (a parser bug): the line after eval is always a plain redirection
+        status = f'>"{self.workdir}/r.$?"\n'
+        text = f">{quote(self._eval_path)}; {command}"  # the mark that our eval really ran, then the command
+        run = f"\\builtin eval {quote(text)} </dev/null >{out_path} 2>{err_path}\n"
+        if cwd is None:
+            body = f"{setup}{run}{status}{undo}"
+        else:
+            back = quote(self.current_dir())
             body = (
-                f'__sbx_pwd="$PWD"\nif \\builtin cd -- {quote(cwd)} 2>/dev/null; then\n{body}'
-                f'\\builtin cd -- "$__sbx_pwd" 2>/dev/null\nelse\n'
-                f"\\builtin printf \"Failed to change directory to '%s'\\n\" {quote(cwd)} >&2\n"
-                f"__sbx_rc=1\nfi\n"
+                f"if \\builtin cd -- {quote(cwd)} 2>/dev/null; then\n{setup}{run}{status}{undo}"
+                f"\\builtin cd -- {back} 2>/dev/null\nelse >{quote(self.workdir + '/c')}; fi\n"
             )
-        pending, timed_out = await self._exchange(
-            f"{setup}{body}{undo}", time_limit=time_limit, grace=grace, exclude=exclude
-        )
-        try:
-            code = int(pending.out.tail or b"-1")
-        except ValueError:
-            code = -1
-        out = bytes(pending.out.buf)
-        err = bytes(pending.err.buf)
-        for capture, name in ((pending.out, "stdout"), (pending.err, "stderr")):
+        outcome = await self._exchange(sent, f"\\builtin set -m\n{body}", time_limit=time_limit, grace=grace)
+        assert sent.out is not None and sent.err is not None
+        out, err = bytes(sent.out.buf), bytes(sent.err.buf)
+        if outcome is None:
+            return -1, out, err, True
+        if outcome.cd_failed:
+            return 1, b"", f"Failed to change directory to '{cwd}'\n".encode(), False
+        if not outcome.eval_ran and not (outcome.status == 2 and b"eval: line " in err):  # not a parse error
+            await self._replace(
+                sent, "the shell's eval builtin is disabled or shadowed by a function (`eval` or `builtin`)"
+            )
+        for capture, name in ((sent.out, "stdout"), (sent.err, "stderr")):
             if capture.truncated:
                 err += f"\n[sandbox: {name} truncated: {capture.truncated} bytes dropped]\n".encode()
-        return code, out, err, timed_out
+        return outcome.status, out, err, False
 
     async def launch(
         self,
@@ -415,38 +595,41 @@ class Shell:
         *,
         fifo_out: str,
         fifo_err: str,
-        tag: int,
+        markers: str,
         env: Mapping[str, str | None] | None = None,
         cwd: str | None = None,
     ) -> int:
-        """Start ``command`` in a background subshell writing to the two FIFOs; return its pid.
-
-        The FIFOs' read ends must already be open. The exit status arrives on the control
-        pipe as ``x <tag> <status>``.
-        """
-        setup, _ = env_prelude(env, restore=False)
+        """Start ``command`` as a job of its own (a process group) writing to the two FIFOs;
+        return its pid. The FIFOs' read ends must already be open, and stay linked until the job
+        ends. Its status is then the name of a file ``<markers>r.<status>`` (``<markers>c``:
+        ``cwd`` could not be entered), read with :func:`take_markers`."""
+        setup, _ = env_lines(env, restore=None)
+        body = (  # a subshell of its own, so that an `exit` in the command still leaves its status
+            f"( {setup}\\builtin eval {quote(command)}\n) </dev/null >{quote(fifo_out)} 2>{quote(fifo_err)}\n"
+            f'>"{markers}r.$?"\n'
+        )
         if cwd is not None:
-            setup = (
-                f"\\builtin cd -- {quote(cwd)} 2>/dev/null || {{ \\builtin printf "
-                f"\"Failed to change directory to '%s'\\n\" {quote(cwd)} >&2; \\builtin exit 1; }}\n" + setup
-            )
-        inner = f"{setup}\\builtin eval {quote(command)}"
-        pending, _ = await self._exchange(
-            f"\\command exec {{__sbx_o}}>{quote(fifo_out)} {{__sbx_e}}>{quote(fifo_err)}\n"
-            f'{{ ( {inner}\n) >&"$__sbx_o" 2>&"$__sbx_e" {{__sbx_o}}>&- {{__sbx_e}}>&- {self.ctl_fd}>&-\n'
-            f"\\builtin printf 'x {tag} %d\\n' \"$?\" >&{self.ctl_fd}\n"
-            f"}} </dev/null >/dev/null 2>&1 &\n"
-            f"__sbx_rc=$!\n"
-            f"\\command exec {{__sbx_o}}>&- {{__sbx_e}}>&-\n",
+            body = f"if \\builtin cd -- {quote(cwd)} 2>/dev/null; then\n{body}else >{markers}c; fi\n"
+        sent = await self._begin()
+        outcome = await self._exchange(
+            sent,
+            f"\\builtin set -m\n{{ {body}}} </dev/null >/dev/null 2>&1 &\n>{self.workdir}/p.$!\n",
             time_limit=INTERNAL_TIME_LIMIT,
         )
-        return int(pending.out.tail or b"-1")
+        if outcome is None or outcome.pid is None:
+            raise ShellExited(None, self.destroyed, "the shell did not start the job")
+        return outcome.pid
 
     async def kill(self, grace: float = 1.0, *, destroy: bool = True) -> None:
         """End the shell and everything it started (``destroy``: the session is being deleted)."""
         self.destroyed = self.destroyed or destroy
         if not self.alive:
             return
+        for child in procfs.children(self.pid):  # its jobs, each a process group
+            with contextlib.suppress(ProcessLookupError):
+                group = os.getpgid(child)
+                if group == child:
+                    signal_group(group, signal.SIGTERM)
         await kill_tree(self.pid, include_root=True, grace=grace)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._exit), 5)
