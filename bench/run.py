@@ -26,7 +26,11 @@ import json
 import math
 import os
 import platform
+import selectors
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -157,6 +161,189 @@ def check(result: Any, expect_stdout: str | None = None) -> None:
         raise RuntimeError(f"unexpected stdout {result.stdout[:200]!r}, expected {expect_stdout!r}")
 
 
+# floor of the session exec latency ----------------------------------------------------------------
+
+#: What the floor app answers to ``POST /api/execute``: shaped like a real answer to a session ``echo hi``.
+FLOOR_EXEC_BODY = (
+    b'{"success":true,"exitCode":0,"stdout":"hi","stderr":"","command":"echo hi","duration":0.1,'
+    b'"timestamp":"2025-01-01T00:00:00.000Z","sessionId":"bench-echo"}'
+)
+FLOOR_EXEC_HEADERS = [  # those of the http transport's JSON answers
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(FLOOR_EXEC_BODY)).encode()),
+    (b"access-control-allow-origin", b"*"),
+]
+
+
+async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A bare ASGI app: reads the request body, answers ``POST /api/execute`` with
+    FLOOR_EXEC_BODY and anything else with 404; no routing table, no JSON, no services."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body", False):
+        pass
+    if scope["method"] == "POST" and scope["path"] == "/api/execute":
+        await send({"type": "http.response.start", "status": 200, "headers": FLOOR_EXEC_HEADERS})
+        await send({"type": "http.response.body", "body": FLOOR_EXEC_BODY})
+    else:
+        await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def floor_server_main() -> int:
+    """``run.py --floor-server``: serve floor_app on 127.0.0.1, a free port, with the hypercorn
+    settings of ``sandbox_core.server.serve()`` on the same loop as ``sandbox serve`` (uvloop when
+    installed); print the URL on stdout; stop on SIGTERM or when stdin reaches EOF."""
+    import logging
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # as sandbox_core.server.bind_socket
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    sock.setblocking(False)
+    host, port = sock.getsockname()[:2]
+    config = Config()  # as sandbox_core.server.serve()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 5.0  # [server] shutdown_timeout's default
+    config.keep_alive_timeout = 75
+    config.keep_alive_max_requests = 10_000_000
+    config.include_server_header = False
+    config.websocket_max_message_size = 64 * 1024 * 1024
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        stdin = sys.stdin.fileno()
+
+        def stdin_closed() -> None:  # the bench closed our stdin (or died): stop
+            loop.remove_reader(stdin)
+            stop.set()
+
+        loop.add_reader(stdin, stdin_closed)
+        print(f"http://{host}:{port}", flush=True)
+        await serve(floor_app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+    return 0
+
+
+class FloorServer:
+    """``run.py --floor-server`` in a subprocess, for the duration of a ``with`` block."""
+
+    def __init__(self, startup_timeout: float = 30.0) -> None:
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def __enter__(self) -> FloorServer:
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--floor-server"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,  # its stderr is ours: a failure shows in the bench's log
+        )
+        try:
+            assert self.proc.stdout is not None
+            line = b""
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.proc.stdout, selectors.EVENT_READ)
+                deadline = time.monotonic() + self.startup_timeout
+                while not line.endswith(b"\n"):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not selector.select(remaining):
+                        raise RuntimeError(f"the floor server reported no URL within {self.startup_timeout} s")
+                    chunk = os.read(self.proc.stdout.fileno(), 4096)
+                    if not chunk:
+                        raise RuntimeError(f"the floor server exited before listening (exit {self.proc.wait(5)})")
+                    line += chunk
+            self.url = line.decode().strip()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()  # EOF: it shuts down
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        proc.stdout.close()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def bash_round_trips(warmup: int, timed: int) -> list[float]:
+    """ms of each of ``timed`` round trips to one persistent bash, after ``warmup`` untimed ones.
+
+    bash reads its script from a pipe (``bash --norc --noprofile /dev/fd/N``, as the sessions
+    service starts a session's shell), its stdin is /dev/null and its stdout a pipe. A round trip
+    writes ``echo hi; printf 'END\n'`` and reads stdout until the marker, with blocking
+    ``os.write``/``os.read`` in this process (no event loop in between)."""
+    script_r, script_w = os.pipe()
+    proc = subprocess.Popen(
+        ["bash", "--norc", "--noprofile", f"/dev/fd/{script_r}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        pass_fds=(script_r,),
+    )
+    os.close(script_r)
+    assert proc.stdout is not None
+    out = proc.stdout.fileno()
+    command, expected = b"echo hi; printf 'END\\n'\n", b"hi\nEND\n"
+    samples = []
+    try:
+        for i in range(warmup + timed):
+            t0 = time.perf_counter()
+            os.write(script_w, command)
+            received = b""
+            while not received.endswith(b"END\n"):
+                chunk = os.read(out, 65536)
+                if not chunk:
+                    raise RuntimeError(f"bash exited (exit {proc.wait(5)}) after {received!r}")
+                received += chunk
+            elapsed = (time.perf_counter() - t0) * 1000
+            if received != expected:
+                raise RuntimeError(f"bash answered {received!r}, expected {expected!r}")
+            if i >= warmup:
+                samples.append(elapsed)
+    finally:
+        os.close(script_w)  # EOF on its script: bash exits
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        proc.stdout.close()
+    return samples
+
+
 # figures ----------------------------------------------------------------------------------------
 
 
@@ -166,22 +353,54 @@ async def idle_rss(ctx: Ctx) -> dict[str, float]:
     return {"idle_rss": rss_mb(ctx.pid)}
 
 
-@figure(
-    Metric("exec_echo_median", "session exec `echo hi`, median", "ms", target={"http": 2.0, "*": 1.5}, upstream=52),
-    Metric("exec_echo_p99", "session exec `echo hi`, p99", "ms"),
-)
-async def exec_echo(ctx: Ctx) -> dict[str, float]:
-    sb, sid = ctx.sb, "bench-echo"
-    await sb.create_session(sid)
-    for _ in range(ctx.n(200)):
+async def timed_execs(sb: Sandbox, sid: str, warmup: int, timed: int) -> list[float]:
+    """ms of each of ``timed`` sequential ``sb.exec("echo hi")`` calls, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
         check(await sb.exec("echo hi", session_id=sid), "hi")
     samples = []
-    for _ in range(ctx.n(2000)):
+    for _ in range(timed):
         t0 = time.perf_counter()
         result = await sb.exec("echo hi", session_id=sid)
         samples.append((time.perf_counter() - t0) * 1000)
         check(result, "hi")
-    return {"exec_echo_median": statistics.median(samples), "exec_echo_p99": percentile(samples, 99)}
+    return samples
+
+
+@figure(
+    Metric("exec_echo_median", "session exec `echo hi`, median", "ms", target={"http": 2.0, "*": 1.5}, upstream=52),
+    Metric("exec_echo_p99", "session exec `echo hi`, p99", "ms"),
+    Metric("floor_http_median", "floor: bare http app answering exec, median", "ms"),
+    Metric("floor_bash_median", "floor: bare bash `echo hi` round trip, median", "ms"),
+    Metric("exec_echo_floor", "session exec floor (bare http app + bare bash round trip)", "ms"),
+    Metric("exec_echo_over_floor", "session exec `echo hi`, median over floor", "x", target=1.5),
+)
+async def exec_echo(ctx: Ctx) -> dict[str, float]:
+    """The real figure first, untouched; then its floor with the same counts (see FloorServer
+    and bash_round_trips), so the ratio compares figures taken on the same machine in the same run."""
+    sb, sid = ctx.sb, "bench-echo"
+    await sb.create_session(sid)
+    warmup, timed = ctx.n(200), ctx.n(2000)
+    samples = await timed_execs(sb, sid, warmup, timed)
+    median = statistics.median(samples)
+
+    if ctx.transport != "http":
+        ctx.note(
+            f"exec_echo [{ctx.transport}]: the floor is the bare http app timed with the http client "
+            f"(no {ctx.transport} floor yet)"
+        )
+    with FloorServer() as floor:  # the same client class and settings as the real figure's
+        async with Sandbox(floor.url, transport="http") as floor_sb:
+            floor_http = statistics.median(await timed_execs(floor_sb, sid, warmup, timed))
+    floor_bash = statistics.median(bash_round_trips(warmup, timed))
+    floor_sum = floor_http + floor_bash
+    return {
+        "exec_echo_median": median,
+        "exec_echo_p99": percentile(samples, 99),
+        "floor_http_median": floor_http,
+        "floor_bash_median": floor_bash,
+        "exec_echo_floor": floor_sum,
+        "exec_echo_over_floor": median / floor_sum,
+    }
 
 
 @figure(
@@ -432,6 +651,10 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:,.0f} {unit}"
     if unit == "s":
         return f"{value:.3f} {unit}"
+    if unit == "x":
+        return f"{value:.2f}x"
+    if value < 0.1:
+        return f"{value:.3f} {unit}"
     return f"{value:.2f} {unit}" if value < 100 else f"{value:.0f} {unit}"
 
 
@@ -470,7 +693,10 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FIGURE",
         help="run only this figure (function name; repeatable): " + ", ".join(f.name for f in FIGURES),
     )
+    parser.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)  # see FloorServer
     args = parser.parse_args(argv)
+    if args.floor_server:
+        return floor_server_main()
 
     installed = installed_transports()
     transports = args.transport or installed
