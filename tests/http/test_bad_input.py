@@ -10,9 +10,10 @@ when a field was wrong) or a correct 2xx; after each example ``GET /api/ping`` s
 Safety: the server really runs commands and writes files as root, so the generated values
 are confined. ``command`` only comes from :data:`SAFE_COMMANDS`; path-like fields are either
 invalid (NUL, more than 4096 bytes, not a string) or inside the example's scratch directory,
-never with a ``..`` that leaves it; timeouts are at most 2000 ms; env names come from a fixed
-set (no PATH, LD_*, BASH_ENV); port watches only target loopback ports this module holds
-bound without listening; strings of unknown fields come from a harmless set. Every stream is
+never with a ``..`` that leaves it; timeouts are at most 2000 ms (or past the largest, 2**31 - 1
+ms, so refused); env names come from a fixed set (no PATH, LD_*, BASH_ENV); port watches only
+target loopback ports this module holds bound without listening; strings of unknown fields
+come from a harmless set. Every stream is
 read for at most :data:`STREAM_BUDGET_S` seconds and then closed, and after each example every
 process is killed and every session deleted.
 """
@@ -149,6 +150,7 @@ repo_urls = st.one_of(
 small_ms = st.one_of(
     st.integers(min_value=1, max_value=MAX_TIMEOUT_MS),
     st.integers(max_value=0),
+    st.integers(min_value=2**31),  # past the largest duration, 2**31 - 1 ms: refused
     wrong_non_numbers,
     st.floats(min_value=-MAX_TIMEOUT_MS, max_value=MAX_TIMEOUT_MS),
 )
@@ -214,6 +216,10 @@ def field_strategy(name: str, free_ports: list[int]) -> st.SearchStrategy[Any]:
             wrong_types,
         ),
         "branch": st.one_of(st.text(max_size=12), wrong_types),
+        "statusMin": st.one_of(st.integers(), wrong_non_numbers),
+        "statusMax": st.one_of(st.integers(), wrong_non_numbers),
+        "depth": st.one_of(st.integers(), wrong_non_numbers),
+        "offset": st.one_of(st.integers(), wrong_non_numbers),
         "upto": st.one_of(st.integers(min_value=-5, max_value=MAX_TIMEOUT_MS), wrong_non_numbers),
         "name": st.one_of(st.text(max_size=12), wrong_types),
         "reason": st.one_of(st.text(max_size=12), wrong_types),
@@ -502,6 +508,24 @@ class Target:
 
         return (*self.runner.run(main()), root)
 
+    def send_raw(self, method: str, path: str, content: bytes | None) -> tuple[int, str]:
+        """One request with a raw body: (status, body text). A stream is not read: its body is
+        ``"<stream>"`` (it may never end, as a port watch that can never be ready)."""
+
+        async def main() -> tuple[int, str]:
+            headers = {"content-type": "application/json"} if content is not None else {}
+            try:
+                async with self.client.stream(method, path, content=content, headers=headers) as response:
+                    if response.headers.get("content-type", "").startswith("text/event-stream"):
+                        return response.status_code, "<stream>"
+                    text = (await response.aread()).decode("utf-8", "replace")
+                check_no_trace(text)
+                return response.status_code, text
+            finally:
+                await cleanup_and_ping(self.client)
+
+        return self.runner.run(main())
+
 
 # ---- fixtures ----------------------------------------------------------------------------------
 
@@ -706,3 +730,65 @@ def test_sessionless_bad_cwd_is_exit_1_as_in_a_session(target: Target, cwd: str)
         assert status == 200, result
         assert (result["exitCode"], result["stdout"]) == (1, "")
         assert result["stderr"].rstrip("\n") == f"Failed to change directory to '{root}/{cwd}'"
+
+
+#: A JSON integer of 400 digits: a Python int, which ``timeoutMs / 1000`` cannot turn into a float.
+HUGE = "1" + "0" * 400
+#: Numbers JSON can write but no 64-bit type holds (msgspec reads ``1e400`` as out of range).
+HUGE_LITERALS = ["1e400", "-1e400", HUGE, "-" + HUGE]
+
+
+#: Stands for the number in a request (replaced, quotes included, by the raw literal).
+N = "__number__"
+
+
+def huge_number_requests(port: int, root: str) -> list[tuple[str, str, dict[str, Any] | None, str]]:
+    """(method, path, JSON body, field) for every numeric field; ``N`` marks where the number goes."""
+    cmd = {"command": "true"}
+    repo = {"repoUrl": f"{root}/d", "targetDir": f"{root}/c"}
+    return [
+        ("POST", "/api/execute", {**cmd, "timeoutMs": N}, "timeoutMs"),
+        ("POST", "/api/execute", {**cmd, "sessionId": "__DISABLE_SESSION__", "timeoutMs": N}, "timeoutMs"),
+        ("POST", "/api/execute/stream", {**cmd, "timeoutMs": N}, "timeoutMs"),
+        ("POST", "/api/commands/execute", {**cmd, "timeoutMs": N}, "timeoutMs"),
+        ("POST", "/api/process/start", {**cmd, "timeoutMs": N}, "timeoutMs"),
+        ("POST", "/api/session/create", {"id": "bad-in-huge", "commandTimeoutMs": N}, "commandTimeoutMs"),
+        ("POST", "/api/git/checkout", {**repo, "timeoutMs": N}, "timeoutMs"),
+        ("POST", "/api/git/checkout", {**repo, "depth": N}, "depth"),
+        ("POST", "/api/port-watch", {"port": port, "mode": "http", "statusMin": N}, "statusMin"),
+        ("POST", "/api/port-watch", {"port": port, "mode": "http", "statusMax": N}, "statusMax"),
+        ("POST", "/api/ports/watch_port", {"port": port, "mode": "http", "statusMin": N}, "statusMin"),
+        ("POST", "/api/port-watch", {"port": port, "mode": "tcp", "interval": N}, "interval"),
+        ("POST", "/api/processes/stream_logs", {"id": "bad-in-offset", "offset": N}, "offset"),
+        ("GET", f"/api/process/bad-in-offset/stream?offset={N}", None, "offset"),
+    ]
+
+
+def test_huge_numbers_are_400_naming_the_field(target: Target) -> None:
+    """JSON number literals past 64 bits in every numeric field: 400 VALIDATION_FAILED naming it.
+
+    Was: a 400-digit timeoutMs 500 (OverflowError) on execute, execute stream, process start
+    and git checkout, accepted by session create (then every exec in that session was 500); a
+    400-digit depth 500 GIT_OPERATION_FAILED; statusMin/statusMax a port watch that could never
+    end; offset accepted."""
+    root = tempfile.mkdtemp(prefix="huge-", dir=target.scratch_parent)
+    os.makedirs(os.path.join(root, "d"))
+    status, text = target.send_raw("POST", "/api/process/start", b'{"command":"true","processId":"bad-in-offset"}')
+    assert status == 200, text
+    wrong: list[str] = []
+    for method, path, body, field in huge_number_requests(target.free_ports[0], root):
+        for literal in HUGE_LITERALS:
+            if body is None:
+                status, text = target.send_raw(method, path.replace(N, literal), None)
+            else:
+                content = json.dumps(body).replace(f'"{N}"', literal).encode()
+                status, text = target.send_raw(method, path, content)
+            shown = f"{method} {path} {field}={literal[:8]}"
+            if status != 400:
+                wrong.append(f"{shown}: {status} {text[:150]}")
+                continue
+            error = json.loads(text)
+            if (error["code"], error["context"].get("field")) != ("VALIDATION_FAILED", field):
+                wrong.append(f"{shown}: {text[:200]}")
+    shutil.rmtree(root, ignore_errors=True)
+    assert not wrong, "\n".join(wrong)

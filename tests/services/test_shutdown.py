@@ -31,7 +31,8 @@ def test_sigterm_ends_shells_and_children(sandbox_server_factory: Callable[..., 
         command = 'outer=$BASHPID; (echo "$outer $BASHPID"; exec sleep 600)'
         with client.stream("POST", "/api/execute/stream", json={"command": command}) as stream:
             event: dict[str, str] = {}
-            for line in stream.iter_lines():
+            lines = stream.iter_lines()  # held: a stream its reader closes ends its command
+            for line in lines:
                 if line.startswith("data: "):
                     event = json.loads(line[len("data: ") :])
                     if event["type"] == "stdout":

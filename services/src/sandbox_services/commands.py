@@ -96,7 +96,11 @@ class CommandsService:
         cwd: str | None = None,
         origin: Literal["user", "internal"] = "user",
     ) -> AsyncIterator[AnyExecEvent]:
-        """Run ``command`` from the session's state in the background and yield its events live."""
+        """Run ``command`` from the session's state in the background and yield its events live.
+
+        The command belongs to this stream: a reader that stops reading slows it (its pipes fill),
+        and a stream closed before the command ended (the client left, or cancelled) ends it
+        (SIGTERM to its process group, SIGKILL after the grace period; its record says killed)."""
         record = await self.processes.spawn(
             command,
             session_id=session_id,
@@ -122,3 +126,5 @@ class CommandsService:
             yield CompleteEvent(timestamp=now_iso(), exit_code=code)
         finally:
             reader.close()
+            if not job.done:
+                await job.kill(self.sessions.grace)

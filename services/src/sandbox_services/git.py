@@ -36,7 +36,8 @@ from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.models.git import GitCheckoutResult
 from sandbox_core.registry import ServiceContext, operation
 
-from .params import NonNegativeInt, PositiveInt, PositiveMs
+from .files.paths import check_cwd
+from .params import GitDepth, NonNegativeInt, PositiveMs
 from .proctree import kill_group, signal_group
 from .sessions import SessionsService, check_session_id
 from .spawn import Child, read_some, spawn
@@ -300,6 +301,8 @@ class GitService:
         elif len(target_dir) > MAX_PATH_LENGTH or "\x00" in target_dir:
             raise validation_error(f"targetDir must be at most {MAX_PATH_LENGTH} characters without NUL", "targetDir")
         else:
+            if not os.path.isabs(target_dir):
+                check_cwd(cwd, target_dir, "targetDir")  # a removed session cwd: 404, not "<cwd> (deleted)/..."
             target = os.path.normpath(os.path.join(cwd, target_dir))
         return target, os.path.lexists(target)
 
@@ -309,7 +312,7 @@ class GitService:
         repo_url: str,
         branch: str | None = None,
         target_dir: str | None = None,
-        depth: PositiveInt | None = None,
+        depth: GitDepth | None = None,
         timeout_ms: PositiveMs = DEFAULT_TIMEOUT_MS,
         session_id: str | None = None,
     ) -> GitCheckoutResult:

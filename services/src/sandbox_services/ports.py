@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from sandbox_core.errors import ErrorCode, SandboxError
+from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.models.ports import (
     AnyPortWatchEvent,
     PortErrorEvent,
@@ -32,7 +32,7 @@ from sandbox_core.models.ports import (
 )
 from sandbox_core.registry import ServiceContext, operation
 
-from .params import PositiveMs
+from .params import HttpStatus, PositiveMs
 from .processes import ProcessesService, ProcessRecord
 
 T = TypeVar("T")
@@ -163,8 +163,8 @@ class PortsService:
         port: int,
         mode: Literal["http", "tcp"],
         path: str = "/",
-        status_min: int = 200,
-        status_max: int = 399,
+        status_min: HttpStatus = 200,
+        status_max: HttpStatus = 399,
         process_id: str | None = None,
         interval: float = 500,
     ) -> AsyncIterator[AnyPortWatchEvent]:
@@ -174,6 +174,10 @@ class PortsService:
                 ErrorCode.INVALID_PORT_NUMBER,
                 f"Invalid port number {port}: must be between 1 and 65535",
                 {"port": port, "field": "port"},
+            )
+        if status_min > status_max:  # no status could ever match: the watch would never end
+            raise validation_error(
+                f"statusMin ({status_min}) must not be greater than statusMax ({status_max})", "statusMin"
             )
         delay = max(MIN_INTERVAL_MS, min(float(interval), MAX_INTERVAL_MS)) / 1000
         target = request_target(path)

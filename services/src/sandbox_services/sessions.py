@@ -26,6 +26,7 @@ from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.models import SessionCreated, SessionDeleted, SessionInfo, SessionList
 from sandbox_core.registry import ServiceContext, operation
 
+from .inotify import DirectoryWatcher
 from .jobs import Job
 from .output import Gap
 from .params import NonNegativeInt, PositiveInt, PositiveMs
@@ -130,6 +131,7 @@ class SessionsService:
 
     async def startup(self) -> None:
         self._fifo_dir = tempfile.mkdtemp(prefix="sandbox-jobs-")
+        self._watcher = DirectoryWatcher()
 
     async def aclose(self) -> None:
         for job in list(self.jobs.values()):
@@ -139,6 +141,7 @@ class SessionsService:
         for session in list(self.sessions.values()):
             await self._destroy(session, grace=min(self.grace, 1.0))
         self.sessions.clear()
+        self._watcher.close()
         shutil.rmtree(self._fifo_dir, ignore_errors=True)
 
     # jobs' ends ----------------------------------------------------------------------------
@@ -202,6 +205,7 @@ class SessionsService:
             env=env,
             workdir=os.path.join(self._fifo_dir, f"shell-{self._next_shell}"),
             max_output=self.settings.max_output_bytes,
+            watcher=self._watcher,
         )
         await shell.start()
         session.shell = shell

@@ -36,7 +36,6 @@ import contextlib
 import errno
 import os
 import secrets
-import select
 import shutil
 import signal
 import subprocess
@@ -46,6 +45,7 @@ from typing import NoReturn
 
 from sandbox_core import procfs
 
+from . import inotify
 from .proctree import kill_tree, signal_group
 from .spawn import Child, read_nonblocking, set_once, spawn
 
@@ -118,15 +118,32 @@ class _Command:
     write_ends: list[int] = field(default_factory=list)  # ours, closed once bash has opened them
     children_before: frozenset[int] = frozenset()
     stopping: asyncio.Task[None] | None = None
+    status: int = 0
+    eval_ran: bool = False
+    cd_failed: bool = False
+    pid: int | None = None
     paths: tuple[str, str] = ("", "")  # where bash opens the output pipes
 
 
-def _hung_up(fd: int) -> bool:
-    """True once a writer has opened the FIFO ``fd`` reads (opened after our read end) and
-    closed it again; reading cannot tell, as it also finds no data when no writer ever came."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return any(mask & select.POLLHUP for _, mask in poller.poll(0))
+async def _done_or_timeout(future: asyncio.Future[Outcome], at_most: float) -> None:
+    """Wait until ``future`` is done or ``at_most`` seconds have passed, whichever is first; a
+    cancelled caller leaves ``future`` alone (lighter than ``asyncio.wait`` on a hot path)."""
+    if future.done():
+        return
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    future.add_done_callback(wake)
+    timer = loop.call_later(at_most, wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        future.remove_done_callback(wake)
 
 
 def take_markers(directory: str, prefix: str, *, keep: str = "") -> tuple[int | None, bool, int | None]:
@@ -153,44 +170,44 @@ def take_markers(directory: str, prefix: str, *, keep: str = "") -> tuple[int | 
     return status, cd_failed, pid
 
 
-def env_lines(env: Mapping[str, str | None] | None, *, restore: str | None) -> tuple[str, str]:
-    """Script lines that export ``env`` (None values skipped) and, with ``restore`` (a prefix of
-    variable names unique to this command), lines that put the previous values back after."""
-    if not env:
+def env_lines(env: Mapping[str, str | None] | None, *, saved: str | None) -> tuple[str, str]:
+    """Script lines that export ``env`` (None values skipped) and, with ``saved`` (a file of
+    ours), lines that put back what those variables were after the command: their
+    ``declare -p`` is written there first and read back (a variable that did not exist is
+    unset), so no variable of ours ever exists in the shell."""
+    names = [key for key, value in (env or {}).items() if value is not None]
+    if not names:
         return "", ""
-    setup: list[str] = []
-    undo: list[str] = []
-    for i, (key, value) in enumerate(env.items()):
-        if value is None:
-            continue
-        if restore is not None:
-            had, old = f"{restore}h{i}", f"{restore}v{i}"
-            setup.append(f'{had}=${{{key}+1}} {old}="${{{key}-}}"')
-            undo.append(
-                f'if [[ -n "${had}" ]]; then \\builtin export {key}="${old}"; '
-                f"else \\builtin unset -v {key}; fi; \\builtin unset -v {had} {old}"
-            )
-        setup.append(f"\\builtin export {key}={quote(value)}")
-    return "\n".join(setup) + "\n", ("\n".join(undo) + "\n") if undo else ""
+    exports = "".join(
+        f"\\builtin export {key}={quote(value)}\n" for key, value in (env or {}).items() if value is not None
+    )
+    if saved is None:
+        return exports, ""
+    listed = " ".join(names)
+    return (
+        f"\\builtin declare -p {listed} >|{saved} 2>/dev/null\n{exports}",
+        f"\\builtin unset -v {listed}; \\builtin . {saved}\n",
+    )
 
 
 class Shell:
     """A running ``bash`` owned by one session; ``workdir`` is a private directory of its own."""
 
-    def __init__(self, *, cwd: str, env: Mapping[str, str], workdir: str, max_output: int) -> None:
+    def __init__(
+        self, *, cwd: str, env: Mapping[str, str], workdir: str, max_output: int, watcher: inotify.DirectoryWatcher
+    ) -> None:
         self.cwd = cwd
         self.env = dict(env)
         self.workdir = workdir
         self.max_output = max_output
         self.nonce = "k" + secrets.token_hex(6)
-        self._done_path = os.path.join(workdir, "d")
-        self._eval_path = os.path.join(workdir, "x")
+        self._marker = quote(workdir) + "/"  # marker files are written with >| (noclobber or not)
         self._seq = 0
         self._current: _Command | None = None
         self._proc: Child | None = None
         self._script_w = -1
-        self._done_r = -1
-        self._eval_r = -1
+        self._watcher = watcher  # reports the marker files bash writes in workdir
+        self._watch = -1
         self._orphans: dict[int, None] = {}  # read ends of finished commands' pipes, oldest first
         self._write_lock = asyncio.Lock()
         self._idle_signature: tuple[str, str] | None = None
@@ -214,10 +231,7 @@ class Shell:
 
     async def start(self) -> None:
         os.makedirs(self.workdir, mode=0o700, exist_ok=True)
-        for path in (self._done_path, self._eval_path):
-            os.mkfifo(path, 0o600)
-        # a status of 0, the common case, is written where nothing needs creating or removing
-        os.symlink(os.devnull, os.path.join(self.workdir, "r.0"))
+        self._watch = self._watcher.watch(self.workdir, self._on_markers)
         script_r, self._script_w = os.pipe()
         try:
             self._proc = spawn(
@@ -245,7 +259,8 @@ class Shell:
             f"[[ ! -e {me}/$__sbx_fd || {me}/$__sbx_fd -ef {me}/{script_r} ]] && continue\n"
             f'\\builtin eval "\\command exec $__sbx_fd>&-"\n'
             f"done\n\\builtin unset -v __sbx_fd\n"
-            f"\\command exec {script_r}<&-\n\\builtin set -m\n\\builtin shopt -s expand_aliases\n",
+            f"\\command exec {script_r}<&-\n\\builtin set -m\n\\builtin shopt -s expand_aliases\n"
+            f">|{self._marker}d\n",
             time_limit=INTERNAL_TIME_LIMIT,
         )
         self._idle_signature = await self._learn_idle_signature()
@@ -263,6 +278,17 @@ class Shell:
             await asyncio.sleep(0.002)
         return None
 
+    def _children(self) -> list[int]:
+        """The shell's children (bash has one thread: its task's list is the whole list)."""
+        try:
+            fd = os.open(f"/proc/{self.pid}/task/{self.pid}/children", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return []
+        try:
+            return [int(pid) for pid in os.read(fd, 65536).split()]
+        finally:
+            os.close(fd)
+
     def _blocked_in(self) -> tuple[str, str] | None:
         try:
             with open(f"/proc/{self.pid}/syscall") as fh:
@@ -276,7 +302,6 @@ class Shell:
     def _on_exit(self, code: int) -> None:
         self.exit_code = code
         set_once(self._exit)
-        loop = asyncio.get_running_loop()
         if self._script_w >= 0:
             os.close(self._script_w)
             self._script_w = -1
@@ -287,12 +312,7 @@ class Shell:
                 command.future.set_exception(ShellExited(code, self.destroyed, self.unusable))
         for fd in list(self._orphans):
             self._close_orphan(fd)
-        for fd in (self._done_r, self._eval_r):
-            if fd >= 0:
-                with contextlib.suppress(ValueError, OSError):
-                    loop.remove_reader(fd)
-                os.close(fd)
-        self._done_r = self._eval_r = -1
+        self._watcher.unwatch(self._watch)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     # output --------------------------------------------------------------------------------
@@ -363,6 +383,19 @@ class Shell:
 
     # input ---------------------------------------------------------------------------------
 
+    def _write_now(self, data: bytes) -> int:
+        """Write what the script pipe takes at once (the whole of a usual script); how much."""
+        if self._write_lock.locked():
+            return 0
+        if self._script_w < 0:
+            raise ShellExited(self.exit_code, self.destroyed, self.unusable)
+        try:
+            return os.write(self._script_w, data)
+        except BlockingIOError:
+            return 0
+        except BrokenPipeError:
+            raise ShellExited(self.exit_code, self.destroyed, self.unusable) from None
+
     async def _write(self, data: bytes) -> None:
         async with self._write_lock:
             view = memoryview(data)
@@ -389,28 +422,31 @@ class Shell:
 
     # one script in flight ------------------------------------------------------------------
 
-    def _arm(self, command: _Command) -> None:
-        """Open fresh read ends of the completion and eval FIFOs for ``command``: a read end
-        opened now reports a hang-up only once a writer has come and gone after this."""
-        loop = asyncio.get_running_loop()
-        for fd in (self._done_r, self._eval_r):
-            if fd >= 0:
-                os.close(fd)
-        self._eval_r = os.open(self._eval_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        self._done_r = os.open(self._done_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        loop.add_reader(self._done_r, self._on_done, command)
+    def _on_markers(self, names: list[str]) -> None:
+        """Marker files bash wrote (``x``: our eval ran; ``c``: cd failed; ``s.N``: status;
+        ``p.N``: a job's pid; ``d`` or ``r.N``, status N: the script is complete)."""
+        command = self._current
+        for name in names:
+            if command is None or command.future.done():
+                return  # a marker of a script given up (the shell is being replaced)
+            kind, _, value = name.partition(".")
+            if name == "x":
+                command.eval_ran = True
+            elif name == "c":
+                command.cd_failed = True
+            elif kind in ("s", "r") and value.isdigit():
+                command.status = int(value)
+            elif kind == "p" and value.isdigit():
+                command.pid = int(value)
+            if name == "d" or kind == "r":
+                self._complete(command)
 
-    def _on_done(self, command: _Command) -> None:
-        if self._done_r < 0 or not _hung_up(self._done_r):
-            return  # bash has not opened and closed it yet
-        asyncio.get_running_loop().remove_reader(self._done_r)
-        eval_ran = _hung_up(self._eval_r)
-        status, cd_failed, pid = take_markers(self.workdir, "", keep="r.0")
+    def _complete(self, command: _Command) -> None:
         if self._current is command:
             self._current = None
         self._release(command, drain=True)
         if not command.future.done():
-            command.future.set_result(Outcome(status or 0, eval_ran, cd_failed, pid))
+            command.future.set_result(Outcome(command.status, command.eval_ran, command.cd_failed, command.pid))
 
     async def _idle(self) -> None:
         """Wait until no script of ours is in flight (a cancelled command still being ended)."""
@@ -434,9 +470,8 @@ class Shell:
         if outputs:
             command.out, command.err = _Capture(self.max_output), _Capture(self.max_output)
             command.paths = self._open_outputs(command)
-        command.children_before = frozenset(procfs.children(self.pid))
+        command.children_before = frozenset(self._children())
         self._current = command
-        self._arm(command)
         return command
 
     async def _exchange(
@@ -450,9 +485,12 @@ class Shell:
         loop) it is killed and ShellExited is raised. A caller that is cancelled leaves the same
         ending to a task of the shell's (the next command waits for it).
         """
-        writer = asyncio.ensure_future(self._write(f"{script}>{quote(self._done_path)}\n".encode()))
+        data = script.encode()
+        sent = self._write_now(data)
+        writer = None if sent == len(data) else asyncio.ensure_future(self._write(data[sent:]))
         try:
-            await asyncio.shield(writer)
+            if writer is not None:
+                await asyncio.shield(writer)
             outcome = await self._wait(command, time_limit)
             if outcome is not None:
                 return outcome
@@ -463,7 +501,7 @@ class Shell:
         except asyncio.CancelledError:
             if not command.future.done() and self.alive:
                 command.stopping = asyncio.create_task(
-                    self._stop(command, 0.0 if grace is None else grace, writer=writer),
+                    self._stop(command, 0.0 if grace is None else grace, quiet=True, writer=writer),
                     name=f"stop command {command.seq} of shell {self.nonce}",
                 )
             raise
@@ -476,13 +514,13 @@ class Shell:
         interval = WATCHDOG_FIRST
         while True:
             wait = interval if deadline is None else max(0.0, min(interval, deadline - loop.time()))
-            await asyncio.wait([command.future], timeout=wait)
+            await _done_or_timeout(command.future, wait)
             if command.future.done():
                 return command.future.result()
             if deadline is not None and loop.time() >= deadline:
                 return None
             if self._idle_signature is not None and self._blocked_in() == self._idle_signature:
-                self._on_done(command)  # its completion may be waiting in the loop's queue
+                self._watcher.poll()  # its completion may be waiting in the loop's queue
                 if not command.future.done():
                     await self._replace(command, "the shell stopped executing commands (for example after `set -n`)")
             interval = min(interval * 2, WATCHDOG_MAX)
@@ -500,7 +538,7 @@ class Shell:
         not have before), never the shell's own group."""
         groups: list[int] = []
         own = os.getpgid(self.pid) if self.alive else -1
-        for child in procfs.children(self.pid):
+        for child in self._children():
             if child in command.children_before:
                 continue
             with contextlib.suppress(ProcessLookupError):
@@ -509,17 +547,19 @@ class Shell:
                     groups.append(group)
         return groups
 
-    async def _stop(self, command: _Command, grace: float, *, writer: asyncio.Future[None] | None = None) -> None:
+    async def _stop(
+        self, command: _Command, grace: float, *, quiet: bool = False, writer: asyncio.Future[None] | None = None
+    ) -> None:
         """End the jobs ``command`` started (their process groups and what is below them):
         SIGTERM, then SIGKILL after ``grace``; a shell still busy after that is killed (raising
-        ShellExited, unless this is the ending of a cancelled command, ``writer`` its script)."""
-        quiet = writer is not None
+        ShellExited, unless ``quiet``: the ending of a cancelled command, ``writer`` the rest of
+        its script)."""
         try:
             if writer is not None:
                 with contextlib.suppress(Exception):
                     await writer  # the whole script, so that the next one is not glued to half of it
             groups = self._command_jobs(command)
-            leaders = [p for p in procfs.children(self.pid) if p not in command.children_before]
+            leaders = [p for p in self._children() if p not in command.children_before]
             for group in groups:
                 signal_group(group, signal.SIGTERM)
             trees = [asyncio.create_task(kill_tree(p, grace=grace)) for p in leaders]
@@ -558,22 +598,28 @@ class Shell:
         killed and ShellExited is raised. Jobs earlier commands left running are never touched.
         """
         sent = await self._begin(outputs=True)
-        setup, undo = env_lines(env, restore=f"__sbx_{self.nonce}_{sent.seq}_")
+        setup, undo = env_lines(env, saved=f"{self._marker}e")
         out_path, err_path = sent.paths
-        # after an eval whose text ends inside a quote, bash does not see keywords on the next
-        # line (a parser bug): the line after eval is always a plain redirection
-        status = f'>"{self.workdir}/r.$?"\n'
-        text = f">{quote(self._eval_path)}; {command}"  # the mark that our eval really ran, then the command
-        run = f"\\builtin eval {quote(text)} </dev/null >{out_path} 2>{err_path}\n"
-        if cwd is None:
-            body = f"{setup}{run}{status}{undo}"
+        m = self._marker
+        # the mark that our eval really ran, then the command
+        run = f"\\builtin eval {quote(f'>|{m}x; {command}')} </dev/null >{out_path} 2>{err_path}\n"
+        # after an eval whose text ends inside a quote, bash does not see keywords on the next line
+        # (a parser bug): the line after eval is always a plain redirection
+        if cwd is None and not setup:
+            body = f'{run}>|{m}"r.$?"\n'  # status and completion at once
+        elif cwd is None:
+            body = f'{setup}{run}>|{m}"s.$?"\n{undo}>|{m}d\n'
         else:
             back = quote(self.current_dir())
             body = (
-                f"if \\builtin cd -- {quote(cwd)} 2>/dev/null; then\n{setup}{run}{status}{undo}"
-                f"\\builtin cd -- {back} 2>/dev/null\nelse >{quote(self.workdir + '/c')}; fi\n"
+                f'if \\builtin cd -- {quote(cwd)} 2>/dev/null; then\n{setup}{run}>|{m}"s.$?"\n{undo}'
+                f"\\builtin cd -- {back} 2>/dev/null\nelse >|{m}c; fi\n>|{m}d\n"
             )
-        outcome = await self._exchange(sent, f"\\builtin set -m\n{body}", time_limit=time_limit, grace=grace)
+        # functions named builtin or eval would take the place of the builtins every command
+        # needs: they are removed first (a function named unset would still take its place)
+        outcome = await self._exchange(
+            sent, f"\\unset -f builtin eval 2>/dev/null\n\\builtin set -m\n{body}", time_limit=time_limit, grace=grace
+        )
         assert sent.out is not None and sent.err is not None
         out, err = bytes(sent.out.buf), bytes(sent.err.buf)
         if outcome is None:
@@ -603,17 +649,17 @@ class Shell:
         return its pid. The FIFOs' read ends must already be open, and stay linked until the job
         ends. Its status is then the name of a file ``<markers>r.<status>`` (``<markers>c``:
         ``cwd`` could not be entered), read with :func:`take_markers`."""
-        setup, _ = env_lines(env, restore=None)
+        setup, _ = env_lines(env, saved=None)
         body = (  # a subshell of its own, so that an `exit` in the command still leaves its status
             f"( {setup}\\builtin eval {quote(command)}\n) </dev/null >{quote(fifo_out)} 2>{quote(fifo_err)}\n"
-            f'>"{markers}r.$?"\n'
+            f'>|"{markers}r.$?"\n'
         )
         if cwd is not None:
-            body = f"if \\builtin cd -- {quote(cwd)} 2>/dev/null; then\n{body}else >{markers}c; fi\n"
+            body = f"if \\builtin cd -- {quote(cwd)} 2>/dev/null; then\n{body}else >|{quote(markers + 'c')}; fi\n"
         sent = await self._begin()
         outcome = await self._exchange(
             sent,
-            f"\\builtin set -m\n{{ {body}}} </dev/null >/dev/null 2>&1 &\n>{self.workdir}/p.$!\n",
+            f'\\builtin set -m\n{{ {body}}} </dev/null >/dev/null 2>&1 &\n>|{self._marker}"p.$!"\n>|{self._marker}d\n',
             time_limit=INTERNAL_TIME_LIMIT,
         )
         if outcome is None or outcome.pid is None:

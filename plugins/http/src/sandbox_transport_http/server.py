@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -106,6 +106,9 @@ def error_response(err: SandboxError, operation: str | None = None) -> JSONRespo
     return json_response(err.to_body(), err.status)
 
 
+T = TypeVar("T")
+
+
 class Request:
     """The parts of an ASGI http request the routes use (lighter than a framework request)."""
 
@@ -141,6 +144,34 @@ class Request:
                 yield body
             if not message.get("more_body", False):
                 return
+
+
+async def until_disconnect(request: Request, call: Awaitable[T]) -> T:
+    """Await ``call`` (the body has been read), cancelling it if the client goes away first:
+    a service call whose caller left is cancelled, and so ended (a command's processes too)."""
+    task = asyncio.current_task()
+    assert task is not None
+    left = False
+
+    def on_message(received: asyncio.Future[Any]) -> None:
+        nonlocal left
+        if not received.cancelled() and received.exception() is None:
+            left = received.result().get("type") == "http.disconnect"
+            if left:
+                task.cancel()
+
+    watcher = asyncio.ensure_future(request.receive())
+    watcher.add_done_callback(on_message)
+    try:
+        return await call
+    except asyncio.CancelledError:
+        if left:  # nobody to answer: end quietly
+            task.uncancel()
+            raise SandboxError(ErrorCode.OPERATION_INTERRUPTED, "The client disconnected") from None
+        raise
+    finally:
+        watcher.remove_done_callback(on_message)
+        watcher.cancel()
 
 
 def header_session_id(request: Request) -> str | None:
@@ -242,7 +273,7 @@ class HttpApp:
             params = await self.params(request, op, route, path_params)
             if route.stream:
                 return await self.stream_response(op, params)
-            result = await self.registry.call(route.service, route.operation, params)
+            result = await until_disconnect(request, self.registry.call(route.service, route.operation, params))
         except SandboxError as err:
             return error_response(err, op.qualname)
         if route.wrap is not None:
@@ -255,7 +286,7 @@ class HttpApp:
             params = await self.params(request, op, None, {})
             if op.streaming:
                 return await self.stream_response(op, params)
-            result = await self.registry.call(service, name, params)
+            result = await until_disconnect(request, self.registry.call(service, name, params))
         except SandboxError as err:
             return error_response(err, f"{service}.{name}")
         return json_response({"success": True, "result": result, "timestamp": now_iso()})

@@ -1,13 +1,23 @@
-"""Paths: format-only validation, as the contract's, and resolution of relative paths."""
+"""Paths: format-only validation, as the contract's, and resolution of relative paths.
+
+A relative path resolves against the session's current directory, which the sessions
+service reads from ``/proc/<shell pid>/cwd``. When the shell's directory has been removed,
+the kernel names it ``<old path> (deleted)``: joining a path to that would create a new
+directory of that name, so a relative path is refused while the session's directory does
+not exist (404 ``FILE_NOT_FOUND``, as the shell's own ``echo x > a.txt`` fails with ENOENT
+there), with a message saying why. Absolute paths are unaffected.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 
-from sandbox_core.errors import validation_error
+from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 
 MAX_PATH_BYTES = 4096
+#: What the kernel appends to ``/proc/<pid>/cwd`` when that directory has been removed.
+DELETED_SUFFIX = " (deleted)"
 
 
 def check_path(path: str, field: str = "path") -> None:
@@ -24,9 +34,32 @@ def check_path(path: str, field: str = "path") -> None:
         raise validation_error(f"{field} is longer than {MAX_PATH_BYTES} bytes ({size})", field)
 
 
+def check_cwd(cwd: str, path: str, field: str = "path") -> None:
+    """Refuse to resolve ``path`` against ``cwd`` when ``cwd`` is not an existing directory
+    (a removed one, which the kernel names ``<old path> (deleted)``): the join would create
+    a directory there (a write creates parents) that the session's shell never sees."""
+    if os.path.isdir(cwd):
+        return  # also a real directory whose name happens to end in " (deleted)"
+    if cwd.endswith(DELETED_SUFFIX):
+        gone = cwd[: -len(DELETED_SUFFIX)]
+        why = f"The session's working directory {gone} no longer exists (it was deleted)"
+    else:
+        gone = cwd
+        why = f"The session's working directory {gone} does not exist (or is not a directory)"
+    raise SandboxError(
+        ErrorCode.FILE_NOT_FOUND,
+        f"{why}, so the relative {field} '{path}' cannot be resolved: use an absolute path,"
+        " or cd the session to an existing directory",
+        {"path": path, "field": field, "cwd": gone},
+    )
+
+
 def resolve_path(path: str, cwd: Callable[[], str], field: str = "path") -> str:
-    """Validate ``path``; a relative one is joined to ``cwd()``, asked only then."""
+    """Validate ``path``; a relative one is joined to ``cwd()``, asked only then (and refused
+    when that directory has been removed, see :func:`check_cwd`)."""
     check_path(path, field)
     if os.path.isabs(path):
         return path
-    return os.path.join(cwd(), path)
+    base = cwd()
+    check_cwd(base, path, field)
+    return os.path.join(base, path)

@@ -16,11 +16,13 @@ per service, in the module of that name.
 from .commands import CommandsSuite
 from .files import FilesSuite
 from .git import GitSuite
+from .limits import LimitsSuite
 from .ports import PortsSuite
 from .processes import ProcessesSuite
+from .sessions import SessionsSuite
 
 
-class ConformanceSuite(CommandsSuite, ProcessesSuite, PortsSuite, GitSuite, FilesSuite):
+class ConformanceSuite(CommandsSuite, SessionsSuite, ProcessesSuite, PortsSuite, GitSuite, FilesSuite, LimitsSuite):
     """Every service's conformance tests."""
 
 
