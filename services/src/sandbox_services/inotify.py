@@ -66,14 +66,17 @@ class DirectoryWatcher:
     def poll(self) -> None:
         """Deliver every event waiting (the loop calls this; callers may too, to catch up)."""
         names: dict[int, list[str]] = {}
+        size = 65536
         while True:
             try:
-                data = os.read(self.fd, 65536)
+                data = os.read(self.fd, size)
             except BlockingIOError:
                 break
             for wd, mask, name in parse_events(data):
                 if mask & IN_CLOSE_WRITE and name:
                     names.setdefault(wd, []).append(name)
+            if len(data) < size // 2:  # not near full: that was all of it (saves a read)
+                break
         for wd, written in names.items():
             callback = self._callbacks.get(wd)
             if callback is not None:

@@ -97,13 +97,22 @@ class _Capture:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one of our scripts ended: the status it reported, whether the eval builtin ran our
-    text, whether the requested directory could not be entered, and a job's pid."""
+    """How one of our scripts ended: the status it reported, whether the requested directory
+    could not be entered, and a job's pid."""
 
     status: int = 0
-    eval_ran: bool = False
     cd_failed: bool = False
     pid: int | None = None
+
+
+@dataclass
+class _Pipe:
+    """An output pipe of the shell's commands: we hold both ends; bash opens the write end by
+    its /proc path for one command. It serves the next command too unless a job still holds it."""
+
+    r: int
+    w: int
+    capture: _Capture | None = None
 
 
 @dataclass
@@ -114,12 +123,11 @@ class _Command:
     future: asyncio.Future[Outcome]
     out: _Capture | None = None
     err: _Capture | None = None
-    fds: dict[int, _Capture] = field(default_factory=dict)  # read end -> capture
-    write_ends: list[int] = field(default_factory=list)  # ours, closed once bash has opened them
+    pipes: list[_Pipe] = field(default_factory=list)  # its stdout and stderr
+    last_pid: int = -1  # the system's last process id when it began
     children_before: frozenset[int] = frozenset()
     stopping: asyncio.Task[None] | None = None
     status: int = 0
-    eval_ran: bool = False
     cd_failed: bool = False
     pid: int | None = None
     paths: tuple[str, str] = ("", "")  # where bash opens the output pipes
@@ -144,6 +152,21 @@ async def _done_or_timeout(future: asyncio.Future[Outcome], at_most: float) -> N
     finally:
         timer.cancel()
         future.remove_done_callback(wake)
+
+
+_LAST_PID_FD = -1
+
+
+def _last_pid() -> int:
+    """The last process id the kernel gave out (in our pid namespace), -1 where unknown: when it
+    has not changed, no process was created (so none can hold a descriptor we lent out)."""
+    global _LAST_PID_FD
+    try:
+        if _LAST_PID_FD < 0:
+            _LAST_PID_FD = os.open("/proc/sys/kernel/ns_last_pid", os.O_RDONLY | os.O_CLOEXEC)
+        return int(os.pread(_LAST_PID_FD, 32, 0))
+    except (OSError, ValueError):
+        return -1
 
 
 def take_markers(directory: str, prefix: str, *, keep: str = "") -> tuple[int | None, bool, int | None]:
@@ -208,6 +231,9 @@ class Shell:
         self._script_w = -1
         self._watcher = watcher  # reports the marker files bash writes in workdir
         self._watch = -1
+        self._pipes: list[_Pipe | None] = [None, None]
+        self._me = os.getpid()
+        self._children_fd = -1
         self._orphans: dict[int, None] = {}  # read ends of finished commands' pipes, oldest first
         self._write_lock = asyncio.Lock()
         self._idle_signature: tuple[str, str] | None = None
@@ -279,15 +305,14 @@ class Shell:
         return None
 
     def _children(self) -> list[int]:
-        """The shell's children (bash has one thread: its task's list is the whole list)."""
+        """The shell's children (bash has one thread: its task's list is the whole list), read
+        through a descriptor kept open for it."""
         try:
-            fd = os.open(f"/proc/{self.pid}/task/{self.pid}/children", os.O_RDONLY | os.O_CLOEXEC)
+            if self._children_fd < 0:
+                self._children_fd = os.open(f"/proc/{self.pid}/task/{self.pid}/children", os.O_RDONLY | os.O_CLOEXEC)
+            return [int(pid) for pid in os.pread(self._children_fd, 65536, 0).split()]
         except OSError:
             return []
-        try:
-            return [int(pid) for pid in os.read(fd, 65536).split()]
-        finally:
-            os.close(fd)
 
     def _blocked_in(self) -> tuple[str, str] | None:
         try:
@@ -310,6 +335,16 @@ class Shell:
             self._release(command, drain=True)
             if not command.future.done():
                 command.future.set_exception(ShellExited(code, self.destroyed, self.unusable))
+        loop = asyncio.get_running_loop()
+        for i, pipe in enumerate(self._pipes):
+            if pipe is not None:
+                loop.remove_reader(pipe.r)
+                os.close(pipe.r)
+                os.close(pipe.w)
+                self._pipes[i] = None
+        if self._children_fd >= 0:
+            os.close(self._children_fd)
+            self._children_fd = -1
         for fd in list(self._orphans):
             self._close_orphan(fd)
         self._watcher.unwatch(self._watch)
@@ -318,51 +353,50 @@ class Shell:
     # output --------------------------------------------------------------------------------
 
     def _open_outputs(self, command: _Command) -> tuple[str, str]:
-        """Two pipes for the command's stdout and stderr; the paths bash opens them by."""
-        paths: list[str] = []
+        """The command's stdout and stderr pipes (the shell's own, or new ones where a job of an
+        earlier command still holds those); the paths bash opens them by."""
         loop = asyncio.get_running_loop()
-        me = os.getpid()
-        for capture in (command.out, command.err):
-            assert capture is not None
-            r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            command.fds[r] = capture
-            command.write_ends.append(w)
-            loop.add_reader(r, self._on_output, command, r)
-            paths.append(f"/proc/{me}/fd/{w}")
+        paths: list[str] = []
+        for i, capture in enumerate((command.out, command.err)):
+            pipe = self._pipes[i]
+            if pipe is None:
+                r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+                pipe = self._pipes[i] = _Pipe(r, w)
+                loop.add_reader(r, self._on_output, pipe)
+            pipe.capture = capture
+            command.pipes.append(pipe)
+            paths.append(f"/proc/{self._me}/fd/{pipe.w}")
+        command.last_pid = _last_pid()
         return paths[0], paths[1]
 
-    def _on_output(self, command: _Command, fd: int) -> None:
-        data = read_nonblocking(fd)
-        if data is None:
-            return
-        capture = command.fds.get(fd)
-        if not data or capture is None:
-            asyncio.get_running_loop().remove_reader(fd)
-            command.fds.pop(fd, None)
-            os.close(fd)
-            return
-        capture.feed(data)
+    def _on_output(self, pipe: _Pipe) -> None:
+        data = read_nonblocking(pipe.r)
+        if data and pipe.capture is not None:
+            pipe.capture.feed(data)
 
     def _release(self, command: _Command, *, drain: bool) -> None:
-        """The command is over: close our write ends, take what its pipes hold, and leave a pipe
-        that a background job still holds to be drained and discarded until it closes."""
-        loop = asyncio.get_running_loop()
-        for w in command.write_ends:
-            os.close(w)
-        command.write_ends.clear()
-        for fd, capture in list(command.fds.items()):
-            loop.remove_reader(fd)
-            eof = False
-            while drain and (data := read_nonblocking(fd)) is not None:
-                if not data:
-                    eof = True
-                    break
-                capture.feed(data)
-            if eof or not drain:
-                os.close(fd)
-            else:
-                self._adopt_orphan(fd)
-        command.fds.clear()
+        """The command is over: take what its pipes still hold; a pipe that a job it started
+        still holds open is left to be drained and discarded until it closes, and replaced."""
+        forked = command.last_pid < 0 or _last_pid() != command.last_pid
+        for pipe in command.pipes:
+            if drain and not forked:  # no process was created meanwhile: nobody else can hold it
+                while data := read_nonblocking(pipe.r):
+                    if pipe.capture is not None:
+                        pipe.capture.feed(data)
+                pipe.capture = None
+                continue
+            os.close(pipe.w)  # then reading to the end tells whether anyone else holds the write end
+            while (data := read_nonblocking(pipe.r)) and drain:
+                if pipe.capture is not None:
+                    pipe.capture.feed(data)
+            pipe.capture = None
+            if data == b"":  # no writer left: the same pipe serves the next command
+                pipe.w = os.open(f"/proc/self/fd/{pipe.r}", os.O_WRONLY | os.O_CLOEXEC)
+            else:  # a job of this command holds it (or we stopped draining): drain and discard elsewhere
+                asyncio.get_running_loop().remove_reader(pipe.r)
+                self._pipes[self._pipes.index(pipe)] = None
+                self._adopt_orphan(pipe.r)
+        command.pipes.clear()
 
     def _adopt_orphan(self, fd: int) -> None:
         if len(self._orphans) >= ORPHAN_PIPES_MAX:
@@ -430,9 +464,7 @@ class Shell:
             if command is None or command.future.done():
                 return  # a marker of a script given up (the shell is being replaced)
             kind, _, value = name.partition(".")
-            if name == "x":
-                command.eval_ran = True
-            elif name == "c":
+            if name == "c":
                 command.cd_failed = True
             elif kind in ("s", "r") and value.isdigit():
                 command.status = int(value)
@@ -446,7 +478,7 @@ class Shell:
             self._current = None
         self._release(command, drain=True)
         if not command.future.done():
-            command.future.set_result(Outcome(command.status, command.eval_ran, command.cd_failed, command.pid))
+            command.future.set_result(Outcome(command.status, command.cd_failed, command.pid))
 
     async def _idle(self) -> None:
         """Wait until no script of ours is in flight (a cancelled command still being ended)."""
@@ -601,8 +633,7 @@ class Shell:
         setup, undo = env_lines(env, saved=f"{self._marker}e")
         out_path, err_path = sent.paths
         m = self._marker
-        # the mark that our eval really ran, then the command
-        run = f"\\builtin eval {quote(f'>|{m}x; {command}')} </dev/null >{out_path} 2>{err_path}\n"
+        run = f"\\builtin eval {quote(command)} </dev/null >{out_path} 2>{err_path}\n"
         # after an eval whose text ends inside a quote, bash does not see keywords on the next line
         # (a parser bug): the line after eval is always a plain redirection
         if cwd is None and not setup:
@@ -618,7 +649,7 @@ class Shell:
         # functions named builtin or eval would take the place of the builtins every command
         # needs: they are removed first (a function named unset would still take its place)
         outcome = await self._exchange(
-            sent, f"\\unset -f builtin eval 2>/dev/null\n\\builtin set -m\n{body}", time_limit=time_limit, grace=grace
+            sent, f"\\unset -f builtin eval; \\builtin set -m\n{body}", time_limit=time_limit, grace=grace
         )
         assert sent.out is not None and sent.err is not None
         out, err = bytes(sent.out.buf), bytes(sent.err.buf)
@@ -626,10 +657,8 @@ class Shell:
             return -1, out, err, True
         if outcome.cd_failed:
             return 1, b"", f"Failed to change directory to '{cwd}'\n".encode(), False
-        if not outcome.eval_ran and not (outcome.status == 2 and b"eval: line " in err):  # not a parse error
-            await self._replace(
-                sent, "the shell's eval builtin is disabled or shadowed by a function (`eval` or `builtin`)"
-            )
+        if outcome.status == 1 and b"builtin: eval: not a shell builtin" in err:
+            await self._replace(sent, "the shell's eval builtin is disabled (`enable -n eval`)")
         for capture, name in ((sent.out, "stdout"), (sent.err, "stderr")):
             if capture.truncated:
                 err += f"\n[sandbox: {name} truncated: {capture.truncated} bytes dropped]\n".encode()

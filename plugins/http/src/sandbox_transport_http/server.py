@@ -146,12 +146,19 @@ class Request:
                 return
 
 
+#: A call still running after this long starts watching for the client's departure (a quick
+#: call never pays for the watcher; a departure is seen at most this late).
+WATCH_AFTER_S = 0.02
+
+
 async def until_disconnect(request: Request, call: Awaitable[T]) -> T:
     """Await ``call`` (the body has been read), cancelling it if the client goes away first:
     a service call whose caller left is cancelled, and so ended (a command's processes too)."""
     task = asyncio.current_task()
     assert task is not None
+    loop = asyncio.get_running_loop()
     left = False
+    watcher: asyncio.Future[Any] | None = None
 
     def on_message(received: asyncio.Future[Any]) -> None:
         nonlocal left
@@ -160,8 +167,12 @@ async def until_disconnect(request: Request, call: Awaitable[T]) -> T:
             if left:
                 task.cancel()
 
-    watcher = asyncio.ensure_future(request.receive())
-    watcher.add_done_callback(on_message)
+    def watch() -> None:
+        nonlocal watcher
+        watcher = asyncio.ensure_future(request.receive())
+        watcher.add_done_callback(on_message)
+
+    timer = loop.call_later(WATCH_AFTER_S, watch)
     try:
         return await call
     except asyncio.CancelledError:
@@ -170,8 +181,10 @@ async def until_disconnect(request: Request, call: Awaitable[T]) -> T:
             raise SandboxError(ErrorCode.OPERATION_INTERRUPTED, "The client disconnected") from None
         raise
     finally:
-        watcher.remove_done_callback(on_message)
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.remove_done_callback(on_message)
+            watcher.cancel()
 
 
 def header_session_id(request: Request) -> str | None:
