@@ -11,7 +11,7 @@ from collections.abc import Callable
 import httpx
 
 from sandbox_core.testing import ServerProcess
-from sandbox_core.testing.procs import Proc, descendants, still_alive
+from sandbox_core.testing.procs import Proc, cmdline, descendants, still_alive
 
 
 def running_as(proc: Proc, argv: list[str], within: float = 10.0) -> bool:
@@ -75,3 +75,16 @@ def test_sigterm_while_a_time_limit_kill_is_under_way(sandbox_server_factory: Ca
     log = "\n".join(server.log)
     assert '"server.stopped"' in log
     assert "Task was destroyed" not in log and "task_failed" not in log and "Traceback" not in log
+
+
+def test_sigterm_ends_what_escaped_its_tree(sandbox_server_factory: Callable[..., ServerProcess]) -> None:
+    """A double-forked process (in a session of its own, its parents gone) is adopted by the
+    server, a child subreaper, and ended when the server stops."""
+    server = sandbox_server_factory()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        command = "(setsid nohup bash -c 'exec sleep 600' >/dev/null 2>&1 &); sleep 0.2"
+        assert client.post("/api/execute", json={"command": command, "sessionId": "s"}).json()["exitCode"] == 0
+        escaped = [Proc.of(pid) for pid in descendants(server.pid) if cmdline(pid) == ["sleep", "600"]]
+        assert len(escaped) == 1  # adopted by the server: still among its descendants
+        assert server.stop() == 0
+    assert still_alive(escaped, within=5.0) == []

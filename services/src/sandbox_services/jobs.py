@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import structlog
 
+from .orphans import end_adopted
 from .output import Kind, OutputRing
 from .proctree import kill_tree, signal_group
 from .spawn import Child, read_nonblocking
@@ -46,6 +47,7 @@ class Job:
         self.pid: int | None = None
         self.group = False  # the pid leads a process group of its own: kills go to the whole group
         self.cwd: str | None = None
+        self.mark: str | None = None  # NAME=value in the environment of its processes (see orphans.py)
         self.time_limit_ms: int | None = None
         self.ring = OutputRing(ring_bytes)
         self.ring.on_pause = self._pause
@@ -196,6 +198,8 @@ class Job:
         sig = await kill_tree(self.pid, grace=grace, known=self._tree)
         if self.group:
             signal_group(self.pid, signal.SIGKILL)
+        if self.mark is not None:  # what escaped its tree (a double fork) and the server adopted
+            await end_adopted(self.mark, grace)
         self.finish(124 if self.timed_out else exit_status_of(sig))
 
     async def aclose(self) -> None:

@@ -28,12 +28,17 @@ from sandbox_core.registry import ServiceContext, operation
 
 from .inotify import DirectoryWatcher
 from .jobs import Job
+from .orphans import Reaper, end_adopted
 from .output import Gap
 from .params import NonNegativeInt, PositiveInt, PositiveMs
 from .shell import Shell, ShellExited, take_markers
 from .spawn import spawn
 
 DISABLE_SESSION = "__DISABLE_SESSION__"
+#: In the environment of every process a session starts (and of a job's): how what escaped
+#: its tree is still found when its session is deleted or its job killed (see orphans.py).
+SESSION_MARK = "SANDBOX_SESSION"
+JOB_MARK = "SANDBOX_JOB"
 DEFAULT_SESSION = "default"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CD_FAILED = 'printf "Failed to change directory to \'%s\'\\n" "$1" >&2; exit 1'  # the cwd is $1
@@ -138,6 +143,10 @@ class SessionsService:
 
     async def startup(self) -> None:
         self._fifo_dir = tempfile.mkdtemp(prefix="sandbox-jobs-", dir=_memory_dir())
+        self._reaper = Reaper()
+        self._reaper.start()
+        if not self._reaper.active:
+            self.log.warning("sessions.no_subreaper", detail="orphaned processes go to init and outlive their session")
         self._watcher = DirectoryWatcher()
 
     async def aclose(self) -> None:
@@ -148,6 +157,8 @@ class SessionsService:
         for session in list(self.sessions.values()):
             await self._destroy(session, grace=min(self.grace, 1.0))
         self.sessions.clear()
+        await end_adopted(None, grace=min(self.grace, 1.0))
+        await self._reaper.aclose()
         self._watcher.close()
         shutil.rmtree(self._fifo_dir, ignore_errors=True)
 
@@ -205,7 +216,7 @@ class SessionsService:
         shell = session.shell
         if shell is not None and shell.alive:
             return shell
-        env = {**os.environ, **session.env, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        env = {**os.environ, **session.env, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", SESSION_MARK: session.id}
         self._next_shell += 1
         shell = Shell(
             cwd=self._start_dir(session),
@@ -308,6 +319,7 @@ class SessionsService:
         job = Job(
             self._next_tag, command, session_id=session_id, ring_bytes=ring_bytes or self.settings.output_ring_bytes
         )
+        job.mark = f"{JOB_MARK}={job.tag}"
         self.jobs[job.tag] = job
         job.on_done.append(self._job_done)
         return job
@@ -334,6 +346,7 @@ class SessionsService:
         check_command(command)
         session = self.get_or_create(session_id)
         job = self._new_job(command, session_id, ring_bytes)
+        env = {**(env or {}), JOB_MARK: str(job.tag)}
         job.cwd = cwd
         job.group = True  # job control: the shell starts it as a process group of its own
         fifo_out = os.path.join(self._fifo_dir, f"{job.tag}.out")
@@ -396,7 +409,7 @@ class SessionsService:
         job.group = True  # a session of its own, so a group of its own
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        full_env = {**os.environ, **{k: v for k, v in (env or {}).items() if v is not None}}
+        full_env = {**os.environ, **{k: v for k, v in (env or {}).items() if v is not None}, JOB_MARK: str(job.tag)}
         try:
             proc = spawn(
                 argv, stdout=out_w, stderr=err_w, cwd=cwd or self.workspace, env=full_env, start_new_session=True
@@ -514,6 +527,7 @@ class SessionsService:
         await asyncio.gather(*(job.kill(grace) for job in list(session.jobs)))
         if session.shell is not None:
             await session.shell.kill(grace)
+        await end_adopted(f"{SESSION_MARK}={session.id}", grace)  # what escaped its tree
 
     @operation
     async def list(self) -> SessionList:

@@ -47,10 +47,20 @@ async def read_some(fd: int, size: int = READ_SIZE) -> bytes:
     return data
 
 
+#: The pids of the children we spawned and have not reaped yet (see :func:`spawned`).
+_SPAWNED: set[int] = set()
+
+
+def spawned() -> frozenset[int]:
+    """The pids of the live children this process spawned (the others are adopted orphans)."""
+    return frozenset(_SPAWNED)
+
+
 class Child:
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self.popen = popen
         self.pid = popen.pid
+        _SPAWNED.add(self.pid)
         self.returncode: int | None = None
         loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = loop.create_future()
@@ -64,6 +74,7 @@ class Child:
         asyncio.get_running_loop().remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = -1
+        _SPAWNED.discard(self.pid)
         self.returncode = code if code >= 0 else 128 - code  # killed by signal N: 128 + N, as shells say
         if not self._exited.done():
             self._exited.set_result(self.returncode)

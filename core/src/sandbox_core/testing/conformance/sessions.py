@@ -202,3 +202,35 @@ class SessionsSuite(SleeperFixture):
                 break
             await asyncio.sleep(0.05)
         assert not await own.running(sandbox, pid)
+
+    @staticmethod
+    def _escaping(command: str) -> str:
+        """``command`` double-forked into a session of its own: no longer below its shell."""
+        return f"(setsid nohup bash -c {shlex.quote(command)} >/dev/null 2>&1 &)"
+
+    async def test_deleting_a_session_ends_what_escaped_its_tree(self, sandbox: Sandbox, sleepers: MakeSleeper) -> None:
+        s, escaped = sid(), sleepers()
+        await sandbox.create_session(s)
+        await bounded(sandbox.exec(self._escaping(escaped.command), session_id=s))
+        pid = await escaped.started(sandbox)
+        await sandbox.delete_session(s)
+        for _ in range(100):
+            if not await escaped.running(sandbox, pid):
+                break
+            await asyncio.sleep(0.05)
+        assert not await escaped.running(sandbox, pid)
+
+    async def test_killing_a_process_ends_what_escaped_its_tree(self, sandbox: Sandbox, sleepers: MakeSleeper) -> None:
+        escaped = sleepers()
+        started = await sandbox.processes.start(f"{self._escaping(escaped.command)}; sleep 600", session_id=sid())
+        pid = await escaped.started(sandbox)
+        await sandbox.processes.kill(started.process_id)
+        for _ in range(100):
+            if not await escaped.running(sandbox, pid):
+                break
+            await asyncio.sleep(0.05)
+        assert not await escaped.running(sandbox, pid)
+
+    async def test_a_sessionless_timeout_names_the_requested_timeout(self, sandbox: Sandbox) -> None:
+        result = await bounded(sandbox.exec("sleep 5", session_id=SESSIONLESS, timeout_ms=300))
+        assert result.exit_code == 124 and result.stderr == "Command timed out after 300 ms\n"
