@@ -22,6 +22,8 @@ PositiveInt = Annotated[int, Meta(gt=0, le=MAX_INT64)]
 NonNegativeInt = Annotated[int, Meta(ge=0, le=MAX_INT64)]
 #: A duration in milliseconds that must be positive (a timeout, a limit): 1 to ``MAX_MS``.
 PositiveMs = Annotated[int, Meta(gt=0, le=MAX_MS)]
+#: A duration in seconds (a setting): more than 0, at most ``MAX_MS`` milliseconds.
+PositiveSeconds = Annotated[float, Meta(gt=0, le=MAX_MS / 1000)]
 #: An HTTP status code (100 to 599).
 HttpStatus = Annotated[int, Meta(ge=100, le=599)]
 #: ``git clone --depth``: git takes a positive C ``int``, so 1 to 2**31 - 1.

@@ -30,7 +30,7 @@ from .inotify import DirectoryWatcher
 from .jobs import Job
 from .orphans import Reaper, end_adopted
 from .output import Gap
-from .params import NonNegativeInt, PositiveInt, PositiveMs
+from .params import NonNegativeInt, PositiveInt, PositiveMs, PositiveSeconds
 from .shell import Shell, ShellExited, take_markers
 from .spawn import spawn
 
@@ -52,6 +52,8 @@ class SessionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_output_bytes: PositiveInt = 64 * 1024 * 1024  # per stream of one foreground exec
     output_ring_bytes: PositiveInt = 1024 * 1024  # per streamed/background command
     max_sessions: PositiveInt = 1000
+    #: a session with no command for this long (and no process running) is deleted; None: never
+    idle_timeout_s: PositiveSeconds | None = None
 
 
 def check_env(env: Mapping[str, str | None] | None) -> None:
@@ -114,6 +116,13 @@ class Session:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     jobs: set[Job] = field(default_factory=set)
     destroyed: bool = False
+    last_used: float = field(default_factory=time.monotonic)
+
+    def idle_for(self, now: float) -> float:
+        """How long the session has had nothing to do (0 while a command or a process runs)."""
+        if self.lock.locked() or any(not job.done for job in self.jobs):
+            return 0.0
+        return now - self.last_used
 
     def info(self) -> SessionInfo:
         return SessionInfo(
@@ -145,11 +154,30 @@ class SessionsService:
         self._fifo_dir = tempfile.mkdtemp(prefix="sandbox-jobs-", dir=_memory_dir())
         self._reaper = Reaper()
         self._reaper.start()
+        self._expiry: asyncio.Task[None] | None = None
+        if self.settings.idle_timeout_s is not None:
+            self._expiry = asyncio.create_task(self._expire_idle(self.settings.idle_timeout_s), name="idle sessions")
         if not self._reaper.active:
             self.log.warning("sessions.no_subreaper", detail="orphaned processes go to init and outlive their session")
         self._watcher = DirectoryWatcher()
 
+    async def _expire_idle(self, limit: float) -> None:
+        """Delete the sessions idle for ``limit`` seconds, looking every ``limit / 2`` (at most 30 s)."""
+        while True:
+            await asyncio.sleep(min(max(limit / 2, 0.05), 30.0))
+            now = time.monotonic()
+            for session in [s for s in self.sessions.values() if s.idle_for(now) >= limit]:
+                try:
+                    await self._destroy(session, grace=self.grace)
+                    self.log.info("session.expired", session_id=session.id, idle_s=round(now - session.last_used, 1))
+                except Exception:
+                    self.log.exception("session.expire_failed", session_id=session.id)
+
     async def aclose(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
         for job in list(self.jobs.values()):
             if job.pid is not None and not job.done:
                 await job.kill(grace=min(self.grace, 1.0))
@@ -268,6 +296,7 @@ class SessionsService:
         check_command(command)
         session = self.get_or_create(session_id)
         timeout = self.timeout_for(session, timeout_ms)
+        session.last_used = time.monotonic()
         async with session.lock:
             if session.destroyed:
                 raise _destroyed(session_id)
@@ -356,6 +385,7 @@ class SessionsService:
             for path in (fifo_out, fifo_err):
                 os.mkfifo(path, 0o600)
                 fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+            session.last_used = time.monotonic()
             async with session.lock:
                 if session.destroyed:
                     raise _destroyed(session_id)
