@@ -700,11 +700,14 @@ class Shell:
         self.destroyed = self.destroyed or destroy
         if not self.alive:
             return
+        groups = []
         for child in procfs.children(self.pid):  # its jobs, each a process group
             with contextlib.suppress(ProcessLookupError):
-                group = os.getpgid(child)
-                if group == child:
-                    signal_group(group, signal.SIGTERM)
+                if os.getpgid(child) == child:
+                    groups.append(child)
+                    signal_group(child, signal.SIGTERM)
         await kill_tree(self.pid, include_root=True, grace=grace)
+        for group in groups:  # and what joined those groups while the tree was being walked
+            signal_group(group, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._exit), 5)
