@@ -3,30 +3,32 @@
 bash reads its script from a pipe we write (``bash /dev/fd/N``); its own stdout and stderr are
 /dev/null. A foreground command is one line of ours::
 
-    \\builtin eval '>X; <command>' </dev/null >/proc/S/fd/O 2>/proc/S/fd/E
+    \\builtin eval '<command>' </dev/null >/proc/S/fd/O 2>/proc/S/fd/E
 
-(the user's text only inside single quotes, so it is never parsed as our script), followed by
-lines made only of keywords and redirections, which no function, alias, option or variable can
-shadow, and whose trace ``set -x`` never shows inside the command's output:
+(the user's text only inside single quotes, so it is never parsed as our script), then lines
+made only of redirections, which no function, alias, option or variable can shadow, and
+which ``set -x`` never traces into the command's output:
 
 * the command's stdout and stderr are two pipes of the server's, opened by path for this command
   alone: ``exec >file`` or ``exec 1>&-`` inside it last until it ends, and a background job it
   leaves behind keeps writing to *its* pipes, which the server drains and discards, never into
-  a later command's output;
-* its exit status is carried by a file name (``r.<status>``, created only when it is not 0);
-* its completion by the opening and closing of a FIFO (``d``) whose read end the server holds;
-* that the eval builtin really ran our text by the opening of another FIFO (``x``): when a user
-  function named ``eval`` or ``builtin``, or a disabled builtin, took its place, the shell is
-  no longer usable and is replaced.
+  a later command's output (the pipes serve the next command only when nobody else holds them);
+* its exit status and completion are the name of a file bash writes and closes in a directory
+  of ours, ``r.<status>`` (``>|``, so ``noclobber`` does not matter), reported by inotify
+  (:mod:`.inotify`); with per-command env or cwd, ``s.<status>`` then ``d``.
 
-Shell state (cwd, exports, functions, aliases) lives in the shell, so it persists. Job control
-is on (``set -m``), so every job a command starts has a process group of its own: a timeout or
-a cancel ends the groups of the jobs this command started, and no others. If the shell stops
-executing what we send (``set -n``, a DEBUG trap that skips commands), a watchdog sees it
-waiting for more script with the command unfinished, and the shell is replaced.
+Per-command env is restored from its ``declare -p``, saved to a file of ours, so no variable of
+ours ever exists in the shell; functions named ``eval`` or ``builtin`` are removed before each
+command. Shell state (cwd, exports, functions, aliases) lives in the shell, so it persists.
+Job control is on (``set -m``), so every job a command starts has a process group of its own: a
+timeout or a cancel ends the groups of the jobs this command started, and no others. If the
+shell stops executing what we send (``set -n``, a DEBUG trap that skips commands, a disabled
+eval builtin), a watchdog sees it waiting for more script with the command unfinished, and the
+shell is replaced.
 
 Streamed and background commands are launched by the same shell, so they start from its state,
-as a job writing to two FIFOs the server reads; the job's exit status is again a file name.
+as a job writing to two FIFOs the server reads; the job's exit status is again a file name,
+read when the job's process exits.
 """
 
 from __future__ import annotations
