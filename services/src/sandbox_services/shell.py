@@ -592,13 +592,25 @@ class Shell:
             if writer is not None:
                 with contextlib.suppress(Exception):
                     await writer  # the whole script, so that the next one is not glued to half of it
-            groups = self._command_jobs(command)
-            leaders = [p for p in self._children() if p not in command.children_before]
-            for group in groups:
-                signal_group(group, signal.SIGTERM)
-            trees = [asyncio.create_task(kill_tree(p, grace=grace)) for p in leaders]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(command.future), max(grace, 0.05))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + max(grace, 0.05)
+            groups: list[int] = []
+            trees: list[asyncio.Task[int]] = []
+            seen: set[int] = set()
+            # the command's list goes on after a job of it ends: every job it starts until it
+            # is over (or the grace period is) gets SIGTERM too, not only those running now
+            while not command.future.done():
+                for group in self._command_jobs(command):
+                    if group not in groups:
+                        groups.append(group)
+                        signal_group(group, signal.SIGTERM)
+                for leader in self._children():
+                    if leader not in command.children_before and leader not in seen:
+                        seen.add(leader)
+                        trees.append(asyncio.create_task(kill_tree(leader, grace=max(deadline - loop.time(), 0.0))))
+                if loop.time() >= deadline:
+                    break
+                await _done_or_timeout(command.future, min(0.02, max(deadline - loop.time(), 0.0)))
             for group in groups:
                 signal_group(group, signal.SIGKILL)  # and members forked meanwhile
             await asyncio.gather(*trees, return_exceptions=True)

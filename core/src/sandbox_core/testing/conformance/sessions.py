@@ -234,3 +234,12 @@ class SessionsSuite(SleeperFixture):
     async def test_a_sessionless_timeout_names_the_requested_timeout(self, sandbox: Sandbox) -> None:
         result = await bounded(sandbox.exec("sleep 5", session_id=SESSIONLESS, timeout_ms=300))
         assert result.exit_code == 124 and result.stderr == "Command timed out after 300 ms\n"
+
+    async def test_a_timeout_ends_the_whole_list_and_keeps_the_shell(self, sandbox: Sandbox) -> None:
+        s = sid()
+        await bounded(sandbox.exec("export KEPT=yes; cd /tmp", session_id=s))
+        with pytest.raises(SandboxError) as info:
+            await bounded(sandbox.exec("sleep 30; sleep 30; sleep 30", session_id=s, timeout_ms=300))
+        assert info.value.code == "COMMAND_EXECUTION_ERROR"
+        state = await bounded(sandbox.exec("echo $KEPT $PWD", session_id=s))
+        assert state.stdout == "yes /tmp"  # the same shell: each job of the list was ended in turn
