@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import structlog
 
+from .cgroups import Cgroup
 from .orphans import end_adopted
 from .output import Kind, OutputRing
 from .proctree import kill_tree, signal_group
@@ -48,6 +49,7 @@ class Job:
         self.group = False  # the pid leads a process group of its own: kills go to the whole group
         self.cwd: str | None = None
         self.mark: str | None = None  # NAME=value in the environment of its processes (see orphans.py)
+        self.cgroup: Cgroup | None = None  # its own, where the server may make one
         self.time_limit_ms: int | None = None
         self.ring = OutputRing(ring_bytes)
         self.ring.on_pause = self._pause
@@ -200,6 +202,8 @@ class Job:
             signal_group(self.pid, signal.SIGKILL)
         if self.mark is not None:  # what escaped its tree (a double fork) and the server adopted
             await end_adopted(self.mark, grace)
+        if self.cgroup is not None:  # and whatever else is still in its cgroup
+            await self.cgroup.kill()
         self.finish(124 if self.timed_out else exit_status_of(sig))
 
     async def aclose(self) -> None:

@@ -26,6 +26,7 @@ from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.models import SessionCreated, SessionDeleted, SessionInfo, SessionList
 from sandbox_core.registry import ServiceContext, operation
 
+from .cgroups import Cgroup, open_tree
 from .inotify import DirectoryWatcher
 from .jobs import Job
 from .orphans import Reaper, end_adopted
@@ -117,6 +118,7 @@ class Session:
     jobs: set[Job] = field(default_factory=set)
     destroyed: bool = False
     last_used: float = field(default_factory=time.monotonic)
+    cgroup: Cgroup | None = None
 
     def idle_for(self, now: float) -> float:
         """How long the session has had nothing to do (0 while a command or a process runs)."""
@@ -152,6 +154,8 @@ class SessionsService:
 
     async def startup(self) -> None:
         self._fifo_dir = tempfile.mkdtemp(prefix="sandbox-jobs-", dir=_memory_dir())
+        self._cgroups = open_tree()
+        self.log.debug("sessions.cgroups", base=self._cgroups.base if self._cgroups else None)
         self._reaper = Reaper()
         self._reaper.start()
         self._expiry: asyncio.Task[None] | None = None
@@ -186,6 +190,8 @@ class SessionsService:
             await self._destroy(session, grace=min(self.grace, 1.0))
         self.sessions.clear()
         await end_adopted(None, grace=min(self.grace, 1.0))
+        if self._cgroups is not None:
+            await self._cgroups.close()
         await self._reaper.aclose()
         self._watcher.close()
         shutil.rmtree(self._fifo_dir, ignore_errors=True)
@@ -254,6 +260,10 @@ class SessionsService:
             watcher=self._watcher,
         )
         await shell.start()
+        if self._cgroups is not None and session.cgroup is None:
+            session.cgroup = self._cgroups.new(f"session-{self._next_shell}")
+        if session.cgroup is not None:
+            session.cgroup.add(shell.pid)  # before any command: everything it starts is in there
         session.shell = shell
         self.log.debug("session.shell_started", session_id=session.id, pid=shell.pid)
         return shell
@@ -353,8 +363,14 @@ class SessionsService:
         job.on_done.append(self._job_done)
         return job
 
+    def _new_cgroup(self, job: Job) -> Cgroup | None:
+        """A cgroup for a job (its command moves itself in before it runs), where we may make one."""
+        return self._cgroups.new(f"job-{job.tag}") if self._cgroups is not None else None
+
     def _job_done(self, job: Job) -> None:
         self.jobs.pop(job.tag, None)
+        if job.cgroup is not None and not job.cgroup.pids():
+            job.cgroup.remove()  # (one its children still use stays until the session or server ends)
         session = self.sessions.get(job.session_id or "")
         if session is not None:
             session.jobs.discard(job)
@@ -378,6 +394,7 @@ class SessionsService:
         env = {**(env or {}), JOB_MARK: str(job.tag)}
         job.cwd = cwd
         job.group = True  # job control: the shell starts it as a process group of its own
+        job.cgroup = self._new_cgroup(job)
         fifo_out = os.path.join(self._fifo_dir, f"{job.tag}.out")
         fifo_err = os.path.join(self._fifo_dir, f"{job.tag}.err")
         fds: list[int] = []
@@ -398,6 +415,7 @@ class SessionsService:
                         markers=os.path.join(self._fifo_dir, f"j{job.tag}."),
                         env=env,
                         cwd=cwd,
+                        cgroup_procs=job.cgroup.procs if job.cgroup is not None else None,
                     )
                 except ShellExited as exc:
                     session.shell = None
@@ -437,6 +455,9 @@ class SessionsService:
         argv, cwd = _sessionless_argv(command, cwd)
         job = self._new_job(command, None, ring_bytes)
         job.group = True  # a session of its own, so a group of its own
+        job.cgroup = self._new_cgroup(job)
+        if job.cgroup is not None:  # sh moves itself into the job's cgroup, then becomes the command
+            argv = ["sh", "-c", '{ echo 0 > "$0"; } 2>/dev/null; exec "$@"', job.cgroup.procs, *argv]
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         full_env = {**os.environ, **{k: v for k, v in (env or {}).items() if v is not None}, JOB_MARK: str(job.tag)}
@@ -558,6 +579,8 @@ class SessionsService:
         if session.shell is not None:
             await session.shell.kill(grace)
         await end_adopted(f"{SESSION_MARK}={session.id}", grace)  # what escaped its tree
+        if session.cgroup is not None:
+            await session.cgroup.kill()  # and what escaped that (the environment mark cleared)
 
     @operation
     async def list(self) -> SessionList:

@@ -687,14 +687,19 @@ class Shell:
         markers: str,
         env: Mapping[str, str | None] | None = None,
         cwd: str | None = None,
+        cgroup_procs: str | None = None,
     ) -> int:
         """Start ``command`` as a job of its own (a process group) writing to the two FIFOs;
         return its pid. The FIFOs' read ends must already be open, and stay linked until the job
         ends. Its status is then the name of a file ``<markers>r.<status>`` (``<markers>c``:
-        ``cwd`` could not be entered), read with :func:`take_markers`."""
+        ``cwd`` could not be entered), read with :func:`take_markers`. With ``cgroup_procs`` (a
+        cgroup's ``cgroup.procs``), the command's subshell moves itself there before it runs."""
         setup, _ = env_lines(env, saved=None)
+        move = ""
+        if cgroup_procs is not None:  # "0" moves the writer; `builtin` so that no function named printf matters
+            move = f"\\unset -f builtin; \\builtin printf 0 >{quote(cgroup_procs)} 2>/dev/null\n"
         body = (  # a subshell of its own, so that an `exit` in the command still leaves its status
-            f"( {setup}\\builtin eval {quote(command)}\n) </dev/null >{quote(fifo_out)} 2>{quote(fifo_err)}\n"
+            f"( {move}{setup}\\builtin eval {quote(command)}\n) </dev/null >{quote(fifo_out)} 2>{quote(fifo_err)}\n"
             f'>|"{markers}r.$?"\n'
         )
         if cwd is not None:
