@@ -153,7 +153,7 @@ class SessionsService:
         self.grace = self.settings.kill_grace_ms / 1000
 
     async def startup(self) -> None:
-        self._fifo_dir = tempfile.mkdtemp(prefix="sandbox-jobs-", dir=_memory_dir())
+        self._fifo_dir = tempfile.mkdtemp(prefix="sbx", dir=_memory_dir())  # short: shells name it often
         self._cgroups = open_tree()
         self.log.debug("sessions.cgroups", base=self._cgroups.base if self._cgroups else None)
         self._reaper = Reaper()
@@ -255,7 +255,7 @@ class SessionsService:
         shell = Shell(
             cwd=self._start_dir(session),
             env=env,
-            workdir=os.path.join(self._fifo_dir, f"shell-{self._next_shell}"),
+            workdir=os.path.join(self._fifo_dir, str(self._next_shell)),
             max_output=self.settings.max_output_bytes,
             watcher=self._watcher,
         )

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -59,6 +60,9 @@ ORPHAN_PIPES_MAX = 64
 #: The watchdog's first and longest interval between two looks at a running command's shell.
 WATCHDOG_FIRST = 0.05
 WATCHDOG_MAX = 0.5
+
+
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]+")
 
 
 def quote(text: str) -> str:
@@ -226,7 +230,8 @@ class Shell:
         self.workdir = workdir
         self.max_output = max_output
         self.nonce = "k" + secrets.token_hex(6)
-        self._marker = quote(workdir) + "/"  # marker files are written with >| (noclobber or not)
+        # marker files are written with >| (noclobber or not); the path is kept short (see run)
+        self._marker = (workdir if _SAFE_PATH.fullmatch(workdir) else quote(workdir)) + "/"
         self._seq = 0
         self._current: _Command | None = None
         self._proc: Child | None = None
@@ -647,31 +652,31 @@ class Shell:
         setup, undo = env_lines(env, saved=f"{self._marker}e")
         out_path, err_path = sent.paths
         m = self._marker
-        run = f"\\builtin eval {quote(command)} </dev/null >{out_path} 2>{err_path}\n"
-        # after an eval whose text ends inside a quote, bash does not see keywords on the next line
-        # (a parser bug): the line after eval is always a plain redirection
+        # bash reads a script from a pipe one byte per read(2): every byte of ours costs, so the
+        # line is short. The marker shares the eval's line: after an eval whose text ends inside a
+        # quote, bash does not see keywords on the next line it reads (a parser bug), so what
+        # follows an eval on a line of its own is always a plain command. `\unset -f eval` first:
+        # a function named eval would take the builtin's place. Markers go through descriptor 99
+        # (rarely open), which bash need not save and restore as it would 1.
+        run = f"\\unset -f eval;\\eval {quote(command)} </dev/null >{out_path} 2>{err_path}"
         if cwd is None and not setup:
-            body = f'{run}>|{m}"r.$?"\n'  # status and completion at once
+            body = f'{run};99>|{m}"r.$?"\n'  # status and completion at once
         elif cwd is None:
-            body = f'{setup}{run}>|{m}"s.$?"\n{undo}>|{m}d\n'
+            body = f'{setup}{run};99>|{m}"s.$?"\n{undo}99>|{m}d\n'
         else:
             back = quote(self.current_dir())
             body = (
-                f'if \\builtin cd -- {quote(cwd)} 2>/dev/null; then\n{setup}{run}>|{m}"s.$?"\n{undo}'
-                f"\\builtin cd -- {back} 2>/dev/null\nelse >|{m}c; fi\n>|{m}d\n"
+                f'if \\builtin cd -- {quote(cwd)} 2>/dev/null; then\n{setup}{run};99>|{m}"s.$?"\n{undo}'
+                f"\\builtin cd -- {back} 2>/dev/null\nelse 99>|{m}c; fi\n99>|{m}d\n"
             )
-        # functions named builtin or eval would take the place of the builtins every command
-        # needs: they are removed first (a function named unset would still take its place)
-        outcome = await self._exchange(
-            sent, f"\\unset -f builtin eval; \\builtin set -m\n{body}", time_limit=time_limit, grace=grace
-        )
+        outcome = await self._exchange(sent, body, time_limit=time_limit, grace=grace)
         assert sent.out is not None and sent.err is not None
         out, err = bytes(sent.out.buf), bytes(sent.err.buf)
         if outcome is None:
             return -1, out, err, True
         if outcome.cd_failed:
             return 1, b"", f"Failed to change directory to '{cwd}'\n".encode(), False
-        if outcome.status == 1 and b"builtin: eval: not a shell builtin" in err:
+        if outcome.status == 127 and b"eval: command not found" in err:
             await self._replace(sent, "the shell's eval builtin is disabled (`enable -n eval`)")
         for capture, name in ((sent.out, "stdout"), (sent.err, "stderr")):
             if capture.truncated:
