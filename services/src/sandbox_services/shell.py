@@ -661,11 +661,12 @@ class Shell:
         run = f"\\unset -f eval;\\eval {quote(command)} </dev/null >{out_path} 2>{err_path}"
         if cwd is None and not setup:
             body = f'{run};99>|{m}"r.$?"\n'  # status and completion at once
-        elif cwd is None:
-            body = f'{setup}{run};99>|{m}"s.$?"\n{undo}99>|{m}d\n'
+        elif cwd is None:  # (these use `\builtin`: a function of that name goes too)
+            body = f'\\unset -f builtin\n{setup}{run};99>|{m}"s.$?"\n{undo}99>|{m}d\n'
         else:
             back = quote(self.current_dir())
             body = (
+                f"\\unset -f builtin\n"
                 f'if \\builtin cd -- {quote(cwd)} 2>/dev/null; then\n{setup}{run};99>|{m}"s.$?"\n{undo}'
                 f"\\builtin cd -- {back} 2>/dev/null\nelse 99>|{m}c; fi\n99>|{m}d\n"
             )

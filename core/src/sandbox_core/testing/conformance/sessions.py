@@ -243,3 +243,9 @@ class SessionsSuite(SleeperFixture):
         assert info.value.code == "COMMAND_EXECUTION_ERROR"
         state = await bounded(sandbox.exec("echo $KEPT $PWD", session_id=s))
         assert state.stdout == "yes /tmp"  # the same shell: each job of the list was ended in turn
+
+    async def test_env_and_cwd_still_apply_with_a_builtin_function(self, sandbox: Sandbox) -> None:
+        s = sid()
+        await bounded(sandbox.exec("builtin() { return 0; }; cd() { return 0; }", session_id=s))
+        out = await bounded(sandbox.exec("echo $A:$PWD", session_id=s, env={"A": "1"}, cwd="/tmp"))
+        assert out.stdout == "1:/tmp"
