@@ -44,6 +44,7 @@ from sandbox_core import Sandbox
 from sandbox_core.models import StdoutEvent
 from sandbox_core.models.files import FileChunkEvent, FileErrorEvent
 from sandbox_core.models.processes import LogGapEvent, LogStdoutEvent
+from sandbox_core.server import answer_lifespan
 from sandbox_core.testing import ServerProcess, installed_transports
 
 # registry ---------------------------------------------------------------------------------------
@@ -179,13 +180,8 @@ async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """A bare ASGI app: reads the request body, answers ``POST /api/execute`` with
     FLOOR_EXEC_BODY and anything else with 404; no routing table, no JSON, no services."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await answer_lifespan(receive, send)
+        return
     if scope["type"] != "http":
         return
     while (await receive()).get("more_body", False):

@@ -35,6 +35,17 @@ def _json_response(status: int, body: bytes) -> list[dict[str, Any]]:
     ]
 
 
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """Acknowledge an ASGI lifespan's startup and shutdown (nothing to do at either)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 class Dispatcher:
     """The ASGI app hypercorn runs: hands each request to the transport that serves its path."""
 
@@ -68,13 +79,8 @@ class Dispatcher:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         app = self.route(kind, scope.get("path", ""))
         if app is not None:
             await app(scope, receive, send)
