@@ -283,15 +283,20 @@ class FloorServer:
             return
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.close()  # EOF: it shuts down
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        wait_or_kill(proc, 10)
         proc.stdout.close()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def wait_or_kill(proc: subprocess.Popen[bytes], seconds: float) -> None:
+    """Wait ``seconds`` for ``proc`` to end by itself, then kill it."""
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def bash_round_trips(warmup: int, timed: int) -> list[float]:
@@ -331,11 +336,7 @@ def bash_round_trips(warmup: int, timed: int) -> list[float]:
                 samples.append(elapsed)
     finally:
         os.close(script_w)  # EOF on its script: bash exits
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        wait_or_kill(proc, 5)
         proc.stdout.close()
     return samples
 

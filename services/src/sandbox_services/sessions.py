@@ -200,7 +200,7 @@ class SessionsService:
 
     def _on_job_pid_exit(self, job: Job) -> None:
         """A session job's process ended: its status is the marker file it left."""
-        status, cd_failed, _ = take_markers(self._fifo_dir, f"j{job.tag}.")
+        status, cd_failed = take_markers(self._fifo_dir, f"j{job.tag}.")
         if job.done:
             return
         if job.killed:

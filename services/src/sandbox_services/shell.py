@@ -175,28 +175,24 @@ def _last_pid() -> int:
         return -1
 
 
-def take_markers(directory: str, prefix: str, *, keep: str = "") -> tuple[int | None, bool, int | None]:
-    """Read and remove the marker files ``<prefix>r.<status>``, ``<prefix>c`` and
-    ``<prefix>p.<pid>`` in ``directory`` (but ``keep``): (status or None, cd failed, pid or None)."""
+def take_markers(directory: str, prefix: str) -> tuple[int | None, bool]:
+    """Read and remove a job's marker files ``<prefix>r.<status>`` and ``<prefix>c`` in
+    ``directory``: (its status or None, whether its cwd could not be entered)."""
     status: int | None = None
     cd_failed = False
-    pid: int | None = None
     for name in os.listdir(directory):
-        if not name.startswith(prefix) or name == keep:
+        if not name.startswith(prefix):
             continue
-        rest = name[len(prefix) :]
-        kind, _, value = rest.partition(".")
+        kind, _, value = name[len(prefix) :].partition(".")
         if kind == "r" and value.isdigit():
             status = int(value)
         elif kind == "c" and not value:
             cd_failed = True
-        elif kind == "p" and value.isdigit():
-            pid = int(value)
         else:
             continue
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(directory, name))
-    return status, cd_failed, pid
+    return status, cd_failed
 
 
 def env_lines(env: Mapping[str, str | None] | None, *, saved: str | None) -> tuple[str, str]:
@@ -477,6 +473,8 @@ class Shell:
                 command.status = int(value)
             elif kind == "p" and value.isdigit():
                 command.pid = int(value)
+                with contextlib.suppress(FileNotFoundError):  # a new name per job: never let them pile up
+                    os.unlink(os.path.join(self.workdir, name))
             if name == "d" or kind == "r":
                 self._complete(command)
 
