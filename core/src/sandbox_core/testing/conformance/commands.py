@@ -56,6 +56,15 @@ class CommandsSuite(SleeperFixture):
         result = await sandbox.exec('cat; read -r line; echo "read=$?"', session_id=sid(), timeout_ms=10_000)
         assert result.stdout == "read=1"
 
+    async def test_exec_stdin_stays_dev_null_after_exec_redirect(self, sandbox: Sandbox) -> None:
+        s = sid()
+        first = await sandbox.exec(
+            'f=$(mktemp); echo secret >"$f"; exec <"$f"; read -r line; echo "$line"', session_id=s
+        )
+        assert first.stdout == "secret"  # within the command, its own redirection holds
+        after = await sandbox.exec('read -r line; echo "read=$? $line"', session_id=s, timeout_ms=10_000)
+        assert after.stdout == "read=1 "
+
     async def test_exec_syntax_error_keeps_session(self, sandbox: Sandbox) -> None:
         s = sid()
         bad = await sandbox.exec('echo "unterminated', session_id=s)
