@@ -416,6 +416,41 @@ async def idle_rss(ctx: Ctx) -> dict[str, float]:
     return {"idle_rss": rss_mb(ctx.pid)}
 
 
+@figure(
+    Metric("rss_after_big", "RSS 3 s after big requests, over idle before them", "MB", target=20),
+    Metric("rss_big_peak", "RSS right after them, over idle", "MB"),
+    at_start=True,
+)
+async def rss_after_big(ctx: Ctx) -> dict[str, float]:
+    """Whether the memory of large requests comes back: on the nearly fresh server, after one small
+    request of each kind (the sessions and code paths exist) and a short idle, a 16 MiB base64
+    write and read and an exec of 20 MB of stdout, twice; then RSS 3 s later."""
+    sb, sid = ctx.sb, "bench-memory"
+    path = f"/tmp/bench-memory-{os.getpid()}.bin"
+    await sb.create_session(sid)
+    check(await sb.exec("echo warm", session_id=sid), "warm")
+    await sb.files.write(path, b"warm")
+    await sb.files.read(path, encoding="base64")
+    await asyncio.sleep(1.5)
+    idle = rss_mb(ctx.pid)
+    data = os.urandom(16 * 1024 * 1024)
+    for _ in range(2):
+        await sb.files.write(path, data)
+        read = await sb.files.read(path, encoding="base64")
+        if read.size != len(data):
+            raise RuntimeError(f"read {read.size} bytes of {len(data)}")
+        del read
+        ran = await sb.exec("head -c 20000000 /dev/zero | tr '\\0' x", session_id=sid)
+        check(ran)
+        del ran
+    peak = rss_mb(ctx.pid)
+    await asyncio.sleep(3.0)
+    after = rss_mb(ctx.pid)
+    await sb.files.delete(path)
+    await sb.delete_session(sid)
+    return {"rss_after_big": after - idle, "rss_big_peak": peak - idle}
+
+
 async def timed_execs(sb: Sandbox, sid: str, n: int) -> list[float]:
     """ms of each of ``n`` sequential ``sb.exec("echo hi")`` calls."""
     samples = []

@@ -1,16 +1,22 @@
-"""``sandbox serve --ready-fd``: the bound URL on a descriptor once the server listens."""
+"""The ``sandbox`` command: ``serve --ready-fd`` (the bound URL on a descriptor once the server
+listens), flags validated as the config file is, ``--version``, help for every flag."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import select
 import signal
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
+import pytest
+
+from sandbox_core.cli import build_parser
 
 
 def test_ready_fd_gets_the_bound_url_then_eof(tmp_path: Path) -> None:
@@ -52,3 +58,94 @@ def test_ready_fd_that_is_not_open_stops_startup(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "--ready-fd 1000: Bad file descriptor" in proc.stderr
+
+
+def sandbox_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``sandbox ARGS`` in ``tmp_path`` (no sandbox.toml there), with no SANDBOX_* setting but ``env``."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("SANDBOX_")}
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox_core.cli", *args],
+        cwd=tmp_path,
+        env={**clean, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--port", "70000"], "server.port (from --port): Expected `int` <= 65535, got 70000"),
+        (["--port", "-1"], "server.port (from --port): Expected `int` >= 0, got -1"),
+        (["--log-level", "verbose"], "server.log_level (from --log-level): Invalid enum value 'verbose'"),
+        (["--transport", "pigeon"], "server.transports (from --transport): unknown transport 'pigeon'"),
+    ],
+)
+def test_bad_flag_is_a_message_naming_it_not_a_traceback(tmp_path: Path, args: list[str], needle: str) -> None:
+    proc = sandbox_cli(tmp_path, "serve", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_log_level_in_the_file_is_validated(tmp_path: Path) -> None:
+    (tmp_path / "sandbox.toml").write_text("[server]\nlog_level = 'verbose'\n")
+    proc = sandbox_cli(tmp_path, "serve", "--port", "0")
+    assert proc.returncode == 2 and "server.log_level: Invalid enum value 'verbose'" in proc.stderr, proc.stderr
+
+
+def test_flag_overrides_the_file(tmp_path: Path) -> None:
+    (tmp_path / "sandbox.toml").write_text("[server]\nport = 70000\n")  # invalid, but the flag replaces it
+    ready, ready_w = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox_core.cli", "serve", "--port", "0", "--ready-fd", str(ready_w)],
+        cwd=tmp_path,
+        env={key: value for key, value in os.environ.items() if not key.startswith("SANDBOX_")},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        pass_fds=(ready_w,),
+    )
+    os.close(ready_w)
+    try:
+        with os.fdopen(ready, "rb") as pipe:
+            assert select.select([pipe], [], [], 30)[0], "nothing on the ready descriptor in 30 s"
+            url = pipe.read().decode().strip()
+        assert int(url.rsplit(":", 1)[1]) not in (0, 70000)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+def test_version_names_core_and_each_installed_plugin(tmp_path: Path) -> None:
+    proc = sandbox_cli(tmp_path, "--version")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"sandbox-core {version('sandbox-core')}"
+    plugins = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert plugins["http"] == ["sandbox-transport-http", version("sandbox-transport-http")]
+    assert plugins["services"] == ["sandbox-services", version("sandbox-services")]
+    assert "greeter" not in plugins  # a test-only plugin, not loaded unless asked for
+
+
+def _options(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Action]]:
+    """Every option of ``parser`` and of its subcommands, with the command it belongs to."""
+    found: list[tuple[str, argparse.Action]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _options(sub)
+        elif action.option_strings:
+            found.append((parser.prog, action))
+    return found
+
+
+def test_every_flag_has_help() -> None:
+    options = _options(build_parser())
+    flags = {flag for _, action in options for flag in action.option_strings}
+    assert {"--version", "--config", "--host", "--port", "--workspace", "--transport", "--log-level"} <= flags
+    for prog, action in options:
+        assert action.help and action.help != argparse.SUPPRESS, f"{prog} {action.option_strings} has no help"

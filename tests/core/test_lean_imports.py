@@ -44,7 +44,7 @@ async def one_request_then_stop() -> None:
     await started.wait()
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    writer.write(b"GET /api/ping HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+    writer.write(b"GET /api/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     await writer.drain()
     answer = await reader.read()
     writer.close()

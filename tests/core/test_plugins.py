@@ -1,4 +1,5 @@
-"""The plugin manager: entry points, load failures, disabling, tracing, hook documentation."""
+"""The plugin manager: entry points, load failures, name clashes, test-only plugins, disabling,
+tracing, hook documentation."""
 
 from __future__ import annotations
 
@@ -6,13 +7,21 @@ import inspect
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
 from sandbox_core import hookspecs
 from sandbox_core.hookspecs import hookimpl
-from sandbox_core.plugins import Hooks, PluginLoadError, make_plugin_manager, plugin_info
+from sandbox_core.plugins import (
+    TEST_ENTRY_POINT_GROUP,
+    Hooks,
+    PluginLoadError,
+    installed_plugins,
+    make_plugin_manager,
+    plugin_info,
+)
 
 
 def test_every_hook_is_documented() -> None:
@@ -38,11 +47,17 @@ def test_each_call_builds_a_fresh_manager() -> None:
     assert make_plugin_manager() is not make_plugin_manager()
 
 
-def _fake_distribution(tmp_path: Path, module: str) -> None:
-    info = tmp_path / "broken_sandbox_plugin-9.9.dist-info"
+def _fake_distribution(
+    tmp_path: Path, module: str, *, name: str = "broken", dist: str = "broken-sandbox-plugin", code: str | None = None
+) -> None:
+    """A distribution ``dist`` 9.9 on ``tmp_path`` with entry point ``name = module`` in the
+    ``sandbox`` group (and the module itself, when ``code`` is given)."""
+    info = tmp_path / f"{dist.replace('-', '_')}-9.9.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-sandbox-plugin\nVersion: 9.9\n")
-    (info / "entry_points.txt").write_text(f"[sandbox]\nbroken = {module}\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 9.9\n")
+    (info / "entry_points.txt").write_text(f"[sandbox]\n{name} = {module}\n")
+    if code is not None:
+        (tmp_path / f"{module}.py").write_text(code)
 
 
 def test_load_failure_names_entry_point_and_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,25 +90,78 @@ def test_duplicate_service_is_an_error() -> None:
             register(ServiceSpec("utils", object))  # type: ignore[operator]
 
     pm = make_plugin_manager(plugins=[("dup", Dup())])
-    with pytest.raises(PluginLoadError, match="registered twice"):
+    with pytest.raises(PluginLoadError, match="registered twice") as info:
         Hooks(pm).services()
+    assert f"plugin 'services' (sandbox-services {version('sandbox-services')})" in str(info.value)
+    assert "plugin 'dup' (registered directly" in str(info.value)
+
+
+DUPLICATE_SERVICE = """
+from sandbox_core import ServiceSpec, hookimpl
+
+@hookimpl
+def sandbox_register_services(register):
+    register(ServiceSpec("utils", object))
+"""
+
+
+def test_service_registered_by_two_distributions_names_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_distribution(tmp_path, "dup_sandbox_mod", name="dup", dist="dup-sandbox-plugin", code=DUPLICATE_SERVICE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginLoadError) as info:
+        Hooks(make_plugin_manager()).services()
+    message = str(info.value)
+    assert message.startswith("service 'utils' is registered twice"), message
+    assert f"sandbox-services {version('sandbox-services')}" in message
+    assert "plugin 'dup' (dup-sandbox-plugin 9.9)" in message
+
+
+def test_entry_point_name_taken_by_two_distributions_names_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second distribution's entry point named ``http`` neither shadows nor is shadowed."""
+    _fake_distribution(tmp_path, "clash_sandbox_plugin_mod", name="http", dist="clash-sandbox-plugin", code="")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginLoadError) as info:
+        make_plugin_manager()
+    message = str(info.value)
+    assert "'http' is provided twice" in message
+    assert f"sandbox-transport-http {version('sandbox-transport-http')}" in message
+    assert "clash-sandbox-plugin 9.9" in message
+    monkeypatch.setenv("SANDBOX_DISABLED_PLUGINS", "http")  # the way out: skip both
+    assert "http" not in {p.name for p in plugin_info(make_plugin_manager())}
+
+
+def test_test_only_plugins_load_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SANDBOX_TEST_PLUGINS", raising=False)
+    assert "greeter" not in {p.name for p in plugin_info(make_plugin_manager())}
+    assert "greeter" not in Hooks(make_plugin_manager()).services()
+    assert "greeter" not in {p.name for p in installed_plugins()}
+    asked = {p.name: p for p in plugin_info(make_plugin_manager(test_plugins=True))}
+    assert (asked["greeter"].distribution, asked["greeter"].group) == ("sandbox-test-greeter", TEST_ENTRY_POINT_GROUP)
+    monkeypatch.setenv("SANDBOX_TEST_PLUGINS", "1")
+    assert "greeter" in Hooks(make_plugin_manager()).services()
+    assert "greeter" not in Hooks(make_plugin_manager(test_plugins=False)).services()
 
 
 def test_cli_plugins_lists_and_disables() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "sandbox_core.cli", "plugins"], capture_output=True, text=True, timeout=60, check=True
-    ).stdout
+    def plugins(**env: str) -> str:
+        clean = {key: value for key, value in os.environ.items() if not key.startswith("SANDBOX_")}
+        return subprocess.run(
+            [sys.executable, "-m", "sandbox_core.cli", "plugins"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env={**clean, **env},
+        ).stdout
+
+    out = plugins()
     assert "sandbox-transport-http" in out and "sandbox-services" in out
-    env = {**os.environ, "SANDBOX_DISABLED_PLUGINS": "http"}
-    out = subprocess.run(
-        [sys.executable, "-m", "sandbox_core.cli", "plugins"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env=env,
-    ).stdout
-    assert "sandbox-transport-http" not in out
+    assert "greeter" not in out  # test-only: not what a development install serves
+    assert "sandbox-transport-http" not in plugins(SANDBOX_DISABLED_PLUGINS="http")
+    greeter = [line for line in plugins(SANDBOX_TEST_PLUGINS="1").splitlines() if line.startswith("greeter ")]
+    assert len(greeter) == 1 and "sandbox-test-greeter" in greeter[0] and greeter[0].endswith("[test-only]")
 
 
 def test_trace_hooks_logs_calls(monkeypatch: pytest.MonkeyPatch) -> None:

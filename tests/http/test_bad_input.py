@@ -792,3 +792,56 @@ def test_huge_numbers_are_400_naming_the_field(target: Target) -> None:
                 wrong.append(f"{shown}: {text[:200]}")
     shutil.rmtree(root, ignore_errors=True)
     assert not wrong, "\n".join(wrong)
+
+
+#: Deeper than any decoder's recursion limit (msgspec stops at about 1,000 levels).
+DEEP = 100_000
+
+
+def nested_object(depth: int) -> bytes:
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+def nested_array(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def deep_requests(root: str) -> list[tuple[str, bytes, str | None]]:
+    """(path, body, the field named): JSON nested :data:`DEEP` levels, in fields the operation
+    does not know (msgspec skips them recursively) and in fields it does."""
+    cmd = b'"command":"true"'
+    objects, arrays = nested_object(DEEP), nested_array(DEEP)
+    return [
+        ("/api/execute", b"{" + cmd + b',"zz":' + objects + b"}", "zz"),
+        ("/api/execute", b"{" + cmd + b',"zz":' + arrays + b"}", "zz"),
+        ("/api/execute", b'{"zz":' + arrays + b"," + cmd + b"}", "zz"),
+        ("/api/execute", b'{"command":"x","env":{"a":' + arrays + b"}}", "env"),
+        ("/api/execute/stream", b"{" + cmd + b',"zz":' + objects + b"}", "zz"),
+        ("/api/commands/execute", b"{" + cmd + b',"zz":' + arrays + b"}", "zz"),
+        ("/api/list-files", b'{"path":"' + root.encode() + b'","options":{"x":' + arrays + b"}}", "options"),
+        ("/api/write", b'{"path":"' + root.encode() + b'/deep","content":"x","zz":' + objects + b"}", "zz"),
+        ("/api/execute", arrays, None),
+        ("/api/execute", objects, "a"),
+    ]
+
+
+def test_deep_nesting_is_400_naming_the_field(target: Target) -> None:
+    """JSON nested 100,000 deep: 400 VALIDATION_FAILED naming the top-level field that holds it.
+
+    Was: 500 INTERNAL_ERROR (a RecursionError from the decoder) whenever the nesting was in a
+    field the operation does not know."""
+    root = tempfile.mkdtemp(prefix="deep-", dir=target.scratch_parent)
+    wrong: list[str] = []
+    for path, body, field in deep_requests(root):
+        status, text = target.send_raw("POST", path, body)
+        shown = f"{path} {body[:40]!r}"
+        if status != 400:
+            wrong.append(f"{shown}: {status} {text[:200]}")
+            continue
+        error = json.loads(text)
+        named = error["context"].get("field")
+        if error["code"] != "VALIDATION_FAILED" or (field is not None and not str(named).startswith(field)):
+            wrong.append(f"{shown}: {text[:200]}")
+    assert not os.listdir(root)  # the refused write created nothing
+    shutil.rmtree(root, ignore_errors=True)
+    assert not wrong, "\n".join(wrong)

@@ -114,9 +114,7 @@ async def test_unknown_route_and_method(http: httpx.AsyncClient) -> None:
 async def test_cors_headers_once_and_preflight(http: httpx.AsyncClient) -> None:
     response = await http.post("/api/execute", json={"command": "true"})
     assert response.headers.get_list("access-control-allow-origin") == ["*"]
-    preflight = await http.options(
-        "/api/execute", headers={"Origin": "http://x", "Access-Control-Request-Method": "POST"}
-    )
+    preflight = await http.options("/api/execute", headers={"Access-Control-Request-Method": "POST"})
     assert preflight.status_code == 204
     assert preflight.headers.get_list("access-control-allow-origin") == ["*"]
     assert "POST" in preflight.headers["access-control-allow-methods"]

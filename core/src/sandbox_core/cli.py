@@ -1,4 +1,4 @@
-"""The ``sandbox`` command: ``serve`` and ``plugins``."""
+"""The ``sandbox`` command: ``serve``, ``plugins`` and ``--version``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from .log import configure_logging  # first: it imports structlog without its co
 
 # isort: split
 from .config import ConfigError, load_config
-from .plugins import PluginLoadError, make_plugin_manager, plugin_info
+from .plugins import (
+    TEST_ENTRY_POINT_GROUP,
+    PluginLoadError,
+    installed_plugins,
+    make_plugin_manager,
+    plugin_info,
+)
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
@@ -52,15 +58,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         finally:
             os.close(ready_fd)
 
-    config = load_config(args.config)
-    if args.host is not None:
-        config.server.host = args.host
-    if args.port is not None:
-        config.server.port = args.port
-    if args.workspace is not None:
-        config.server.workspace = args.workspace
-    if args.transport:
-        config.server.transports = args.transport
+    flags = {
+        "server.host": ("--host", args.host),
+        "server.port": ("--port", args.port),
+        "server.workspace": ("--workspace", args.workspace),
+        "server.transports": ("--transport", args.transport),
+        "server.log_level": ("--log-level", args.log_level),
+    }
+    config = load_config(args.config, overrides={key: flag for key, flag in flags.items() if flag[1] is not None})
     configure_logging(config.server.log_level)
     run(serve(config, on_started=report_ready if ready_fd is not None else None))
     return 0
@@ -69,19 +74,74 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_plugins(args: argparse.Namespace) -> int:
     pm = make_plugin_manager()
     for info in plugin_info(pm):
-        print(f"{info.name:12} {info.distribution} {info.version}  ({info.module})")
+        test_only = "  [test-only]" if info.group == TEST_ENTRY_POINT_GROUP else ""
+        print(f"{info.name:12} {info.distribution} {info.version}  ({info.module}){test_only}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def version_text() -> str:
+    """``sandbox --version``: sandbox-core's version, then each installed plugin's distribution."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        core = version("sandbox-core")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        core = "unknown"
+    lines = [f"sandbox-core {core}"]
+    lines += [f"  {info.name:12} {info.distribution} {info.version}" for info in installed_plugins()]
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, computed only when asked for (it reads the installed distributions)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        try:
+            text = version_text()
+        except PluginLoadError as exc:
+            parser.exit(2, f"sandbox: error: {exc}\n")
+        print(text)
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sandbox`` command line: every flag has a help text."""
     parser = argparse.ArgumentParser(prog="sandbox", description="Sandbox runtime server and tools")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print the version of sandbox-core and of each installed plugin"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    p_serve = sub.add_parser("serve", help="run the server")
-    p_serve.add_argument("--config", help="TOML config file (default: $SANDBOX_CONFIG, else ./sandbox.toml)")
-    p_serve.add_argument("--host")
-    p_serve.add_argument("--port", type=int)
-    p_serve.add_argument("--workspace")
-    p_serve.add_argument("--transport", action="append", help="enable this transport (repeatable)")
+    p_serve = sub.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server. A flag overrides the config file's setting and is validated the same way.",
+    )
+    p_serve.add_argument(
+        "--config", metavar="PATH", help="TOML config file (default: $SANDBOX_CONFIG, else ./sandbox.toml)"
+    )
+    p_serve.add_argument("--host", help="address to listen on (server.host; default 127.0.0.1)")
+    p_serve.add_argument(
+        "--port", type=int, help="port to listen on, 0 for a free one (server.port, 0-65535; default 3000)"
+    )
+    p_serve.add_argument(
+        "--workspace",
+        metavar="DIR",
+        help="directory sessions start in (server.workspace; default /workspace if it exists, else the cwd)",
+    )
+    p_serve.add_argument(
+        "--transport",
+        action="append",
+        metavar="NAME",
+        help="serve this transport; repeatable (server.transports; default: every installed transport)",
+    )
+    p_serve.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        help="debug, info, warning, error or critical (server.log_level; default info)",
+    )
     p_serve.add_argument(
         "--ready-fd",
         type=int,
@@ -90,9 +150,17 @@ def main(argv: list[str] | None = None) -> int:
         "(for a supervisor or test that starts the server on port 0)",
     )
     p_serve.set_defaults(func=cmd_serve)
-    p_plugins = sub.add_parser("plugins", help="list the installed plugins")
+    p_plugins = sub.add_parser(
+        "plugins",
+        help="list the installed plugins",
+        description="List the plugins the server loads: entry point, distribution, version and module.",
+    )
     p_plugins.set_defaults(func=cmd_plugins)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except (ConfigError, PluginLoadError) as exc:

@@ -203,6 +203,13 @@ class OperationInterrupted(SandboxError):
     default_code = "OPERATION_INTERRUPTED"
 
 
+class AccessDenied(SandboxError):
+    """The server refused the request at its edge: no or a wrong token (401), or a Host or
+    browser Origin it does not allow (403). Not part of the upstream contract."""
+
+    default_code = "UNAUTHORIZED"
+
+
 class ContainerUnavailable(SandboxError):
     default_code = "CONTAINER_UNAVAILABLE"
 
@@ -346,6 +353,10 @@ class ErrorCode(StrEnum):
     CONTAINER_UNAVAILABLE = "CONTAINER_UNAVAILABLE", 503, ContainerUnavailable
     UNKNOWN_ERROR = "UNKNOWN_ERROR", 500
     INTERNAL_ERROR = "INTERNAL_ERROR", 500
+    # the edge (ours: upstream has no authentication; see sandbox_core.edge)
+    UNAUTHORIZED = "UNAUTHORIZED", 401, AccessDenied, "Send the server's token as `Authorization: Bearer <token>`"
+    HOST_NOT_ALLOWED = "HOST_NOT_ALLOWED", 403, AccessDenied, "Add the host to server.allowed_hosts"
+    ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED", 403, AccessDenied, "Add the page's origin to server.allowed_origins"
 
 
 def lookup(code: str) -> ErrorCode | None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .plugins import Hooks
 
 from .errors import ErrorCode, SandboxError, not_found, validation_error
+from .memory import tune_malloc
 
 log = structlog.get_logger("sandbox.registry")
 
@@ -80,6 +81,8 @@ class Operation:
     params: type[msgspec.Struct]
     streaming: bool
     param_names: tuple[str, ...]
+    #: wire names of the parameters typed ``msgspec.Raw`` (see :func:`_raw_value`)
+    raw_fields: frozenset[str] = frozenset()
 
     @property
     def qualname(self) -> str:
@@ -105,6 +108,72 @@ def validation_from_msgspec(exc: Exception, what: str = "request body") -> Sandb
     if fieldname:
         return validation_error(f"Invalid field '{fieldname}' in {what}: {text}", fieldname)
     return validation_error(f"Invalid {what}: {text}")
+
+
+def _raw_value(field: str, value: Any) -> msgspec.Raw:
+    """A mapping's value for a parameter typed ``msgspec.Raw``: its JSON text."""
+    if isinstance(value, msgspec.Raw):
+        return value
+    try:
+        return msgspec.Raw(msgspec.json.encode(value))
+    except (TypeError, ValueError) as exc:
+        raise validation_error(f"Invalid field '{field}': {exc}", field) from None
+
+
+#: JSON tokens for :func:`_deepest_field`: an object key (a string and its colon), any other
+#: string (skipped whole, brackets and all), an opening or closing bracket.
+_JSON_TOKEN = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")\s*:|"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]|[\]}]')
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and mappings nest in ``value`` (iteratively: any depth)."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, Mapping):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _deepest_field(raw: bytes | bytearray | memoryview | Mapping[str, Any] | None) -> str | None:
+    """The top-level key whose value nests deepest (None when the body is not an object)."""
+    if isinstance(raw, Mapping):
+        depths = {str(k): _depth(v) for k, v in raw.items()}
+        return max(depths, key=lambda k: depths[k]) if depths else None
+    if raw is None:
+        return None
+    key: str | None = None
+    best: tuple[int, str | None] = (0, None)
+    depth = 0
+    for m in _JSON_TOKEN.finditer(raw):
+        token = m.group()
+        if m.group(1) is not None:  # an object key
+            if depth == 1:
+                try:
+                    key = msgspec.json.decode(m.group(1), type=str)
+                except msgspec.DecodeError:
+                    key = m.group(1)[1:-1].decode("utf-8", "replace")
+        elif token in (b"[", b"{"):
+            depth += 1
+            if depth > best[0]:
+                best = (depth, key)
+        elif token in (b"]", b"}"):
+            depth -= 1
+            if depth <= 0:
+                break  # the end of the top-level value
+    return best[1]
+
+
+def too_deep(raw: bytes | bytearray | memoryview | Mapping[str, Any] | None) -> SandboxError:
+    """400 VALIDATION_FAILED for a body nested too deeply to decode, naming its deepest field."""
+    field = _deepest_field(raw)
+    if field is None:
+        return validation_error("Invalid request body: nested too deeply")
+    return validation_error(f"Invalid field '{field}' in request body: nested too deeply", field)
 
 
 def _camel(name: str) -> str:
@@ -157,6 +226,7 @@ class ServiceRegistry:
     # lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        tune_malloc()  # the services' large requests give their memory back (see sandbox_core.memory)
         for name, spec in self.specs.items():
             settings = self._settings.get(name)
             if settings is None and spec.settings is not None:
@@ -189,8 +259,9 @@ class ServiceRegistry:
             if opname is None or not callable(func):
                 continue
             params, names = _build_params(name, func)
+            raw = frozenset(f.encode_name for f in msgspec.structs.fields(params) if f.type is msgspec.Raw)
             self._ops[(name, opname)] = Operation(
-                name, opname, getattr(service, attr), params, inspect.isasyncgenfunction(func), names
+                name, opname, getattr(service, attr), params, inspect.isasyncgenfunction(func), names, raw
             )
 
     # lookup --------------------------------------------------------------------------------
@@ -223,17 +294,28 @@ class ServiceRegistry:
 
     # calls ---------------------------------------------------------------------------------
 
-    def decode(self, op: Operation, raw: bytes | Mapping[str, Any] | None, *, strict: bool = True) -> msgspec.Struct:
+    def decode(
+        self, op: Operation, raw: bytes | bytearray | Mapping[str, Any] | None, *, strict: bool = True
+    ) -> msgspec.Struct:
         """Decode JSON bytes or a mapping into the operation's parameter struct
-        (``strict=False`` accepts strings for numbers and booleans, as in a query string)."""
+        (``strict=False`` accepts strings for numbers and booleans, as in a query string).
+
+        A parameter typed ``msgspec.Raw`` keeps its value as JSON text: decoded from bytes, a
+        view of the body, not a copy (a service that takes a large string decodes it as it goes);
+        from a mapping, the value encoded as JSON. A body nested deeper than msgspec's limit
+        (about 1,000 levels) is 400 ``VALIDATION_FAILED`` naming the top-level field that holds it."""
         try:
             if raw is None or raw == b"":
                 return msgspec.convert({}, op.params)
             if isinstance(raw, (bytes, bytearray, memoryview)):
                 return msgspec.json.decode(raw, type=op.params)
+            if op.raw_fields:
+                raw = {k: _raw_value(k, v) if k in op.raw_fields else v for k, v in raw.items()}
             return msgspec.convert(raw, op.params, strict=strict)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise validation_from_msgspec(exc) from None
+        except RecursionError:  # msgspec's own limit on nesting: never a 500
+            raise too_deep(raw) from None
 
     def kwargs(self, op: Operation, params: msgspec.Struct) -> dict[str, Any]:
         return {name: getattr(params, name) for name in op.param_names}

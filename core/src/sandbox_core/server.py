@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +16,10 @@ import structlog
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
+from . import hypercorn_fixes, memory
 from .config import Config, ConfigError, enabled_transports, service_settings, transport_settings
-from .errors import not_found
+from .edge import EdgePolicy, is_loopback, load_token
+from .errors import SandboxError, not_found
 from .plugins import Hooks, make_plugin_manager
 from .registry import ServiceRegistry
 from .transport import ServerContext, ServerMount
@@ -24,12 +27,12 @@ from .transport import ServerContext, ServerMount
 log = structlog.get_logger("sandbox.server")
 
 
-def _json_response(status: int, body: bytes) -> list[dict[str, Any]]:
+def _json_response(status: int, body: bytes, headers: list[tuple[bytes, bytes]] = []) -> list[dict[str, Any]]:  # noqa: B006
     return [
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*")],
+            "headers": [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*"), *headers],
         },
         {"type": "http.response.body", "body": body},
     ]
@@ -47,9 +50,13 @@ async def answer_lifespan(receive: Any, send: Any) -> None:
 
 
 class Dispatcher:
-    """The ASGI app hypercorn runs: hands each request to the transport that serves its path."""
+    """The ASGI app hypercorn runs: checks each request against the edge policy (Host, Origin,
+    token: :mod:`.edge`), then hands it to the transport that serves its path. A request that
+    passes has its ``Authorization`` header removed when it was the token: transports never see
+    the credential (and never read it as a session id)."""
 
-    def __init__(self, mounts: dict[str, ServerMount]) -> None:
+    def __init__(self, mounts: dict[str, ServerMount], policy: EdgePolicy | None = None) -> None:
+        self.policy = policy or EdgePolicy()
         self.exact: dict[tuple[str, str], Callable[..., Any]] = {}
         self.prefixes: list[tuple[str, Callable[..., Any]]] = []
         self.catch_all: Callable[..., Any] | None = None
@@ -81,6 +88,12 @@ class Dispatcher:
         if kind == "lifespan":
             await answer_lifespan(receive, send)
             return
+        refused = self.policy.check(scope.get("headers", ()))
+        if refused is not None:
+            await self.refuse(kind, refused, send)
+            return
+        if self.policy.token is not None:
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"authorization"]
         app = self.route(kind, scope.get("path", ""))
         if app is not None:
             await app(scope, receive, send)
@@ -91,6 +104,27 @@ class Dispatcher:
         err = not_found(path=scope.get("path", ""), method=scope.get("method", ""))
         for message in _json_response(404, msgspec.json.encode(err.to_body())):
             await send(message)
+
+    @staticmethod
+    async def refuse(kind: str, err: SandboxError, send: Any) -> None:
+        """Answer a request the edge policy refused: the contract's error body over http; an
+        upgrade refused with the same status (the body where the server can send one)."""
+        log.warning("request.refused", code=err.code, **{k: v for k, v in err.details.items() if k != "header"})
+        extra = [(b"www-authenticate", b'Bearer realm="sandbox"')] if err.status == 401 else []
+        if kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": err.code})
+            return
+        for message in _json_response(err.status, msgspec.json.encode(err.to_body()), extra):
+            await send(message)
+
+
+def _quiet_cancellation(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's exception handler: a connection task cancelled at shutdown is not an error
+    (asyncio's stream callback re-raises its CancelledError into the loop's handler, which would
+    log a traceback per open connection); everything else is logged as usual."""
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
 
 
 @dataclass
@@ -103,12 +137,40 @@ class Runtime:
     transports: list[str]
 
 
+def edge_policy(config: Config, env: Mapping[str, str] | None = None) -> EdgePolicy:
+    """The server's edge policy from ``[server]`` (and ``SANDBOX_TOKEN``); a server reachable
+    from other machines with no token is a configuration error unless it says
+    ``allow_unauthenticated = true``."""
+    server = config.server
+    try:
+        token = load_token(server.token, server.token_file, os.environ if env is None else env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if token is None and not is_loopback(server.host) and not server.allow_unauthenticated:
+        raise ConfigError(
+            f"server.host = {server.host!r} is reachable from other machines and no token is set: set "
+            "server.token, server.token_file or SANDBOX_TOKEN (or server.allow_unauthenticated = true "
+            "if the network around the sandbox is trusted)"
+        )
+    return EdgePolicy.build(
+        bind_host=server.host, token=token, allowed_hosts=server.allowed_hosts, allowed_origins=server.allowed_origins
+    )
+
+
 async def build_runtime(config: Config, pm: Any = None) -> Runtime:
     """Load plugins, validate every table of the config, start the services, build the app."""
+    policy = edge_policy(config)
     pm = pm or make_plugin_manager()
     hooks = Hooks(pm)
     service_specs = hooks.services()
     transport_specs = hooks.transports()
+    if not service_specs:
+        raise ConfigError("no service is installed: install sandbox-services (pip install sandbox-services)")
+    if not any(spec.server is not None for spec in transport_specs.values()):
+        raise ConfigError(
+            "no transport is installed: install one, for example sandbox-transport-http "
+            "(pip install sandbox-transport-http)"
+        )
     names = enabled_transports(config, transport_specs)
     settings = {name: transport_settings(config, transport_specs[name]) for name in names}
     for name in config.transports:
@@ -128,7 +190,7 @@ async def build_runtime(config: Config, pm: Any = None) -> Runtime:
     except BaseException:
         await registry.aclose()
         raise
-    return Runtime(config, registry, Dispatcher(mounts), names)
+    return Runtime(config, registry, Dispatcher(mounts, policy), names)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -149,6 +211,7 @@ async def serve(
     pm: Any = None,
 ) -> None:
     """Serve until ``shutdown_trigger`` completes (default: SIGTERM or SIGINT), then stop cleanly."""
+    memory.tune_malloc()  # before any worker thread allocates
     runtime = await build_runtime(config, pm)
     try:
         sock = bind_socket(config.server.host, config.server.port)
@@ -161,15 +224,21 @@ async def serve(
     hconfig.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) the listening socket
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")  # through the root handler, warnings and up
-    hconfig.graceful_timeout = config.server.shutdown_timeout
-    hconfig.keep_alive_timeout = 75
+    # on shutdown, open connections get the shutdown timeout less what ending the services'
+    # processes may take (at most a second of it), so the process is gone within the timeout
+    timeout = config.server.shutdown_timeout
+    hconfig.graceful_timeout = timeout - min(1.0, timeout / 2)
+    # an idle connection (and one whose request head has not fully arrived) is closed after this
+    hconfig.keep_alive_timeout = config.server.keep_alive_timeout
+    hypercorn_fixes.apply(http2=config.server.http2)
     hconfig.keep_alive_max_requests = 10_000_000  # hypercorn's default (1000) recycles busy clients' connections
     hconfig.include_server_header = False
     hconfig.websocket_max_message_size = 64 * 1024 * 1024
 
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_quiet_cancellation)
     if shutdown_trigger is None:
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         shutdown_trigger = stop.wait
@@ -177,7 +246,10 @@ async def serve(
         "server.started",
         url=url,
         transports=runtime.transports,
+        services=sorted(runtime.registry.specs),
         workspace=runtime.registry.workspace,
+        token=runtime.app.policy.token is not None,
+        http2=config.server.http2,
         config=config.source,
     )
     if on_started is not None:

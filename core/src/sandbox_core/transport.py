@@ -42,6 +42,7 @@ class ClientContext:
     url: str
     settings: Any
     timeout: float
+    token: str | None = None  # sent with every request (``Authorization: Bearer``)
 
 
 class ClientTransport(Protocol):

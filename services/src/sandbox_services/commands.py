@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 from sandbox_core.clock import now_iso
+from sandbox_core.memory import trim_after
 from sandbox_core.models import (
     AnyExecEvent,
     CompleteEvent,
@@ -75,6 +76,7 @@ class CommandsService:
         else:
             code, out, err = await self.sessions.run(sid, command, env=env, cwd=cwd, timeout_ms=timeout_ms)
             stdout, stderr = _strip_one_newline(_text(out)), _strip_one_newline(_text(err))
+        trim_after(len(out) + len(err))
         return ExecResult(
             success=code == 0,
             exit_code=code,

@@ -22,6 +22,7 @@ import msgspec
 
 from sandbox_core.clock import iso_ms, now_iso
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
+from sandbox_core.memory import trim_after
 from sandbox_core.models.processes import (
     AnyLogEvent,
     ExitEvent,
@@ -263,11 +264,13 @@ class ProcessesService:
     async def logs(self, id: str) -> ProcessLogs:
         """The output the process's ring still holds, per stream."""
         ring = self._get(id).job.ring
+        stdout, stderr = ring.held("stdout"), ring.held("stderr")
+        trim_after(len(stdout) + len(stderr))
         return ProcessLogs(
             success=True,
             process_id=id,
-            stdout=ring.held("stdout").decode("utf-8", "replace"),
-            stderr=ring.held("stderr").decode("utf-8", "replace"),
+            stdout=stdout.decode("utf-8", "replace"),
+            stderr=stderr.decode("utf-8", "replace"),
             timestamp=now_iso(),
         )
 

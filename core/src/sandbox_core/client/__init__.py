@@ -5,9 +5,11 @@
         async for event in sb.exec_stream("make test", session_id="build"):
             ...
 
-The transport comes from the argument, else ``[client] transport`` of the config, else
-``SANDBOX_TRANSPORT``-overridden default ``http``. Errors raise the typed subclasses of
-:class:`~sandbox_core.errors.SandboxError` chosen by the error code.
+The transport comes from the argument, else ``SANDBOX_TRANSPORT``, else ``[client] transport``
+of the config (default ``http``); an unknown one is :class:`~sandbox_core.errors.ValidationFailed`
+saying where the name came from. The token (sent as ``Authorization: Bearer``) likewise comes
+from the argument, else ``SANDBOX_TOKEN``, else ``[client] token``. Errors raise the typed
+subclasses of :class:`~sandbox_core.errors.SandboxError` chosen by the error code.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 
-from ..config import Config, load_config
-from ..errors import ErrorCode, SandboxError, TransportError
+from ..config import Config, ConfigError, load_config, transport_settings
+from ..errors import ErrorCode, TransportError, ValidationFailed
 from ..models import AnyExecEvent, ExecResult, Pong, SessionCreated, SessionDeleted, SessionList, VersionInfo
 from ..plugins import Hooks, make_plugin_manager
 from ..transport import ClientContext, ClientTransport, TransportSpec
@@ -92,8 +94,10 @@ class Sandbox:
         config: Config | None = None,
         timeout: float | None = None,
         settings: Any = None,
+        token: str | None = None,
     ) -> None:
         self._config = config
+        self._token = token
         self._url = url
         self._transport_name = transport
         self._timeout = timeout
@@ -110,17 +114,37 @@ class Sandbox:
         specs = _transports()
         spec = specs.get(name)
         if spec is None or spec.client is None:
-            raise SandboxError(
+            # where the name came from: the argument, SANDBOX_TRANSPORT, or [client] transport
+            origin = None if self._transport_name else config.origins.get("client.transport")
+            details: dict[str, Any] = {"field": "transport", "value": name}
+            source = ""
+            if origin is not None:
+                details["source"] = origin
+                source = f" (from {origin})"
+            elif not self._transport_name:
+                details["source"] = "client.transport"
+                source = f" (from client.transport in {config.source or 'the default config'})"
+            with_client = sorted(n for n, s in specs.items() if s.client is not None)
+            problem = "unknown client transport" if spec is None else "transport without a client side"
+            raise ValidationFailed(
                 ErrorCode.VALIDATION_FAILED,
-                f"unknown client transport {name!r}; installed: {sorted(specs)}",
-                {"field": "transport"},
+                f"{problem} {name!r}{source}; installed: {with_client}",
+                details,
             )
         settings = self._settings
-        if settings is None and spec.settings is not None:
-            settings = msgspec.convert(config.transports.get(name, {}), spec.settings)
+        if settings is None:
+            try:
+                settings = transport_settings(config, spec)
+            except ConfigError as exc:
+                raise ValidationFailed(ErrorCode.VALIDATION_FAILED, str(exc), {"field": "settings"}) from None
         self._transport_name = name
         self._t = spec.client(
-            ClientContext(self._url or config.client.url, settings, self._timeout or config.client.timeout)
+            ClientContext(
+                self._url or config.client.url,
+                settings,
+                self._timeout or config.client.timeout,
+                token=self._token or config.client.token,
+            )
         )
         return self
 

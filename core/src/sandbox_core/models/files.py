@@ -94,11 +94,15 @@ class FileInfo(Model):
 
 
 class ListFilesResult(Model):
+    """``POST /api/list-files``. ``truncated`` (our addition, sent only when true): the listing
+    stopped at the files service's ``max_list_entries`` and ``files`` holds the first ones."""
+
     success: bool
     path: str
     files: list[FileInfo]
     count: int
     timestamp: str
+    truncated: bool = False
 
 
 # Read-stream events (contract section b4). ``type`` is the tag; they carry no timestamp.

@@ -9,6 +9,8 @@ OPTIONS is answered for any path.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
@@ -18,6 +20,7 @@ import msgspec
 import structlog
 
 from sandbox_core.clock import now_iso
+from sandbox_core.config import ConfigError
 from sandbox_core.errors import ErrorCode, SandboxError, not_found
 from sandbox_core.registry import Operation, ServiceRegistry
 from sandbox_core.sse import encode_event
@@ -96,14 +99,47 @@ class JSONResponse:
         await send({"type": "http.response.body", "body": self.body})
 
 
-def json_response(body: Any, status: int = 200) -> JSONResponse:
+#: A result with a list longer than this is encoded in batches of this many items, the event
+#: loop running other requests between two batches (a listing of 100k entries is ~30 MB of JSON).
+BATCH_ITEMS = 2048
+
+
+def json_response(body: Any, status: int = 200) -> JSONResponse | BatchedJSONResponse:
+    if isinstance(body, msgspec.Struct):
+        for name in body.__struct_fields__:
+            items = getattr(body, name)
+            if isinstance(items, list) and len(items) > BATCH_ITEMS:
+                return BatchedJSONResponse(body, name, items, status)
     return JSONResponse(_encoder.encode(body), status)
+
+
+class BatchedJSONResponse:
+    """A JSON answer whose long list is encoded and sent in batches (chunked transfer), so that
+    encoding a large answer never holds the event loop for long: the rest of the body is
+    encoded once with a placeholder in the list's place, then split around it."""
+
+    def __init__(self, body: msgspec.Struct, name: str, items: list[Any], status: int) -> None:
+        placeholder = f"sandbox-batched-{id(items)}-{time.monotonic_ns()}"
+        whole = _encoder.encode(msgspec.structs.replace(body, **{name: [placeholder]}))
+        self.head, _, self.tail = whole.partition(b'"' + placeholder.encode() + b'"')
+        self.items = items
+        self.status = status
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*")]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.head, "more_body": True})
+        for start in range(0, len(self.items), BATCH_ITEMS):
+            batch = _encoder.encode(self.items[start : start + BATCH_ITEMS])[1:-1]  # without [ ]
+            await send({"type": "http.response.body", "body": b"," + batch if start else batch, "more_body": True})
+            await asyncio.sleep(0)  # others' turn
+        await send({"type": "http.response.body", "body": self.tail})
 
 
 def error_response(err: SandboxError, operation: str | None = None) -> JSONResponse:
     if operation and not err.operation:
         err.operation = operation
-    return json_response(err.to_body(), err.status)
+    return JSONResponse(_encoder.encode(err.to_body()), err.status)
 
 
 T = TypeVar("T")
@@ -112,7 +148,7 @@ T = TypeVar("T")
 class Request:
     """The parts of an ASGI http request the routes use (lighter than a framework request)."""
 
-    __slots__ = ("_headers", "_query", "method", "path", "receive", "scope")
+    __slots__ = ("_headers", "_query", "held", "method", "path", "receive", "scope")
 
     def __init__(self, scope: dict[str, Any], receive: Any) -> None:
         self.scope = scope
@@ -121,6 +157,7 @@ class Request:
         self.path: str = scope["path"]
         self._headers: dict[str, str] | None = None
         self._query: dict[str, str] | None = None
+        self.held = 0  # body bytes counted against the server's budget
 
     @property
     def headers(self) -> dict[str, str]:
@@ -197,10 +234,73 @@ def header_session_id(request: Request) -> str | None:
     return headers.get("x-session-id") or query.get("session") or query.get("sessionId")
 
 
+def body_too_large(limit: int, size: int) -> SandboxError:
+    return SandboxError(
+        ErrorCode.VALIDATION_FAILED,
+        f"Request body of {size} bytes exceeds the limit of {limit} bytes",
+        {"limit": limit, "size": size, "setting": "transports.http.max_body_bytes"},
+        status=413,
+    )
+
+
+class BodyBudget:
+    """Request body bytes held at once across every request of the server: a request that
+    would go over waits for room (first come, first served) for at most ``wait`` seconds."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.held = 0
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    async def take(self, size: int, wait: float) -> None:
+        if not self._waiters and self.held + size <= self.total:
+            self.held += size
+            return
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (size, ready)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), wait)
+        except TimeoutError:
+            self._withdraw(entry)
+            raise SandboxError(
+                ErrorCode.RESOURCE_BUSY,
+                f"The server holds {self.held} bytes of request bodies (its limit is {self.total}); retry later",
+                {"limit": self.total, "setting": "transports.http.max_body_bytes_total"},
+                status=503,
+            ) from None
+        except BaseException:
+            self._withdraw(entry)
+            raise
+
+    def _withdraw(self, entry: tuple[int, asyncio.Future[None]]) -> None:
+        """A waiter gave up: it leaves the queue, or gives back what it was granted meanwhile."""
+        size, ready = entry
+        if ready.done() and not ready.cancelled():
+            self.give(size)
+            return
+        ready.cancel()
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(entry)
+        self._grant()  # those behind it may fit now
+
+    def give(self, size: int) -> None:
+        self.held -= size
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self.held + self._waiters[0][0] <= self.total:
+            size, ready = self._waiters.popleft()
+            if not ready.done():
+                self.held += size
+                ready.set_result(None)
+
+
 class HttpApp:
     def __init__(self, registry: ServiceRegistry, settings: HttpSettings) -> None:
         self.registry = registry
         self.settings = settings
+        self.budget = BodyBudget(settings.max_body_bytes_total)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -213,9 +313,13 @@ class HttpApp:
         except Exception as exc:  # a bug of ours: log it, answer without a stack trace
             log.error("request.failed", path=scope.get("path"), error=repr(exc), exc_info=exc)
             response = error_response(SandboxError(ErrorCode.INTERNAL_ERROR, "Internal server error"))
+        finally:
+            if request.held:
+                self.budget.give(request.held)
+                request.held = 0
         await response(scope, receive, send)
 
-    async def dispatch(self, request: Request) -> Response | JSONResponse | SSEResponse:
+    async def dispatch(self, request: Request) -> Response | JSONResponse | BatchedJSONResponse | SSEResponse:
         method = request.method
         path = request.path
         if method == "OPTIONS":
@@ -240,27 +344,50 @@ class HttpApp:
                 return await self.generic_route(request, parts[0], parts[1])
         return error_response(not_found(path=path, method=method))
 
-    async def read_body(self, request: Request) -> bytes:
+    async def read_body(self, request: Request) -> bytes | bytearray:
+        """The whole body: refused with 413 before any of it is read when its ``Content-Length``
+        is over ``max_body_bytes``; read into one buffer of that length (no second copy); and
+        counted against the server's body budget (``max_body_bytes_total``) until the request is
+        done: past it, a request waits for room (up to ``body_wait_s``, then 503)."""
         limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        length = int(declared) if declared is not None and declared.isdigit() else None
+        if length is not None and length > limit:
+            raise body_too_large(limit, length)
+        if length is not None:
+            await self.take_budget(request, length)
+            buf = bytearray(length)
+            view = memoryview(buf)
+            size = 0
+            async for chunk in request.stream():
+                end = size + len(chunk)
+                if end > length:  # h11 does not let this happen; never write past the buffer
+                    raise body_too_large(limit, end)
+                view[size:end] = chunk
+                size = end
+            view.release()
+            return buf if size == length else buf[:size]
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise SandboxError(
-                    ErrorCode.VALIDATION_FAILED, f"Request body exceeds {limit} bytes", {"limit": limit}, status=413
-                )
+                raise body_too_large(limit, size)
+            await self.take_budget(request, len(chunk))
             chunks.append(chunk)
         return b"".join(chunks)
+
+    async def take_budget(self, request: Request, size: int) -> None:
+        await self.budget.take(size, self.settings.body_wait_s)
+        request.held += size
 
     async def params(
         self, request: Request, op: Operation, route: Route | None, path_params: dict[str, str]
     ) -> msgspec.Struct:
         if request.method in ("POST", "PUT"):
             body = await self.read_body(request)
-            if not body.strip():
-                body = b"{}"
-            params = self.registry.decode(op, body)
+            params = self.registry.decode(op, body if body and not body.isspace() else b"{}")
+            del body  # what the params need of it, they hold (a large body is not kept twice)
             if path_params:
                 fields: dict[str, Any] = msgspec.to_builtins(params)
                 fields.update(path_params)
@@ -280,7 +407,7 @@ class HttpApp:
 
     async def contract_route(
         self, request: Request, route: Route, path_params: dict[str, str]
-    ) -> Response | JSONResponse | SSEResponse:
+    ) -> Response | JSONResponse | BatchedJSONResponse | SSEResponse:
         op = self.registry.operation(route.service, route.operation)
         try:
             params = await self.params(request, op, route, path_params)
@@ -293,7 +420,9 @@ class HttpApp:
             result = route.wrap(result)
         return json_response(result)
 
-    async def generic_route(self, request: Request, service: str, name: str) -> Response | JSONResponse | SSEResponse:
+    async def generic_route(
+        self, request: Request, service: str, name: str
+    ) -> Response | JSONResponse | BatchedJSONResponse | SSEResponse:
         try:
             op = self.registry.operation(service, name)
             params = await self.params(request, op, None, {})
@@ -382,4 +511,9 @@ class SSEResponse:
 
 def make_server(ctx: ServerContext) -> ServerMount:
     settings = ctx.settings if ctx.settings is not None else HttpSettings()
+    if settings.max_body_bytes_total < settings.max_body_bytes:
+        raise ConfigError(
+            f"transports.http.max_body_bytes_total ({settings.max_body_bytes_total}) is below "
+            f"transports.http.max_body_bytes ({settings.max_body_bytes}): the largest body could never be read"
+        )
     return ServerMount(app=HttpApp(ctx.registry, settings), http_paths=("/api/",), catch_all=True)

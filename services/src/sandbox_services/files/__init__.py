@@ -14,7 +14,8 @@ no size cap).
 Modules: :mod:`.service` (the settings and operations), :mod:`.paths` (path validation and
 resolution), :mod:`.mime` (MIME types), :mod:`.errors` (OSError to the contract's error),
 :mod:`.fdio` (blocking fd I/O shared with worker threads), :mod:`.atomic` (temp file and
-rename writes), :mod:`.listing` (directory listings).
+rename writes), :mod:`.content` (a write's content, decoded batch by batch from the request
+body), :mod:`.listing` (directory listings, capped at ``max_list_entries``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import oserror
-from .fdio import Handle, write_all
+from .fdio import Handle
 
 
 @dataclass
@@ -84,14 +84,3 @@ def commit(fd: int, target: Target) -> None:
 def finish(target: Target) -> None:
     """Close the handle; a temp file that was never renamed is removed."""
     target.handle.close(_unlink_quietly(target.tmp) if target.tmp else None)
-
-
-def write_whole(path: str, data: bytes) -> int:
-    """Write ``data`` as the whole file at ``path``, atomically; the number of bytes written."""
-    target = prepare_write(path)
-    try:
-        target.handle.run(write_all, data)
-        target.handle.run(commit, target)
-    finally:
-        finish(target)
-    return len(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 import stat
 from collections.abc import Iterator
@@ -40,22 +41,27 @@ def _info(name: str, absolute: str, relative: str, st: os.stat_result) -> FileIn
     )
 
 
-def list_tree(full: str, recursive: bool, include_hidden: bool) -> list[FileInfo]:
-    """The entries of directory ``full`` sorted by name, depth first when ``recursive`` (blocking).
+def list_tree(full: str, recursive: bool, include_hidden: bool, limit: int) -> tuple[list[FileInfo], bool]:
+    """The entries of directory ``full`` sorted by name, depth first when ``recursive`` (blocking):
+    at most ``limit`` of them, and whether there were more (the walk stops there).
 
     Hidden entries are skipped unless ``include_hidden``, and so is everything inside a hidden
-    directory; a subdirectory that cannot be read is listed but not entered."""
+    directory; a subdirectory that cannot be read is listed but not entered. Memory stays bounded
+    by ``limit`` even for a huge directory: only its first names (in order) are kept."""
     if not stat.S_ISDIR(os.stat(full).st_mode):
         raise SandboxError(
             ErrorCode.NOT_DIRECTORY, f"Path is not a directory: {full}", {"path": full, "operation": "directory.list"}
         )
     base = os.path.normpath(full)  # "dir/." lists as "dir"
+    files: list[FileInfo] = []
 
     def entries(directory: str) -> list[os.DirEntry[str]]:
+        """The first entries of ``directory`` by name: one more than there is room for, so a
+        directory with more is seen as such."""
         with os.scandir(directory) as it:
-            return sorted((e for e in it if include_hidden or not e.name.startswith(".")), key=lambda e: e.name)
+            shown = (e for e in it if include_hidden or not e.name.startswith("."))
+            return heapq.nsmallest(limit - len(files) + 1, shown, key=_name)
 
-    files: list[FileInfo] = []
     stack: list[tuple[Iterator[os.DirEntry[str]], str]] = [(iter(entries(base)), "")]
     while stack:
         it, prefix = stack[-1]
@@ -68,8 +74,14 @@ def list_tree(full: str, recursive: bool, include_hidden: bool) -> list[FileInfo
             st = entry.stat(follow_symlinks=False)
         except FileNotFoundError:  # removed while we list
             continue
+        if len(files) >= limit:
+            return files, True
         files.append(_info(entry.name, entry.path, relative, st))
         if recursive and stat.S_ISDIR(st.st_mode):
             with contextlib.suppress(OSError):
                 stack.append((iter(entries(entry.path)), relative + "/"))
-    return files
+    return files, False
+
+
+def _name(entry: os.DirEntry[str]) -> str:
+    return entry.name

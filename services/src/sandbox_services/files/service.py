@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import binascii
 import codecs
 import errno
 import os
@@ -17,6 +16,7 @@ from msgspec import Meta
 
 from sandbox_core.clock import now_iso
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
+from sandbox_core.memory import trim_after
 from sandbox_core.models.files import (
     AnyFileStreamEvent,
     Encoding,
@@ -37,7 +37,8 @@ from sandbox_core.registry import ServiceContext, operation
 
 from ..offload import run_sync
 from ..sessions import SessionsService, check_session_id
-from .atomic import commit, finish, prepare_write, write_whole
+from .atomic import commit, finish, prepare_write
+from .content import Content
 from .errors import fs_error, oserror
 from .fdio import Handle, head, open_read, read_full, write_all
 from .listing import list_tree
@@ -45,6 +46,8 @@ from .mime import SNIFF_BYTES, guess_mime, is_text_mime
 from .paths import resolve_path
 
 EncodingParam = Literal["utf-8", "utf8", "base64"]
+#: About what one listed entry costs in memory and on the wire (for when to trim the heap).
+_ENTRY_BYTES = 400
 
 
 class FilesSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -53,6 +56,7 @@ class FilesSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_read_bytes: Annotated[int, Meta(gt=0)] = 32 * 1024 * 1024  # larger files: 413 FILE_TOO_LARGE on read
     chunk_bytes: Annotated[int, Meta(gt=0, multiple_of=3)] = 65535  # raw bytes per read-stream chunk
     io_batch_bytes: Annotated[int, Meta(gt=0)] = 1024 * 1024  # bytes read or written per worker-thread hop
+    max_list_entries: Annotated[int, Meta(gt=0)] = 100_000  # a listing stops there, marked truncated
 
 
 class FilesService:
@@ -112,6 +116,7 @@ class FilesService:
             content, enc, binary, mime, size = await run_sync(self._read_whole, full, encoding)
         except OSError as exc:
             raise fs_error(exc, full, "file.read") from None
+        trim_after(size)
         return ReadFileResult(
             success=True,
             path=path,
@@ -138,6 +143,7 @@ class FilesService:
             yield FileErrorEvent(error=err.message, code=err.code)
             return
         handle = Handle(fd)
+        total = 0
         try:
             try:
                 mime = await run_sync(handle.run, lambda fd: guess_mime(full, head(fd)))
@@ -166,7 +172,6 @@ class FilesService:
                         return out, got, True
                 return out, got, False
 
-            total = 0
             while True:
                 try:
                     texts, got, eof = await run_sync(handle.run, read_batch)
@@ -182,6 +187,7 @@ class FilesService:
             yield FileCompleteEvent(bytes_read=total)
         finally:
             handle.close()
+            trim_after(total)
 
     @operation
     async def read_bytes(self, path: str, session_id: str | None = None) -> AsyncIterator[bytes]:
@@ -195,6 +201,7 @@ class FilesService:
         except OSError as exc:
             raise fs_error(exc, full, "file.read") from None
         handle = Handle(fd)
+        total = 0
         try:
             while True:
                 try:
@@ -203,31 +210,53 @@ class FilesService:
                     raise fs_error(exc, full, "file.read") from None
                 if not data:
                     break
+                total += len(data)
                 yield data
                 if len(data) < size:
                     break
         finally:
             handle.close()
+            trim_after(total)
 
     # write -----------------------------------------------------------------------------------
 
     @operation
     async def write(
-        self, path: str, content: str, encoding: EncodingParam | None = None, session_id: str | None = None
+        self, path: str, content: msgspec.Raw, encoding: EncodingParam | None = None, session_id: str | None = None
     ) -> WriteFileResult:
-        """Write a whole file atomically (temp file and rename), creating parents and keeping its mode."""
+        """Write a whole file atomically (temp file and rename), creating parents and keeping its mode.
+
+        ``content`` is a JSON string (UTF-8 text, or base64 with ``encoding``), kept as its JSON
+        text and decoded batch by batch into the file (see :mod:`.content`): no whole decoded copy."""
         full = self.resolve(path, session_id)
-        if encoding == "base64":
-            data = await run_sync(_decode_base64, content)
-        else:
-            try:
-                data = content.encode("utf-8")
-            except UnicodeEncodeError:
-                raise validation_error("content is not valid Unicode text", "content") from None
+        source = Content(content, base64=encoding == "base64", batch=self.settings.io_batch_bytes)
         try:
-            written = await run_sync(write_whole, full, data)
-        except OSError as exc:
-            raise fs_error(exc, full, "file.write") from None
+            await run_sync(source.check)  # bad content is refused before anything is created
+            try:
+                target = await run_sync(prepare_write, full)
+            except OSError as exc:
+                raise fs_error(exc, full, "file.write") from None
+            batches = source.batches()
+
+            def write_batch(fd: int) -> int:
+                data = next(batches, None)
+                if data is None:
+                    return -1
+                write_all(fd, data)
+                return len(data)
+
+            written = 0
+            try:
+                while (n := await run_sync(target.handle.run, write_batch)) >= 0:
+                    written += n
+                await run_sync(target.handle.run, commit, target)
+            except OSError as exc:
+                raise fs_error(exc, full, "file.write") from None
+            finally:
+                finish(target)
+        finally:
+            source.close()
+        trim_after(written)
         return WriteFileResult(success=True, path=path, timestamp=now_iso(), bytes_written=written)
 
     @operation
@@ -278,6 +307,7 @@ class FilesService:
                 raise fs_error(exc, full, "file.write") from None
         finally:
             finish(target)
+            trim_after(total)
             aclose = getattr(source, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -405,14 +435,20 @@ class FilesService:
         """The entries of a directory (``recursive``: the whole tree, symlinks not followed).
 
         Hidden entries (``.*``) are left out unless ``include_hidden``, and so is everything
-        inside a hidden directory. Subdirectories that cannot be read are listed but not entered."""
+        inside a hidden directory. Subdirectories that cannot be read are listed but not entered.
+        At most ``max_list_entries`` entries: past that the walk stops and ``truncated`` is true.
+        The walk and the entries' models are made in a worker thread, never on the event loop."""
         full = self.resolve(path, session_id)
         opts = options or ListFilesOptions()
+        limit = self.settings.max_list_entries
         try:
-            files = await run_sync(list_tree, full, opts.recursive, opts.include_hidden)
+            files, truncated = await run_sync(list_tree, full, opts.recursive, opts.include_hidden, limit)
         except OSError as exc:
             raise fs_error(exc, full, "directory.list") from None
-        return ListFilesResult(success=True, path=path, files=files, count=len(files), timestamp=now_iso())
+        trim_after(len(files) * _ENTRY_BYTES)
+        return ListFilesResult(
+            success=True, path=path, files=files, count=len(files), timestamp=now_iso(), truncated=truncated
+        )
 
     @operation
     async def exists(self, path: str, session_id: str | None = None) -> ExistsResult:
@@ -420,13 +456,3 @@ class FilesService:
         full = self.resolve(path, session_id)
         found = await run_sync(os.path.exists, full)
         return ExistsResult(success=True, path=path, exists=found, timestamp=now_iso())
-
-
-def _decode_base64(content: str) -> bytes:
-    """Strict base64 (the alphabet, then ``=`` padding only at the end), decoded in one C pass."""
-    try:
-        return pybase64.b64decode(content, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise validation_error(
-            f"Invalid base64 content: must contain only A-Z, a-z, 0-9, +, / and = padding ({exc})", "content"
-        ) from None

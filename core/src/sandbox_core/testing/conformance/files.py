@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -220,6 +221,7 @@ class FilesSuite(SleeperFixture):
         )
         listing = await sandbox.files.list(scratch)
         assert listing.success and listing.path == scratch and listing.count == len(listing.files)
+        assert listing.truncated is False  # under the server's max_list_entries
         by_name = {f.name: f for f in listing.files}
         assert set(by_name) == {"a.txt", "sub", "link"}
         a = by_name["a.txt"]
@@ -328,6 +330,33 @@ class FilesSuite(SleeperFixture):
         await sandbox.files.write(f"{scratch}/file", "x")
         await fails(sandbox.files.read(f"{scratch}/file/inner"), "NOT_DIRECTORY", 400)
         await fails(sandbox.files.write(f"{scratch}/file/inner", "x"), "NOT_DIRECTORY", 400)
+
+    async def test_large_writes_round_trip_exactly(self, sandbox: Sandbox, scratch: str) -> None:
+        """Content of hundreds of KiB (the server decodes it batch by batch into the file; under
+        1 MiB of body: aiohttp warns of larger bodies sent as bytes)."""
+        data = os.urandom(700 * 1024 + 7)
+        await sandbox.files.write(f"{scratch}/big.bin", data)
+        expected = hashlib.sha256(data).hexdigest()
+        assert (await sh(sandbox, f"sha256sum '{scratch}/big.bin'")).split()[0] == expected
+        text = ('line "quoted" \\ / é 日本 ✓\n' * 25_000) + "end"
+        await sandbox.files.write(f"{scratch}/big.txt", text)
+        expected = hashlib.sha256(text.encode()).hexdigest()
+        assert (await sh(sandbox, f"sha256sum '{scratch}/big.txt'")).split()[0] == expected
+
+    async def test_refused_content_creates_nothing(self, sandbox: Sandbox, scratch: str) -> None:
+        """Bad content found after hundreds of KiB of good content: 400 naming ``content``, and
+        neither the file nor its parents exist."""
+        good = base64.b64encode(os.urandom(300 * 1024)).decode()
+        path = f"{scratch}/new/x"
+        for content in (good + "!!!!", good + "QQ==" + good, good + "QUF"):
+            with pytest.raises(ValidationFailed) as info:
+                await sandbox.files.write(path, content, encoding="base64")
+            assert info.value.details.get("field") == "content", info.value
+        for value in (12, None, ["x"]):
+            with pytest.raises(ValidationFailed) as info:
+                await sandbox.call("files", "write", path=path, content=value)
+            assert info.value.details.get("field") == "content", info.value
+        assert await sh(sandbox, f"ls -A '{scratch}'") == ""
 
     async def test_invalid_paths_and_content_name_the_field(self, sandbox: Sandbox, scratch: str) -> None:
         cases: list[tuple[Any, str]] = [

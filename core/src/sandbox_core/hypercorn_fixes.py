@@ -1,0 +1,90 @@
+"""Fixes to hypercorn (0.17-0.18) that the server applies before it serves; each is tested
+(tests/core/test_connections.py) against the installed hypercorn, so an upgrade that changes the code
+patched here fails the tests instead of silently losing a fix.
+
+* **A connection the client closes while idle is released at once.** Hypercorn keeps the
+  connection's keep-alive timer in the connection's task group, and the group waits for its
+  tasks before the socket is closed: a client that connects and closes without a request (or
+  closes between requests) left the socket in CLOSE-WAIT for the whole keep-alive timeout. Once
+  the reader sees EOF, the timer is stopped.
+* **HTTP/2 only when asked for.** Hypercorn answers h2c (``Upgrade: h2c`` and the prior-knowledge
+  preface) on every plain-text listener. The contract is HTTP/1.1 and WebSocket, so by default
+  an ``Upgrade: h2c`` header is ignored (the request is answered over HTTP/1.1) and the HTTP/2
+  preface gets ``505`` and the connection is closed.
+* **HTTP/2 sends wait for the peer's flow-control window.** Hypercorn's per-stream send buffer
+  let its producer go on whenever the sender popped less than the low-water mark, which it also
+  does when the window is 0 (it pops nothing): a client that stops sending WINDOW_UPDATE made
+  the buffer, and the server's memory, grow without bound. The producer now waits until the
+  buffer itself is below the low-water mark.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_applied: dict[str, bool] = {}
+
+#: The answer to an HTTP/2 preface when HTTP/2 is off.
+H2_REFUSED = (
+    b"HTTP/1.1 505 HTTP Version Not Supported\r\n"
+    b"content-type: text/plain\r\ncontent-length: 40\r\nconnection: close\r\n\r\n"
+    b"HTTP/2 is not enabled on this server.\r\n\r\n"
+)
+
+
+def apply(*, http2: bool) -> None:
+    """Apply every fix (idempotent); ``http2`` chooses whether h2c is served at all."""
+    from hypercorn.asyncio import tcp_server
+    from hypercorn.events import Closed, RawData
+    from hypercorn.protocol import ProtocolWrapper, h2, h11
+
+    _applied["http2"] = http2
+    if _applied.get("done"):
+        return
+    _applied["done"] = True
+
+    read_data = tcp_server.TCPServer._read_data
+
+    async def _read_data(self: Any) -> None:
+        await read_data(self)
+        await self.idle_task.stop()  # EOF: the keep-alive timer must not hold the socket open
+
+    tcp_server.TCPServer._read_data = _read_data  # type: ignore[method-assign]
+
+    check_protocol = h11.H11Protocol._check_protocol
+
+    async def _check_protocol(self: Any, event: Any) -> None:
+        if _applied["http2"]:
+            await check_protocol(self, event)
+        elif event.method == b"PRI" and event.target == b"*" and event.http_version == b"2.0":
+            raise _H2Refused()
+        # otherwise an `Upgrade: h2c` is ignored: the request is answered over HTTP/1.1
+
+    h11.H11Protocol._check_protocol = _check_protocol  # type: ignore[method-assign]
+
+    handle = ProtocolWrapper.handle
+
+    async def wrapper_handle(self: Any, event: Any) -> None:
+        try:
+            await handle(self, event)
+        except _H2Refused:
+            await self.send(RawData(data=H2_REFUSED))
+            await self.send(Closed())
+
+    ProtocolWrapper.handle = wrapper_handle  # type: ignore[method-assign]
+
+    async def pop(self: Any, max_length: int) -> bytes:
+        length = min(len(self.buffer), max_length)
+        data = bytes(self.buffer[:length])
+        del self.buffer[:length]
+        if len(self.buffer) < h2.BUFFER_LOW_WATER:  # what is left, not what was taken
+            await self._paused.set()
+        if len(self.buffer) == 0:
+            await self._is_empty.set()
+        return data
+
+    h2.StreamBuffer.pop = pop  # type: ignore[method-assign]
+
+
+class _H2Refused(Exception):
+    """An HTTP/2 preface on a server with HTTP/2 off."""

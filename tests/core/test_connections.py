@@ -1,0 +1,218 @@
+"""The server's connections under clients that misbehave (sandbox_core.hypercorn_fixes and the
+hypercorn settings of sandbox_core.server): closed connections are released at once, slow or idle
+ones time out, HTTP/2 is off unless enabled and bounded when it is, and the server keeps serving
+at its descriptor limit."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+import time
+from collections.abc import Iterator
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from sandbox_core.testing import ServerProcess
+
+PING = b"GET /api/ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def ping(port: int, timeout: float = 5.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(PING)
+        return sock.recv(65536)
+
+
+@pytest.fixture
+def server() -> Iterator[ServerProcess]:
+    proc = ServerProcess(config={"server": {"keep_alive_timeout": 2.0}}).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def wait_until(predicate: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_connections_closed_by_the_client_are_released_at_once(server: ServerProcess) -> None:
+    ping(server.port)  # warm: whatever the first request opens stays open
+    base = open_fds(server.pid)
+    for _ in range(300):  # connect and close without a request: it used to sit in CLOSE-WAIT
+        socket.create_connection(("127.0.0.1", server.port)).close()
+    for _ in range(100):  # a request, then close before reading the answer
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(PING)
+    assert wait_until(lambda: open_fds(server.pid) <= base + 5, 1.5), open_fds(server.pid) - base
+
+
+def test_slow_request_head_and_idle_connection_time_out(server: ServerProcess) -> None:
+    slow = socket.create_connection(("127.0.0.1", server.port))
+    idle = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        idle.sendall(PING)
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+        t0 = time.monotonic()
+        closed_after = None
+        for byte in b"GET /api/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100:
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                closed_after = time.monotonic() - t0
+                break
+            time.sleep(0.1)
+        assert closed_after is not None and closed_after < 4, "a request head trickled in is cut off"
+        idle.settimeout(3)
+        while idle.recv(65536):  # the rest of the answer, then the server's close
+            pass
+    finally:
+        slow.close()
+        idle.close()
+    assert ping(server.port).startswith(b"HTTP/1.1 200")
+
+
+def test_http2_is_off_by_default(server: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 505"), answer[:100]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /api/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n"
+        )
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:100]  # answered over HTTP/1.1, no 101
+
+
+def h2_stream_without_window_updates(port: int, seconds: float) -> int:
+    """Open ``POST /api/execute/stream {"command":"yes"}`` over h2c (prior knowledge), read for
+    ``seconds`` without ever sending WINDOW_UPDATE; the number of DATA bytes received."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    body = b'{"command":"yes"}'
+    conn.send_headers(
+        1,
+        [
+            (":method", "POST"),
+            (":path", "/api/execute/stream"),
+            (":scheme", "http"),
+            (":authority", f"127.0.0.1:{port}"),
+            ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+        ],
+    )
+    conn.send_data(1, body, end_stream=True)
+    received = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        sock.sendall(conn.data_to_send())
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    received += len(event.data)  # never acknowledged: the window stays closed
+            sock.sendall(conn.data_to_send())  # settings acks and pings only
+    return received
+
+
+def test_stalled_http2_stream_keeps_memory_bounded() -> None:
+    proc = ServerProcess(config={"server": {"http2": True}}).start()
+    try:
+        ping(proc.port)
+        before = rss_mb(proc.pid)
+        received = h2_stream_without_window_updates(proc.port, 4.0)
+        grown = rss_mb(proc.pid) - before
+        assert 0 < received <= 65535, received  # one initial window, then the stream waits
+        assert grown < 40, f"RSS grew {grown:.0f} MB during a 4 s h2 stall"
+        assert ping(proc.port).startswith(b"HTTP/1.1 200")
+    finally:
+        proc.stop()
+
+
+def test_keeps_serving_at_the_descriptor_limit() -> None:
+    limit = 256
+    proc = ServerProcess(config={"server": {"keep_alive_timeout": 60}}).start()
+    with contextlib.ExitStack() as stack:
+        stack.callback(proc.stop)
+        ping(proc.port)
+        resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (limit, limit))  # its descriptors run out
+        held = []
+        for _ in range(limit + 50):  # more connections than it can hold; each sends a request
+            try:
+                sock = socket.create_connection(("127.0.0.1", proc.port), timeout=2)
+                sock.sendall(PING)
+            except OSError:
+                break
+            stack.callback(sock.close)
+            held.append(sock)
+        time.sleep(0.5)
+        assert open_fds(proc.pid) <= limit
+        assert proc.proc is not None and proc.proc.poll() is None, "the server is still running"
+        for sock in held:  # the descriptors come back: the server serves again
+            sock.close()
+        assert wait_until(lambda: open_fds(proc.pid) < limit - 20, 5), open_fds(proc.pid)
+        assert ping(proc.port).startswith(b"HTTP/1.1 200")
+
+
+def test_shutdown_with_open_connections_is_quiet_and_on_time() -> None:
+    timeout = 2.0
+    proc = ServerProcess(config={"server": {"shutdown_timeout": timeout}}).start()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(3):  # idle keep-alive connections
+            sock = socket.create_connection(("127.0.0.1", proc.port))
+            sock.sendall(PING)
+            sock.recv(65536)
+            held.append(sock)
+        for body in (b'{"command":"while :; do echo x; sleep 0.1; done"}', b'{"command":"sleep 30"}'):
+            path = b"/api/execute/stream" if b"while" in body else b"/api/execute"
+            sock = socket.create_connection(("127.0.0.1", proc.port))
+            sock.sendall(
+                b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (path, len(body), body)
+            )
+            held.append(sock)
+        time.sleep(0.5)
+        assert proc.proc is not None
+        t0 = time.monotonic()
+        proc.proc.terminate()
+        proc.proc.wait(timeout + 10)
+        took = time.monotonic() - t0
+        time.sleep(0.2)  # the log reader catches up
+        assert took <= timeout + 0.3, f"exited {took:.2f} s after SIGTERM (shutdown_timeout {timeout})"
+        log = "\n".join(proc.log)
+        assert "Traceback" not in log and "CancelledError" not in log, log[-2000:]
+        assert "server.stopped" in log
+    finally:
+        for sock in held:
+            sock.close()
+        proc.stop()

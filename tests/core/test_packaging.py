@@ -1,0 +1,60 @@
+"""Packaging metadata: one license for every distribution, typed packages, descriptions that say
+what each distribution holds, and CI installing the built wheels (``.ci/wheels``)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sandbox_services.plugin
+from sandbox_core.plugins import Hooks, make_plugin_manager
+
+ROOT = Path(__file__).resolve().parents[2]
+#: every distribution folder: core, services, each transport plugin, each test-only plugin
+DISTRIBUTIONS = sorted(
+    path.parent for pattern in ("*", "plugins/*", "tests/plugins/*") for path in ROOT.glob(f"{pattern}/pyproject.toml")
+)
+
+
+def project(folder: Path) -> dict[str, Any]:
+    data: dict[str, Any] = tomllib.loads((folder / "pyproject.toml").read_text())
+    return data
+
+
+def test_the_distributions_are_found() -> None:
+    names = {project(folder)["project"]["name"] for folder in DISTRIBUTIONS}
+    assert {"sandbox-core", "sandbox-services", "sandbox-transport-http", "sandbox-test-greeter"} <= names
+
+
+def test_license_file_is_the_apache_license() -> None:
+    text = (ROOT / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License\n                           Version 2.0, January 2004")
+    assert "END OF TERMS AND CONDITIONS" in text
+
+
+@pytest.mark.parametrize("folder", DISTRIBUTIONS, ids=lambda folder: str(folder.relative_to(ROOT)))
+def test_every_distribution_declares_the_license_and_ships_py_typed(folder: Path) -> None:
+    data = project(folder)
+    assert data["project"]["license"] == "Apache-2.0"
+    # an SPDX `license` string needs setuptools 77 (PEP 639)
+    assert "setuptools>=77" in data["build-system"]["requires"]
+    assert "Typing :: Typed" in data["project"]["classifiers"]
+    for package, files in data["tool"]["setuptools"]["package-data"].items():
+        assert "py.typed" in files
+        assert (folder / "src" / package / "py.typed").is_file()
+
+
+def test_services_description_names_every_service() -> None:
+    pm = make_plugin_manager(load_entry_points=False, plugins=[("services", sandbox_services.plugin)])
+    description = project(ROOT / "services")["project"]["description"]
+    for name in Hooks(pm).services():
+        assert name in description, f"sandbox-services' description does not mention {name!r}"
+
+
+def test_ci_installs_the_wheels_before_the_tests() -> None:
+    run = (ROOT / ".ci" / "run").read_text()
+    assert ".ci/wheels" in run and run.index(".ci/wheels") < run.index("== tests")
+    assert (ROOT / ".ci" / "wheels").stat().st_mode & 0o111  # executable
