@@ -25,7 +25,7 @@ import structlog
 from .cgroups import Cgroup
 from .orphans import end_adopted
 from .output import Kind, OutputRing
-from .proctree import kill_tree, signal_group
+from .proctree import kill_tree, remember_tree, signal_group
 from .spawn import Child, read_nonblocking
 
 log = structlog.get_logger("sandbox.jobs")
@@ -196,6 +196,7 @@ class Job:
             return
         self.killed = True
         if self.group:  # the whole group, members forked meanwhile included
+            remember_tree(self.pid, self._tree)  # first: its leader may die of the TERM at once
             signal_group(self.pid, signal.SIGTERM)
         sig = await kill_tree(self.pid, grace=grace, known=self._tree)
         if self.group:

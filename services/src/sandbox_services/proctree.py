@@ -36,6 +36,13 @@ def _members(pid: int, exclude: frozenset[int] | set[int], known: set[int] | Non
     return found
 
 
+def remember_tree(pid: int, known: set[int]) -> None:
+    """Add ``pid``'s descendants to ``known`` (see kill_tree) before signalling its group: a
+    member that ignores SIGTERM is then waited for (the grace period) even if the leader dies
+    first and the member is re-parented out of the tree."""
+    _members(pid, frozenset(), known)
+
+
 async def kill_tree(
     pid: int,
     *,
