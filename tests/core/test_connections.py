@@ -216,3 +216,26 @@ def test_shutdown_with_open_connections_is_quiet_and_on_time() -> None:
         for sock in held:
             sock.close()
         proc.stop()
+
+
+@pytest.mark.parametrize(
+    ("disabled", "message"),
+    [
+        ("http", "no transport is installed: install one, for example sandbox-transport-http"),
+        ("services", "install sandbox-services"),
+    ],
+)
+def test_a_server_with_nothing_to_serve_refuses_to_start(disabled: str, message: str) -> None:
+    proc = ServerProcess(env={"SANDBOX_DISABLED_PLUGINS": disabled}, startup_timeout=20)
+    try:
+        with pytest.raises(RuntimeError):
+            proc.start()
+        assert any(message in line for line in proc.log), list(proc.log)[-5:]
+    finally:
+        proc.stop()
+
+
+def test_started_line_lists_transports_and_services(server: ServerProcess) -> None:
+    started = next(line for line in server.log if '"server.started"' in line)
+    assert '"transports": ["http"]' in started
+    assert '"services": ["commands", "files", "git", "ports", "processes", "sessions", "utils"]' in started

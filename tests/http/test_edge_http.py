@@ -256,3 +256,17 @@ async def test_long_lists_are_encoded_in_batches_to_the_same_json() -> None:
     assert len(sent) == 1 + 1 + 3 + 1  # start, head, three batches, tail
     small = ListFilesResult(success=True, path="/t", files=files[:3], count=3, timestamp="now")
     assert not isinstance(json_response(small), BatchedJSONResponse)
+
+
+async def test_an_early_answer_reaches_a_client_still_sending_its_body(sandbox_server_factory: ServerFactory) -> None:
+    """httpx sends the whole body before it reads: without a lingering close, the unread body
+    made the server's close reset the connection, and the client saw a read error, not the 413."""
+    limit = 1024 * 1024
+    server = sandbox_server_factory(
+        config={"transports": {"http": {"max_body_bytes": limit, "max_body_bytes_total": 2 * limit}}}
+    )
+    body = b'{"path":"/tmp/too-big","content":"' + b"a" * (16 * limit) + b'"}'
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        refused = await http.post("/api/write", content=body, headers={"Content-Type": "application/json"})
+        assert_error(refused, 413, "VALIDATION_FAILED")
+        assert (await http.get("/api/ping")).status_code == 200  # a new connection, served as usual

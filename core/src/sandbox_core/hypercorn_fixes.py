@@ -7,6 +7,13 @@ patched here fails the tests instead of silently losing a fix.
   tasks before the socket is closed: a client that connects and closes without a request (or
   closes between requests) left the socket in CLOSE-WAIT for the whole keep-alive timeout. Once
   the reader sees EOF, the timer is stopped.
+* **An answer sent before the request body is read reaches the client.** When the server
+  answers early (a body over the size limit, a refused request) and closes, unread request bytes
+  in the socket made the kernel reset the connection, destroying the answer in flight: clients
+  that send the whole body before reading (httpx, curl) saw a connection error instead of the
+  413. Before closing such a connection the server now stops sending (``shutdown(SHUT_WR)``) and
+  reads and discards what the client still sends, for at most :data:`LINGER_S` seconds and
+  :data:`LINGER_BYTES` bytes ("lingering close", as nginx does).
 * **HTTP/2 only when asked for.** Hypercorn answers h2c (``Upgrade: h2c`` and the prior-knowledge
   preface) on every plain-text listener. The contract is HTTP/1.1 and WebSocket, so by default
   an ``Upgrade: h2c`` header is ignored (the request is answered over HTTP/1.1) and the HTTP/2
@@ -20,9 +27,16 @@ patched here fails the tests instead of silently losing a fix.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 _applied: dict[str, bool] = {}
+
+#: Lingering close: how long, and how many bytes, the server reads and discards before closing a
+#: connection whose request body it did not read.
+LINGER_S = 2.0
+LINGER_BYTES = 64 * 1024 * 1024
 
 #: The answer to an HTTP/2 preface when HTTP/2 is off.
 H2_REFUSED = (
@@ -46,10 +60,31 @@ def apply(*, http2: bool) -> None:
     read_data = tcp_server.TCPServer._read_data
 
     async def _read_data(self: Any) -> None:
+        self._reader_task = asyncio.current_task()
         await read_data(self)
         await self.idle_task.stop()  # EOF: the keep-alive timer must not hold the socket open
 
     tcp_server.TCPServer._read_data = _read_data  # type: ignore[method-assign]
+
+    close = tcp_server.TCPServer._close
+
+    async def _close(self: Any) -> None:
+        protocol = getattr(self, "protocol", None)
+        if (
+            protocol is not None
+            and not self.reader.at_eof()
+            and asyncio.current_task() is not getattr(self, "_reader_task", None)  # the reader drains
+            and not getattr(protocol, "lingering", None)
+            and not self.context.terminated.is_set()  # shutting down: no waiting for clients
+        ):
+            protocol.lingering = _Linger()
+            with contextlib.suppress(NotImplementedError, OSError, RuntimeError):
+                self.writer.write_eof()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(protocol.lingering.done.wait(), LINGER_S)
+        await close(self)
+
+    tcp_server.TCPServer._close = _close  # type: ignore[method-assign]
 
     check_protocol = h11.H11Protocol._check_protocol
 
@@ -65,6 +100,13 @@ def apply(*, http2: bool) -> None:
     handle = ProtocolWrapper.handle
 
     async def wrapper_handle(self: Any, event: Any) -> None:
+        linger: _Linger | None = getattr(self, "lingering", None)
+        if linger is not None:  # closing: what the client still sends is discarded
+            if isinstance(event, RawData):
+                if not linger.discard(len(event.data)):  # its end, or more than we read for it
+                    linger.done.set()
+                return
+            linger.done.set()
         try:
             await handle(self, event)
         except _H2Refused:
@@ -84,6 +126,19 @@ def apply(*, http2: bool) -> None:
         return data
 
     h2.StreamBuffer.pop = pop  # type: ignore[method-assign]
+
+
+class _Linger:
+    """A connection being closed after an early answer: bytes discarded so far."""
+
+    def __init__(self) -> None:
+        self.discarded = 0
+        self.done = asyncio.Event()
+
+    def discard(self, size: int) -> bool:
+        """Count ``size`` more bytes; False once the limit is passed (then close at once)."""
+        self.discarded += size
+        return size > 0 and self.discarded <= LINGER_BYTES
 
 
 class _H2Refused(Exception):
