@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from sandbox_core.errors import ErrorCode
-from sandbox_transport_http.routes import ROUTES
+from sandbox_core.routes import ROUTES
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

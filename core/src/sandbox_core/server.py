@@ -135,6 +135,7 @@ class Runtime:
     registry: ServiceRegistry
     app: Dispatcher
     transports: list[str]
+    mounts: list[ServerMount]
 
 
 def edge_policy(config: Config, env: Mapping[str, str] | None = None) -> EdgePolicy:
@@ -190,7 +191,7 @@ async def build_runtime(config: Config, pm: Any = None) -> Runtime:
     except BaseException:
         await registry.aclose()
         raise
-    return Runtime(config, registry, Dispatcher(mounts, policy), names)
+    return Runtime(config, registry, Dispatcher(mounts, policy), names, list(mounts.values()))
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -254,8 +255,22 @@ async def serve(
     )
     if on_started is not None:
         on_started(url)
+    trigger = shutdown_trigger
+
+    async def shutting_down() -> None:
+        """The trigger fired: transports close their connections (bounded), then hypercorn
+        waits for what is left."""
+        await trigger()
+        log.info("server.shutting_down")
+        for mount in runtime.mounts:
+            if mount.aclose is not None:
+                try:
+                    await asyncio.wait_for(mount.aclose(), max(hconfig.graceful_timeout, 0.1))
+                except Exception as exc:  # one transport's failure must not stop the others' close
+                    log.warning("transport.close_failed", error=repr(exc))
+
     try:
-        await hypercorn_serve(runtime.app, hconfig, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+        await hypercorn_serve(runtime.app, hconfig, shutdown_trigger=shutting_down)  # type: ignore[arg-type]
     finally:
         log.info("server.stopping")
         await runtime.registry.aclose()

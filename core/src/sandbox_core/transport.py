@@ -3,7 +3,7 @@ and its client side (a :class:`ClientTransport` the ``Sandbox`` facade drives)."
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,6 +33,9 @@ class ServerMount:
     http_paths: tuple[str, ...] = ()
     websocket_paths: tuple[str, ...] = ()
     catch_all: bool = False
+    #: Called once when the server begins to shut down, before open connections are waited
+    #: for: a connection transport closes its sockets and fails every pending call there.
+    aclose: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ import aiohttp
 import msgspec
 
 from sandbox_core.errors import ErrorCode, SandboxError, TransportError, error_from_code
+from sandbox_core.routes import Route, request_for
 from sandbox_core.sse import SSEDecoder, SSEError
 from sandbox_core.transport import ClientContext
 
-from .routes import GENERIC_PREFIX, TABLE, Route
 from .settings import HttpSettings
 
 _decoder = msgspec.json.Decoder()
@@ -69,22 +69,9 @@ class HttpClientTransport:
         self, service: str, operation: str, params: Mapping[str, Any]
     ) -> tuple[Route | None, str, str, dict[str, str] | None, bytes | None]:
         """(route, method, url, query, body) for an operation."""
-        route = TABLE.by_operation.get((service, operation))
-        values = dict(params)
-        if route is None:
-            return (
-                None,
-                "POST",
-                f"{self.base_url}{GENERIC_PREFIX}{service}/{operation}",
-                None,
-                msgspec.json.encode(values),
-            )
-        path = route.format_path(values)
-        url = self.base_url + path
-        if route.method in ("GET", "DELETE"):
-            query = {k: str(v) for k, v in values.items() if k in route.query}
-            return route, route.method, url, query or None, None
-        return route, route.method, url, None, msgspec.json.encode(values)
+        route, method, path, query, values = request_for(service, operation, params)
+        body = msgspec.json.encode(values) if values is not None else None
+        return route, method, self.base_url + path, query, body
 
     async def call(self, service: str, operation: str, params: Mapping[str, Any]) -> Any:
         route, method, url, query, body = self._request(service, operation, params)

@@ -19,14 +19,13 @@ from urllib.parse import parse_qsl
 import msgspec
 import structlog
 
-from sandbox_core.clock import now_iso
 from sandbox_core.config import ConfigError
-from sandbox_core.errors import ErrorCode, SandboxError, not_found
-from sandbox_core.registry import Operation, ServiceRegistry
+from sandbox_core.errors import ErrorCode, SandboxError
+from sandbox_core.registry import ServiceRegistry
+from sandbox_core.router import EventStream, Reply, Router, RouteRequest, stream_error_event
 from sandbox_core.sse import encode_event
 from sandbox_core.transport import ServerContext, ServerMount
 
-from .routes import GENERIC_PREFIX, TABLE, Route
 from .settings import HttpSettings
 
 log = structlog.get_logger("sandbox.http")
@@ -224,16 +223,6 @@ async def until_disconnect(request: Request, call: Awaitable[T]) -> T:
             watcher.cancel()
 
 
-def header_session_id(request: Request) -> str | None:
-    """The session id from the request's headers or query, as the contract's router reads it."""
-    headers = request.headers
-    auth = headers.get("authorization", "")
-    if auth.lower().startswith("bearer ") and auth[7:].strip():
-        return auth[7:].strip()
-    query = request.query_params
-    return headers.get("x-session-id") or query.get("session") or query.get("sessionId")
-
-
 def body_too_large(limit: int, size: int) -> SandboxError:
     return SandboxError(
         ErrorCode.VALIDATION_FAILED,
@@ -301,6 +290,7 @@ class HttpApp:
         self.registry = registry
         self.settings = settings
         self.budget = BodyBudget(settings.max_body_bytes_total)
+        self.router = Router(registry)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -321,28 +311,23 @@ class HttpApp:
 
     async def dispatch(self, request: Request) -> Response | JSONResponse | BatchedJSONResponse | SSEResponse:
         method = request.method
-        path = request.path
         if method == "OPTIONS":
             return OPTIONS_RESPONSE
-        if method == "GET" and path == "/":
+        if method == "GET" and request.path == "/":
             return ROOT_RESPONSE
-        route, path_params, known = TABLE.match(method, path)
-        if route is not None:
-            return await self.contract_route(request, route, path_params)
-        if known:
-            return error_response(
-                SandboxError(
-                    ErrorCode.METHOD_NOT_ALLOWED,
-                    f"Method {method} is not allowed on {path}",
-                    {"method": method, "path": path},
-                    status=405,
-                )
-            )
-        if method == "POST" and path.startswith(GENERIC_PREFIX):
-            parts = path[len(GENERIC_PREFIX) :].split("/")
-            if len(parts) == 2 and all(parts) and self.registry.has(parts[0]):
-                return await self.generic_route(request, parts[0], parts[1])
-        return error_response(not_found(path=path, method=method))
+        target = self.router.match(method, request.path)
+        if isinstance(target, Reply):
+            return json_response(target.body, target.status)
+        body = await self.read_body(request) if method in ("POST", "PUT") else None
+        outcome = await self.router.run(
+            target,
+            RouteRequest(method, request.path, request.query_params, request.headers, body),
+            guard=lambda call: until_disconnect(request, call),
+        )
+        del body
+        if isinstance(outcome, EventStream):
+            return SSEResponse(outcome.events, outcome.first, self.settings.sse_heartbeat_s)
+        return json_response(outcome.body, outcome.status)
 
     async def read_body(self, request: Request) -> bytes | bytearray:
         """The whole body: refused with 413 before any of it is read when its ``Content-Length``
@@ -381,70 +366,6 @@ class HttpApp:
         await self.budget.take(size, self.settings.body_wait_s)
         request.held += size
 
-    async def params(
-        self, request: Request, op: Operation, route: Route | None, path_params: dict[str, str]
-    ) -> msgspec.Struct:
-        if request.method in ("POST", "PUT"):
-            body = await self.read_body(request)
-            params = self.registry.decode(op, body if body and not body.isspace() else b"{}")
-            del body  # what the params need of it, they hold (a large body is not kept twice)
-            if path_params:
-                fields: dict[str, Any] = msgspec.to_builtins(params)
-                fields.update(path_params)
-                params = self.registry.decode(op, fields)
-        else:
-            raw: dict[str, Any] = dict(path_params)
-            if route is not None:
-                for key in route.query:
-                    if key in request.query_params:
-                        raw[key] = request.query_params[key]
-            params = self.registry.decode(op, raw, strict=False)
-        if route is not None and route.session_fallback and getattr(params, "session_id", None) is None:
-            sid = header_session_id(request)
-            if sid is not None:
-                params.session_id = sid  # type: ignore[attr-defined]
-        return params
-
-    async def contract_route(
-        self, request: Request, route: Route, path_params: dict[str, str]
-    ) -> Response | JSONResponse | BatchedJSONResponse | SSEResponse:
-        op = self.registry.operation(route.service, route.operation)
-        try:
-            params = await self.params(request, op, route, path_params)
-            if route.stream:
-                return await self.stream_response(op, params)
-            result = await until_disconnect(request, self.registry.call(route.service, route.operation, params))
-        except SandboxError as err:
-            return error_response(err, op.qualname)
-        if route.wrap is not None:
-            result = route.wrap(result)
-        return json_response(result)
-
-    async def generic_route(
-        self, request: Request, service: str, name: str
-    ) -> Response | JSONResponse | BatchedJSONResponse | SSEResponse:
-        try:
-            op = self.registry.operation(service, name)
-            params = await self.params(request, op, None, {})
-            if op.streaming:
-                return await self.stream_response(op, params)
-            result = await until_disconnect(request, self.registry.call(service, name, params))
-        except SandboxError as err:
-            return error_response(err, f"{service}.{name}")
-        return json_response({"success": True, "result": result, "timestamp": now_iso()})
-
-    async def stream_response(self, op: Operation, params: msgspec.Struct) -> SSEResponse | JSONResponse:
-        """SSE: the first event is awaited before answering, so a failure to start is a JSON error."""
-        events = self.registry.stream(op.service, op.name, params)
-        try:
-            first = await events.__anext__()
-        except StopAsyncIteration:
-            first = None
-        except BaseException:
-            await events.aclose()
-            raise
-        return SSEResponse(events, first, self.settings.sse_heartbeat_s)
-
 
 class SSEResponse:
     """Sends each event of a stream as it comes, a comment line when the stream has been silent
@@ -475,9 +396,7 @@ class SSEResponse:
                 async for event in self.events:
                     await emit(encode_event(event))
             except SandboxError as err:
-                await emit(
-                    encode_event({"type": "error", "error": err.message, "code": err.code, "timestamp": now_iso()})
-                )
+                await emit(encode_event(stream_error_event(err)))
 
         async def keep_alive() -> None:
             while True:

@@ -1,4 +1,5 @@
-"""The contract's routes and how each maps to a service operation, used by server and client.
+"""The contract's routes and how each maps to a service operation, shared by every transport that
+speaks them (http as REST + SSE, ws as frames) and by their clients.
 
 A route names the operation it calls; path segments ``{x}`` and query keys become
 parameters; ``wrap`` shapes a result into the route's success body where the contract's
@@ -10,13 +11,13 @@ without a contract route is reachable at ``POST /api/{service}/{operation}`` (se
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-from sandbox_core.clock import now_iso
+from .clock import now_iso
 
 GENERIC_PREFIX = "/api/"
 
@@ -124,3 +125,20 @@ class RouteTable:
 
 
 TABLE = RouteTable(ROUTES)
+
+
+def request_for(
+    service: str, operation: str, params: Mapping[str, Any]
+) -> tuple[Route | None, str, str, dict[str, str] | None, dict[str, Any] | None]:
+    """How a client calls an operation: (its route or None for the generic one, method, path,
+    query, JSON body). Path parameters leave the body for the path; GET and DELETE send the
+    route's query keys and no body."""
+    route = TABLE.by_operation.get((service, operation))
+    values = dict(params)
+    if route is None:
+        return None, "POST", f"{GENERIC_PREFIX}{service}/{operation}", None, values
+    path = route.format_path(values)
+    if route.method in ("GET", "DELETE"):
+        query = {k: str(v) for k, v in values.items() if k in route.query}
+        return route, route.method, path, query or None, None
+    return route, route.method, path, None, values

@@ -1,0 +1,200 @@
+"""The contract's routes run in process: (method, path, query, headers, JSON body) in, a JSON
+reply or a stream of event objects out, with no wire format in between.
+
+Every transport that speaks the contract's routes renders the same outcome its own way: http as
+an HTTP answer or SSE, ws as frames. So every route, present and future, and the generic
+``POST /api/{service}/{operation}``, works on each of them with no per-route code::
+
+    router = Router(registry)
+    target = router.match("POST", "/api/execute")          # a Target, or a Reply (404, 405)
+    outcome = await router.run(target, RouteRequest(...))  # a Reply or an EventStream
+
+Errors never escape :meth:`Router.run`: a :class:`~sandbox_core.errors.SandboxError` becomes a
+Reply with the contract's error body. An event stream's first event is awaited before the
+outcome is returned, so a stream that fails to start is a JSON error reply, as upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+
+from .clock import now_iso
+from .errors import ErrorCode, SandboxError, not_found
+from .registry import Operation, ServiceRegistry
+from .routes import GENERIC_PREFIX, TABLE, Route
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """One request to run: ``headers`` with lower-case names; ``body`` is the JSON body as bytes
+    (http) or as the decoded JSON value (ws), None when there is none."""
+
+    method: str
+    path: str
+    query: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | bytearray | Any = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a method and path resolve to: an operation, with its contract route (None for the
+    generic route) and the parameters taken from the path."""
+
+    op: Operation
+    route: Route | None
+    path_params: Mapping[str, str]
+
+    @property
+    def streaming(self) -> bool:
+        return self.op.streaming if self.route is None else self.route.stream
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A JSON answer: ``body`` is a msgspec Struct or plain JSON values, for the transport to encode."""
+
+    status: int
+    body: Any
+
+
+@dataclass
+class EventStream:
+    """A stream of event objects (each the data of one SSE event): ``first`` was pulled already
+    (None for a stream that ended at once), the rest come from ``events``. Close it (``aclose``)
+    when the reader goes away: that ends what produces it (a command, by the session rules)."""
+
+    events: AsyncGenerator[Any, None]
+    first: Any
+
+    async def aclose(self) -> None:
+        await self.events.aclose()
+
+
+def error_reply(err: SandboxError, operation: str | None = None) -> Reply:
+    if operation and not err.operation:
+        err.operation = operation
+    return Reply(err.status, err.to_body())
+
+
+def stream_error_event(err: SandboxError) -> dict[str, Any]:
+    """The event that ends a stream which failed after it started (as upstream's SSE)."""
+    return {"type": "error", "error": err.message, "code": err.code, "timestamp": now_iso()}
+
+
+def header_session_id(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    """The session id from headers or query, as the contract's router reads it: ``Authorization:
+    Bearer <id>`` (unless the edge took that header as the server's token), ``X-Session-Id``,
+    ``?session=``, ``?sessionId=``."""
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer ") and auth[7:].strip():
+        return auth[7:].strip()
+    return headers.get("x-session-id") or query.get("session") or query.get("sessionId")
+
+
+def _identity(call: Awaitable[T]) -> Awaitable[T]:
+    return call
+
+
+class Router:
+    """Runs the contract's routes against the registry (see the module docstring)."""
+
+    def __init__(self, registry: ServiceRegistry) -> None:
+        self.registry = registry
+
+    def match(self, method: str, path: str) -> Target | Reply:
+        """The operation ``method path`` calls, or the error reply: 405 for a known path with
+        another method, 404 for anything else."""
+        route, path_params, known = TABLE.match(method, path)
+        if route is not None:
+            return Target(self.registry.operation(route.service, route.operation), route, path_params)
+        if known:
+            return error_reply(
+                SandboxError(
+                    ErrorCode.METHOD_NOT_ALLOWED,
+                    f"Method {method} is not allowed on {path}",
+                    {"method": method, "path": path},
+                    status=405,
+                )
+            )
+        if method == "POST" and path.startswith(GENERIC_PREFIX):
+            parts = path[len(GENERIC_PREFIX) :].split("/")
+            if len(parts) == 2 and all(parts) and self.registry.has(parts[0]):
+                try:
+                    return Target(self.registry.operation(parts[0], parts[1]), None, {})
+                except SandboxError as err:
+                    return error_reply(err, f"{parts[0]}.{parts[1]}")
+        return error_reply(not_found(path=path, method=method))
+
+    async def run(
+        self,
+        target: Target,
+        request: RouteRequest,
+        *,
+        guard: Callable[[Awaitable[Any]], Awaitable[Any]] = _identity,
+    ) -> Reply | EventStream:
+        """Run ``target`` with ``request``'s parameters. ``guard`` wraps the service call of a
+        unary operation (http cancels it when the client goes away)."""
+        op = target.op
+        try:
+            params = self.params(target, request)
+            if target.streaming:
+                return await self._stream(op, params)
+            result = await guard(self.registry.call(op.service, op.name, params))
+        except SandboxError as err:
+            return error_reply(err, op.qualname)
+        if target.route is None:
+            return Reply(200, {"success": True, "result": result, "timestamp": now_iso()})
+        if target.route.wrap is not None:
+            result = target.route.wrap(result)
+        return Reply(200, result)
+
+    def params(self, target: Target, request: RouteRequest) -> msgspec.Struct:
+        """The operation's parameters: the body (POST, PUT), else the path and the route's query
+        keys; then the session id from headers or query where the route takes it from there."""
+        op, route = target.op, target.route
+        if request.method in ("POST", "PUT"):
+            body = request.body
+            if body is None or (isinstance(body, (bytes, bytearray)) and (not body or body.isspace())):
+                body = b"{}"
+            if not isinstance(body, (bytes, bytearray, Mapping)):
+                raise SandboxError(
+                    ErrorCode.VALIDATION_FAILED,
+                    f"The request body must be a JSON object, not {type(body).__name__}",
+                    {"field": "body"},
+                )
+            params = self.registry.decode(op, body)
+            del body  # what the params need of it, they hold (a large body is not kept twice)
+            if target.path_params:
+                fields: dict[str, Any] = msgspec.to_builtins(params)
+                fields.update(target.path_params)
+                params = self.registry.decode(op, fields)
+        else:
+            raw: dict[str, Any] = dict(target.path_params)
+            if route is not None:
+                for key in route.query:
+                    if key in request.query:
+                        raw[key] = request.query[key]
+            params = self.registry.decode(op, raw, strict=False)
+        if route is not None and route.session_fallback and getattr(params, "session_id", None) is None:
+            sid = header_session_id(request.headers, request.query)
+            if sid is not None:
+                params.session_id = sid  # type: ignore[attr-defined]
+        return params
+
+    async def _stream(self, op: Operation, params: msgspec.Struct) -> EventStream:
+        events = self.registry.stream(op.service, op.name, params)
+        try:
+            first = await events.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await events.aclose()
+            raise
+        return EventStream(events, first)
