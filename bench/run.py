@@ -81,6 +81,10 @@ class Figure:
     before_load: bool = False
     at_start: bool = False  # on the fresh server, after one ping and before the warm-up exec
     transports: tuple[str, ...] | None = None  # None: every transport
+    skip_transports: tuple[str, ...] = ()  # not for these (a figure of their own measures it)
+
+    def runs_on(self, transport: str) -> bool:
+        return (self.transports is None or transport in self.transports) and transport not in self.skip_transports
 
 
 FIGURES: list[Figure] = []
@@ -91,6 +95,7 @@ def figure(
     before_load: bool = False,
     at_start: bool = False,
     transports: tuple[str, ...] | None = None,
+    skip_transports: tuple[str, ...] = (),
 ) -> Callable[[Callable[[Ctx], Awaitable[Mapping[str, float]]]], Callable[[Ctx], Awaitable[Mapping[str, float]]]]:
     """Register a figure: an async function returning ``{metric.key: value}``."""
 
@@ -98,7 +103,15 @@ def figure(
         fn: Callable[[Ctx], Awaitable[Mapping[str, float]]],
     ) -> Callable[[Ctx], Awaitable[Mapping[str, float]]]:
         FIGURES.append(
-            Figure(fn.__name__, metrics, fn, before_load=before_load, at_start=at_start, transports=transports)
+            Figure(
+                fn.__name__,
+                metrics,
+                fn,
+                before_load=before_load,
+                at_start=at_start,
+                transports=transports,
+                skip_transports=skip_transports,
+            )
         )
         return fn
 
@@ -229,13 +242,41 @@ class FloorBash:
 #: Set in the floor server by ``--floor-server bash``: each exec answer waits for a bash round trip.
 FLOOR_BASH: FloorBash | None = None
 
+#: The floor's websocket answer to any request frame: a ``response`` frame carrying FLOOR_EXEC_BODY,
+#: split around the request's id.
+FLOOR_WS_HEAD = '{"type":"response","id":"'
+FLOOR_WS_TAIL = '","status":200,"body":' + FLOOR_EXEC_BODY.decode() + ',"done":true}'
+
+
+async def floor_ws(receive: Any, send: Any) -> None:
+    """A bare websocket echo: each text frame is answered with the fixed ``response`` frame under
+    the frame's id (cut out of the text, no JSON decoding), after a bare bash round trip where
+    FLOOR_BASH is set; frames are answered one at a time, in order."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return
+        text = message.get("text") or ""
+        start = text.index('"id":"') + 6
+        rid = text[start : text.index('"', start)]
+        if FLOOR_BASH is not None and await FLOOR_BASH.round_trip() != b"hi\nEND\n":
+            raise RuntimeError("the floor server's bash answered something else than hi")
+        await send({"type": "websocket.send", "text": FLOOR_WS_HEAD + rid + FLOOR_WS_TAIL})
+
 
 async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """A bare ASGI app: reads the request body, answers ``POST /api/execute`` with
     FLOOR_EXEC_BODY (after a bare bash round trip where FLOOR_BASH is set) and anything else
-    with 404; no routing table, no JSON, no services."""
+    with 404; no routing table, no JSON, no services. A websocket (any path) is the bare echo
+    of :func:`floor_ws`."""
     if scope["type"] == "lifespan":
         await answer_lifespan(receive, send)
+        return
+    if scope["type"] == "websocket":
+        await floor_ws(receive, send)
         return
     if scope["type"] != "http":
         return
@@ -462,38 +503,25 @@ async def timed_execs(sb: Sandbox, sid: str, n: int) -> list[float]:
     return samples
 
 
-@figure(
-    Metric("exec_echo_median", "session exec `echo hi`, median", "ms", target={"http": 2.0, "*": 1.5}, upstream=52),
-    Metric("exec_echo_p99", "session exec `echo hi`, p99", "ms"),
-    Metric("floor_joint_median", "floor: bare http app doing a bare bash `echo hi` round trip, median", "ms"),
-    Metric("exec_echo_over_floor", "session exec `echo hi`, median over that floor", "x", target=1.5),
-    Metric("floor_http_median", "bare http app answering exec, median", "ms"),
-    Metric("floor_bash_median", "bare bash `echo hi` round trip on its own, median", "ms"),
-    Metric("exec_echo_over_parts", "session exec `echo hi`, median over the sum of those two", "x"),
-)
-async def exec_echo(ctx: Ctx) -> dict[str, float]:
-    """Session exec against its floor, measured in the same run, interleaved in rounds so that
-    all see the same machine: the floor is a bare hypercorn+uvloop app that, per request, does a
-    bare bash round trip on the event loop and answers a fixed body (FloorServer ``bash``), timed
-    with the same client. For reference, the parts on their own too: the bare app answering at
-    once (``app``) and a bare bash in a tight blocking loop (BareBash); their sum is lower than
-    the floor, since a bash round trip inside a server answering HTTP costs more than in a loop."""
+async def exec_and_floors(ctx: Ctx, floor_transport: str) -> dict[str, list[float]]:
+    """Samples (ms) of session exec ``echo hi`` on the server (``real``), on the floor server doing
+    a bare bash round trip per request (``joint``), on the floor server answering at once
+    (``app``), and of a bare bash round trip in a blocking loop (``bare``), interleaved in rounds;
+    the floor servers are timed with a client of ``floor_transport`` (the same client class and
+    settings as the real figure's when that is the figure's transport)."""
     sb, sid = ctx.sb, "bench-echo"
     await sb.create_session(sid)
     warmup, timed, rounds = ctx.n(200), ctx.n(2000), 10
     per = max(timed // rounds, 1)
-    if ctx.transport != "http":
-        ctx.note(
-            f"exec_echo [{ctx.transport}]: the floor is the bare http app timed with the http client "
-            f"(no {ctx.transport} floor yet)"
-        )
     real: list[float] = []
     joint: list[float] = []
     app: list[float] = []
     bare: list[float] = []
     with FloorServer("bash") as joint_floor, FloorServer("app") as app_floor, BareBash() as bash:
-        # the same client class and settings as the real figure's
-        async with Sandbox(joint_floor.url, transport="http") as joint_sb, Sandbox(app_floor.url) as app_sb:
+        async with (
+            Sandbox(joint_floor.url, transport=floor_transport) as joint_sb,
+            Sandbox(app_floor.url, transport=floor_transport) as app_sb,
+        ):
             for client in (sb, joint_sb, app_sb):
                 await timed_execs(client, sid, warmup)
             bash.round_trips(warmup)
@@ -502,6 +530,33 @@ async def exec_echo(ctx: Ctx) -> dict[str, float]:
                 joint += await timed_execs(joint_sb, sid, per)
                 app += await timed_execs(app_sb, sid, per)
                 bare += bash.round_trips(per)
+    return {"real": real, "joint": joint, "app": app, "bare": bare}
+
+
+@figure(
+    Metric("exec_echo_median", "session exec `echo hi`, median", "ms", target={"http": 2.0, "*": 1.5}, upstream=52),
+    Metric("exec_echo_p99", "session exec `echo hi`, p99", "ms"),
+    Metric("floor_joint_median", "floor: bare http app doing a bare bash `echo hi` round trip, median", "ms"),
+    Metric("exec_echo_over_floor", "session exec `echo hi`, median over that floor", "x", target=1.5),
+    Metric("floor_http_median", "bare http app answering exec, median", "ms"),
+    Metric("floor_bash_median", "bare bash `echo hi` round trip on its own, median", "ms"),
+    Metric("exec_echo_over_parts", "session exec `echo hi`, median over the sum of those two", "x"),
+    skip_transports=("ws",),  # exec_echo_ws: over ws, the floor is a bare websocket echo
+)
+async def exec_echo(ctx: Ctx) -> dict[str, float]:
+    """Session exec against its floor, measured in the same run, interleaved in rounds so that
+    all see the same machine: the floor is a bare hypercorn+uvloop app that, per request, does a
+    bare bash round trip on the event loop and answers a fixed body (FloorServer ``bash``), timed
+    with the same client. For reference, the parts on their own too: the bare app answering at
+    once (``app``) and a bare bash in a tight blocking loop (BareBash); their sum is lower than
+    the floor, since a bash round trip inside a server answering HTTP costs more than in a loop."""
+    if ctx.transport != "http":
+        ctx.note(
+            f"exec_echo [{ctx.transport}]: the floor is the bare http app timed with the http client "
+            f"(no {ctx.transport} floor yet)"
+        )
+    samples = await exec_and_floors(ctx, "http")
+    real, joint, app, bare = samples["real"], samples["joint"], samples["app"], samples["bare"]
     median = statistics.median(real)
     floor = statistics.median(joint)
     parts = statistics.median(app) + statistics.median(bare)
@@ -513,6 +568,37 @@ async def exec_echo(ctx: Ctx) -> dict[str, float]:
         "floor_http_median": statistics.median(app),
         "floor_bash_median": statistics.median(bare),
         "exec_echo_over_parts": median / parts,
+    }
+
+
+@figure(
+    Metric("exec_ws_median", "session exec `echo hi` over ws, median", "ms", target=1.5),
+    Metric("exec_ws_p99", "session exec `echo hi` over ws, p99", "ms"),
+    Metric("floor_ws_joint_median", "floor: bare websocket echo doing a bare bash `echo hi` round trip, median", "ms"),
+    Metric("exec_ws_over_floor", "session exec `echo hi` over ws, median over that floor", "x", target=1.5),
+    Metric("floor_ws_median", "bare websocket echo answering exec, median", "ms"),
+    Metric("floor_ws_bash_median", "bare bash `echo hi` round trip on its own (ws run), median", "ms"),
+    Metric("exec_ws_over_parts", "session exec `echo hi` over ws, median over the sum of those two", "x"),
+    transports=("ws",),
+)
+async def exec_echo_ws(ctx: Ctx) -> dict[str, float]:
+    """exec_echo over ws: the floor is the same bare hypercorn+uvloop server answering a websocket
+    instead (each request frame gets a fixed ``response`` frame under its id, cut out of the text,
+    after a bare bash round trip), timed with the same client (``Sandbox(..., transport="ws")``,
+    one socket per client)."""
+    samples = await exec_and_floors(ctx, "ws")
+    real, joint, app, bare = samples["real"], samples["joint"], samples["app"], samples["bare"]
+    median = statistics.median(real)
+    floor = statistics.median(joint)
+    parts = statistics.median(app) + statistics.median(bare)
+    return {
+        "exec_ws_median": median,
+        "exec_ws_p99": percentile(real, 99),
+        "floor_ws_joint_median": floor,
+        "exec_ws_over_floor": median / floor,
+        "floor_ws_median": statistics.median(app),
+        "floor_ws_bash_median": statistics.median(bare),
+        "exec_ws_over_parts": median / parts,
     }
 
 
@@ -821,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     t0 = time.perf_counter()
     for transport in transports:
-        figs = [f for f in figures if f.transports is None or transport in f.transports]
+        figs = [f for f in figures if f.runs_on(transport)]
         if transport not in installed:
             rows += [
                 Row(m, transport, error=f"transport not installed (installed: {installed})")

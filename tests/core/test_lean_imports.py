@@ -65,7 +65,7 @@ NOT_IN_SERVER = [
     "anyio",  # only the files service's thread limiter uses it, on the first file operation
 ]
 #: Modules of ours that belong to the client side only.
-CLIENT_MODULES = ["sandbox_core.client", "sandbox_transport_http.client"]
+CLIENT_MODULES = ["sandbox_core.client", "sandbox_transport_http.client", "sandbox_transport_ws.client"]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The ``sandbox`` command: ``serve``, ``plugins`` and ``--version``."""
+"""The ``sandbox`` command: ``serve``, ``attach``, ``plugins`` and ``--version``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(config.server.log_level)
     run(serve(config, on_started=report_ready if ready_fd is not None else None))
     return 0
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    """``sandbox attach SESSION``: the session's terminal on this tty, through the first installed
+    transport that offers terminals (the configured client transport if it does)."""
+    from .config import transport_settings
+    from .plugins import Hooks
+    from .transport import ClientContext
+
+    config = load_config(args.config)
+    specs = Hooks(make_plugin_manager()).transports()
+    offering = {name: spec.terminal for name, spec in sorted(specs.items()) if spec.terminal is not None}
+    if not offering:
+        print(
+            "sandbox: error: no installed transport offers terminals: install one, for example "
+            "sandbox-transport-ws (pip install sandbox-transport-ws)",
+            file=sys.stderr,
+        )
+        return 2
+    name = config.client.transport if config.client.transport in offering else next(iter(offering))
+    ctx = ClientContext(
+        args.url or config.client.url,
+        transport_settings(config, specs[name]),
+        config.client.timeout,
+        token=args.token or config.client.token,
+    )
+    terminal = offering[name]
+
+    async def attach() -> int:
+        return await terminal(ctx, args.session)
+
+    return asyncio.run(attach())
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -150,6 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
         "(for a supervisor or test that starts the server on port 0)",
     )
     p_serve.set_defaults(func=cmd_serve)
+    p_attach = sub.add_parser(
+        "attach",
+        help="open a session's terminal on this terminal",
+        description="Open the session's terminal (its shared pty, started if it has none) on this terminal: "
+        "raw mode, resized with it, restored on exit. Ctrl-] detaches (the terminal runs on); the command "
+        "also ends when the terminal's shell exits.",
+    )
+    p_attach.add_argument("session", metavar="SESSION", help="the session id (created if there is none)")
+    p_attach.add_argument(
+        "--url", help="the server's URL (default: client.url of the config, or SANDBOX_URL; http://127.0.0.1:3000)"
+    )
+    p_attach.add_argument(
+        "--token", help="the server's token, sent as `Authorization: Bearer` (default: client.token or SANDBOX_TOKEN)"
+    )
+    p_attach.add_argument(
+        "--config", metavar="PATH", help="TOML config file (default: $SANDBOX_CONFIG, else ./sandbox.toml)"
+    )
+    p_attach.set_defaults(func=cmd_attach)
     p_plugins = sub.add_parser(
         "plugins",
         help="list the installed plugins",

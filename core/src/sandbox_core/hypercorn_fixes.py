@@ -18,6 +18,11 @@ patched here fails the tests instead of silently losing a fix.
   preface) on every plain-text listener. The contract is HTTP/1.1 and WebSocket, so by default
   an ``Upgrade: h2c`` header is ignored (the request is answered over HTTP/1.1) and the HTTP/2
   preface gets ``505`` and the connection is closed.
+* **A closed WebSocket's ping loop ends at once.** With ``websocket_ping_interval`` set, each
+  WebSocket gets a task that pings, then sleeps the whole interval before it looks whether the
+  socket closed: every closed socket kept its connection's task alive for up to an interval,
+  and a server shutting down waited that long (its whole graceful timeout) for them. The loop
+  now waits on an event that the socket's close sets.
 * **HTTP/2 sends wait for the peer's flow-control window.** Hypercorn's per-stream send buffer
   let its producer go on whenever the sender popped less than the low-water mark, which it also
   does when the window is 0 (it pops nothing): a client that stops sending WINDOW_UPDATE made
@@ -50,7 +55,8 @@ def apply(*, http2: bool) -> None:
     """Apply every fix (idempotent); ``http2`` chooses whether h2c is served at all."""
     from hypercorn.asyncio import tcp_server
     from hypercorn.events import Closed, RawData
-    from hypercorn.protocol import ProtocolWrapper, h2, h11
+    from hypercorn.protocol import ProtocolWrapper, h2, h11, ws_stream
+    from wsproto.events import Ping
 
     _applied["http2"] = http2
     if _applied.get("done"):
@@ -126,6 +132,24 @@ def apply(*, http2: bool) -> None:
         return data
 
     h2.StreamBuffer.pop = pop  # type: ignore[method-assign]
+
+    ws_handle = ws_stream.WSStream.handle
+
+    async def handle_ws(self: Any, event: Any) -> None:
+        await ws_handle(self, event)
+        if self.closed and getattr(self, "pings_stop", None) is not None:
+            self.pings_stop.set()
+
+    ws_stream.WSStream.handle = handle_ws  # type: ignore[method-assign]
+
+    async def _send_pings(self: Any) -> None:
+        self.pings_stop = stop = asyncio.Event()
+        while not self.closed:
+            await self._send_wsproto_event(Ping())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.websocket_ping_interval)
+
+    ws_stream.WSStream._send_pings = _send_pings  # type: ignore[method-assign]
 
 
 class _Linger:

@@ -295,7 +295,7 @@ class ServiceRegistry:
     # calls ---------------------------------------------------------------------------------
 
     def decode(
-        self, op: Operation, raw: bytes | bytearray | Mapping[str, Any] | None, *, strict: bool = True
+        self, op: Operation, raw: bytes | bytearray | memoryview | Mapping[str, Any] | None, *, strict: bool = True
     ) -> msgspec.Struct:
         """Decode JSON bytes or a mapping into the operation's parameter struct
         (``strict=False`` accepts strings for numbers and booleans, as in a query string).

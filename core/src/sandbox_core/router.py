@@ -33,7 +33,8 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class RouteRequest:
     """One request to run: ``headers`` with lower-case names; ``body`` is the JSON body as bytes
-    (http) or as the decoded JSON value (ws), None when there is none."""
+    (http), a memoryview of it (ws: a view of the frame) or a decoded JSON object, None when
+    there is none."""
 
     method: str
     path: str
@@ -163,7 +164,7 @@ class Router:
             body = request.body
             if body is None or (isinstance(body, (bytes, bytearray)) and (not body or body.isspace())):
                 body = b"{}"
-            if not isinstance(body, (bytes, bytearray, Mapping)):
+            if not isinstance(body, (bytes, bytearray, memoryview, Mapping)):
                 raise SandboxError(
                     ErrorCode.VALIDATION_FAILED,
                     f"The request body must be a JSON object, not {type(body).__name__}",

@@ -90,7 +90,7 @@ class Dispatcher:
             return
         refused = self.policy.check(scope.get("headers", ()))
         if refused is not None:
-            await self.refuse(kind, refused, send)
+            await self.refuse(scope, refused, send)
             return
         if self.policy.token is not None:
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"authorization"]
@@ -106,15 +106,21 @@ class Dispatcher:
             await send(message)
 
     @staticmethod
-    async def refuse(kind: str, err: SandboxError, send: Any) -> None:
-        """Answer a request the edge policy refused: the contract's error body over http; an
-        upgrade refused with the same status (the body where the server can send one)."""
+    async def refuse(scope: dict[str, Any], err: SandboxError, send: Any) -> None:
+        """Answer a request the edge policy refused: the contract's error body over http, and
+        for a WebSocket upgrade the same answer (ASGI's websocket.http.response extension, which
+        hypercorn has; without it a bodyless 403)."""
+        kind = scope["type"]
         log.warning("request.refused", code=err.code, **{k: v for k, v in err.details.items() if k != "header"})
         extra = [(b"www-authenticate", b'Bearer realm="sandbox"')] if err.status == 401 else []
+        messages = _json_response(err.status, msgspec.json.encode(err.to_body()), extra)
         if kind == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": err.code})
-            return
-        for message in _json_response(err.status, msgspec.json.encode(err.to_body()), extra):
+            if "websocket.http.response" not in scope.get("extensions", {}):
+                await send({"type": "websocket.close", "code": 1008, "reason": err.code})
+                return
+            for message in messages:
+                message["type"] = "websocket." + message["type"]
+        for message in messages:
             await send(message)
 
 
@@ -234,7 +240,11 @@ async def serve(
     hypercorn_fixes.apply(http2=config.server.http2)
     hconfig.keep_alive_max_requests = 10_000_000  # hypercorn's default (1000) recycles busy clients' connections
     hconfig.include_server_header = False
-    hconfig.websocket_max_message_size = 64 * 1024 * 1024
+    hconfig.websocket_max_message_size = max(
+        [64 * 1024 * 1024, *(m.websocket_max_message_bytes for m in runtime.mounts if m.websocket_max_message_bytes)]
+    )
+    pings = [m.websocket_ping_interval for m in runtime.mounts if m.websocket_ping_interval]
+    hconfig.websocket_ping_interval = min(pings) if pings else None
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

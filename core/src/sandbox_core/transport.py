@@ -36,6 +36,12 @@ class ServerMount:
     #: Called once when the server begins to shut down, before open connections are waited
     #: for: a connection transport closes its sockets and fails every pending call there.
     aclose: Callable[[], Awaitable[None]] | None = None
+    #: A ping on every open WebSocket this often (the server pings at the smallest interval any
+    #: mount asks for; None: no pings).
+    websocket_ping_interval: float | None = None
+    #: The largest incoming WebSocket message the server buffers for this mount (the server's
+    #: limit is the largest any mount asks for, at least 64 MiB; a mount enforces its own).
+    websocket_max_message_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -76,3 +82,7 @@ class TransportSpec:
     client: Callable[[ClientContext], ClientTransport] | None = None
     settings: type[msgspec.Struct] | None = None
     description: str = ""
+    #: ``sandbox attach``: ``terminal(ctx, session_id)`` runs the session's terminal on this
+    #: process's own tty (raw mode, resized with it, restored on every exit) until the user
+    #: detaches or the terminal ends, and returns the command's exit status.
+    terminal: Callable[[ClientContext, str], Awaitable[int]] | None = None

@@ -13,6 +13,7 @@ from .git import GitService, GitSettings
 from .ports import PortsService, PortsSettings
 from .processes import ProcessesService, ProcessSettings
 from .sessions import SessionSettings, SessionsService
+from .terminals import TerminalSettings, TerminalsService
 from .utils import UtilsService
 
 
@@ -25,3 +26,4 @@ def sandbox_register_services(register: Callable[[ServiceSpec], None]) -> None:
     register(ServiceSpec("ports", PortsService, PortsSettings, "wait for a local port to be ready"))
     register(ServiceSpec("git", GitService, GitSettings, "clone git repositories"))
     register(ServiceSpec("files", FilesService, FilesSettings, "read, write, stream and list files"))
+    register(ServiceSpec("terminals", TerminalsService, TerminalSettings, "a shared interactive terminal per session"))

@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -151,6 +151,10 @@ class SessionsService:
             default = int(os.environ["COMMAND_TIMEOUT_MS"]) or None
         self.default_timeout_ms: int | None = default
         self.grace = self.settings.kill_grace_ms / 1000
+        #: Awaited with each session being deleted (or expired, or ended at shutdown), once its
+        #: foreground command is done and before its processes are ended: how other services
+        #: end what they hold for it (its terminal). A hook's failure is logged, not raised.
+        self.on_destroy: list[Callable[[Session], Awaitable[None]]] = []
 
     async def startup(self) -> None:
         self._fifo_dir = tempfile.mkdtemp(prefix="sbx", dir=_memory_dir())  # short: shells name it often
@@ -245,12 +249,17 @@ class SessionsService:
                 return cwd
         return os.path.expanduser("~")
 
+    def shell_env(self, session: Session) -> dict[str, str]:
+        """The environment a fresh shell of ``session`` starts with: the server's, the session's
+        own, UTF-8 locale and the session's mark."""
+        return {**os.environ, **session.env, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", SESSION_MARK: session.id}
+
     async def _shell(self, session: Session) -> Shell:
         """The session's live shell, starting a fresh one if it has none or it died."""
         shell = session.shell
         if shell is not None and shell.alive:
             return shell
-        env = {**os.environ, **session.env, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", SESSION_MARK: session.id}
+        env = self.shell_env(session)
         self._next_shell += 1
         shell = Shell(
             cwd=self._start_dir(session),
@@ -575,6 +584,11 @@ class SessionsService:
         else:
             session.lock.release()
         session.destroyed = True
+        for hook in list(self.on_destroy):
+            try:
+                await hook(session)
+            except Exception:
+                self.log.exception("session.destroy_hook_failed", session_id=session.id)
         await asyncio.gather(*(job.kill(grace) for job in list(session.jobs)))
         if session.shell is not None:
             await session.shell.kill(grace)

@@ -1,0 +1,1 @@
+"""WebSocket transport of the sandbox runtime (see plugin.py)."""
