@@ -95,6 +95,36 @@ def test_slow_request_head_and_idle_connection_time_out(server: ServerProcess) -
     assert ping(server.port).startswith(b"HTTP/1.1 200")
 
 
+def test_a_slow_request_head_is_cut_off_before_the_keep_alive_timeout() -> None:
+    proc = ServerProcess(config={"server": {"keep_alive_timeout": 30.0, "header_timeout": 1.0}}).start()
+    slow = socket.create_connection(("127.0.0.1", proc.port))
+    idle = socket.create_connection(("127.0.0.1", proc.port))
+    try:
+        idle.sendall(PING)
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+        t0 = time.monotonic()
+        closed_after = None
+        for byte in b"GET /api/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100:
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                closed_after = time.monotonic() - t0
+                break
+            time.sleep(0.1)
+        assert closed_after is not None and closed_after < 4, "the trickled head is cut off after header_timeout"
+        idle.sendall(PING)  # an idle connection is still served: only the keep-alive timeout closes it
+        idle.settimeout(5)
+        answers = b""
+        while answers.count(b'"pong"') < 2:  # the first answer's body may come after its head
+            chunk = idle.recv(65536)
+            assert chunk, "the idle connection was closed"
+            answers += chunk
+    finally:
+        slow.close()
+        idle.close()
+        proc.stop()
+
+
 def test_http2_is_off_by_default(server: ServerProcess) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")

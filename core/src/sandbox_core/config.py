@@ -52,7 +52,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     allow_unauthenticated: bool = False  # needed to serve a non-loopback address with no token
     allowed_hosts: list[str] | None = None  # Host header names; default: loopback names + the bound address
     allowed_origins: list[str] = msgspec.field(default_factory=list)  # browser Origins allowed; "*": any
-    keep_alive_timeout: Annotated[float, Meta(gt=0, le=3600)] = 15.0  # idle connection (or slow request head)
+    keep_alive_timeout: Annotated[float, Meta(gt=0, le=3600)] = 15.0  # idle connection
+    header_timeout: Annotated[float, Meta(gt=0, le=3600)] = 10.0  # a request head, from its first byte
     http2: bool = False  # serve h2c (prior knowledge and Upgrade: h2c)
 
 

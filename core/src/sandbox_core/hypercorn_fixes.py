@@ -14,6 +14,9 @@ patched here fails the tests instead of silently losing a fix.
   413. Before closing such a connection the server now stops sending (``shutdown(SHUT_WR)``) and
   reads and discards what the client still sends, for at most :data:`LINGER_S` seconds and
   :data:`LINGER_BYTES` bytes ("lingering close", as nginx does).
+* **A request head must arrive within** ``header_timeout``. Hypercorn's only timer while a
+  connection has no complete request is the keep-alive one; a client trickling its headers is
+  now cut off after ``header_timeout`` seconds from its first byte, whatever the keep-alive.
 * **HTTP/2 only when asked for.** Hypercorn answers h2c (``Upgrade: h2c`` and the prior-knowledge
   preface) on every plain-text listener. The contract is HTTP/1.1 and WebSocket, so by default
   an ``Upgrade: h2c`` header is ignored (the request is answered over HTTP/1.1) and the HTTP/2
@@ -37,6 +40,7 @@ import contextlib
 from typing import Any
 
 _applied: dict[str, bool] = {}
+_settings: dict[str, float | None] = {}
 
 #: Lingering close: how long, and how many bytes, the server reads and discards before closing a
 #: connection whose request body it did not read.
@@ -51,14 +55,16 @@ H2_REFUSED = (
 )
 
 
-def apply(*, http2: bool) -> None:
-    """Apply every fix (idempotent); ``http2`` chooses whether h2c is served at all."""
+def apply(*, http2: bool, header_timeout: float | None = None) -> None:
+    """Apply every fix (idempotent); ``http2`` chooses whether h2c is served at all;
+    ``header_timeout`` (seconds, None: none) bounds how long a request head may take."""
     from hypercorn.asyncio import tcp_server
     from hypercorn.events import Closed, RawData
     from hypercorn.protocol import ProtocolWrapper, h2, h11, ws_stream
     from wsproto.events import Ping
 
     _applied["http2"] = http2
+    _settings["header_timeout"] = header_timeout
     if _applied.get("done"):
         return
     _applied["done"] = True
@@ -102,6 +108,25 @@ def apply(*, http2: bool) -> None:
         # otherwise an `Upgrade: h2c` is ignored: the request is answered over HTTP/1.1
 
     h11.H11Protocol._check_protocol = _check_protocol  # type: ignore[method-assign]
+
+    h11_handle = h11.H11Protocol.handle
+
+    async def h11_protocol_handle(self: Any, event: Any) -> None:
+        timeout = _settings.get("header_timeout")
+        timer: asyncio.TimerHandle | None = getattr(self, "_head_timer", None)
+        if timeout and timer is None and self.stream is None and isinstance(event, RawData) and event.data:
+            # the first bytes of a request head: it must be complete within the timeout
+            def expire() -> None:
+                self._head_timer = None
+                self.task_group.spawn(self.send, Closed())
+
+            self._head_timer = timer = asyncio.get_running_loop().call_later(timeout, expire)
+        await h11_handle(self, event)
+        if timer is not None and (self.stream is not None or isinstance(event, Closed)):
+            timer.cancel()  # the head is complete (or the connection gone)
+            self._head_timer = None
+
+    h11.H11Protocol.handle = h11_protocol_handle  # type: ignore[method-assign]
 
     handle = ProtocolWrapper.handle
 

@@ -237,7 +237,7 @@ async def serve(
     hconfig.graceful_timeout = timeout - min(1.0, timeout / 2)
     # an idle connection (and one whose request head has not fully arrived) is closed after this
     hconfig.keep_alive_timeout = config.server.keep_alive_timeout
-    hypercorn_fixes.apply(http2=config.server.http2)
+    hypercorn_fixes.apply(http2=config.server.http2, header_timeout=config.server.header_timeout)
     hconfig.keep_alive_max_requests = 10_000_000  # hypercorn's default (1000) recycles busy clients' connections
     hconfig.include_server_header = False
     hconfig.websocket_max_message_size = max(
