@@ -70,21 +70,26 @@ def test_connections_closed_by_the_client_are_released_at_once(server: ServerPro
     assert wait_until(lambda: open_fds(server.pid) <= base + 5, 1.5), open_fds(server.pid) - base
 
 
+def trickle_head(sock: socket.socket) -> float | None:
+    """Send a request head one byte every 0.1 s (for about 14 s): the seconds after which the
+    server had closed the connection, or None if it never did."""
+    t0 = time.monotonic()
+    for byte in b"GET /api/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100:
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    return None
+
+
 def test_slow_request_head_and_idle_connection_time_out(server: ServerProcess) -> None:
     slow = socket.create_connection(("127.0.0.1", server.port))
     idle = socket.create_connection(("127.0.0.1", server.port))
     try:
         idle.sendall(PING)
         assert idle.recv(65536).startswith(b"HTTP/1.1 200")
-        t0 = time.monotonic()
-        closed_after = None
-        for byte in b"GET /api/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100:
-            try:
-                slow.sendall(bytes([byte]))
-            except OSError:
-                closed_after = time.monotonic() - t0
-                break
-            time.sleep(0.1)
+        closed_after = trickle_head(slow)
         assert closed_after is not None and closed_after < 4, "a request head trickled in is cut off"
         idle.settimeout(3)
         while idle.recv(65536):  # the rest of the answer, then the server's close
@@ -102,15 +107,7 @@ def test_a_slow_request_head_is_cut_off_before_the_keep_alive_timeout() -> None:
     try:
         idle.sendall(PING)
         assert idle.recv(65536).startswith(b"HTTP/1.1 200")
-        t0 = time.monotonic()
-        closed_after = None
-        for byte in b"GET /api/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100:
-            try:
-                slow.sendall(bytes([byte]))
-            except OSError:
-                closed_after = time.monotonic() - t0
-                break
-            time.sleep(0.1)
+        closed_after = trickle_head(slow)
         assert closed_after is not None and closed_after < 4, "the trickled head is cut off after header_timeout"
         idle.sendall(PING)  # an idle connection is still served: only the keep-alive timeout closes it
         idle.settimeout(5)
