@@ -19,6 +19,7 @@ import h2.events
 import pytest
 
 from sandbox_core.testing import ServerProcess, installed_transports
+from sandbox_core.testing.procs import status_kib
 
 PING = b"GET /api/ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -28,11 +29,7 @@ def open_fds(pid: int) -> int:
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    return status_kib(pid, "VmRSS") / 1024
 
 
 def ping(port: int, timeout: float = 5.0) -> bytes:

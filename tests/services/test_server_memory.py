@@ -19,28 +19,10 @@ import pybase64
 import pytest
 
 from sandbox_core.testing import ServerProcess
+from sandbox_core.testing.procs import reset_peak, status_kib
 
 MB = 1_000_000
 MiB = 1024 * 1024
-
-
-def status_kib(pid: int, key: str) -> int:
-    """A ``/proc/PID/status`` figure in KiB (``VmRSS``, ``VmHWM``)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise AssertionError(f"no {key} in /proc/{pid}/status")
-
-
-def reset_peak(pid: int) -> bool:
-    """Reset the process's VmHWM to its current RSS (Linux 4.0+); False where that is refused."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return True
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from helpers_pty import PtyServer, pty_url, raw_pty, unique
 from httpx_ws import aconnect_ws
 
 from sandbox_core.testing import ServerProcess
-from sandbox_core.testing.procs import Proc, still_alive
+from sandbox_core.testing.procs import Proc, reset_peak, status_kib, still_alive
 from sandbox_transport_ws.terminal import Terminal, TerminalError
 
 MiB = 1024 * 1024
@@ -193,24 +193,6 @@ async def test_the_token_is_required_and_sent(pty_server_factory: Callable[..., 
                 break
 
 
-def vm_kib(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise AssertionError(f"no {key} for {pid}")
-
-
-def reset_peak(pid: int) -> bool:
-    """Reset the process's VmHWM to its current RSS (Linux 4.0+); False where that is refused."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return True
-
-
 def stalled_socket(server: ServerProcess, session_id: str) -> socket.socket:
     """A WebSocket to the terminal that, after the upgrade, never reads (a small receive buffer)."""
     parts = urlsplit(pty_url(server, session_id))
@@ -246,7 +228,7 @@ async def test_a_client_that_never_reads_costs_the_server_a_bounded_amount(
         await asyncio.sleep(1.0)
         stalled = await asyncio.to_thread(stalled_socket, server, sid)
         try:
-            base = vm_kib(server.pid, "VmRSS")
+            base = status_kib(server.pid, "VmRSS")
             peak = base
             exact = reset_peak(server.pid)  # then VmHWM is the true peak; else RSS sampled while reading
             await reader.ws.send_bytes(b"head -c 100000000 /dev/zero | tr '\\0' y; echo; echo E$((6*7))ND\r")
@@ -256,10 +238,10 @@ async def test_a_client_that_never_reads_costs_the_server_a_bounded_amount(
                 reader.received += event.data
                 if len(reader.received) > 2 * MiB:
                     del reader.received[: -1 * MiB]
-                peak = max(peak, vm_kib(server.pid, "VmRSS"))
+                peak = max(peak, status_kib(server.pid, "VmRSS"))
             elapsed = time.monotonic() - started
             if exact:
-                peak = max(peak, vm_kib(server.pid, "VmHWM"))
+                peak = max(peak, status_kib(server.pid, "VmHWM"))
         finally:
             stalled.close()
     growth_mib = (peak - base) / 1024

@@ -25,6 +25,8 @@ from wsproto.events import (
     TextMessage,
 )
 
+from sandbox_core.testing.procs import status_kib
+
 
 class Closed(Exception):
     def __init__(self, code: int, reason: str) -> None:
@@ -189,8 +191,4 @@ async def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0, every:
 
 def rss_mb(pid: int) -> float:
     """VmRSS of a process in MB (10^6 bytes)."""
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024 / 1e6
-    raise AssertionError("no VmRSS")
+    return status_kib(pid, "VmRSS") * 1024 / 1e6

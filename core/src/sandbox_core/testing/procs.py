@@ -51,3 +51,22 @@ def still_alive(procs: Iterable[Proc], within: float = 5.0) -> list[Proc]:
     while (left := [p for p in procs if p.alive()]) and time.monotonic() < deadline:
         time.sleep(0.02)
     return left
+
+
+def status_kib(pid: int, key: str) -> int:
+    """A ``/proc/PID/status`` figure in KiB (``VmRSS``, ``VmHWM``)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {key} in /proc/{pid}/status")
+
+
+def reset_peak(pid: int) -> bool:
+    """Reset the process's VmHWM to its current RSS (Linux 4.0+); False where that is refused."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
