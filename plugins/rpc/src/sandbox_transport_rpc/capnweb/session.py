@@ -1,0 +1,862 @@
+"""One Cap'n Web session: the import and export tables, the eight messages, calls, pipelining,
+ownership and streams. Sans-IO: messages come in through :meth:`RpcSession.receive` and go out
+through the ``send`` callback; the transport (:mod:`.websocket`, :mod:`.batch`) moves them.
+
+Incoming calls are delivered in message order: a call whose target and arguments are ready runs
+(or, for a coroutine, is scheduled) before the next message is read; others wait for what they
+need and then run, so calls on one promise keep their order. Results go back in completion order.
+
+IDs follow the reference: each side numbers its imports 1, 2, 3, ... as it sends ``push``,
+``stream`` and ``pipe`` (the receiver numbers its exports in step), and its exports -1, -2, ...
+as it exports stubs, promises and writables; no ID is ever reused. Every export of a value gets
+a fresh ID (as the reference does), and everything is freed when the session ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+import msgspec
+
+from .codec import Devaluator, Evaluator, Pending, check_id, error_name
+from .mapper import Mapper, MapRecorder, Placeholder, record_map
+from .streams import LocalWritable, Pipe, ReadableStream, StreamSender, WritableStream, _Rejection
+from .stubs import Path, RpcPromise, RpcStub, is_remote, not_a_function
+from .targets import RpcTarget, callable_at, get_property
+from .values import UNDEFINED, Limits, ProtocolError, RpcError, SessionClosed
+
+log = logging.getLogger("capnweb")
+
+_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+SHUTDOWN_REASON = "RPC session was shut down by disposing the main stub"
+ABORT_CLOSE_CODE = 3000
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (a session ends many futures nobody awaits)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+class Import:
+    """An entry of our imports table: something the peer exports to us."""
+
+    __slots__ = ("future", "id", "local", "local_only", "pulled", "remote", "stream")
+
+    def __init__(self, import_id: int, future: asyncio.Future[Any] | None = None, *, stream: bool = False) -> None:
+        self.id = import_id
+        self.future = future  # None for a plain stub; the result for a promise
+        self.remote = 1  # times the peer introduced it (what a release gives back)
+        self.local = 1  # live local handles (stubs); the import is released at 0
+        self.pulled = False
+        self.stream = stream  # a stream write: auto-released by the peer, never released by us
+        self.local_only = False  # a promise resolved on this side (nothing to pull or release)
+
+
+class Export:
+    """An entry of our exports table: something we export to the peer."""
+
+    __slots__ = ("deps", "future", "pulled", "refcount")
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+        self.refcount = 1
+        self.pulled = False
+        self.deps = 0  # pipelined work waiting on it (a release does not cancel it then)
+
+
+class RpcSession:
+    """A session with one peer. ``main`` is what the peer's import 0 reaches (None: nothing).
+
+    ``send(text)`` must queue one message for the peer without blocking; ``on_close(code,
+    reason)`` is called once when the session ends on this side (abort or main stub disposed)
+    so the transport can close the connection after sending what is queued.
+    """
+
+    def __init__(
+        self,
+        main: object | None = None,
+        *,
+        send: Callable[[str], None],
+        on_close: Callable[[int, str], None] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.limits = limits or Limits()
+        self._send_text = send
+        self._on_close = on_close
+        self._loop = asyncio.get_running_loop()
+        self._imports: dict[int, Import] = {0: Import(0)}
+        self._exports: dict[int, Export] = {}
+        self._pipes: dict[int, Pipe] = {}
+        self._next_import = 1
+        self._next_export = -1
+        self._peer_next = 1
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._unsent: set[asyncio.Future[Any]] = set()  # pulled results not yet sent (drain)
+        self._target_refs: dict[int, int] = {}
+        self._on_broken: list[Callable[[SessionClosed], None]] = []
+        self._recording: MapRecorder | None = None
+        self.closed: SessionClosed | None = None
+        if main is None:
+            first = self._failed(RpcError("Error", "This connection has no main object."))
+        else:
+            first = self._done(main)
+            self._ref_target(main)
+        self._exports[0] = Export(first)
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _future(self) -> asyncio.Future[Any]:
+        fut = self._loop.create_future()
+        fut.add_done_callback(_consume)
+        return fut
+
+    def _done(self, value: Any) -> asyncio.Future[Any]:
+        fut = self._future()
+        fut.set_result(value)
+        return fut
+
+    def _failed(self, exc: BaseException) -> asyncio.Future[Any]:
+        fut = self._future()
+        fut.set_exception(exc)
+        return fut
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_consume)
+        return task
+
+    def _as_future(self, result: Any) -> asyncio.Future[Any]:
+        """A call's result as a future (a coroutine runs as a task of this session)."""
+        if isinstance(result, RpcPromise):
+            return self._spawn(self._await(result))
+        if isinstance(result, asyncio.Future):
+            result.add_done_callback(_consume)
+            return result
+        if inspect.isawaitable(result):
+            return self._spawn(self._await(result))
+        return self._done(result)
+
+    async def _await(self, awaitable: Awaitable[Any]) -> Any:
+        value = await awaitable
+        while isinstance(value, RpcPromise) or (inspect.isawaitable(value) and not isinstance(value, RpcStub)):
+            value = await value  # a promise that resolves to a promise: wait for the end
+        return value
+
+    def _send(self, message: list[Any]) -> int:
+        if self.closed is not None:
+            raise self.closed
+        text = _encoder.encode(message).decode()
+        self._send_text(text)
+        return len(text)
+
+    def _devaluate_and_send(self, build: Callable[[Devaluator], list[Any]]) -> int:
+        dev = Devaluator(self)
+        size = self._send(build(dev))
+        for hook in dev.after_send:
+            hook()
+        return size
+
+    def _alloc_import(self, entry_future: asyncio.Future[Any] | None, *, stream: bool = False) -> Import:
+        entry = Import(self._next_import, entry_future, stream=stream)
+        self._imports[entry.id] = entry
+        self._next_import += 1
+        return entry
+
+    # --- public ---------------------------------------------------------------------------
+
+    def remote_main(self) -> RpcStub:
+        """The peer's main object (import 0). Disposing it ends the session."""
+        return RpcStub(self, self._imports.get(0) or Import(0))
+
+    def on_broken(self, callback: Callable[[SessionClosed], None]) -> None:
+        """Call ``callback(error)`` when the session ends (at once if it has)."""
+        if self.closed is not None:
+            callback(self.closed)
+        else:
+            self._on_broken.append(callback)
+
+    def stats(self) -> dict[str, int]:
+        """How many entries the tables hold (each has the main object at 0 while open)."""
+        return {"imports": len(self._imports), "exports": len(self._exports), "pipes": len(self._pipes)}
+
+    async def drain(self) -> None:
+        """Wait until every result the peer asked for has been sent (HTTP batch answers then)."""
+        while self._unsent and self.closed is None:
+            await asyncio.wait(list(self._unsent))
+            await asyncio.sleep(0)
+
+    def receive(self, text: str | bytes) -> None:
+        """Handle one message from the peer (dispatching its call before returning)."""
+        if self.closed is not None:
+            return
+        try:
+            if len(text) > self.limits.max_message_chars:
+                raise ProtocolError(f"message of {len(text)} characters is over the limit")
+            try:
+                message = _decoder.decode(text)
+            except msgspec.DecodeError as exc:
+                raise ProtocolError(f"message is not JSON: {exc}") from None
+            self._dispatch(message)
+        except (ProtocolError, RecursionError) as exc:
+            self.abort(RpcError("Error", f"bad RPC message: {exc}" if isinstance(exc, ProtocolError) else "too deep"))
+
+    def abort(self, error: BaseException) -> None:
+        """End the session on our side: tell the peer why, fail everything, close."""
+        if self.closed is not None:
+            return
+        with contextlib.suppress(Exception):
+            self._send(["abort", Devaluator(self).devaluate_error(error)])
+        self._end(SessionClosed(f"RPC session aborted: {error}", error), (ABORT_CLOSE_CODE, str(error)))
+
+    def close(self, reason: str = "the connection closed") -> None:
+        """The transport is gone: fail every pending call and stream (nothing is sent)."""
+        self._end(SessionClosed(f"RPC session ended: {reason}"), None)
+
+    # --- incoming messages ------------------------------------------------------------------
+
+    def _dispatch(self, message: Any) -> None:
+        if not isinstance(message, list) or not message or not isinstance(message[0], str):
+            raise ProtocolError(f"{message!r:.100}")
+        kind, n = message[0], len(message)
+        if kind == "push" and n == 2:
+            self._on_push(message[1], auto=False)
+        elif kind == "pull" and n == 2:
+            self._on_pull(check_id(message[1]))
+        elif kind in ("resolve", "reject") and n == 3:
+            self._on_settle(check_id(message[1]), message[2], kind == "reject")
+        elif kind == "release" and n == 3:
+            count = message[2]
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise ProtocolError(f"invalid release count: {count!r}")
+            self._on_release(check_id(message[1]), count)
+        elif kind == "stream" and n == 2:
+            self._on_push(message[1], auto=True)
+        elif kind == "pipe" and n == 1:
+            self._on_pipe()
+        elif kind == "abort" and n == 2:
+            self._on_abort(message[1])
+        else:
+            raise ProtocolError(f"{message!r:.100}")
+
+    def _on_push(self, expr: Any, *, auto: bool) -> None:
+        export_id = self._peer_next
+        self._peer_next += 1
+        evaluator = Evaluator(self)
+        try:
+            value = evaluator.evaluate(expr)
+            fut = self._future_of(value, evaluator)
+        except RpcError as exc:  # a value this side refuses: that call fails, the session goes on
+            fut = self._failed(exc)
+        self._exports[export_id] = Export(fut)
+        if auto:
+            self._on_pull(export_id, auto=True)
+
+    def _on_pull(self, export_id: int, *, auto: bool = False) -> None:
+        entry = self._exports.get(export_id)
+        if entry is None:
+            raise ProtocolError(f"pull of unknown export {export_id}")
+        if entry.pulled:
+            return
+        entry.pulled = True
+        fut = entry.future
+        if fut.done():
+            self._send_result(export_id, entry, auto)
+        else:
+            self._unsent.add(fut)
+            fut.add_done_callback(lambda _: self._send_result(export_id, entry, auto))
+
+    def _send_result(self, export_id: int, entry: Export, auto: bool) -> None:
+        self._unsent.discard(entry.future)
+        if self.closed is not None:
+            return
+        fut = entry.future
+        dev = Devaluator(self)
+        if fut.cancelled():
+            message = ["reject", export_id, dev.devaluate_error(RpcError("Error", "The call was cancelled"))]
+        elif (exc := fut.exception()) is not None:
+            message = ["reject", export_id, self._devaluate_rejection(dev, exc)]
+        else:
+            try:
+                message = ["resolve", export_id, dev.devaluate(fut.result())]
+            except RpcError as error:
+                dev = Devaluator(self)
+                message = ["reject", export_id, dev.devaluate_error(error)]
+        try:
+            self._send(message)
+        except SessionClosed:
+            return
+        for hook in dev.after_send:
+            hook()
+        if auto and self._exports.get(export_id) is entry:
+            del self._exports[export_id]
+
+    def _devaluate_rejection(self, dev: Devaluator, exc: BaseException) -> Any:
+        if isinstance(exc, _Rejection):
+            try:
+                return dev.devaluate(exc.value)
+            except RpcError:
+                return dev.devaluate_error(exc)
+        if not isinstance(exc, (RpcError, SessionClosed)) and not isinstance(exc, Exception):
+            exc = RpcError("Error", "internal error")
+        return dev.devaluate_error(exc)
+
+    def _on_settle(self, import_id: int, expr: Any, rejected: bool) -> None:
+        entry = self._imports.get(import_id)
+        evaluator = Evaluator(self)
+        try:
+            value = evaluator.evaluate(expr)
+        except RpcError as exc:
+            value, rejected = exc, True
+        if entry is None or entry.future is None or entry.future.done():
+            for stub in evaluator.stubs:  # nobody wants it: let the peer free what it sent
+                stub.dispose()
+            return
+        target = entry.future
+        if rejected:
+            error = value if isinstance(value, BaseException) else _Rejection(value)
+            target.set_exception(error)
+            self._after_settle(entry)
+            return
+        settled = self._future_of(value, evaluator)
+
+        def finish(fut: asyncio.Future[Any]) -> None:
+            if not target.done():
+                if fut.cancelled():
+                    target.set_exception(SessionClosed("cancelled"))
+                elif (exc := fut.exception()) is not None:
+                    target.set_exception(exc)
+                else:
+                    target.set_result(fut.result())
+            self._after_settle(entry)
+
+        if settled.done():
+            finish(settled)
+        else:
+            settled.add_done_callback(finish)
+
+    def _after_settle(self, entry: Import) -> None:
+        if entry.stream:
+            self._imports.pop(entry.id, None)
+            return
+        if self._imports.get(entry.id) is entry:
+            del self._imports[entry.id]
+            if self.closed is None:
+                self._send(["release", entry.id, entry.remote])
+
+    def _on_release(self, export_id: int, count: int) -> None:
+        entry = self._exports.get(export_id)
+        if entry is None:
+            raise ProtocolError(f"release of unknown export {export_id}")
+        entry.refcount -= count
+        if entry.refcount < 0:
+            raise ProtocolError(f"release of export {export_id} below zero")
+        if entry.refcount == 0 and export_id != 0:
+            del self._exports[export_id]
+            self._pipes.pop(export_id, None)
+            self._dispose_export(entry)
+
+    def _dispose_export(self, entry: Export) -> None:
+        fut = entry.future
+        if not fut.done():
+            if entry.deps == 0:
+                fut.cancel()  # nobody wants the result any more: the call is cancelled
+            return
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        value = fut.result()
+        if isinstance(value, LocalWritable):
+            self._spawn(_abort_sink(value))
+        self._unref_target(value)
+
+    def _on_pipe(self) -> None:
+        export_id = self._peer_next
+        self._peer_next += 1
+        pipe = Pipe(self.limits.max_stream_buffer, self.abort)
+        self._exports[export_id] = Export(self._done(pipe))
+        self._pipes[export_id] = pipe
+
+    def _on_abort(self, expr: Any) -> None:
+        try:
+            reason: Any = Evaluator(self).evaluate(expr)
+        except (ProtocolError, RpcError, RecursionError):
+            reason = RpcError("Error", "the peer aborted the session")
+        error = reason if isinstance(reason, BaseException) else RpcError("Error", str(reason))
+        self._end(SessionClosed(f"the peer aborted the session: {error}", error), (ABORT_CLOSE_CODE, str(error)))
+
+    # --- evaluation (the Importer protocol of .codec) ------------------------------------------
+
+    def _future_of(self, value: Any, evaluator: Evaluator) -> asyncio.Future[Any]:
+        """The value with every promise in it substituted, as a future."""
+        pending = evaluator.pending
+        if not pending:
+            return self._done(value)
+        if len(pending) == 1 and pending[0][2] is value:
+            evaluator.pending.clear()
+            return value.future
+
+        async def substitute() -> Any:
+            results = await asyncio.gather(*(p.future for _, _, p in pending))
+            root = value
+            for (_, _, placeholder), result in zip(pending, results, strict=True):
+                if placeholder is root:
+                    root = result
+            evaluator.substitute(list(results))
+            return root
+
+        return self._spawn(substitute())
+
+    def _export_entry(self, export_id: int) -> Export:
+        entry = self._exports.get(export_id)
+        if entry is None:
+            raise ProtocolError(f"reference to unknown export {export_id}")
+        return entry
+
+    def ref(self, evaluator: Evaluator, ref_id: Any, path: Any, args: Any, promise: bool) -> Any:
+        entry = self._export_entry(ref_id)
+        return self.ref_future(evaluator, entry.future, path, args, promise, entry)
+
+    def ref_future(
+        self,
+        evaluator: Evaluator,
+        target: asyncio.Future[Any],
+        path: Path,
+        args: list[Any] | None,
+        promise: bool,
+        entry: Export | None = None,
+    ) -> Any:
+        if args is None:
+            if not path and target.done() and not target.cancelled() and target.exception() is None:
+                return target.result()  # a reference to our own object: the object itself
+            fut = self._get(target, path)
+        else:
+            sub = Evaluator(evaluator.importer)
+            values = sub.evaluate_args(args)
+            fut = self._deliver(target, path, values, sub)
+        if entry is not None and not fut.done():
+            entry.deps += 1
+
+            def undep(_: asyncio.Future[Any]) -> None:
+                entry.deps -= 1
+
+            fut.add_done_callback(undep)
+        return Pending(fut)
+
+    def _get(self, target: asyncio.Future[Any], path: Path) -> asyncio.Future[Any]:
+        if target.done():
+            return self._run_get(target, path)
+
+        async def later() -> Any:
+            await asyncio.shield(target)
+            return await self._run_get(target, path)
+
+        return self._spawn(later())
+
+    def _run_get(self, target: asyncio.Future[Any], path: Path) -> asyncio.Future[Any]:
+        try:
+            value = target.result()
+            for index, name in enumerate(path):
+                if is_remote(value):
+                    return self._as_future(_walk(value, path[index:]))
+                value = get_property(value, name)
+        except Exception as exc:
+            return self._failed(exc)
+        return self._as_future(value)
+
+    def _deliver(self, target: asyncio.Future[Any], path: Path, args: list[Any], sub: Evaluator) -> asyncio.Future[Any]:
+        if target.done() and not sub.pending:
+            fut = self._invoke(target, path, args)
+        else:
+            fut = self._spawn(self._deliver_later(target, path, args, sub))
+        if sub.stubs:
+            stubs = list(sub.stubs)
+
+            def dispose_params(_: asyncio.Future[Any]) -> None:
+                for stub in stubs:  # a call's parameters are disposed when it returns
+                    stub.dispose()
+
+            fut.add_done_callback(dispose_params)
+        return fut
+
+    async def _deliver_later(self, target: asyncio.Future[Any], path: Path, args: list[Any], sub: Evaluator) -> Any:
+        await asyncio.shield(target)
+        if sub.pending:
+            results = await asyncio.gather(*(p.future for _, _, p in sub.pending))
+            sub.substitute(list(results))
+        return await self._invoke(target, path, args)
+
+    def _invoke(self, target: asyncio.Future[Any], path: Path, args: Sequence[Any]) -> asyncio.Future[Any]:
+        try:
+            value = target.result()
+            if not path:
+                if is_remote(value):
+                    return self._as_future(value(*args))
+                if not callable(value) or isinstance(value, (RpcTarget, type)):
+                    raise not_a_function("")
+                result = value(*args)
+            else:
+                parent = value
+                for index, name in enumerate(path[:-1]):
+                    if is_remote(parent):
+                        return self._as_future(_walk(parent, path[index:])(*args))
+                    parent = get_property(parent, name)
+                if is_remote(parent):
+                    return self._as_future(_walk(parent, path[-1:])(*args))
+                result = callable_at(parent, path[-1])(*args)
+        except Exception as exc:
+            return self._failed(exc)
+        return self._as_future(result)
+
+    def remap_expr(self, evaluator: Evaluator, ref_id: Any, path: Any, captures: Any, instructions: Any) -> Any:
+        entry = self._export_entry(ref_id)
+        caps = [self._capture(evaluator, c) for c in captures]
+        return Pending(self._spawn(self.run_remap(entry.future, path, caps, instructions)))
+
+    def _capture(self, evaluator: Evaluator, capture: Any) -> Any:
+        if isinstance(capture, list) and len(capture) == 2 and capture[0] in ("import", "export"):
+            if capture[0] == "import":
+                entry = self._export_entry(check_id(capture[1]))
+                return entry.future
+            return self._done(self.import_export(evaluator, check_id(capture[1])))
+        raise ProtocolError(f"invalid remap capture: {capture!r:.100}")
+
+    async def run_remap(self, target: asyncio.Future[Any], path: Path, captures: list[Any], instructions: Any) -> Any:
+        value = await asyncio.shield(target)
+        for index, name in enumerate(path):
+            if is_remote(value):
+                value = await _walk(value, path[index:])
+                break
+            value = get_property(value, name)
+        caps = [await c if isinstance(c, asyncio.Future) else c for c in captures]
+        if value is None or value is UNDEFINED:
+            return value
+        if isinstance(value, list):
+            return list(await asyncio.gather(*(self._map_one(item, caps, instructions) for item in value)))
+        return await self._map_one(value, caps, instructions)
+
+    async def _map_one(self, item: Any, captures: list[Any], instructions: list[Any]) -> Any:
+        mapper = Mapper(self, item, captures)
+        for instruction in instructions:
+            evaluator = Evaluator(mapper)
+            value = evaluator.evaluate(instruction)
+            mapper.values.append(await self._future_of(value, evaluator))
+        return mapper.values[-1]
+
+    def import_export(self, evaluator: Evaluator, export_id: Any) -> RpcStub:
+        if export_id >= 0:
+            raise ProtocolError(f"an exported stub must have a negative id, not {export_id}")
+        entry = self._imports.get(export_id)
+        if entry is None:
+            entry = Import(export_id)
+            self._imports[export_id] = entry
+        else:
+            entry.remote += 1
+            entry.local += 1
+        stub = RpcStub(self, entry)
+        evaluator.stubs.append(stub)
+        return stub
+
+    def import_promise(self, evaluator: Evaluator, export_id: Any) -> Pending:
+        if export_id >= 0 or export_id in self._imports:
+            raise ProtocolError(f"an exported promise must have a new negative id, not {export_id}")
+        entry = Import(export_id, self._future())
+        entry.pulled = True
+        self._imports[export_id] = entry
+        return Pending(entry.future)  # type: ignore[arg-type]
+
+    def import_writable(self, evaluator: Evaluator, export_id: Any) -> WritableStream:
+        if export_id >= 0 or export_id in self._imports:
+            raise ProtocolError(f"an exported writable must have a new negative id, not {export_id}")
+        entry = Import(export_id)
+        self._imports[export_id] = entry
+        return WritableStream._remote(self, entry)
+
+    def claim_readable(self, evaluator: Evaluator, pipe_id: Any) -> ReadableStream:
+        pipe = self._pipes.pop(pipe_id, None)
+        if pipe is None:
+            raise ProtocolError(f"readable end of unknown or already used pipe {pipe_id}")
+        return ReadableStream._from_pipe(pipe)
+
+    # --- outgoing (the Exporter protocol of .codec) ---------------------------------------------
+
+    def _ref_target(self, value: object) -> None:
+        if isinstance(value, RpcTarget):
+            self._target_refs[id(value)] = self._target_refs.get(id(value), 0) + 1
+
+    def _unref_target(self, value: object) -> None:
+        if not isinstance(value, RpcTarget):
+            return
+        count = self._target_refs.get(id(value), 0) - 1
+        if count > 0:
+            self._target_refs[id(value)] = count
+            return
+        self._target_refs.pop(id(value), None)
+        dispose = getattr(value, "__rpc_dispose__", None)
+        if dispose is not None:
+            try:
+                dispose()
+            except Exception:
+                log.exception("capnweb: __rpc_dispose__ failed")
+
+    def export_local(self, value: object) -> int:
+        export_id = self._next_export
+        self._next_export -= 1
+        self._exports[export_id] = Export(self._done(value))
+        self._ref_target(value)
+        return export_id
+
+    def export_promise(self, awaitable: Any) -> int:
+        export_id = self._next_export
+        self._next_export -= 1
+        entry = Export(self._as_future(awaitable))
+        self._exports[export_id] = entry
+        self._on_pull(export_id)  # the peer takes it as pulled: the result goes unprompted
+        return export_id
+
+    def export_writable(self, writable: Any) -> int:
+        if writable._sink is None:
+            raise RpcError("TypeError", "Cannot pass on a WritableStream from the peer")
+        return self.export_local(LocalWritable(writable._sink))
+
+    def is_remote(self, value: object) -> bool:
+        return is_remote(value) or (self._recording is not None and isinstance(value, Placeholder))
+
+    def is_readable(self, value: object) -> bool:
+        return isinstance(value, ReadableStream)
+
+    def is_writable(self, value: object) -> bool:
+        return isinstance(value, WritableStream)
+
+    def devaluate_remote(self, value: Any) -> Any:
+        if self._recording is not None:
+            return self._recording.capture(value)
+        if value._rpc_session is not self:
+            raise RpcError("TypeError", "Cannot pass a stub of one session to another session")
+        entry: Import = value._rpc_entry
+        path = list(value._rpc_path)
+        fut = entry.future
+        if fut is not None and fut.done():
+            if fut.cancelled() or fut.exception() is not None:
+                raise RpcError("Error", "Cannot pass a promise that failed")
+            return Devaluator(self).devaluate(_walk_local(fut.result(), path))
+        if entry.local_only or (self._imports.get(entry.id) is not entry):
+            raise RpcError("Error", "Attempted to use an RPC stub after it was disposed.")
+        if isinstance(value, RpcStub) and fut is None and not path:
+            return ["import", entry.id]
+        return ["pipeline", entry.id, path] if path else ["pipeline", entry.id]
+
+    def devaluate_readable(self, stream: Any, after_send: list[Callable[[], None]]) -> Any:
+        source = stream._take_source()
+        pipe = self._alloc_import(None)
+        self._send(["pipe"])
+
+        def start_pump() -> None:
+            self._spawn(self._pump(pipe, source))
+
+        after_send.append(start_pump)
+        return ["readable", pipe.id]
+
+    async def _pump(self, pipe: Import, source: AsyncIterator[Any]) -> None:
+        sender = StreamSender(self, pipe)
+        try:
+            try:
+                async for chunk in source:
+                    await sender.write(chunk)
+            except (SessionClosed, _Rejection, RpcError):
+                if sender.done or self.closed is not None:
+                    return
+                raise
+            await sender.close()
+        except (SessionClosed, _Rejection, RpcError):
+            pass  # the reader cancelled, or the session ended: stop the source
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the source failed: the reader gets the error
+            if self.closed is None:
+                sender.abort(RpcError(error_name(exc), str(exc) or type(exc).__name__))
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+            self.drop_local_ref(pipe)
+
+    def send_stream(self, target: Import, method: str, args: list[Any]) -> tuple[asyncio.Future[Any], int]:
+        """Send a ``stream`` message calling ``method`` on a writable of the peer."""
+        if self.closed is not None:
+            return self._failed(self.closed), 0
+        dev = Devaluator(self)
+        expr = ["stream", ["pipeline", target.id, [method], [dev.devaluate(a) for a in args]]]
+        entry = self._alloc_import(self._future(), stream=True)
+        size = self._send(expr)
+        for hook in dev.after_send:
+            hook()
+        assert entry.future is not None
+        return entry.future, size
+
+    # --- calls from this side (used by stubs) ------------------------------------------------------
+
+    def call_import(self, entry: Import, path: Path, args: Sequence[Any]) -> RpcPromise:
+        if self._recording is not None:
+            return self._recording.call(RpcPromise(self, entry, path), args)  # type: ignore[return-value]
+        if entry.future is not None and entry.future.done():  # a resolved promise: its value is here
+            return self._local_promise(self._invoke(entry.future, path, args))
+        if self.closed is not None:
+            return self._local_promise(self._failed(self.closed))
+        if entry.local_only or self._imports.get(entry.id) is not entry:
+            return self._local_promise(
+                self._failed(RpcError("Error", "Attempted to use an RPC stub after it was disposed."))
+            )
+        try:
+            dev = Devaluator(self)
+            exprs = [dev.devaluate(a) for a in args]
+        except RpcError as exc:
+            return self._local_promise(self._failed(exc))
+        new = self._alloc_import(self._future())
+        self._send(["push", ["pipeline", entry.id, list(path), exprs]])
+        for hook in dev.after_send:
+            hook()
+        return RpcPromise(self, new)
+
+    def _local_promise(self, fut: asyncio.Future[Any]) -> RpcPromise:
+        entry = Import(0, fut)
+        entry.local_only = True
+        return RpcPromise(self, entry)
+
+    async def resolve_import(self, entry: Import, path: Path) -> Any:
+        fut = entry.future
+        if fut is not None and (fut.done() or entry.local_only):
+            value = await fut
+            return await self._await(_walk(value, path)) if path else value
+        if self.closed is not None:
+            raise self.closed
+        if path or fut is None:
+            if not path:
+                raise RpcError("TypeError", "A stub is not a promise: call it, or read a property")
+            if self._imports.get(entry.id) is not entry:
+                raise RpcError("Error", "Attempted to use an RPC stub after it was disposed.")
+            new = self._alloc_import(self._future())
+            self._send(["push", ["pipeline", entry.id, list(path)]])
+            entry = new
+            fut = new.future
+        assert fut is not None
+        if not entry.pulled:
+            entry.pulled = True
+            self._send(["pull", entry.id])
+        return await fut
+
+    def remap(self, entry: Import, path: Path, fn: Callable[[Any], Any]) -> RpcPromise:
+        if entry.future is not None and entry.future.done():
+            value = entry.future.result() if not entry.future.cancelled() and not entry.future.exception() else None
+            return self._local_promise(self._spawn(_map_locally(_walk_local(value, list(path)), fn)))
+        if self.closed is not None:
+            return self._local_promise(self._failed(self.closed))
+        captures, instructions = record_map(self, fn)
+        new = self._alloc_import(self._future())
+        self._send(["push", ["remap", entry.id, list(path), captures, instructions]])
+        return RpcPromise(self, new)
+
+    def add_local_ref(self, entry: Import) -> None:
+        entry.local += 1
+
+    def drop_local_ref(self, entry: Import) -> None:
+        entry.local -= 1
+        if entry.local > 0:
+            return
+        if entry.id == 0 and not entry.local_only:
+            if self.closed is None:
+                self._end(SessionClosed(SHUTDOWN_REASON), (ABORT_CLOSE_CODE, SHUTDOWN_REASON))
+            return
+        if self._imports.get(entry.id) is entry and not entry.stream:
+            del self._imports[entry.id]
+            if self.closed is None:
+                self._send(["release", entry.id, entry.remote])
+
+    def drop_promise(self, entry: Import) -> None:
+        if entry.local_only or self._imports.get(entry.id) is not entry:
+            return
+        del self._imports[entry.id]
+        if entry.future is not None and not entry.future.done():
+            entry.future.set_exception(RpcError("Error", "The promise was disposed"))
+        if self.closed is None:
+            self._send(["release", entry.id, entry.remote])
+
+    # --- the end -----------------------------------------------------------------------------
+
+    def _end(self, error: SessionClosed, close: tuple[int, str] | None) -> None:
+        if self.closed is not None:
+            return
+        self.closed = error
+        imports, self._imports = self._imports, {}
+        exports, self._exports = self._exports, {}
+        self._pipes.clear()
+        for imp in imports.values():
+            if imp.future is not None and not imp.future.done():
+                imp.future.set_exception(error)
+        for exp in exports.values():
+            fut = exp.future
+            if not fut.done():
+                fut.cancel()
+            elif not fut.cancelled() and fut.exception() is None:
+                value = fut.result()
+                if isinstance(value, Pipe):
+                    value.fail(error)
+                elif isinstance(value, LocalWritable):
+                    self._spawn_detached(_abort_sink(value))
+                self._unref_target(value)
+        for task in list(self._tasks):
+            task.cancel()
+        self._unsent.clear()
+        callbacks, self._on_broken = self._on_broken, []
+        for callback in callbacks:
+            try:
+                callback(error)
+            except Exception:
+                log.exception("capnweb: on_broken callback failed")
+        if close is not None and self._on_close is not None:
+            self._on_close(*close)
+
+    def _spawn_detached(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = self._loop.create_task(coro)
+        task.add_done_callback(_consume)
+
+
+async def _abort_sink(writable: LocalWritable) -> None:
+    with contextlib.suppress(Exception):
+        await writable.abort(RpcError("Error", "The stream was released without being closed"))
+
+
+def _walk(value: Any, path: Sequence[str | int]) -> Any:
+    """``value[p0][p1]...`` through stubs and promises (each step pipelines)."""
+    for name in path:
+        value = value[name]
+    return value
+
+
+def _walk_local(value: Any, path: Sequence[str | int]) -> Any:
+    for index, name in enumerate(path):
+        if is_remote(value):
+            return _walk(value, path[index:])
+        value = get_property(value, name)
+    return value
+
+
+async def _map_locally(value: Any, fn: Callable[[Any], Any]) -> Any:
+    async def one(item: Any) -> Any:
+        result = fn(item)
+        return await result if inspect.isawaitable(result) else result
+
+    if value is None or value is UNDEFINED:
+        return value
+    if isinstance(value, list):
+        return [await one(item) for item in value]
+    return await one(value)

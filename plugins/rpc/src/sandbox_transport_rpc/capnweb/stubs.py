@@ -1,0 +1,132 @@
+"""Stubs and promises: Python handles on the peer's objects and on the results of calls to them.
+
+Attribute access, item access and calls build up a path and pipeline: ``api.getUser(1).name``
+sends one call and one property get, awaited in one round trip. Nothing blocks: a call is sent
+when it is made, a property get when it is awaited (or passed as an argument), and ``await``
+asks for the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+from .values import RpcError
+
+if TYPE_CHECKING:
+    from .session import Import, RpcSession
+
+Path = tuple[str | int, ...]
+
+
+class RpcStub:
+    """A reference to an object the peer exports (its main object, a target or a function it
+    passed or returned). Call it, read from it, or call its methods; ``dispose()`` (or ``with``)
+    lets the peer free it. A stub received as a call argument is disposed when that call returns,
+    unless the callee keeps a :meth:`dup` of it."""
+
+    __slots__ = ("_rpc_disposed", "_rpc_entry", "_rpc_path", "_rpc_session")
+
+    def __init__(self, session: RpcSession, entry: Import, path: Path = ()) -> None:
+        self._rpc_session = session
+        self._rpc_entry = entry
+        self._rpc_path = path
+        self._rpc_disposed = False
+
+    # pipelining ----------------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> RpcPromise:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return RpcPromise(self._rpc_session, self._rpc_entry, (*self._rpc_path, name))
+
+    def __getitem__(self, key: str | int) -> RpcPromise:
+        return RpcPromise(self._rpc_session, self._rpc_entry, (*self._rpc_path, key))
+
+    def __call__(self, *args: Any) -> RpcPromise:
+        return self._rpc_session.call_import(self._rpc_entry, self._rpc_path, args)
+
+    def map(self, fn: Callable[[Any], Any]) -> RpcPromise:
+        """Apply ``fn`` to the value (to each element of an array) on the peer's side."""
+        return self._rpc_session.remap(self._rpc_entry, self._rpc_path, fn)
+
+    # ownership ----------------------------------------------------------------------------
+
+    def dup(self) -> RpcStub:
+        """Another handle on the same object, disposed on its own."""
+        self._rpc_session.add_local_ref(self._rpc_entry)
+        return RpcStub(self._rpc_session, self._rpc_entry, self._rpc_path)
+
+    def dispose(self) -> None:
+        """Let the peer free the object (once every handle is disposed); idempotent."""
+        if not self._rpc_disposed:
+            self._rpc_disposed = True
+            self._rpc_session.drop_local_ref(self._rpc_entry)
+
+    def __enter__(self) -> RpcStub:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dispose()
+
+    def __repr__(self) -> str:
+        path = "".join(f".{p}" for p in self._rpc_path)
+        return f"<RpcStub import {self._rpc_entry.id}{path}>"
+
+
+class RpcPromise:
+    """The pending result of a call or property get on the peer. Await it for the value; access
+    attributes, items or call it to pipeline further calls without waiting."""
+
+    __slots__ = ("_rpc_entry", "_rpc_path", "_rpc_session")
+
+    def __init__(self, session: RpcSession, entry: Import, path: Path = ()) -> None:
+        self._rpc_session = session
+        self._rpc_entry = entry
+        self._rpc_path = path
+
+    def __getattr__(self, name: str) -> RpcPromise:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return RpcPromise(self._rpc_session, self._rpc_entry, (*self._rpc_path, name))
+
+    def __getitem__(self, key: str | int) -> RpcPromise:
+        return RpcPromise(self._rpc_session, self._rpc_entry, (*self._rpc_path, key))
+
+    def __call__(self, *args: Any) -> RpcPromise:
+        return self._rpc_session.call_import(self._rpc_entry, self._rpc_path, args)
+
+    def map(self, fn: Callable[[Any], Any]) -> RpcPromise:
+        """Apply ``fn`` to the result (to each element of an array) on the peer's side."""
+        return self._rpc_session.remap(self._rpc_entry, self._rpc_path, fn)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._rpc_session.resolve_import(self._rpc_entry, self._rpc_path).__await__()
+
+    def as_future(self) -> asyncio.Future[Any]:
+        """The result as an asyncio future (for ``asyncio.gather`` and friends)."""
+        return asyncio.ensure_future(self._rpc_session.resolve_import(self._rpc_entry, self._rpc_path))
+
+    def dispose(self) -> None:
+        """Give up the result (the peer frees it, and cancels the call if it still runs)."""
+        if not self._rpc_path:
+            self._rpc_session.drop_promise(self._rpc_entry)
+
+    def __enter__(self) -> RpcPromise:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dispose()
+
+    def __repr__(self) -> str:
+        path = "".join(f".{p}" for p in self._rpc_path)
+        return f"<RpcPromise import {self._rpc_entry.id}{path}>"
+
+
+def is_remote(value: object) -> bool:
+    return isinstance(value, (RpcStub, RpcPromise))
+
+
+def not_a_function(name: object) -> RpcError:
+    return RpcError("TypeError", f"'{name}' is not a function.")

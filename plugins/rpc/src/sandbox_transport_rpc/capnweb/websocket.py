@@ -1,0 +1,286 @@
+"""Cap'n Web over WebSocket: one text message per protocol message, both directions.
+
+The server side is a raw ASGI handler (run it under any ASGI server); the client side uses
+httpx-ws. Outgoing messages go through one writer task from a queue of at most
+``Limits.max_queued_bytes``: a peer that stops reading while results keep coming aborts its
+session, and stream writes wait for their flow-control window before they are queued at all.
+A local abort closes the socket with 3000 and the reason, as the reference does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+from .session import RpcSession
+from .stubs import RpcStub
+from .values import Limits, RpcError, SessionClosed
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+#: How long the writer may take to flush what is queued once the session ends.
+FLUSH_TIMEOUT_S = 2.0
+
+
+def close_reason(reason: str) -> str:
+    """A close reason cut to the 123 bytes a close frame allows, on a character boundary."""
+    data = reason.encode()[:123]
+    return data.decode("utf-8", "ignore")
+
+
+class Outbox:
+    """The bounded queue between a session and the one task that writes to the socket."""
+
+    def __init__(self, limit: int) -> None:
+        self._items: collections.deque[str] = collections.deque()
+        self._bytes = 0
+        self._limit = limit
+        self._wake = asyncio.Event()
+        self.close_with: tuple[int, str] | None = None
+        self.session: RpcSession | None = None
+        self._overflowed = False
+
+    def put(self, text: str) -> None:
+        self._items.append(text)
+        self._bytes += len(text)
+        self._wake.set()
+        if self._bytes > self._limit and not self._overflowed and self.session is not None:
+            self._overflowed = True
+            session = self.session
+            asyncio.get_running_loop().call_soon(
+                session.abort, RpcError("Error", "The peer does not read its messages (send queue full)")
+            )
+
+    def close(self, code: int, reason: str) -> None:
+        if self.close_with is None:
+            self.close_with = (code, close_reason(reason))
+        self._wake.set()
+
+    async def run(self, send_text: Callable[[str], Awaitable[None]]) -> None:
+        """Write queued messages until a close is asked for and everything before it is sent."""
+        while True:
+            while self._items:
+                text = self._items.popleft()
+                self._bytes -= len(text)
+                await send_text(text)
+            if self.close_with is not None:
+                return
+            self._wake.clear()
+            await self._wake.wait()
+
+
+async def serve_websocket(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    main: object | None,
+    limits: Limits | None = None,
+    on_session: Callable[[RpcSession], None] | None = None,
+) -> None:
+    """Serve one Cap'n Web session on an ASGI websocket connection until it ends."""
+    limits = limits or Limits()
+    event = await receive()
+    if event["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    outbox = Outbox(limits.max_queued_bytes)
+    session = RpcSession(main, send=outbox.put, on_close=outbox.close, limits=limits)
+    outbox.session = session
+    if on_session is not None:
+        on_session(session)
+
+    async def send_text(text: str) -> None:
+        await send({"type": "websocket.send", "text": text})
+
+    writer = asyncio.ensure_future(outbox.run(send_text))
+    disconnected = False
+    try:
+        while not writer.done():
+            receiving = asyncio.ensure_future(receive())
+            done, _ = await asyncio.wait({receiving, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if receiving not in done:
+                receiving.cancel()
+                break
+            event = receiving.result()
+            kind = event["type"]
+            if kind == "websocket.receive":
+                text = event.get("text")
+                if text is None:
+                    try:
+                        text = (event.get("bytes") or b"").decode()
+                    except UnicodeDecodeError:
+                        session.abort(RpcError("Error", "bad RPC message: binary frame is not UTF-8"))
+                        continue
+                session.receive(text)
+            elif kind == "websocket.disconnect":
+                disconnected = True
+                code = event.get("code", 1005)
+                session.close(f"the peer closed the WebSocket ({code})")
+                break
+    except (OSError, asyncio.CancelledError) as exc:
+        session.close(f"connection failed: {type(exc).__name__}")
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+    finally:
+        if session.closed is None:
+            session.close("the server ended the connection")
+        if not disconnected:
+            outbox.close(1000, "")
+            try:
+                await asyncio.wait_for(writer, FLUSH_TIMEOUT_S)
+                code, reason = outbox.close_with or (1000, "")
+                await send({"type": "websocket.close", "code": code, "reason": reason})
+            except Exception:
+                pass
+        if not writer.done():
+            writer.cancel()
+        with contextlib.suppress(BaseException):
+            await writer
+
+
+class WebSocketClient:
+    """A client connection: ``main`` is the peer's main object; ``closed`` is set when it ends.
+
+    Use :func:`websocket_session` for a scoped connection; this class is for owners that keep a
+    connection open across calls (and open a new one when it breaks)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        main: object | None = None,
+        headers: Mapping[str, str] | None = None,
+        limits: Limits | None = None,
+        connect_timeout: float = 10.0,
+        ping_interval: float | None = None,
+    ) -> None:
+        self.url = url
+        self._local_main = main
+        self._headers = dict(headers or {})
+        self.limits = limits or Limits()
+        self._connect_timeout = connect_timeout
+        self._ping_interval = ping_interval
+        self._task: asyncio.Task[None] | None = None
+        self.session: RpcSession | None = None
+        self.closed = asyncio.Event()
+
+    @property
+    def main(self) -> RpcStub:
+        if self.session is None:
+            raise SessionClosed("not connected")
+        return self.session.remote_main()
+
+    async def connect(self) -> RpcStub:
+        ready: asyncio.Future[RpcSession] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.ensure_future(self._run(ready))
+        try:
+            self.session = await asyncio.wait_for(asyncio.shield(ready), self._connect_timeout)
+        except BaseException:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            raise
+        return self.session.remote_main()
+
+    async def _run(self, ready: asyncio.Future[RpcSession]) -> None:
+        import httpx
+        from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
+
+        session: RpcSession | None = None
+        outbox = Outbox(self.limits.max_queued_bytes)
+        try:
+            ws: AsyncWebSocketSession
+            async with (
+                httpx.AsyncClient(timeout=self._connect_timeout) as http,
+                aconnect_ws(
+                    _http_url(self.url),
+                    http,
+                    headers=self._headers,
+                    max_message_size_bytes=self.limits.max_message_chars * 4,
+                    keepalive_ping_interval_seconds=self._ping_interval,
+                ) as ws,
+            ):
+                session = RpcSession(self._local_main, send=outbox.put, on_close=outbox.close, limits=self.limits)
+                outbox.session = session
+                ready.set_result(session)
+                writer: asyncio.Future[Any] = asyncio.ensure_future(outbox.run(ws.send_text))
+                try:
+                    while not writer.done():
+                        receiving: asyncio.Future[Any] = asyncio.ensure_future(ws.receive_text())
+                        done, _ = await asyncio.wait({receiving, writer}, return_when=asyncio.FIRST_COMPLETED)
+                        if receiving not in done:
+                            receiving.cancel()
+                            with contextlib.suppress(BaseException):
+                                await receiving
+                            break
+                        try:
+                            text = receiving.result()
+                        except WebSocketDisconnect as exc:
+                            session.close(f"Peer closed WebSocket: {exc.code} {exc.reason or ''}".rstrip())
+                            break
+                        session.receive(text)
+                finally:
+                    if session.closed is None:
+                        session.close("the client closed the connection")
+                    outbox.close(1000, "")
+                    with contextlib.suppress(BaseException):
+                        await asyncio.wait_for(writer, FLUSH_TIMEOUT_S)
+                    writer.cancel()
+                    code, reason = outbox.close_with or (1000, "")
+                    with contextlib.suppress(BaseException):
+                        await asyncio.wait_for(ws.close(code, reason), FLUSH_TIMEOUT_S)
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(SessionClosed(f"WebSocket connection to {self.url} failed: {exc!r}", exc))
+            if session is not None and session.closed is None:
+                session.close(f"connection failed: {exc!r}")
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            if not ready.done():
+                ready.set_exception(SessionClosed(f"WebSocket connection to {self.url} ended"))
+            self.closed.set()
+
+    async def aclose(self) -> None:
+        if self.session is not None and self.session.closed is None:
+            self.session.close("the client closed the connection")
+        if self._task is not None:
+            task = self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(task), FLUSH_TIMEOUT_S + 1)
+            except BaseException:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+
+def _http_url(url: str) -> str:
+    if url.startswith("ws://"):
+        return "http://" + url[5:]
+    if url.startswith("wss://"):
+        return "https://" + url[6:]
+    return url
+
+
+@contextlib.asynccontextmanager
+async def websocket_session(
+    url: str,
+    *,
+    main: object | None = None,
+    headers: Mapping[str, str] | None = None,
+    limits: Limits | None = None,
+    connect_timeout: float = 10.0,
+) -> AsyncIterator[RpcStub]:
+    """Connect, yield the peer's main object, close on exit (pending calls then fail)."""
+    client = WebSocketClient(url, main=main, headers=headers, limits=limits, connect_timeout=connect_timeout)
+    stub = await client.connect()
+    try:
+        yield stub
+    finally:
+        await client.aclose()
