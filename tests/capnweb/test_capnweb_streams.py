@@ -1,0 +1,207 @@
+"""Streams over the engine: pipes both ways, writables, acknowledgement on consumption (the
+backpressure), the flow-control window, cancel, abort and the end of a session."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from capnweb_pair import Pair
+
+from sandbox_transport_rpc.capnweb import Limits, ReadableStream, RpcError, RpcTarget, SessionClosed, WritableStream
+
+CHUNK = 64 * 1024
+
+
+class Source:
+    """An endless source of chunks that records how far it got and whether it was closed."""
+
+    def __init__(self, size: int = CHUNK, count: int | None = None, fail_at: int | None = None) -> None:
+        self.size, self.count, self.fail_at = size, count, fail_at
+        self.produced = 0
+        self.closed = asyncio.Event()
+
+    async def __call__(self) -> AsyncIterator[bytes]:
+        try:
+            while self.count is None or self.produced < self.count:
+                if self.fail_at is not None and self.produced == self.fail_at:
+                    raise RuntimeError("the source broke")
+                self.produced += 1
+                yield bytes([self.produced % 256]) * self.size
+        finally:
+            self.closed.set()
+
+
+class Api(RpcTarget):
+    def __init__(self) -> None:
+        self.source = Source()
+
+    def streamBytes(self, n: int) -> ReadableStream:  # noqa: N802
+        async def gen() -> AsyncIterator[bytes]:
+            for i in range(n):
+                yield bytes([i, i + 1, i + 2])
+
+        return ReadableStream(gen())
+
+    def endless(self) -> ReadableStream:
+        return ReadableStream(self.source())
+
+    def broken(self) -> ReadableStream:
+        self.source = Source(size=10, fail_at=2)
+        return ReadableStream(self.source())
+
+    async def upload(self, stream: ReadableStream) -> dict[str, int]:
+        total = chunks = 0
+        async for chunk in stream:
+            total += len(chunk)
+            chunks += 1
+        return {"total": total, "chunks": chunks}
+
+    async def writeTo(self, writable: WritableStream) -> str:  # noqa: N802
+        await writable.write("x1")
+        await writable.write(b"\t\t")
+        await writable.close()
+        return "done"
+
+
+@pytest.fixture
+async def pair() -> Pair:
+    return Pair(None, Api())
+
+
+def server_api(pair: Pair) -> Api:
+    api = pair.server._exports[0].future.result()
+    assert isinstance(api, Api)
+    return api
+
+
+async def test_a_returned_stream_arrives_whole_with_the_reference_frames(pair: Pair) -> None:
+    stream = await pair.api.streamBytes(3)
+    assert [chunk async for chunk in stream] == [b"\x00\x01\x02", b"\x01\x02\x03", b"\x02\x03\x04"]
+    await pair.settle()
+    s2c = pair.frames("s2c")
+    assert s2c[:3] == [["pipe"], ["resolve", 1, ["readable", 1]], ["stream", ["pipeline", 1, ["write"], [["bytes", "AAEC"]]]]]
+    assert ["stream", ["pipeline", 1, ["close"], []]] in s2c
+    assert s2c[-1] == ["release", 1, 1]
+    assert ["resolve", 2, ["undefined"]] in pair.frames("c2s")
+    assert pair.client.stats() == {"imports": 1, "exports": 1, "pipes": 0}
+    assert pair.server.stats() == {"imports": 1, "exports": 1, "pipes": 0}
+
+
+async def test_a_stream_argument_and_a_writable_argument(pair: Pair) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"\xaa\x00"
+        yield b"\xaa\x01"
+
+    assert await pair.api.upload(ReadableStream(chunks())) == {"total": 4, "chunks": 2}
+    got: list[Any] = []
+
+    class Sink:
+        async def write(self, chunk: Any) -> None:
+            got.append(chunk)
+
+        async def close(self) -> None:
+            got.append("closed")
+
+        async def abort(self, reason: Any) -> None:
+            got.append(("aborted", reason))
+
+    assert await pair.api.writeTo(WritableStream.local(Sink())) == "done"
+    await pair.settle()
+    assert got == ["x1", b"\t\t", "closed"]
+
+
+async def test_a_reader_that_stops_reading_stops_the_source(pair: Pair) -> None:
+    api = server_api(pair)
+    stream = await pair.api.endless()
+    await asyncio.sleep(0.3)
+    stalled = api.source.produced
+    assert stalled <= 256 * 1024 // CHUNK + 2  # the initial window, not more
+    await asyncio.sleep(0.2)
+    assert api.source.produced == stalled
+    for _ in range(20):
+        await anext(stream)
+    await asyncio.sleep(0.1)
+    assert api.source.produced > stalled
+    await stream.aclose()
+    await asyncio.wait_for(api.source.closed.wait(), 2)  # its next write was refused: it stopped
+
+
+async def test_cancel_rejects_writes_with_the_reason_and_the_session_goes_on(pair: Pair) -> None:
+    stream = await pair.api.streamBytes(100)
+    assert await anext(stream) == b"\x00\x01\x02"
+    await stream.aclose("enough")
+    await pair.settle()
+    rejects = [f for f in pair.frames("c2s") if f[0] == "reject"]
+    assert rejects and all(f[2] == "enough" for f in rejects)
+    assert await pair.api.streamBytes(1) is not None
+
+
+async def test_a_source_that_fails_fails_the_reader(pair: Pair) -> None:
+    stream = await pair.api.broken()
+    with pytest.raises(RpcError, match="the source broke"):
+        async for _ in stream:
+            pass
+
+
+async def test_the_end_of_the_session_fails_the_reader_and_closes_the_source(pair: Pair) -> None:
+    api = server_api(pair)
+    stream = await pair.api.endless()
+    await anext(stream)
+    pair.client.close("test")
+    with pytest.raises(SessionClosed):
+        for _ in range(100):
+            await anext(stream)
+    pair.server.close("test")
+    await asyncio.wait_for(api.source.closed.wait(), 2)
+
+
+async def test_a_sender_that_ignores_flow_control_aborts_its_session() -> None:
+    pair = Pair(None, Api(), limits=Limits(max_stream_buffer=100_000))
+    pair.server.receive('["pipe"]')
+    pair.server.receive('["push", ["pipeline", 0, ["upload"], [["readable", 1]]]]')
+    for _ in range(50):  # nobody consumes fast enough: ~3 MB unacknowledged
+        pair.server.receive('["stream", ["pipeline", 1, ["write"], [["bytes", "' + "A" * 80_000 + '"]]]]')
+        if pair.server.closed:
+            break
+    await pair.settle()
+    assert pair.server.closed is not None
+    assert "limit" in str(pair.server.closed)
+
+
+async def test_a_remote_writable_keeps_its_window(pair: Pair) -> None:
+    written: list[int] = []
+    gate = asyncio.Event()
+
+    class SlowSink:
+        async def write(self, chunk: Any) -> None:
+            await gate.wait()
+            written.append(len(chunk))
+
+        async def close(self) -> None:
+            pass
+
+        async def abort(self, reason: Any) -> None:
+            pass
+
+    class Writer(RpcTarget):
+        def __init__(self) -> None:
+            self.sent = 0
+
+        async def fill(self, writable: WritableStream) -> int:
+            for _ in range(100):
+                await writable.write(b"x" * CHUNK)
+                self.sent += 1
+            await writable.close()
+            return self.sent
+
+    writer = Writer()
+    pair2 = Pair(None, writer)
+    result = pair2.api.fill(WritableStream.local(SlowSink())).as_future()
+    await asyncio.sleep(0.2)
+    assert writer.sent <= 256 * 1024 // CHUNK + 1
+    gate.set()
+    assert await asyncio.wait_for(result, 5) == 100
+    assert len(written) == 100
