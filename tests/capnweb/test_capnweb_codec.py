@@ -102,8 +102,10 @@ message_parts = st.recursive(
         st.booleans(),
         st.integers(min_value=-5, max_value=5),
         st.sampled_from(
-            ["push", "pull", "resolve", "reject", "release", "abort", "stream", "pipe", "pipeline", "import"]
-            + ["export", "promise", "remap", "readable", "writable", "bytes", "date", "error", "bigint", "x"]
+            [
+                *("push", "pull", "resolve", "reject", "release", "abort", "stream", "pipe", "pipeline", "import"),
+                *("export", "promise", "remap", "readable", "writable", "bytes", "date", "error", "bigint", "x"),
+            ]
         ),
     ),
     lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=3), inner, max_size=3)),

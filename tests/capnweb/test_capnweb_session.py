@@ -42,16 +42,16 @@ class Api(RpcTarget):
     def add(self, a: int, b: int) -> int:
         return a + b
 
-    def getUser(self, i: int) -> dict[str, Any]:  # noqa: N802 (the peer's names are camelCase)
+    def getUser(self, i: int) -> dict[str, Any]:
         return {"id": i, "name": f"user{i}"}
 
     def greet(self, name: str) -> str:
         return f"hello, {name}"
 
-    def makeCounter(self, i: int) -> Counter:  # noqa: N802
+    def makeCounter(self, i: int) -> Counter:
         return Counter(i)
 
-    async def callMe(self, cb: Any, x: int) -> dict[str, Any]:  # noqa: N802
+    async def callMe(self, cb: Any, x: int) -> dict[str, Any]:
         return {"got": await cb(x)}
 
     async def keep(self, cb: Any) -> str:
@@ -81,7 +81,7 @@ class Api(RpcTarget):
     def crash(self) -> None:
         raise ValueError("python error")
 
-    def listUsers(self) -> list[dict[str, Any]]:  # noqa: N802
+    def listUsers(self) -> list[dict[str, Any]]:
         return [{"name": "ann"}, {"name": "bob"}]
 
     def echo(self, value: Any) -> Any:

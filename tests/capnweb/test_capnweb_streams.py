@@ -38,7 +38,7 @@ class Api(RpcTarget):
     def __init__(self) -> None:
         self.source = Source()
 
-    def streamBytes(self, n: int) -> ReadableStream:  # noqa: N802
+    def streamBytes(self, n: int) -> ReadableStream:
         async def gen() -> AsyncIterator[bytes]:
             for i in range(n):
                 yield bytes([i, i + 1, i + 2])
@@ -59,7 +59,7 @@ class Api(RpcTarget):
             chunks += 1
         return {"total": total, "chunks": chunks}
 
-    async def writeTo(self, writable: WritableStream) -> str:  # noqa: N802
+    async def writeTo(self, writable: WritableStream) -> str:
         await writable.write("x1")
         await writable.write(b"\t\t")
         await writable.close()
@@ -82,7 +82,8 @@ async def test_a_returned_stream_arrives_whole_with_the_reference_frames(pair: P
     assert [chunk async for chunk in stream] == [b"\x00\x01\x02", b"\x01\x02\x03", b"\x02\x03\x04"]
     await pair.settle()
     s2c = pair.frames("s2c")
-    assert s2c[:3] == [["pipe"], ["resolve", 1, ["readable", 1]], ["stream", ["pipeline", 1, ["write"], [["bytes", "AAEC"]]]]]
+    first_write = ["stream", ["pipeline", 1, ["write"], [["bytes", "AAEC"]]]]
+    assert s2c[:3] == [["pipe"], ["resolve", 1, ["readable", 1]], first_write]
     assert ["stream", ["pipeline", 1, ["close"], []]] in s2c
     assert s2c[-1] == ["release", 1, 1]
     assert ["resolve", 2, ["undefined"]] in pair.frames("c2s")
