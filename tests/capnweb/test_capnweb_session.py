@@ -306,3 +306,12 @@ async def test_an_abort_from_the_peer_ends_the_session(pair: Pair) -> None:
     pair.client.receive('["abort", ["error", "Error", "going away"]]')
     with pytest.raises(SessionClosed, match="going away"):
         await asyncio.wait_for(pending, 1)
+
+
+async def test_a_peer_that_never_releases_is_stopped_at_the_table_limit() -> None:
+    pair = Pair(None, Api(), limits=Limits(max_exports=50))
+    for _ in range(60):
+        pair.server.receive('["push", ["pipeline", 0, ["add"], [1, 2]]]')
+    await pair.settle()
+    assert pair.server.closed is not None
+    assert "without releasing" in str(pair.server.closed)

@@ -63,13 +63,14 @@ class Import:
 class Export:
     """An entry of our exports table: something we export to the peer."""
 
-    __slots__ = ("deps", "future", "pulled", "refcount")
+    __slots__ = ("deps", "future", "owned", "pulled", "refcount")
 
-    def __init__(self, future: asyncio.Future[Any]) -> None:
+    def __init__(self, future: asyncio.Future[Any], *, owned: bool = False) -> None:
         self.future = future
         self.refcount = 1
         self.pulled = False
         self.deps = 0  # pipelined work waiting on it (a release does not cancel it then)
+        self.owned = owned  # a reference to a local object (its disposal is counted)
 
 
 class RpcSession:
@@ -109,7 +110,7 @@ class RpcSession:
         else:
             first = self._done(main)
             self._ref_target(main)
-        self._exports[0] = Export(first)
+        self._exports[0] = Export(first, owned=main is not None)
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -136,15 +137,41 @@ class RpcSession:
         return task
 
     def _as_future(self, result: Any) -> asyncio.Future[Any]:
-        """A call's result as a future (a coroutine runs as a task of this session)."""
-        if isinstance(result, RpcPromise):
-            return self._spawn(self._await(result))
+        """A call's result as a future (a coroutine runs as a task of this session; a result
+        that is itself a promise is waited for; cancelling the future cancels the task)."""
+        if asyncio.iscoroutine(result):
+            return self._follow(self._spawn(result))
         if isinstance(result, asyncio.Future):
             result.add_done_callback(_consume)
-            return result
-        if inspect.isawaitable(result):
+            return self._follow(result)
+        if isinstance(result, RpcPromise) or inspect.isawaitable(result):
             return self._spawn(self._await(result))
         return self._done(result)
+
+    def _follow(self, fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        out = self._future()
+
+        def step(done: asyncio.Future[Any]) -> None:
+            if out.done():
+                return
+            if done.cancelled():
+                out.cancel()
+            elif (exc := done.exception()) is not None:
+                out.set_exception(exc)
+            else:
+                value = done.result()
+                if isinstance(value, RpcPromise) or (inspect.isawaitable(value) and not isinstance(value, RpcStub)):
+                    self._as_future(value).add_done_callback(step)
+                else:
+                    out.set_result(value)
+
+        def cancel(done: asyncio.Future[Any]) -> None:
+            if done.cancelled():
+                fut.cancel()
+
+        fut.add_done_callback(step)
+        out.add_done_callback(cancel)
+        return out
 
     async def _await(self, awaitable: Awaitable[Any]) -> Any:
         value = await awaitable
@@ -248,7 +275,12 @@ class RpcSession:
         else:
             raise ProtocolError(f"{message!r:.100}")
 
+    def _check_room(self) -> None:
+        if len(self._exports) >= self.limits.max_exports:
+            raise ProtocolError(f"the peer holds {len(self._exports)} objects here without releasing them (the limit)")
+
     def _on_push(self, expr: Any, *, auto: bool) -> None:
+        self._check_room()
         export_id = self._peer_next
         self._peer_next += 1
         evaluator = Evaluator(self)
@@ -376,9 +408,11 @@ class RpcSession:
         value = fut.result()
         if isinstance(value, LocalWritable):
             self._spawn(_abort_sink(value))
-        self._unref_target(value)
+        if entry.owned:
+            self._unref_target(value)
 
     def _on_pipe(self) -> None:
+        self._check_room()
         export_id = self._peer_next
         self._peer_next += 1
         pipe = Pipe(self.limits.max_stream_buffer, self.abort)
@@ -610,7 +644,7 @@ class RpcSession:
     def export_local(self, value: object) -> int:
         export_id = self._next_export
         self._next_export -= 1
-        self._exports[export_id] = Export(self._done(value))
+        self._exports[export_id] = Export(self._done(value), owned=True)
         self._ref_target(value)
         return export_id
 
@@ -812,7 +846,8 @@ class RpcSession:
                     value.fail(error)
                 elif isinstance(value, LocalWritable):
                     self._spawn_detached(_abort_sink(value))
-                self._unref_target(value)
+                if exp.owned:
+                    self._unref_target(value)
         for task in list(self._tasks):
             task.cancel()
         self._unsent.clear()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .flow import FlowController
 from .targets import RpcTarget
-from .values import ProtocolError, RpcError, SessionClosed
+from .values import UNDEFINED, ProtocolError, RpcError, SessionClosed
 
 if TYPE_CHECKING:
     from .session import Import, RpcSession
@@ -142,13 +142,14 @@ class Pipe(RpcTarget):
             self._closed = True
             self.close_ack = ack
             if not self._chunks:
-                ack.set_result(None)
+                ack.set_result(UNDEFINED)
             self._wake()
         return ack
 
-    def abort(self, reason: Any = None) -> None:
+    def abort(self, reason: Any = None) -> Any:
         error = reason if isinstance(reason, BaseException) else RpcError("Error", str(reason))
         self.fail(error)
+        return UNDEFINED
 
     # the consumer's side ----------------------------------------------------------------------
 
@@ -158,9 +159,9 @@ class Pipe(RpcTarget):
                 chunk, ack = self._chunks.popleft()
                 self.buffered -= chunk_size(chunk)
                 if not ack.done():
-                    ack.set_result(None)
+                    ack.set_result(UNDEFINED)
                 if self._closed and not self._chunks and self.close_ack is not None and not self.close_ack.done():
-                    self.close_ack.set_result(None)
+                    self.close_ack.set_result(UNDEFINED)
                 return chunk
             if self._error is not None:
                 raise self._error
@@ -324,19 +325,22 @@ class LocalWritable(RpcTarget):
         self._lock = asyncio.Lock()
         self.finished = False
 
-    async def write(self, chunk: Any) -> None:
+    async def write(self, chunk: Any) -> Any:
         async with self._lock:
             if self.finished:
                 raise RpcError("TypeError", "write after the stream ended")
             await self._sink.write(chunk)
+        return UNDEFINED
 
-    async def close(self) -> None:
+    async def close(self) -> Any:
         async with self._lock:
             if not self.finished:
                 self.finished = True
                 await self._sink.close()
+        return UNDEFINED
 
-    async def abort(self, reason: Any = None) -> None:
+    async def abort(self, reason: Any = None) -> Any:
         if not self.finished:
             self.finished = True
             await self._sink.abort(reason)
+        return UNDEFINED

@@ -134,6 +134,9 @@ class Limits:
     #: how many bytes of written-but-unread chunks one incoming stream may hold (a sender that
     #: ignores flow control and goes past it aborts the session)
     max_stream_buffer: int = 64 * 1024 * 1024
+    #: how many entries the peer may make us hold in the exports table (calls it pushed and did
+    #: not release, pipes): past it the session aborts
+    max_exports: int = 100_000
     #: how many bytes of outgoing messages may wait for the connection (a peer that stops reading
     #: while calls keep answering aborts the session past it; stream writes wait for their window)
     max_queued_bytes: int = 128 * 1024 * 1024
