@@ -44,6 +44,7 @@ class Outbox:
         self.close_with: tuple[int, str] | None = None
         self.session: RpcSession | None = None
         self._overflowed = False
+        self.gone = False  # the peer is gone: nothing more can be written
 
     def put(self, text: str) -> None:
         self._items.append(text)
@@ -61,17 +62,32 @@ class Outbox:
             self.close_with = (code, close_reason(reason))
         self._wake.set()
 
-    async def run(self, send_text: Callable[[str], Awaitable[None]]) -> None:
-        """Write queued messages until a close is asked for and everything before it is sent."""
+    async def run(
+        self, send_text: Callable[[str], Awaitable[None]], send_close: Callable[[int, str], Awaitable[None]]
+    ) -> None:
+        """Write queued messages until a close is asked for; then send what is queued before it
+        and the close (unless the peer is gone)."""
         while True:
             while self._items:
                 text = self._items.popleft()
                 self._bytes -= len(text)
                 await send_text(text)
             if self.close_with is not None:
+                if not self.gone:
+                    await send_close(*self.close_with)
                 return
             self._wake.clear()
             await self._wake.wait()
+
+
+async def _finish(writer: asyncio.Future[Any]) -> None:
+    """Give the writer a moment to flush and close, then stop it."""
+    try:
+        await asyncio.wait_for(asyncio.shield(writer), FLUSH_TIMEOUT_S)
+    except BaseException:
+        writer.cancel()
+        with contextlib.suppress(BaseException):
+            await writer
 
 
 async def serve_websocket(
@@ -98,16 +114,13 @@ async def serve_websocket(
     async def send_text(text: str) -> None:
         await send({"type": "websocket.send", "text": text})
 
-    writer = asyncio.ensure_future(outbox.run(send_text))
-    disconnected = False
+    async def send_close(code: int, reason: str) -> None:
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+
+    writer: asyncio.Future[Any] = asyncio.ensure_future(outbox.run(send_text, send_close))
     try:
-        while not writer.done():
-            receiving = asyncio.ensure_future(receive())
-            done, _ = await asyncio.wait({receiving, writer}, return_when=asyncio.FIRST_COMPLETED)
-            if receiving not in done:
-                receiving.cancel()
-                break
-            event = receiving.result()
+        while True:
+            event = await receive()
             kind = event["type"]
             if kind == "websocket.receive":
                 text = event.get("text")
@@ -119,29 +132,14 @@ async def serve_websocket(
                         continue
                 session.receive(text)
             elif kind == "websocket.disconnect":
-                disconnected = True
-                code = event.get("code", 1005)
-                session.close(f"the peer closed the WebSocket ({code})")
+                outbox.gone = True
+                session.close(f"the peer closed the WebSocket ({event.get('code', 1005)})")
                 break
-    except (OSError, asyncio.CancelledError) as exc:
-        session.close(f"connection failed: {type(exc).__name__}")
-        if isinstance(exc, asyncio.CancelledError):
-            raise
     finally:
         if session.closed is None:
             session.close("the server ended the connection")
-        if not disconnected:
-            outbox.close(1000, "")
-            try:
-                await asyncio.wait_for(writer, FLUSH_TIMEOUT_S)
-                code, reason = outbox.close_with or (1000, "")
-                await send({"type": "websocket.close", "code": code, "reason": reason})
-            except Exception:
-                pass
-        if not writer.done():
-            writer.cancel()
-        with contextlib.suppress(BaseException):
-            await writer
+        outbox.close(1000, "")
+        await _finish(writer)
 
 
 class WebSocketClient:
@@ -167,6 +165,7 @@ class WebSocketClient:
         self._connect_timeout = connect_timeout
         self._ping_interval = ping_interval
         self._task: asyncio.Task[None] | None = None
+        self._outbox: Outbox | None = None
         self.session: RpcSession | None = None
         self.closed = asyncio.Event()
 
@@ -193,7 +192,7 @@ class WebSocketClient:
         from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
 
         session: RpcSession | None = None
-        outbox = Outbox(self.limits.max_queued_bytes)
+        outbox = self._outbox = Outbox(self.limits.max_queued_bytes)
         try:
             ws: AsyncWebSocketSession
             async with (
@@ -209,19 +208,17 @@ class WebSocketClient:
                 session = RpcSession(self._local_main, send=outbox.put, on_close=outbox.close, limits=self.limits)
                 outbox.session = session
                 ready.set_result(session)
-                writer: asyncio.Future[Any] = asyncio.ensure_future(outbox.run(ws.send_text))
+
+                async def send_close(code: int, reason: str) -> None:
+                    await ws.close(code, reason)
+
+                writer: asyncio.Future[Any] = asyncio.ensure_future(outbox.run(ws.send_text, send_close))
                 try:
-                    while not writer.done():
-                        receiving: asyncio.Future[Any] = asyncio.ensure_future(ws.receive_text())
-                        done, _ = await asyncio.wait({receiving, writer}, return_when=asyncio.FIRST_COMPLETED)
-                        if receiving not in done:
-                            receiving.cancel()
-                            with contextlib.suppress(BaseException):
-                                await receiving
-                            break
+                    while True:
                         try:
-                            text = receiving.result()
+                            text = await ws.receive_text()
                         except WebSocketDisconnect as exc:
+                            outbox.gone = True
                             session.close(f"Peer closed WebSocket: {exc.code} {exc.reason or ''}".rstrip())
                             break
                         session.receive(text)
@@ -229,12 +226,7 @@ class WebSocketClient:
                     if session.closed is None:
                         session.close("the client closed the connection")
                     outbox.close(1000, "")
-                    with contextlib.suppress(BaseException):
-                        await asyncio.wait_for(writer, FLUSH_TIMEOUT_S)
-                    writer.cancel()
-                    code, reason = outbox.close_with or (1000, "")
-                    with contextlib.suppress(BaseException):
-                        await asyncio.wait_for(ws.close(code, reason), FLUSH_TIMEOUT_S)
+                    await _finish(writer)
         except BaseException as exc:
             if not ready.done():
                 ready.set_exception(SessionClosed(f"WebSocket connection to {self.url} failed: {exc!r}", exc))
@@ -248,8 +240,11 @@ class WebSocketClient:
             self.closed.set()
 
     async def aclose(self) -> None:
+        """Fail what is pending, close the socket (1000) and wait for the connection to end."""
         if self.session is not None and self.session.closed is None:
             self.session.close("the client closed the connection")
+        if self._outbox is not None:
+            self._outbox.close(1000, "")
         if self._task is not None:
             task = self._task
             try:
