@@ -248,10 +248,18 @@ FLOOR_WS_HEAD = '{"type":"response","id":"'
 FLOOR_WS_TAIL = '","status":200,"body":' + FLOOR_EXEC_BODY.decode() + ',"done":true}'
 
 
+#: The rpc floor answers Cap'n Web ``["pull",N]`` messages with ``["resolve",N,FLOOR_EXEC_BODY]``
+#: (pushes and releases need no answer).
+FLOOR_RPC_PULL = '["pull",'
+FLOOR_RPC_TAIL = "," + FLOOR_EXEC_BODY.decode() + "]"
+
+
 async def floor_ws(receive: Any, send: Any) -> None:
     """A bare websocket echo: each text frame is answered with the fixed ``response`` frame under
     the frame's id (cut out of the text, no JSON decoding), after a bare bash round trip where
-    FLOOR_BASH is set; frames are answered one at a time, in order."""
+    FLOOR_BASH is set; frames are answered one at a time, in order. A Cap'n Web message (the rpc
+    floor) is answered the same way when it is a ``pull``, with the fixed result under its id,
+    and not at all otherwise."""
     if (await receive())["type"] != "websocket.connect":
         return
     await send({"type": "websocket.accept"})
@@ -260,6 +268,12 @@ async def floor_ws(receive: Any, send: Any) -> None:
         if message["type"] != "websocket.receive":
             return
         text = message.get("text") or ""
+        if text.startswith("["):  # Cap'n Web (the rpc floor): each pull gets the fixed result
+            if text.startswith(FLOOR_RPC_PULL):
+                if FLOOR_BASH is not None and await FLOOR_BASH.round_trip() != b"hi\nEND\n":
+                    raise RuntimeError("the floor server's bash answered something else than hi")
+                await send({"type": "websocket.send", "text": '["resolve",' + text[8:-1] + FLOOR_RPC_TAIL})
+            continue
         start = text.index('"id":"') + 6
         rid = text[start : text.index('"', start)]
         if FLOOR_BASH is not None and await FLOOR_BASH.round_trip() != b"hi\nEND\n":
@@ -541,7 +555,7 @@ async def exec_and_floors(ctx: Ctx, floor_transport: str) -> dict[str, list[floa
     Metric("floor_http_median", "bare http app answering exec, median", "ms"),
     Metric("floor_bash_median", "bare bash `echo hi` round trip on its own, median", "ms"),
     Metric("exec_echo_over_parts", "session exec `echo hi`, median over the sum of those two", "x"),
-    skip_transports=("ws",),  # exec_echo_ws: over ws, the floor is a bare websocket echo
+    skip_transports=("ws", "rpc"),  # exec_echo_ws/_rpc: there the floor is a bare websocket echo
 )
 async def exec_echo(ctx: Ctx) -> dict[str, float]:
     """Session exec against its floor, measured in the same run, interleaved in rounds so that
@@ -599,6 +613,115 @@ async def exec_echo_ws(ctx: Ctx) -> dict[str, float]:
         "floor_ws_median": statistics.median(app),
         "floor_ws_bash_median": statistics.median(bare),
         "exec_ws_over_parts": median / parts,
+    }
+
+
+@figure(
+    Metric("exec_rpc_median", "session exec `echo hi` over rpc, median", "ms", target=1.5),
+    Metric("exec_rpc_p99", "session exec `echo hi` over rpc, p99", "ms"),
+    Metric("floor_rpc_joint_median", "floor: bare websocket echo doing a bare bash `echo hi` round trip, median", "ms"),
+    Metric("exec_rpc_over_floor", "session exec `echo hi` over rpc, median over that floor", "x", target=1.5),
+    Metric("floor_rpc_median", "bare websocket echo answering exec, median", "ms"),
+    Metric("floor_rpc_bash_median", "bare bash `echo hi` round trip on its own (rpc run), median", "ms"),
+    Metric("exec_rpc_over_parts", "session exec `echo hi` over rpc, median over the sum of those two", "x"),
+    transports=("rpc",),
+)
+async def exec_echo_rpc(ctx: Ctx) -> dict[str, float]:
+    """exec_echo over rpc: the floor is the bare hypercorn+uvloop websocket answering each Cap'n
+    Web ``pull`` with a fixed ``resolve`` (after a bare bash round trip), timed with the same
+    client (``Sandbox(..., transport="rpc")``: push, pull, release per exec, one socket)."""
+    samples = await exec_and_floors(ctx, "rpc")
+    real, joint, app, bare = samples["real"], samples["joint"], samples["app"], samples["bare"]
+    median = statistics.median(real)
+    floor = statistics.median(joint)
+    parts = statistics.median(app) + statistics.median(bare)
+    return {
+        "exec_rpc_median": median,
+        "exec_rpc_p99": percentile(real, 99),
+        "floor_rpc_joint_median": floor,
+        "exec_rpc_over_floor": median / floor,
+        "floor_rpc_median": statistics.median(app),
+        "floor_rpc_bash_median": statistics.median(bare),
+        "exec_rpc_over_parts": median / parts,
+    }
+
+
+@figure(
+    Metric(
+        "concurrent_1000", "1,000 concurrent pings on one connection: answered", "calls", target=1000, better="higher"
+    ),
+    Metric("concurrent_1000_s", "time for all of them", "s"),
+    transports=("ws", "rpc"),
+)
+async def concurrent_1000(ctx: Ctx) -> dict[str, float]:
+    """1,000 calls started at once on the client's one connection; every answer is checked."""
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(ctx.sb.ping() for _ in range(1000)), return_exceptions=True)
+    elapsed = time.perf_counter() - t0
+    answered = sum(1 for r in results if r == "healthy")
+    if answered != 1000:
+        failures = [r for r in results if r != "healthy"][:3]
+        ctx.note(f"concurrent_1000 [{ctx.transport}]: {1000 - answered} failed, e.g. {failures!r}")
+    return {"concurrent_1000": answered, "concurrent_1000_s": elapsed}
+
+
+@figure(
+    Metric("rpc_stream_in", "256 MiB streamed in (files.writeFileStream)", "MiB/s", target=200, better="higher"),
+    Metric("rpc_stream_in_rss", "server RSS growth during it", "MB", target=64),
+    Metric(
+        "rpc_stream_out", "256 MiB streamed out (files.readFile, encoding none)", "MiB/s", target=200, better="higher"
+    ),
+    Metric("rpc_stream_out_rss", "server RSS growth during it", "MB", target=64),
+    transports=("rpc",),
+    before_load=True,
+)
+async def rpc_streams(ctx: Ctx) -> dict[str, float]:
+    """A 256 MiB file through Cap'n Web streams, straight on the engine's WebSocket client:
+    written with ``files.writeFileStream`` from 1 MiB chunks, read back with ``files.readFile``
+    (``encoding: 'none'``: a ReadableStream of raw bytes); both checked byte for byte (sha256)."""
+    import hashlib
+
+    from sandbox_transport_rpc.capnweb import ReadableStream, WebSocketClient
+
+    size = (32 if ctx.quick else 256) * 1024 * 1024
+    chunk = os.urandom(1024 * 1024)
+    path = f"/tmp/bench-rpc-{os.getpid()}.bin"
+    url = ctx.url.replace("http://", "ws://", 1).rstrip("/") + "/rpc"
+    client = WebSocketClient(url)
+    api = await client.connect()
+    try:
+
+        async def source() -> Any:
+            for _ in range(size // len(chunk)):
+                yield chunk
+
+        expected = hashlib.sha256(chunk * (size // len(chunk))).hexdigest()
+        async with RssSampler(ctx.pid) as rss_in:
+            t0 = time.perf_counter()
+            written = await api.files.writeFileStream(path, ReadableStream(source()), "bench-files")
+            elapsed_in = time.perf_counter() - t0
+        if written["bytesWritten"] != size:
+            raise RuntimeError(f"writeFileStream wrote {written['bytesWritten']} bytes of {size}")
+        digest = hashlib.sha256()
+        received = 0
+        async with RssSampler(ctx.pid) as rss_out:
+            t0 = time.perf_counter()
+            result = await api.files.readFile(path, "bench-files", {"encoding": "none"})
+            async for data in result["content"]:
+                digest.update(data)
+                received += len(data)
+            elapsed_out = time.perf_counter() - t0
+        if received != size or digest.hexdigest() != expected:
+            raise RuntimeError(f"readFile returned {received} bytes of {size}, or other bytes")
+        await api.files.deleteFile(path, "bench-files")
+    finally:
+        await client.aclose()
+    mib = size / 1024 / 1024
+    return {
+        "rpc_stream_in": mib / elapsed_in,
+        "rpc_stream_in_rss": rss_in.growth,
+        "rpc_stream_out": mib / elapsed_out,
+        "rpc_stream_out_rss": rss_out.growth,
     }
 
 

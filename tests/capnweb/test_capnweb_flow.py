@@ -55,7 +55,13 @@ def test_window_shrinks_with_a_slow_reader_but_not_below_the_minimum() -> None:
         for mark in marks:
             clock.now += 0.1
             fc.on_ack(mark)
-    assert MIN_WINDOW <= fc.window < INITIAL_WINDOW / 2
+    assert MIN_WINDOW <= fc.window <= INITIAL_WINDOW / 2  # two writes: the floor of the window
+
+
+def test_the_window_holds_two_of_the_largest_writes() -> None:
+    fc = FlowController(Clock())
+    fc.on_send(1_400_000)
+    assert fc.window == 2_800_000 and not fc.full
 
 
 def test_an_app_limited_sender_keeps_its_window() -> None:

@@ -21,13 +21,14 @@ from .streams import ReadableStream, WritableStream
 from .stubs import RpcPromise, RpcStub
 from .targets import RpcTarget
 from .values import INVALID_DATE, UNDEFINED, BigInt, Limits, ProtocolError, RpcError, SessionClosed, TypedBytes, Url
-from .websocket import WebSocketClient, serve_websocket, websocket_session
+from .websocket import HandshakeRefused, WebSocketClient, serve_websocket, websocket_session
 
 __all__ = [
     "INVALID_DATE",
     "UNDEFINED",
     "BigInt",
     "FlowController",
+    "HandshakeRefused",
     "Limits",
     "ProtocolError",
     "ReadableStream",

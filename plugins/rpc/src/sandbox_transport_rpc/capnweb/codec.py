@@ -9,7 +9,6 @@ the session's business: both directions call back into it for those.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import datetime as dt
 import inspect
@@ -19,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
+import pybase64
 
 from .targets import RpcTarget
 from .values import INVALID_DATE, JS_ERROR_NAMES, UNDEFINED, BigInt, Limits, ProtocolError, RpcError, TypedBytes, Url
@@ -79,7 +79,8 @@ class Exporter(Protocol):
 
 
 def b64encode(data: bytes | bytearray | memoryview) -> str:
-    return base64.b64encode(data).decode("ascii").rstrip("=")
+    """Base64 without padding, as the reference sends it (pybase64: SIMD, several times faster)."""
+    return pybase64.b64encode_as_string(data).rstrip("=")
 
 
 def date_ms(value: dt.datetime) -> int | float:
@@ -210,7 +211,8 @@ def _b64decode(text: Any) -> bytes:
     if not isinstance(text, str):
         raise ProtocolError("bytes must be a base64 string")
     try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        padding = -len(text) % 4
+        return pybase64.b64decode(text + "=" * padding if padding else text, validate=True)
     except (binascii.Error, ValueError):
         raise ProtocolError("invalid base64 in bytes") from None
 

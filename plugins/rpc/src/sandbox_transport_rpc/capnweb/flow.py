@@ -48,6 +48,7 @@ class FlowController:
         self._flat_rounds = 0
         self._round_window: float = 0.0
         self._round_start = 0.0
+        self._largest = 0
 
     @property
     def full(self) -> bool:
@@ -55,6 +56,9 @@ class FlowController:
 
     def on_send(self, size: int) -> SendMark:
         self.in_flight += size
+        if size > self._largest:
+            self._largest = size
+            self.window = max(self.window, 2 * size)
         return SendMark(
             self._clock(), size, self._delivered, self._delivered_time, self.window, self.in_flight >= self.window
         )
@@ -83,7 +87,7 @@ class FlowController:
         # shrink slowly while the sender fills the window; not at all while it does not use it all
         floor = mark.window_at_send * DECAY if mark.window_full_at_send else self.window
         window = max(window, floor)
-        self.window = max(min(window, MAX_WINDOW), MIN_WINDOW)
+        self.window = max(min(window, MAX_WINDOW), MIN_WINDOW, 2 * self._largest)
         if self.startup and mark.sent_at >= self._round_start:
             if self.window > self._round_window * STEADY_GROWTH:
                 self._flat_rounds = 0
