@@ -206,3 +206,29 @@ async def test_a_remote_writable_keeps_its_window(pair: Pair) -> None:
     gate.set()
     assert await asyncio.wait_for(result, 5) == 100
     assert len(written) == 100
+
+
+async def test_a_heartbeat_lets_a_silent_source_learn_of_a_cancel() -> None:
+    closed = asyncio.Event()
+    started = asyncio.Event()
+
+    async def silent() -> AsyncIterator[bytes]:
+        try:
+            yield b"first"
+            started.set()
+            await asyncio.sleep(60)  # a command that prints nothing more
+            yield b"never"
+        finally:
+            closed.set()
+
+    class Quiet(RpcTarget):
+        def quiet(self, heartbeat: float | None) -> ReadableStream:
+            return ReadableStream(silent(), heartbeat=heartbeat)
+
+    pair = Pair(None, Quiet())
+    stream = await pair.api.quiet(0.05)
+    assert await anext(stream) == b"first"
+    await asyncio.wait_for(started.wait(), 1)
+    assert await anext(stream) == b""  # a heartbeat: an empty chunk
+    await stream.aclose()
+    await asyncio.wait_for(closed.wait(), 2)  # the next heartbeat was refused: the source closed

@@ -8,10 +8,14 @@ so every transport gets the same validation and the same error naming the bad fi
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import decimal
 import inspect
 import re
 import typing
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -176,6 +180,25 @@ def too_deep(raw: bytes | bytearray | memoryview | Mapping[str, Any] | None) -> 
     return validation_error(f"Invalid field '{field}' in request body: nested too deeply", field)
 
 
+#: Values :func:`_struct_values` keeps as they are (msgspec converts them back unchanged).
+_KEEP = (bytes, bytearray, memoryview, datetime.datetime, datetime.date, datetime.time, uuid.UUID, decimal.Decimal)
+
+
+def _struct_values(struct: msgspec.Struct) -> dict[str, Any]:
+    """A parameter struct as the mapping :meth:`ServiceRegistry.decode` takes (wire names; nested
+    structs as mappings, so their constraints are checked again; a ``msgspec.Raw`` value and a
+    value of a type msgspec cannot turn into builtins, such as a stream, kept as they are)."""
+    values: dict[str, Any] = {}
+    for f in msgspec.structs.fields(struct):
+        value = getattr(struct, f.name)
+        if not isinstance(value, msgspec.Raw):
+            # not a msgspec value (an async iterable of bytes): kept, the field's type checks it
+            with contextlib.suppress(TypeError):
+                value = msgspec.to_builtins(value, builtin_types=_KEEP)
+        values[f.encode_name] = value
+    return values
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
@@ -317,6 +340,36 @@ class ServiceRegistry:
         except RecursionError:  # msgspec's own limit on nesting: never a 500
             raise too_deep(raw) from None
 
+    def bind(
+        self,
+        op: Operation,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        omit: Callable[[Any], bool] | None = None,
+    ) -> msgspec.Struct:
+        """The operation's parameter struct from positional ``args`` (in the order of the
+        operation's Python signature) and keyword ``kwargs`` (camelCase wire names, as
+        :meth:`decode` takes them), validated exactly as keyword parameters are: a bad value is
+        ``VALIDATION_FAILED`` naming its field; more positional arguments than parameters, or a
+        parameter given both ways, is ``VALIDATION_FAILED`` too. A positional value for which
+        ``omit`` is true is left out (its parameter keeps its default: "not given")."""
+        fields = msgspec.structs.fields(op.params)
+        if len(args) > len(fields):
+            raise validation_error(
+                f"{op.qualname} takes at most {len(fields)} positional argument{'s' if len(fields) != 1 else ''}"
+                f" ({', '.join(f.encode_name for f in fields) or 'none'}), got {len(args)}",
+                "arguments",
+            )
+        values: dict[str, Any] = {
+            f.encode_name: value for f, value in zip(fields, args, strict=False) if omit is None or not omit(value)
+        }
+        for key, value in (kwargs or {}).items():
+            if key in values:
+                raise validation_error(f"Invalid field '{key}': given both by position and by name", key)
+            values[key] = value
+        return self.decode(op, values)
+
     def kwargs(self, op: Operation, params: msgspec.Struct) -> dict[str, Any]:
         return {name: getattr(params, name) for name in op.param_names}
 
@@ -334,21 +387,38 @@ class ServiceRegistry:
             ErrorCode.INTERNAL_ERROR, f"Internal error in {opname}: {type(exc).__name__}", {"operation": opname}
         )
 
-    def _params(self, op: Operation, params: Mapping[str, Any] | msgspec.Struct | bytes | None) -> msgspec.Struct:
+    def _params(
+        self,
+        op: Operation,
+        params: Mapping[str, Any] | msgspec.Struct | bytes | None,
+        args: Sequence[Any] | None = None,
+    ) -> msgspec.Struct:
+        if args is not None:
+            if params is not None and not isinstance(params, Mapping):
+                raise TypeError(f"{op.qualname}: positional arguments go with a mapping of named ones, not {params!r}")
+            return self.bind(op, args, params)
         if isinstance(params, msgspec.Struct):
             if not isinstance(params, op.params):
                 raise TypeError(f"{op.qualname} takes {op.params.__name__}, not {type(params).__name__}")
-            return params
+            # msgspec checks no constraint when a struct is built in Python: validate it again
+            return self.decode(op, _struct_values(params))
         return self.decode(op, params)
 
     async def call(
-        self, service: str, name: str, params: Mapping[str, Any] | msgspec.Struct | bytes | None = None
+        self,
+        service: str,
+        name: str,
+        params: Mapping[str, Any] | msgspec.Struct | bytes | None = None,
+        *,
+        args: Sequence[Any] | None = None,
     ) -> object:
-        """Call a unary operation with validated parameters; raises SandboxError only."""
+        """Call a unary operation with validated parameters; raises SandboxError only.
+
+        ``args`` are positional parameters (see :meth:`bind`); ``params`` then holds the named ones."""
         op = self.operation(service, name)
         if op.streaming:
             raise validation_error(f"Operation {op.qualname} is a stream", "operation")
-        struct = self._params(op, params)
+        struct = self._params(op, params, args)
         try:
             result: object = await op.func(**self.kwargs(op, struct))
             return result
@@ -358,11 +428,18 @@ class ServiceRegistry:
             raise self.map_exception(exc, op) from exc
 
     def stream(
-        self, service: str, name: str, params: Mapping[str, Any] | msgspec.Struct | bytes | None = None
+        self,
+        service: str,
+        name: str,
+        params: Mapping[str, Any] | msgspec.Struct | bytes | None = None,
+        *,
+        args: Sequence[Any] | None = None,
     ) -> AsyncGenerator[object, None]:
-        """Open a streaming operation; iterating yields its events; errors are SandboxError."""
+        """Open a streaming operation; iterating yields its events; errors are SandboxError.
+
+        ``args`` are positional parameters (see :meth:`bind`); ``params`` then holds the named ones."""
         op = self.operation(service, name)
-        struct = self._params(op, params)
+        struct = self._params(op, params, args)
         if not op.streaming:
             raise validation_error(f"Operation {op.qualname} is not a stream", "operation")
         return self._guard(op, op.func(**self.kwargs(op, struct)))

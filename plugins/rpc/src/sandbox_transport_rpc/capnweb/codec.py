@@ -51,6 +51,15 @@ _ELEMENT_SIZE |= {"BigInt64Array": 8, "BigUint64Array": 8, "Float64Array": 8}
 _UNSUPPORTED = frozenset({"headers", "request", "response", "blob"})
 
 
+def as_json(value: Any, limit: int = 100) -> str:
+    """A value as the peer sent it (JSON), cut to ``limit`` characters, for error messages."""
+    try:
+        text = msgspec.json.encode(value).decode()
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class Pending:
     """A promise inside an evaluated value: substituted by its result before delivery."""
 
@@ -257,7 +266,7 @@ class Evaluator:
                 items.append(self.evaluate(item, items, index, depth + 1))
             return items
         if not isinstance(head, str):
-            raise ProtocolError(f"unknown special value: {expr!r:.100}")
+            raise ProtocolError(f"unknown special value: {as_json(expr)}")
         return self._special(head, expr, depth)
 
     def _special(self, tag: str, expr: list[Any], depth: int) -> Any:
@@ -332,7 +341,7 @@ class Evaluator:
                 return importer.claim_readable(self, check_id(expr[1]))
             case _ if tag in _UNSUPPORTED:
                 raise RpcError("TypeError", f"Cap'n Web '{tag}' values are not supported by this peer")
-        raise ProtocolError(f"unknown special value: {expr!r:.100}")
+        raise ProtocolError(f"unknown special value: {as_json(expr)}")
 
     def evaluate_args(self, args: list[Any], depth: int = 0) -> list[Any]:
         values: list[Any] = []

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .codec import Devaluator, Evaluator, Pending, check_id
+from .codec import Devaluator, Evaluator, Pending, as_json, check_id
 from .values import ProtocolError, RpcError
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class Mapper:
         caps: list[Any] = []
         for capture in captures:
             if not (isinstance(capture, list) and len(capture) == 2 and capture[0] == "import"):
-                raise ProtocolError(f"invalid nested remap capture: {capture!r:.100}")
+                raise ProtocolError(f"invalid nested remap capture: {as_json(capture)}")
             caps.append(self._local(check_id(capture[1])))
         target = self._local(ref_id)
         return Pending(self.session._spawn(self.session.run_remap(target, path, caps, instructions)))

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from .codec import Devaluator, Evaluator, Pending, check_id, error_name
+from .codec import Devaluator, Evaluator, Pending, as_json, check_id, error_name
 from .mapper import Mapper, MapRecorder, Placeholder, record_map
 from .streams import LocalWritable, Pipe, ReadableStream, StreamSender, WritableStream, _Rejection
 from .stubs import Path, RpcPromise, RpcStub, is_remote, not_a_function
@@ -253,7 +253,7 @@ class RpcSession:
 
     def _dispatch(self, message: Any) -> None:
         if not isinstance(message, list) or not message or not isinstance(message[0], str):
-            raise ProtocolError(f"{message!r:.100}")
+            raise ProtocolError(f"{as_json(message)}")
         kind, n = message[0], len(message)
         if kind == "push" and n == 2:
             self._on_push(message[1], auto=False)
@@ -273,7 +273,7 @@ class RpcSession:
         elif kind == "abort" and n == 2:
             self._on_abort(message[1])
         else:
-            raise ProtocolError(f"{message!r:.100}")
+            raise ProtocolError(f"{as_json(message)}")
 
     def _check_room(self) -> None:
         if len(self._exports) >= self.limits.max_exports:
@@ -561,7 +561,7 @@ class RpcSession:
                 entry = self._export_entry(check_id(capture[1]))
                 return entry.future
             return self._done(self.import_export(evaluator, check_id(capture[1])))
-        raise ProtocolError(f"invalid remap capture: {capture!r:.100}")
+        raise ProtocolError(f"invalid remap capture: {as_json(capture)}")
 
     async def run_remap(self, target: asyncio.Future[Any], path: Path, captures: list[Any], instructions: Any) -> Any:
         value = await asyncio.shield(target)
@@ -693,17 +693,20 @@ class RpcSession:
         pipe = self._alloc_import(None)
         self._send(["pipe"])
 
+        heartbeat = (stream.heartbeat, stream.heartbeat_chunk) if stream.heartbeat else None
+
         def start_pump() -> None:
-            self._spawn(self._pump(pipe, source))
+            self._spawn(self._pump(pipe, source, heartbeat))
 
         after_send.append(start_pump)
         return ["readable", pipe.id]
 
-    async def _pump(self, pipe: Import, source: AsyncIterator[Any]) -> None:
+    async def _pump(self, pipe: Import, source: AsyncIterator[Any], heartbeat: tuple[float, Any] | None) -> None:
         sender = StreamSender(self, pipe)
+        chunks = source if heartbeat is None else _with_heartbeat(source, *heartbeat, sender.failed)
         try:
             try:
-                async for chunk in source:
+                async for chunk in chunks:
                     await sender.write(chunk)
             except (SessionClosed, _Rejection, RpcError):
                 if sender.done or self.closed is not None:
@@ -718,10 +721,11 @@ class RpcSession:
             if self.closed is None:
                 sender.abort(RpcError(error_name(exc), str(exc) or type(exc).__name__))
         finally:
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+            for iterator in (chunks, source) if chunks is not source else (source,):
+                aclose = getattr(iterator, "aclose", None)
+                if aclose is not None:
+                    with contextlib.suppress(Exception):
+                        await aclose()
             self.drop_local_ref(pipe)
 
     def send_stream(self, target: Import, method: str, args: list[Any]) -> tuple[asyncio.Future[Any], int]:
@@ -863,6 +867,36 @@ class RpcSession:
     def _spawn_detached(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = self._loop.create_task(coro)
         task.add_done_callback(_consume)
+
+
+async def _with_heartbeat(
+    source: AsyncIterator[Any], interval: float, chunk: Any, failed: asyncio.Future[None]
+) -> AsyncIterator[Any]:
+    """The source's chunks, with ``chunk`` in between whenever it is silent for ``interval``;
+    it stops as soon as ``failed`` is done (a write was refused: the reader is gone)."""
+    pending: asyncio.Future[Any] | None = None
+    try:
+        while not failed.done():
+            if pending is None:
+                pending = asyncio.ensure_future(anext(source))
+            done, _ = await asyncio.wait((pending, failed), timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            if failed.done():
+                return
+            if not done:
+                yield chunk
+                continue
+            try:
+                value = pending.result()
+            except StopAsyncIteration:
+                return
+            finally:
+                pending = None
+            yield value
+    finally:
+        if pending is not None:  # the reader went away while the source was silent
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
 
 
 async def _abort_sink(writable: LocalWritable) -> None:

@@ -40,10 +40,18 @@ class ReadableStream:
     taken, and :meth:`aclose` cancels it.
     """
 
-    def __init__(self, source: AsyncIterable[Any] | None = None) -> None:
+    def __init__(
+        self, source: AsyncIterable[Any] | None = None, *, heartbeat: float | None = None, heartbeat_chunk: Any = b""
+    ) -> None:
         self._source = source
         self._pipe: Pipe | None = None
         self._claimed = False
+        #: While the source is silent this long, send ``heartbeat_chunk`` (an empty chunk by
+        #: default). A reader's cancel sends nothing on the wire (as in the reference): the sender
+        #: learns of it when a write is refused, so a silent source would otherwise run on until
+        #: it next produces something.
+        self.heartbeat = heartbeat
+        self.heartbeat_chunk = heartbeat_chunk
 
     @classmethod
     def _from_pipe(cls, pipe: Pipe) -> ReadableStream:
@@ -218,12 +226,16 @@ class StreamSender:
         self._error: BaseException | None = None
         self._room: asyncio.Future[None] | None = None
         self.done = False
+        #: done when a write is refused (the reader cancelled, or the session ended)
+        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def _on_ack(self, mark: Any, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled() or fut.exception() is not None:
             self._flow.on_error(mark)
             if self._error is None:
                 self._error = fut.exception() if not fut.cancelled() else SessionClosed("stream cancelled")
+                if not self.failed.done():
+                    self.failed.set_result(None)
         else:
             self._flow.on_ack(mark)
         if self._room is not None and not self._room.done() and (not self._flow.full or self._error):

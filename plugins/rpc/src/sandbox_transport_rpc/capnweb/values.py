@@ -40,7 +40,7 @@ class _InvalidDate:
         return cls._instance
 
     def __repr__(self) -> str:
-        return "INVALID_DATE"
+        return "capnweb.INVALID_DATE"
 
 
 INVALID_DATE: Final = _InvalidDate()

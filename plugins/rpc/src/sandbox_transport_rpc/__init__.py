@@ -1,0 +1,1 @@
+"""Cap'n Web RPC transport of the sandbox runtime (see plugin.py)."""

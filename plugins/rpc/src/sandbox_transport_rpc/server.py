@@ -1,0 +1,111 @@
+"""The rpc transport's server side: ``/rpc``, Cap'n Web over WebSocket (one session per socket)
+and over HTTP batch (``POST /rpc``, one session per request), both answering with a
+:class:`~.api.SandboxControlAPI` (a raw ASGI app; the engine is :mod:`.capnweb`).
+
+Every session has the settings' limits (message size, nesting, queued bytes). When a session
+ends (the peer closes, a send fails, a limit is broken, or the server shuts down), every call
+it is running is cancelled (a foreground exec ends its command) and every stream it feeds is
+closed (its operation ends). At shutdown every open WebSocket session is aborted: its peer's
+pending calls fail at once and the socket closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from sandbox_core.transport import ServerContext, ServerMount
+
+from .api import ApiFactory
+from .capnweb import Limits, RpcError, RpcSession, serve_http_batch, serve_websocket
+from .settings import RpcSettings
+
+log = structlog.get_logger("sandbox.rpc")
+
+PATH = "/rpc"
+
+
+def limits(settings: RpcSettings) -> Limits:
+    """The engine's limits for one session, from the transport's settings."""
+    return Limits(
+        max_message_chars=settings.max_message_bytes,  # a message has at most as many characters as bytes
+        max_depth=settings.max_depth,
+        max_queued_bytes=settings.max_queued_bytes,
+        max_stream_buffer=settings.max_stream_buffer_bytes,
+    )
+
+
+class RpcApp:
+    """The ASGI app of ``/rpc``."""
+
+    def __init__(self, ctx: ServerContext, settings: RpcSettings) -> None:
+        self.registry = ctx.registry
+        self.settings = settings
+        self.limits = limits(settings)
+        self._factory: ApiFactory | None = None
+        self.sessions: set[RpcSession] = set()
+        self.connections: set[asyncio.Future[None]] = set()
+        self.closing = False
+
+    @property
+    def factory(self) -> ApiFactory:
+        """The object tree's classes, made on first use (when every service has started)."""
+        if self._factory is None:
+            self._factory = ApiFactory(self.registry, self.settings.stream_heartbeat_s)
+        return self._factory
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        elif scope["type"] == "http":
+            await serve_http_batch(scope, receive, send, main=self.factory(), limits=self.limits)
+
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.closing:
+            if (await receive())["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": 1001, "reason": "Server shutting down"})
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.connections.add(done)
+        sessions: list[RpcSession] = []
+
+        def on_session(session: RpcSession) -> None:
+            sessions.append(session)
+            self.sessions.add(session)
+            log.debug("rpc.connected", client=scope.get("client"))
+
+        try:
+            await serve_websocket(scope, receive, send, main=self.factory(), limits=self.limits, on_session=on_session)
+        finally:
+            for session in sessions:
+                self.sessions.discard(session)
+                if session.closed is None:
+                    session.close("the connection ended")
+                log.debug("rpc.closed", reason=str(session.closed))
+            self.connections.discard(done)
+            done.set_result(None)
+
+    async def aclose(self) -> None:
+        """Shutdown: every open session is aborted (its pending calls fail, its streams end)
+        and its socket closed; returns when every connection has ended."""
+        self.closing = True
+        for session in list(self.sessions):
+            session.abort(RpcError("Error", "Server shutting down"))
+        if self.connections:
+            await asyncio.gather(*self.connections)
+
+
+def make_server(ctx: ServerContext) -> ServerMount:
+    settings: RpcSettings = ctx.settings if ctx.settings is not None else RpcSettings()
+    app = RpcApp(ctx, settings)
+    return ServerMount(
+        app=app,
+        http_paths=(PATH,),
+        websocket_paths=(PATH,),
+        aclose=app.aclose,
+        websocket_ping_interval=settings.ping_interval_s,
+        websocket_max_message_bytes=settings.max_message_bytes,
+    )
