@@ -88,6 +88,9 @@ ROUTES: list[Route] = [
     Route("DELETE", "/api/process/{id}", "processes", "kill"),
     Route("GET", "/api/process/{id}/logs", "processes", "logs"),
     Route("GET", "/api/process/{id}/stream", "processes", "stream_logs", stream=True, query=("offset",)),
+    # interpreter routes
+    # watch routes
+    # backup routes
 ]
 
 

@@ -27,3 +27,6 @@ def sandbox_register_services(register: Callable[[ServiceSpec], None]) -> None:
     register(ServiceSpec("git", GitService, GitSettings, "clone git repositories"))
     register(ServiceSpec("files", FilesService, FilesSettings, "read, write, stream and list files"))
     register(ServiceSpec("terminals", TerminalsService, TerminalSettings, "a shared interactive terminal per session"))
+    # interpreter service
+    # watch service
+    # backup service

@@ -243,6 +243,10 @@ class Sandbox:
 
         return GitAPI(self)
 
+    # interpreter property
+    # watch property
+    # backup property
+
     # sessions ---------------------------------------------------------------------------------
 
     def session(self, session_id: str) -> SessionHandle:

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from sandbox_core.memory import trim_after
 from sandbox_core.transport import ServerContext, ServerMount
 
 from .api import ApiFactory
@@ -77,8 +78,19 @@ class RpcApp:
             self.sessions.add(session)
             log.debug("rpc.connected", client=scope.get("client"))
 
+        async def receive_large(receive: Any = receive) -> Any:
+            event = await receive()
+            trim_after(len(event.get("text") or event.get("bytes") or ""))
+            return event
+
+        async def send_large(event: Any, send: Any = send) -> None:
+            await send(event)
+            trim_after(len(event.get("text") or ""))  # the memory of a large message comes back
+
         try:
-            await serve_websocket(scope, receive, send, main=self.factory(), limits=self.limits, on_session=on_session)
+            await serve_websocket(
+                scope, receive_large, send_large, main=self.factory(), limits=self.limits, on_session=on_session
+            )
         finally:
             for session in sessions:
                 self.sessions.discard(session)

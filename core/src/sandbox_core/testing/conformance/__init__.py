@@ -21,8 +21,23 @@ from .ports import PortsSuite
 from .processes import ProcessesSuite
 from .sessions import SessionsSuite
 
+# interpreter suite
+# watch suite
+# backup suite
 
-class ConformanceSuite(CommandsSuite, SessionsSuite, ProcessesSuite, PortsSuite, GitSuite, FilesSuite, LimitsSuite):
+
+class ConformanceSuite(
+    CommandsSuite,
+    SessionsSuite,
+    ProcessesSuite,
+    PortsSuite,
+    GitSuite,
+    FilesSuite,
+    LimitsSuite,
+    # interpreter mixin
+    # watch mixin
+    # backup mixin
+):
     """Every service's conformance tests."""
 
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -126,7 +128,7 @@ class RpcSession:
 
     def _failed(self, exc: BaseException) -> asyncio.Future[Any]:
         fut = self._future()
-        fut.set_exception(exc)
+        fut.set_exception(exc.with_traceback(None))  # its frames (and their values) are not kept
         return fut
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
@@ -150,28 +152,25 @@ class RpcSession:
 
     def _follow(self, fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
         out = self._future()
-
-        def step(done: asyncio.Future[Any]) -> None:
-            if out.done():
-                return
-            if done.cancelled():
-                out.cancel()
-            elif (exc := done.exception()) is not None:
-                out.set_exception(exc)
-            else:
-                value = done.result()
-                if isinstance(value, RpcPromise) or (inspect.isawaitable(value) and not isinstance(value, RpcStub)):
-                    self._as_future(value).add_done_callback(step)
-                else:
-                    out.set_result(value)
-
-        def cancel(done: asyncio.Future[Any]) -> None:
-            if done.cancelled():
-                fut.cancel()
-
-        fut.add_done_callback(step)
-        out.add_done_callback(cancel)
+        fut.add_done_callback(functools.partial(self._follow_step, out))
+        out.add_done_callback(functools.partial(_cancel_with, fut))
         return out
+
+    def _follow_step(self, out: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
+        # (a method and partials, not a closure calling itself: that cycle kept every result
+        # alive until the garbage collector's next full pass)
+        if out.done():
+            return
+        if done.cancelled():
+            out.cancel()
+        elif (exc := done.exception()) is not None:
+            out.set_exception(exc)
+        else:
+            value = done.result()
+            if isinstance(value, RpcPromise) or (inspect.isawaitable(value) and not isinstance(value, RpcStub)):
+                self._as_future(value).add_done_callback(functools.partial(self._follow_step, out))
+            else:
+                out.set_result(value)
 
     async def _await(self, awaitable: Awaitable[Any]) -> Any:
         value = await awaitable
@@ -771,6 +770,15 @@ class RpcSession:
         return RpcPromise(self, entry)
 
     async def resolve_import(self, entry: Import, path: Path) -> Any:
+        try:
+            return await self._resolve_import(entry, path)
+        except Exception as exc:
+            # The future keeps its exception: raised as it is, it would carry a traceback holding
+            # these frames, which hold the future (a cycle kept alive until the garbage
+            # collector's next full pass). The stored one drops its traceback; a copy is raised.
+            _raise_copy(exc.with_traceback(None))
+
+    async def _resolve_import(self, entry: Import, path: Path) -> Any:
         fut = entry.future
         if fut is not None and (fut.done() or entry.local_only):
             value = await fut
@@ -897,6 +905,16 @@ async def _with_heartbeat(
             pending.cancel()
             with contextlib.suppress(BaseException):
                 await pending
+
+
+def _raise_copy(exc: Exception) -> NoReturn:
+    raise copy.copy(exc) from None
+
+
+def _cancel_with(source: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
+    """Cancelling a call's result cancels the task computing it."""
+    if done.cancelled():
+        source.cancel()
 
 
 async def _abort_sink(writable: LocalWritable) -> None:

@@ -93,6 +93,9 @@ class RpcError(Exception):
         self.message = message
         self.props: dict[str, Any] = dict(props or {})
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.message, self.props))
+
     def __repr__(self) -> str:
         extra = f", {self.props!r}" if self.props else ""
         return f"RpcError({self.name!r}, {self.message!r}{extra})"

@@ -73,6 +73,7 @@ class Outbox:
                 text = self._items.popleft()
                 self._bytes -= len(text)
                 await send_text(text)
+                del text  # not kept alive while the writer waits for the next message
             if self.close_with is not None:
                 if not self.gone:
                     await send_close(*self.close_with)
@@ -132,6 +133,7 @@ async def serve_websocket(
                         session.abort(RpcError("Error", "bad RPC message: binary frame is not UTF-8"))
                         continue
                 session.receive(text)
+                del event, text  # a large message is not kept alive until the next one
             elif kind == "websocket.disconnect":
                 outbox.gone = True
                 session.close(f"the peer closed the WebSocket ({event.get('code', 1005)})")
@@ -232,6 +234,7 @@ class WebSocketClient:
                                 session.abort(RpcError("Error", "bad RPC message: binary frame is not UTF-8"))
                                 continue
                         session.receive(message)
+                        del message
                 finally:
                     if session.closed is None:
                         session.close("the client closed the connection")
