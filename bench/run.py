@@ -585,6 +585,24 @@ async def exec_echo(ctx: Ctx) -> dict[str, float]:
     }
 
 
+async def exec_over_ws_floor(ctx: Ctx, transport: str) -> dict[str, float]:
+    """exec_echo's samples against the websocket floor, as the metrics ``exec_<transport>_*``."""
+    samples = await exec_and_floors(ctx, transport)
+    real, joint, app, bare = samples["real"], samples["joint"], samples["app"], samples["bare"]
+    median = statistics.median(real)
+    floor = statistics.median(joint)
+    parts = statistics.median(app) + statistics.median(bare)
+    return {
+        f"exec_{transport}_median": median,
+        f"exec_{transport}_p99": percentile(real, 99),
+        f"floor_{transport}_joint_median": floor,
+        f"exec_{transport}_over_floor": median / floor,
+        f"floor_{transport}_median": statistics.median(app),
+        f"floor_{transport}_bash_median": statistics.median(bare),
+        f"exec_{transport}_over_parts": median / parts,
+    }
+
+
 @figure(
     Metric("exec_ws_median", "session exec `echo hi` over ws, median", "ms", target=1.5),
     Metric("exec_ws_p99", "session exec `echo hi` over ws, p99", "ms"),
@@ -600,20 +618,7 @@ async def exec_echo_ws(ctx: Ctx) -> dict[str, float]:
     instead (each request frame gets a fixed ``response`` frame under its id, cut out of the text,
     after a bare bash round trip), timed with the same client (``Sandbox(..., transport="ws")``,
     one socket per client)."""
-    samples = await exec_and_floors(ctx, "ws")
-    real, joint, app, bare = samples["real"], samples["joint"], samples["app"], samples["bare"]
-    median = statistics.median(real)
-    floor = statistics.median(joint)
-    parts = statistics.median(app) + statistics.median(bare)
-    return {
-        "exec_ws_median": median,
-        "exec_ws_p99": percentile(real, 99),
-        "floor_ws_joint_median": floor,
-        "exec_ws_over_floor": median / floor,
-        "floor_ws_median": statistics.median(app),
-        "floor_ws_bash_median": statistics.median(bare),
-        "exec_ws_over_parts": median / parts,
-    }
+    return await exec_over_ws_floor(ctx, "ws")
 
 
 @figure(
@@ -630,20 +635,7 @@ async def exec_echo_rpc(ctx: Ctx) -> dict[str, float]:
     """exec_echo over rpc: the floor is the bare hypercorn+uvloop websocket answering each Cap'n
     Web ``pull`` with a fixed ``resolve`` (after a bare bash round trip), timed with the same
     client (``Sandbox(..., transport="rpc")``: push, pull, release per exec, one socket)."""
-    samples = await exec_and_floors(ctx, "rpc")
-    real, joint, app, bare = samples["real"], samples["joint"], samples["app"], samples["bare"]
-    median = statistics.median(real)
-    floor = statistics.median(joint)
-    parts = statistics.median(app) + statistics.median(bare)
-    return {
-        "exec_rpc_median": median,
-        "exec_rpc_p99": percentile(real, 99),
-        "floor_rpc_joint_median": floor,
-        "exec_rpc_over_floor": median / floor,
-        "floor_rpc_median": statistics.median(app),
-        "floor_rpc_bash_median": statistics.median(bare),
-        "exec_rpc_over_parts": median / parts,
-    }
+    return await exec_over_ws_floor(ctx, "rpc")
 
 
 @figure(

@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from sandbox_core.server import answer_lifespan
 from sandbox_transport_rpc import capnweb
 from sandbox_transport_rpc.capnweb import ReadableStream, RpcError, RpcTarget
 
@@ -368,13 +369,8 @@ class PyServer:
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if scope.get("path") != "/rpc":
             if scope["type"] == "http":
                 await send({"type": "http.response.start", "status": 404, "headers": []})

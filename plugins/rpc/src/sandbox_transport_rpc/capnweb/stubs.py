@@ -20,21 +20,14 @@ if TYPE_CHECKING:
 Path = tuple[str | int, ...]
 
 
-class RpcStub:
-    """A reference to an object the peer exports (its main object, a target or a function it
-    passed or returned). Call it, read from it, or call its methods; ``dispose()`` (or ``with``)
-    lets the peer free it. A stub received as a call argument is disposed when that call returns,
-    unless the callee keeps a :meth:`dup` of it."""
+class _Pipelined:
+    """Attribute access, item access, calls and ``map`` on a remote value: each pipelines."""
 
-    __slots__ = ("_rpc_disposed", "_rpc_entry", "_rpc_path", "_rpc_session")
+    __slots__ = ("_rpc_entry", "_rpc_path", "_rpc_session")
 
-    def __init__(self, session: RpcSession, entry: Import, path: Path = ()) -> None:
-        self._rpc_session = session
-        self._rpc_entry = entry
-        self._rpc_path = path
-        self._rpc_disposed = False
-
-    # pipelining ----------------------------------------------------------------------------
+    _rpc_session: RpcSession
+    _rpc_entry: Import
+    _rpc_path: Path
 
     def __getattr__(self, name: str) -> RpcPromise:
         if name.startswith("__"):
@@ -51,7 +44,24 @@ class RpcStub:
         """Apply ``fn`` to the value (to each element of an array) on the peer's side."""
         return self._rpc_session.remap(self._rpc_entry, self._rpc_path, fn)
 
-    # ownership ----------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        path = "".join(f".{p}" for p in self._rpc_path)
+        return f"<{type(self).__name__} import {self._rpc_entry.id}{path}>"
+
+
+class RpcStub(_Pipelined):
+    """A reference to an object the peer exports (its main object, a target or a function it
+    passed or returned). Call it, read from it, or call its methods; ``dispose()`` (or ``with``)
+    lets the peer free it. A stub received as a call argument is disposed when that call returns,
+    unless the callee keeps a :meth:`dup` of it."""
+
+    __slots__ = ("_rpc_disposed",)
+
+    def __init__(self, session: RpcSession, entry: Import, path: Path = ()) -> None:
+        self._rpc_session = session
+        self._rpc_entry = entry
+        self._rpc_path = path
+        self._rpc_disposed = False
 
     def dup(self) -> RpcStub:
         """Another handle on the same object, disposed on its own."""
@@ -70,36 +80,17 @@ class RpcStub:
     def __exit__(self, *exc: object) -> None:
         self.dispose()
 
-    def __repr__(self) -> str:
-        path = "".join(f".{p}" for p in self._rpc_path)
-        return f"<RpcStub import {self._rpc_entry.id}{path}>"
 
-
-class RpcPromise:
+class RpcPromise(_Pipelined):
     """The pending result of a call or property get on the peer. Await it for the value; access
     attributes, items or call it to pipeline further calls without waiting."""
 
-    __slots__ = ("_rpc_entry", "_rpc_path", "_rpc_session")
+    __slots__ = ()
 
     def __init__(self, session: RpcSession, entry: Import, path: Path = ()) -> None:
         self._rpc_session = session
         self._rpc_entry = entry
         self._rpc_path = path
-
-    def __getattr__(self, name: str) -> RpcPromise:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return RpcPromise(self._rpc_session, self._rpc_entry, (*self._rpc_path, name))
-
-    def __getitem__(self, key: str | int) -> RpcPromise:
-        return RpcPromise(self._rpc_session, self._rpc_entry, (*self._rpc_path, key))
-
-    def __call__(self, *args: Any) -> RpcPromise:
-        return self._rpc_session.call_import(self._rpc_entry, self._rpc_path, args)
-
-    def map(self, fn: Callable[[Any], Any]) -> RpcPromise:
-        """Apply ``fn`` to the result (to each element of an array) on the peer's side."""
-        return self._rpc_session.remap(self._rpc_entry, self._rpc_path, fn)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._rpc_session.resolve_import(self._rpc_entry, self._rpc_path).__await__()
@@ -118,10 +109,6 @@ class RpcPromise:
 
     def __exit__(self, *exc: object) -> None:
         self.dispose()
-
-    def __repr__(self) -> str:
-        path = "".join(f".{p}" for p in self._rpc_path)
-        return f"<RpcPromise import {self._rpc_entry.id}{path}>"
 
 
 def is_remote(value: object) -> bool:
