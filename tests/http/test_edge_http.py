@@ -270,3 +270,16 @@ async def test_an_early_answer_reaches_a_client_still_sending_its_body(sandbox_s
         refused = await http.post("/api/write", content=body, headers={"Content-Type": "application/json"})
         assert_error(refused, 413, "VALIDATION_FAILED")
         assert (await http.get("/api/ping")).status_code == 200  # a new connection, served as usual
+
+
+async def test_an_answer_given_without_reading_the_body_closes_the_connection(http: httpx.AsyncClient) -> None:
+    """A refusal does not read the request's body, so that connection cannot serve another
+    request: it says so, and a client does not reuse it (reusing it raced its close)."""
+    refused = await http.post("/api/execute", json={"command": "true"}, headers={"Host": "attacker.example:3000"})
+    assert refused.status_code == 403 and refused.headers["connection"] == "close"
+    bodiless = await http.get("/api/nowhere", headers={"Host": "attacker.example:3000"})
+    assert bodiless.status_code == 403 and "connection" not in bodiless.headers
+    for _ in range(20):  # the same client goes on working on fresh connections
+        refused = await http.post("/api/execute", json={"command": "true"}, headers={"Host": "evil.example"})
+        assert refused.status_code == 403
+        assert (await http.post("/api/execute", json={"command": "true"})).status_code == 200

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from helpers_rpc import events, frames, read_all, rejection, sid
 
+from sandbox_core.registry import ServiceSpec
 from sandbox_core.testing import ServerProcess
 from sandbox_transport_rpc.capnweb import UNDEFINED, RpcStub, http_batch_session
 
@@ -287,10 +288,22 @@ async def test_utils(api: RpcStub) -> None:
         ("watch", "checkChanges", ({"path": "/workspace"},)),
     ],
 )
-async def test_getters_of_missing_services_reject_clearly(
-    api: RpcStub, getter: str, method: str, args: tuple[Any, ...]
-) -> None:
-    err = await rejection(getattr(getattr(api, getter), method)(*args))
+async def test_getters_of_missing_services_reject_clearly(getter: str, method: str, args: tuple[Any, ...]) -> None:
+    """On a server whose services lack one the contract names (here: only a third-party service
+    is installed), that getter's methods reject naming the missing service."""
+    from sandbox_core.registry import ServiceRegistry
+    from sandbox_test_greeter import Greeter, GreeterSettings
+    from sandbox_transport_rpc.api import ApiFactory
+
+    registry = ServiceRegistry(
+        {"greeter": ServiceSpec("greeter", Greeter, GreeterSettings)}, settings={}, workspace="/tmp"
+    )
+    await registry.start()
+    try:
+        main = ApiFactory(registry)()
+        err = await rejection(getattr(getattr(main, getter), method)(*args))
+    finally:
+        await registry.aclose()
     assert err.name == "Error" and err.props["code"] == "UNKNOWN_ERROR"
     assert err.props["details"]["service"] == getter and err.props["httpStatus"] == 404
     assert f"no '{getter}' service is installed" in err.message

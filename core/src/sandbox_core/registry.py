@@ -3,7 +3,8 @@
 A service is a plain class whose public operations are async methods (or async generator
 methods for streams) marked with :func:`operation`. Parameters are typed; the registry
 builds one msgspec struct per operation (camelCase on the wire) to decode and validate them,
-so every transport gets the same validation and the same error naming the bad field.
+so every transport gets the same validation and the same error naming the bad field. A
+parameter whose contract name is not camelCase says so with :class:`WireName`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,16 @@ def operation(func: F | None = None, /, *, name: str | None = None) -> F | Calla
         return f
 
     return mark(func) if func is not None else mark
+
+
+@dataclass(frozen=True)
+class WireName:
+    """A parameter's name on the wire when it is not the camelCase of its Python name: the
+    outermost metadata of its annotation, ``context_id: Annotated[str, WireName("context_id")]``
+    (the contract's interpreter bodies are snake_case). Every transport and the client then use
+    that name: in JSON bodies, in the generic call's named parameters, in errors naming the field."""
+
+    name: str
 
 
 @dataclass(frozen=True)
@@ -213,7 +224,11 @@ def _build_params(service: str, func: Callable[..., Any]) -> tuple[type[msgspec.
             continue
         ptype = hints.get(pname, Any)
         names.append(pname)
-        if param.default is inspect.Parameter.empty:
+        wire = next((m.name for m in getattr(ptype, "__metadata__", ()) if isinstance(m, WireName)), None)
+        if wire is not None:
+            default = msgspec.NODEFAULT if param.default is inspect.Parameter.empty else param.default
+            fields.append((pname, ptype, msgspec.field(default=default, name=wire)))
+        elif param.default is inspect.Parameter.empty:
             fields.append((pname, ptype))
         else:
             fields.append((pname, ptype, param.default))

@@ -89,8 +89,17 @@ ROUTES: list[Route] = [
     Route("GET", "/api/process/{id}/logs", "processes", "logs"),
     Route("GET", "/api/process/{id}/stream", "processes", "stream_logs", stream=True, query=("offset",)),
     # interpreter routes
+    Route("GET", "/api/interpreter/health", "interpreter", "health"),
+    Route("POST", "/api/contexts", "interpreter", "create_code_context"),
+    Route("GET", "/api/contexts", "interpreter", "list_code_contexts"),
+    Route("DELETE", "/api/contexts/{id}", "interpreter", "delete_code_context"),
+    Route("POST", "/api/execute/code", "interpreter", "run_code", stream=True),
     # watch routes
+    Route("POST", "/api/watch", "watch", "watch", stream=True),
+    Route("POST", "/api/watch/check", "watch", "check_changes"),
     # backup routes
+    Route("POST", "/api/backup/create", "backup", "create_archive", session_fallback=True),
+    Route("POST", "/api/backup/restore", "backup", "restore_archive", session_fallback=True),
 ]
 
 

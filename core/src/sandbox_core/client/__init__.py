@@ -243,9 +243,35 @@ class Sandbox:
 
         return GitAPI(self)
 
-    # interpreter property
-    # watch property
-    # backup property
+    if TYPE_CHECKING:
+        from .interpreter import InterpreterAPI
+
+    @property
+    def interpreter(self) -> InterpreterAPI:
+        """Code contexts (Python kernels, JavaScript, TypeScript) and their streamed runs."""
+        from .interpreter import InterpreterAPI
+
+        return InterpreterAPI(self)
+
+    if TYPE_CHECKING:
+        from .watch import WatchAPI
+
+    @property
+    def watch(self) -> WatchAPI:
+        """Watch directories for changes; check whether anything changed since a version."""
+        from .watch import WatchAPI
+
+        return WatchAPI(self)
+
+    if TYPE_CHECKING:
+        from .backup import BackupAPI
+
+    @property
+    def backup(self) -> BackupAPI:
+        """Archive a directory to a squashfs file in the sandbox, and restore it."""
+        from .backup import BackupAPI
+
+        return BackupAPI(self)
 
     # sessions ---------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ from sandbox_core.models.files import FileMetadataEvent
 from sandbox_core.registry import Operation, ServiceRegistry
 from sandbox_core.sse import encode_event
 
-from .capnweb import ReadableStream, RpcError, RpcTarget
+from .capnweb import UNDEFINED, ReadableStream, RpcError, RpcTarget
 from .methods import CONTRACT_GETTERS, METHODS, RESERVED, Method, absent, camel, clean, named_params, trim
 
 log = structlog.get_logger("sandbox.rpc")
@@ -100,6 +101,8 @@ class Dispatcher:
             return method.constant()
         if method.special == "read_file":
             return await self._read_file(method, args)
+        if method.special == "interpreter":
+            return await self._interpreter(method, args)
         op = self._operation(method)
         params: Any
         if named is not None:
@@ -204,6 +207,69 @@ class Dispatcher:
             "timestamp": now_iso(),
             "content": ReadableStream(_bytes(data, first, has_first)),
         }
+
+    # interpreter: contexts with Dates, runs that call the caller's callbacks ------------------
+
+    async def _interpreter(self, method: Method, args: Sequence[Any]) -> Any:
+        self._operation(method)  # no interpreter service installed: the same clear rejection
+        if method.name == "listCodeContexts":
+            named_params(method, args)  # the argument count is still checked
+            result = builtins(await self.registry.call("interpreter", "list_code_contexts"))
+            return [_code_context(c) for c in result["contexts"]]
+        if method.name == "createCodeContext":
+            params = named_params(method, args)
+            if "envVars" in params:  # the SDK's option name; the operation's is the contract's
+                params["env_vars"] = params.pop("envVars")
+            created = builtins(await self.registry.call("interpreter", "create_code_context", params))
+            when = created["timestamp"]
+            return _code_context(
+                {"id": created["contextId"], "language": created["language"], "cwd": created["cwd"], "createdAt": when}
+            )
+        return await self._run_code_stream(method, args)
+
+    async def _run_code_stream(self, method: Method, args: Sequence[Any]) -> Any:
+        """``runCodeStream(ctxId, code, lang, {onStdout, onStderr, onResult, onError}, timeoutMs?)``:
+        each event calls the caller's callback (awaited: a slow caller slows the run's reader)."""
+        params = named_params(method, args)
+        callbacks = params.pop("callbacks", None) or {}
+        if not isinstance(callbacks, dict):
+            raise validation_error("Invalid field 'callbacks': an object of functions is expected", "callbacks")
+        events = self.registry.stream("interpreter", "run_code", params)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                value = builtins(event)
+                kind = value.pop("type", None)
+                name, arg = {
+                    "stdout": ("onStdout", {"text": value.get("text"), "timestamp": time.time() * 1000}),
+                    "stderr": ("onStderr", {"text": value.get("text"), "timestamp": time.time() * 1000}),
+                    "result": ("onResult", value),
+                    "error": (
+                        "onError",
+                        {
+                            "name": value.get("ename") or "Error",
+                            "message": value.get("evalue") or value.get("error") or "Unknown error",
+                            "traceback": value.get("traceback") or [],
+                        },
+                    ),
+                }.get(kind or "", (None, None))
+                callback = callbacks.get(name) if name else None
+                if callback is not None and callable(callback):
+                    await callback(arg)
+        return UNDEFINED  # Promise<void>
+
+
+def _code_context(ctx: dict[str, Any]) -> dict[str, Any]:
+    """A context as the contract's RPC answers it: ``createdAt`` and ``lastUsed`` are Dates."""
+
+    def date(value: Any) -> datetime.datetime:
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.datetime.now(datetime.UTC)
+
+    created = date(ctx.get("createdAt"))
+    used = date(ctx.get("lastUsed")) if ctx.get("lastUsed") else created
+    return {"id": ctx["id"], "language": ctx["language"], "cwd": ctx["cwd"], "createdAt": created, "lastUsed": used}
 
 
 async def _first(events: AsyncGenerator[Any, None]) -> tuple[Any, bool]:

@@ -259,11 +259,38 @@ METHODS: tuple[Method, ...] = (
     # interpreter, backup, watch: their services come from other plugins; until one registers
     # the service, these reject with UNKNOWN_ERROR 404 naming it. Operations are the methods'
     # names in snake_case; request objects are spread into named parameters.
-    Method("interpreter", "createCodeContext", "interpreter", "create_code_context", (Spread("options"),)),
-    Method("interpreter", "listCodeContexts", "interpreter", "list_code_contexts"),
-    Method("interpreter", "deleteCodeContext", "interpreter", "delete_code_context"),
-    Method("interpreter", "streamCode", "interpreter", "stream_code"),
-    Method("interpreter", "runCodeStream", "interpreter", "run_code_stream"),
+    # interpreter: contexts answer {id, language, cwd, createdAt: Date, lastUsed: Date} (api.py)
+    Method(
+        "interpreter",
+        "createCodeContext",
+        "interpreter",
+        "create_code_context",
+        (Spread("options", ("language", "cwd", "envVars", "env_vars")),),
+        special="interpreter",
+        client=False,
+    ),
+    Method(
+        "interpreter", "listCodeContexts", "interpreter", "list_code_contexts", (), special="interpreter", client=False
+    ),
+    Method(
+        "interpreter",
+        "deleteCodeContext",
+        "interpreter",
+        "delete_code_context",
+        ("id",),
+        shape=lambda _: UNDEFINED,
+        client=False,
+    ),
+    Method("interpreter", "streamCode", "interpreter", "run_code", ("context_id", "code", "language")),
+    Method(
+        "interpreter",
+        "runCodeStream",
+        "interpreter",
+        "run_code",
+        ("context_id", "code", "language", "callbacks", "timeout_ms"),
+        special="interpreter",
+        client=False,
+    ),
     Method(
         "backup",
         "createArchive",

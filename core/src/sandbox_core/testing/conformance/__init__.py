@@ -13,17 +13,16 @@ session ids and paths, so tests are independent although they share one server. 
 per service, in the module of that name.
 """
 
+from .backup import BackupSuite
 from .commands import CommandsSuite
 from .files import FilesSuite
 from .git import GitSuite
+from .interpreter import InterpreterSuite
 from .limits import LimitsSuite
 from .ports import PortsSuite
 from .processes import ProcessesSuite
 from .sessions import SessionsSuite
-
-# interpreter suite
-# watch suite
-# backup suite
+from .watch import WatchSuite
 
 
 class ConformanceSuite(
@@ -34,9 +33,9 @@ class ConformanceSuite(
     GitSuite,
     FilesSuite,
     LimitsSuite,
-    # interpreter mixin
-    # watch mixin
-    # backup mixin
+    InterpreterSuite,
+    WatchSuite,
+    BackupSuite,
 ):
     """Every service's conformance tests."""
 

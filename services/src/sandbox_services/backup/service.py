@@ -1,0 +1,438 @@
+"""The backup service: a directory to a squashfs archive and back (contract section a8).
+
+``create_archive`` runs ``mksquashfs <dir> <tmp> -comp <fmt> -processors <n> -no-progress
+-quiet -noappend -mem <M> [-wildcards -ef <excludes>]`` into a temporary file beside the
+archive and renames it into place: a failed or cancelled backup leaves any earlier archive of
+that path whole, and a restore never reads half an archive. The exclude list lives in an
+unnamed temporary file (passed as ``/proc/self/fd/N``), so it never lands in the backup.
+
+``restore_archive`` has no FUSE here: it extracts with ``unsquashfs`` into a temporary sibling
+of ``dir`` and swaps that into place (:mod:`.swap`): in one step where the filesystem can
+exchange two directories, entry by entry for a mount point or an allowed root itself. A
+restore that fails (a corrupt or truncated archive, a full disk, a timeout, a caller that went
+away) removes what it extracted and leaves ``dir`` as it was.
+
+The server never reads an archive: the tools work on files, their output is kept to a bound,
+they run as argument lists in a process group of their own, and the ``timeout_ms`` setting
+ends that group. Operations on the same archive or the same directory run one at a time, in
+the order they came (a lock per real path); others run in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import IO, Any
+
+import msgspec
+
+from sandbox_core.errors import ErrorCode, SandboxError
+from sandbox_core.models.backup import BackupCompression, BackupCreated, BackupRestored
+from sandbox_core.registry import ServiceContext, operation
+
+from ..offload import run_sync
+from ..params import NonNegativeInt, PositiveMs
+from ..sessions import check_session_id
+from . import patterns
+from .paths import UPSTREAM_DIR_ROOTS, check_archive, check_dir, invalid, is_mount_point, within
+from .swap import exchange, remove_tree, swap_contents
+from .tools import ToolResult, find_tool, run_lines, run_tool
+
+CREATE = "backup.create"
+RESTORE = "backup.restore"
+FORMATS = ("gzip", "lz4", "zstd")
+DEFAULT_FORMAT = "lz4"
+DEFAULT_THREADS = 8
+MAX_THREADS = 1024
+MAX_EXCLUDES = 10_000
+#: How much of a tool's output goes into an error's message (the details hold up to 8 KiB).
+MESSAGE_OUTPUT = 2000
+DETAILS_OUTPUT = 8192
+_UNSUPPORTED = re.compile(r'Compressor "([^"]*)" is not supported')
+_AVAILABLE = re.compile(r"^\s+(\w+)(?: \(default\))?\s*$", re.MULTILINE)
+
+
+class BackupSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[services.backup]``"""
+
+    #: where archives live: every ``archivePath`` must be a file below it (upstream: /var/backups)
+    archive_root: str = "/var/backups"
+    #: the roots ``dir`` may be under; None: the contract's five and the server's workspace
+    allowed_dirs: list[str] | None = None
+    #: the tools: a path, or a name looked up on PATH
+    mksquashfs: str = "mksquashfs"
+    unsquashfs: str = "unsquashfs"
+    git: str = "git"
+    #: a create or a restore that runs longer is ended (its tool's process group killed)
+    timeout_ms: PositiveMs = 1_800_000
+    kill_grace_ms: NonNegativeInt = 5000  # SIGTERM to SIGKILL at the timeout
+    #: memory the tools may use for their caches and queues (mksquashfs -mem, unsquashfs -da/-fr)
+    tool_memory_mb: int = 256
+
+    def __post_init__(self) -> None:
+        for name, value in [
+            ("archive_root", self.archive_root),
+            *(("allowed_dirs", d) for d in self.allowed_dirs or ()),
+        ]:
+            if not value.startswith("/") or "\x00" in value or ".." in value:
+                raise ValueError(f"{name}: {value!r} must be an absolute path without '..'")
+        if not 16 <= self.tool_memory_mb <= 1 << 20:
+            raise ValueError("tool_memory_mb must be between 16 and 1048576")
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
+
+
+def unsupported_compressor(output: str) -> tuple[str, list[str]] | None:
+    """(the compressor, the ones available) when mksquashfs said it was built without it."""
+    m = _UNSUPPORTED.search(output)
+    if m is None:
+        return None
+    tail = output[m.end() :]
+    return m.group(1), _AVAILABLE.findall(tail.split("available:", 1)[1]) if "available:" in tail else []
+
+
+class _Locks:
+    """One FIFO lock per key; a lock lives while someone holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, *keys: str) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for key in sorted(set(keys)):  # one order for everyone: no deadlock
+                lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+                self._locks[key] = (lock, users + 1)
+                stack.callback(self._release, key)
+                await stack.enter_async_context(lock)
+            yield
+
+    def _release(self, key: str) -> None:
+        lock, users = self._locks[key]
+        if users <= 1:
+            del self._locks[key]
+        else:
+            self._locks[key] = (lock, users - 1)
+
+
+class BackupService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.log = ctx.log
+        settings: BackupSettings = ctx.settings
+        self.settings = settings
+        self.archive_root = os.path.normpath(settings.archive_root)
+        if settings.allowed_dirs is not None:
+            roots = [os.path.normpath(d) for d in settings.allowed_dirs]
+        else:
+            roots = [*UPSTREAM_DIR_ROOTS, os.path.normpath(ctx.workspace)]
+        self.roots = tuple(dict.fromkeys(roots))
+        self.real_archive_root = os.path.realpath(self.archive_root)
+        self.time_limit = settings.timeout_ms / 1000
+        self.grace = settings.kill_grace_ms / 1000
+        self._locks = _Locks()
+
+    # create -----------------------------------------------------------------------------------
+
+    def _compression(self, compression: BackupCompression | None) -> tuple[str, int]:
+        fmt = (compression.format if compression else None) or DEFAULT_FORMAT
+        threads = compression.threads if compression and compression.threads is not None else DEFAULT_THREADS
+        if fmt not in FORMATS:
+            raise invalid(
+                f"Invalid compression algorithm: {fmt[:100]}. Expected one of: {', '.join(FORMATS)}",
+                CREATE,
+                "compression.format",
+                compression=fmt[:100],
+            )
+        if not 1 <= threads <= MAX_THREADS:
+            raise invalid(
+                f"Invalid compression threads: {threads}. Expected an integer from 1 to {MAX_THREADS}",
+                CREATE,
+                "compression.threads",
+            )
+        return fmt, threads
+
+    def _excludes(self, excludes: list[str]) -> list[str]:
+        if len(excludes) > MAX_EXCLUDES:
+            raise invalid(f"At most {MAX_EXCLUDES} exclude patterns, got {len(excludes)}", CREATE, "excludes")
+        lines: list[str] = []
+        for i, pattern in enumerate(excludes):
+            reason = patterns.pattern_error(pattern)
+            if reason is not None:
+                raise invalid(
+                    f"Invalid exclude pattern {pattern[:200]!r}: {reason}",
+                    CREATE,
+                    f"excludes[{i}]",
+                    pattern=pattern[:200],
+                )
+            lines += patterns.expand(pattern)
+        return list(dict.fromkeys(lines))
+
+    def _tool(self, name: str, path: str, code: ErrorCode, operation: str, details: dict[str, Any]) -> str:
+        found = find_tool(path)
+        if found is None:
+            where = f"at {path}" if os.sep in path else f"on PATH ({path})"
+            raise SandboxError(
+                code,
+                f"{name} binary not found {where}. Ensure squashfs-tools is installed.",
+                {**details, "binaryPath": path, "operation": operation},
+            )
+        return found
+
+    async def _gitignored(self, source: str, out: IO[bytes]) -> int:
+        """Write the exclude lines of the paths git ignores in ``source`` to ``out``; how many."""
+        git = find_tool(self.settings.git)
+        if git is None:
+            self.log.warning("backup.gitignore_skipped", reason="git is not installed", dir=source)
+            return 0
+        base = [git, "-c", "core.fsmonitor=false", "-C", source]
+        probe = await run_tool(
+            [*base, "rev-parse", "--is-inside-work-tree"], time_limit=self.time_limit, grace=self.grace
+        )
+        if probe.exit_code != 0 or probe.output != "true":
+            self.log.debug("backup.not_a_git_repository", dir=source)
+            return 0
+        count = 0
+        skipped = 0
+
+        def line(raw: bytes) -> None:
+            nonlocal count, skipped
+            entry = patterns.literal(raw.decode("utf-8", errors="surrogateescape"))
+            if entry is None:
+                skipped += 1
+                return
+            out.write(entry.encode("utf-8", errors="surrogateescape") + b"\n")
+            count += 1
+
+        # --directory: an ignored directory is one line, not one per file in it
+        result = await run_lines(
+            [*base, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory", "--", "."],
+            line,
+            time_limit=self.time_limit,
+            grace=self.grace,
+            separator=b"\x00",
+        )
+        if result.exit_code != 0:
+            self.log.warning("backup.gitignore_failed", dir=source, output=result.output[:500])
+        if skipped:
+            self.log.warning("backup.gitignore_unrepresentable", dir=source, count=skipped)
+        return count
+
+    def _prepare_create(self, source: str, archive: str, dir: str, details: dict[str, Any]) -> tuple[str, str]:
+        """(mksquashfs, the temporary archive path) once the source and the archive's directory
+        are there."""
+        if not os.path.isdir(source):
+            raise self._failed(CREATE, f"Source directory does not exist: {dir}", details)
+        tool = self._tool("mksquashfs", self.settings.mksquashfs, ErrorCode.BACKUP_CREATE_FAILED, CREATE, details)
+        parent = os.path.dirname(archive)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise self._failed(
+                CREATE, f"Failed to create the backup directory {parent}: {exc.strerror}", details
+            ) from None
+        if os.path.isdir(archive):
+            raise self._failed(CREATE, f"archivePath is a directory: {details['archivePath']}", details)
+        return tool, os.path.join(parent, f".{os.path.basename(archive)}.tmp-{uuid.uuid4().hex[:12]}")
+
+    @operation
+    async def create_archive(
+        self,
+        dir: str,
+        archive_path: str,
+        gitignore: bool = False,
+        excludes: list[str] | None = None,
+        compression: BackupCompression | None = None,
+        session_id: str | None = None,
+    ) -> BackupCreated:
+        """Archive ``dir`` into the squashfs file ``archive_path`` (replacing it)."""
+        check_session_id(session_id)
+        source = check_dir(dir, self.roots, CREATE)
+        archive = check_archive(archive_path, self.archive_root, CREATE)
+        fmt, threads = self._compression(compression)
+        user_lines = self._excludes(excludes or [])
+        details: dict[str, Any] = {"dir": dir, "archivePath": archive_path}
+        started = time.monotonic()
+        async with self._locks.hold(archive, source):
+            mksquashfs, tmp = await run_sync(self._prepare_create, source, archive, dir, details)
+            try:
+                with tempfile.TemporaryFile(dir=os.path.dirname(tmp)) as exclude_file:
+                    count = self._write_excludes(exclude_file, user_lines, source, (tmp, archive))
+                    if gitignore:
+                        count += await self._gitignored(source, exclude_file)
+                    exclude_file.flush()
+                    processors = str(min(threads, os.cpu_count() or 1))
+                    argv = [mksquashfs, source, tmp, "-comp", fmt, "-processors", processors, "-no-progress"]
+                    argv += ["-quiet", "-noappend", "-mem", f"{self.settings.tool_memory_mb}M"]
+                    fds: tuple[int, ...] = ()
+                    if count:
+                        fds = (exclude_file.fileno(),)
+                        argv += ["-wildcards", "-ef", f"/proc/self/fd/{fds[0]}"]
+                    result = await run_tool(argv, time_limit=self.time_limit, grace=self.grace, pass_fds=fds)
+                self._check_create(result, fmt, details)
+                os.replace(tmp, archive)
+                size = os.stat(archive).st_size
+            except OSError as exc:
+                message = f"Failed to create squashfs archive: {exc.strerror or exc}"
+                raise self._failed(CREATE, message, details) from None
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        self.log.info(
+            "backup.created",
+            dir=source,
+            archive_path=archive,
+            size_bytes=size,
+            excludes=count,
+            duration_ms=round((time.monotonic() - started) * 1000),
+        )
+        return BackupCreated(success=True, size_bytes=size, archive_path=archive_path)
+
+    def _write_excludes(self, out: IO[bytes], lines: list[str], source: str, outputs: tuple[str, ...]) -> int:
+        """The user's lines, and the archive files when they are inside the source (mksquashfs
+        would otherwise archive its own output)."""
+        for path in outputs:
+            if within(path, source) and path != source:
+                entry = patterns.literal(os.path.relpath(path, source))
+                if entry is not None:
+                    lines = [*lines, entry]
+        for entry in lines:
+            out.write(entry.encode("utf-8", errors="surrogateescape") + b"\n")
+        return len(lines)
+
+    def _check_create(self, result: ToolResult, fmt: str, details: dict[str, Any]) -> None:
+        if result.timed_out:
+            raise self._failed(
+                CREATE,
+                f"mksquashfs timed out after {self.settings.timeout_ms} ms",
+                {**details, "timeoutMs": self.settings.timeout_ms},
+            )
+        if result.exit_code == 0:
+            return
+        missing = unsupported_compressor(result.output)
+        if missing is not None:
+            raise invalid(
+                f"Compression {fmt} is not available: this mksquashfs was built without it"
+                f" (available: {', '.join(missing[1]) or 'unknown'})",
+                CREATE,
+                "compression.format",
+                compression=fmt,
+                available=missing[1],
+            )
+        raise self._failed(
+            CREATE,
+            f"mksquashfs failed: {_bounded(result.output, MESSAGE_OUTPUT) or f'exit code {result.exit_code}'}",
+            {**details, "exitCode": result.exit_code, "stderr": _bounded(result.output, DETAILS_OUTPUT)},
+        )
+
+    @staticmethod
+    def _failed(operation: str, message: str, details: dict[str, Any]) -> SandboxError:
+        code = ErrorCode.BACKUP_CREATE_FAILED if operation == CREATE else ErrorCode.BACKUP_RESTORE_FAILED
+        return SandboxError(code, message, {**details, "operation": operation})
+
+    # restore ----------------------------------------------------------------------------------
+
+    def _prepare_restore(self, archive: str, target: str, dir: str, details: dict[str, Any]) -> tuple[str, bool, str]:
+        """(unsquashfs, whether the contents of ``target`` are swapped rather than the directory
+        itself, the staging directory made for the extraction)."""
+        if not os.path.isfile(archive):
+            raise SandboxError(
+                ErrorCode.BACKUP_NOT_FOUND,
+                f"Archive file does not exist: {details['archivePath']}",
+                {**details, "operation": RESTORE},
+            )
+        tool = self._tool("unsquashfs", self.settings.unsquashfs, ErrorCode.BACKUP_RESTORE_FAILED, RESTORE, details)
+        if os.path.lexists(target) and not os.path.isdir(target):
+            raise self._failed(RESTORE, f"Cannot restore into {dir}: it exists and is not a directory", details)
+        real_roots = {os.path.realpath(root) for root in self.roots}
+        in_place = os.path.isdir(target) and (target in real_roots or is_mount_point(target))
+        try:
+            if not in_place:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+            staging = tempfile.mkdtemp(
+                prefix=".sandbox-restore-" if in_place else f".{os.path.basename(target)}.restore-",
+                dir=target if in_place else os.path.dirname(target),
+            )
+        except OSError as exc:
+            message = f"Failed to prepare the restore of {dir}: {exc.strerror or exc}"
+            raise self._failed(RESTORE, message, details) from None
+        return tool, in_place, staging
+
+    def _put_in_place(self, staging: str, target: str, in_place: bool, dir: str, details: dict[str, Any]) -> None:
+        tree = os.path.join(staging, "tree")
+        old = os.path.join(staging, "old")
+        try:
+            if in_place:
+                os.mkdir(old, 0o700)
+                swap_contents(tree, target, old, os.path.basename(staging))
+            elif os.path.isdir(target):
+                exchange(tree, target, old)
+            else:
+                os.rename(tree, target)
+        except OSError as exc:
+            message = f"Failed to put the restored tree in place at {dir}: {exc.strerror or exc}"
+            raise self._failed(RESTORE, message, details) from None
+
+    @operation
+    async def restore_archive(self, dir: str, archive_path: str, session_id: str | None = None) -> BackupRestored:
+        """Replace the contents of ``dir`` with the tree in the archive ``archive_path``."""
+        check_session_id(session_id)
+        target = check_dir(dir, self.roots, RESTORE)
+        archive = check_archive(archive_path, self.archive_root, RESTORE)
+        details: dict[str, Any] = {"dir": dir, "archivePath": archive_path}
+        if within(self.real_archive_root, target):
+            raise invalid(
+                f"Cannot restore into {dir}: it holds the backup directory {self.archive_root}",
+                RESTORE,
+                "dir",
+                archiveRoot=self.archive_root,
+            )
+        started = time.monotonic()
+        async with self._locks.hold(archive, target):
+            unsquashfs, in_place, staging = await run_sync(self._prepare_restore, archive, target, dir, details)
+            try:
+                await self._extract(unsquashfs, archive, os.path.join(staging, "tree"), details)
+                # one synchronous step: a caller that goes away cannot stop it half done
+                self._put_in_place(staging, target, in_place, dir, details)
+            finally:
+                try:
+                    await run_sync(remove_tree, staging)
+                except Exception as exc:  # the restore's outcome stands; the leftovers are logged
+                    self.log.warning("backup.cleanup_failed", path=staging, error=repr(exc))
+        self.log.info(
+            "backup.restored",
+            dir=target,
+            archive_path=archive,
+            in_place=in_place,
+            duration_ms=round((time.monotonic() - started) * 1000),
+        )
+        return BackupRestored(success=True, dir=dir)
+
+    async def _extract(self, unsquashfs: str, archive: str, tree: str, details: dict[str, Any]) -> None:
+        queue = str(max(1, self.settings.tool_memory_mb // 2))
+        argv = [unsquashfs, "-d", tree, "-no-progress", "-quiet", "-da", queue, "-fr", queue]
+        if os.geteuid() != 0:
+            argv.append("-user-xattrs")  # other namespaces need privileges: not an error for us
+        result = await run_tool([*argv, archive], time_limit=self.time_limit, grace=self.grace)
+        if result.timed_out:
+            raise self._failed(
+                RESTORE,
+                f"unsquashfs timed out after {self.settings.timeout_ms} ms",
+                {**details, "timeoutMs": self.settings.timeout_ms},
+            )
+        if result.exit_code != 0:
+            raise self._failed(
+                RESTORE,
+                "Failed to extract backup archive: "
+                + (_bounded(result.output, MESSAGE_OUTPUT) or f"exit code {result.exit_code}"),
+                {**details, "exitCode": result.exit_code, "stderr": _bounded(result.output, DETAILS_OUTPUT)},
+            )
+        if not await run_sync(os.path.isdir, tree):
+            raise self._failed(RESTORE, "Failed to extract backup archive: it holds no directory", details)
