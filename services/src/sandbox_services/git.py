@@ -40,7 +40,7 @@ from .files.paths import check_cwd
 from .params import GitDepth, NonNegativeInt, PositiveMs
 from .proctree import kill_group, signal_group
 from .sessions import SessionsService, check_session_id
-from .spawn import Child, read_some, spawn
+from .spawn import Child, read_bounded, spawn
 
 MAX_URL_LENGTH = 2048
 MAX_PATH_LENGTH = 4096
@@ -187,19 +187,6 @@ def check_repo_url(url: str) -> None:
         )
 
 
-async def _read_bounded(fd: int, limit: int) -> bytes:
-    """Read the non-blocking ``fd`` to EOF, keeping the first ``limit`` bytes (the rest is read and dropped)."""
-    kept = bytearray()
-    dropped = 0
-    while chunk := await read_some(fd, 65536):
-        room = limit - len(kept)
-        kept += chunk[:room]
-        dropped += max(0, len(chunk) - room)
-    if dropped:
-        kept += f"\n[... {dropped} bytes of output dropped]".encode()
-    return bytes(kept)
-
-
 class GitService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.registry = ctx.registry
@@ -256,8 +243,8 @@ class GitService:
             raise SandboxError(
                 ErrorCode.GIT_OPERATION_FAILED, "git is not installed in the sandbox", {"command": argv[0]}
             ) from None
-        out_task = asyncio.create_task(_read_bounded(out_r, _STDERR_LIMIT))
-        err_task = asyncio.create_task(_read_bounded(err_r, _STDERR_LIMIT))
+        out_task = asyncio.create_task(read_bounded(out_r, _STDERR_LIMIT))
+        err_task = asyncio.create_task(read_bounded(err_r, _STDERR_LIMIT))
         exit_task = asyncio.create_task(proc.wait())
         tasks = (out_task, err_task, exit_task)
         try:

@@ -47,6 +47,20 @@ async def read_some(fd: int, size: int = READ_SIZE) -> bytes:
     return data
 
 
+async def read_bounded(fd: int, limit: int) -> bytes:
+    """Read the non-blocking ``fd`` to EOF, keeping the first ``limit`` bytes; the rest is read
+    and dropped, and a note at the end says how much (a tool's output, for its error message)."""
+    kept = bytearray()
+    dropped = 0
+    while chunk := await read_some(fd, 65536):
+        room = max(limit - len(kept), 0)
+        kept += chunk[:room]
+        dropped += len(chunk) - min(room, len(chunk))
+    if dropped:
+        kept += f"\n[... {dropped} bytes of output dropped]".encode()
+    return bytes(kept)
+
+
 #: The pids of the children we spawned and have not reaped yet (see :func:`spawned`).
 _SPAWNED: set[int] = set()
 

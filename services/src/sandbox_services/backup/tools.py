@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..proctree import kill_group, signal_group
-from ..spawn import Child, read_some, spawn
+from ..spawn import Child, read_bounded, read_some, spawn
 
 OUTPUT_LIMIT = 64 * 1024
 #: The longest line :func:`run_lines` hands over (a longer one is dropped whole).
@@ -45,18 +45,6 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.update({"LC_ALL": "C", "LANGUAGE": "C", "GIT_TERMINAL_PROMPT": "0"})
     return env
-
-
-async def _read_bounded(fd: int, limit: int) -> bytes:
-    kept = bytearray()
-    dropped = 0
-    while chunk := await read_some(fd, 65536):
-        room = limit - len(kept)
-        kept += chunk[: max(room, 0)]
-        dropped += max(0, len(chunk) - max(room, 0))
-    if dropped:
-        kept += f"\n[... {dropped} bytes of output dropped]".encode()
-    return bytes(kept)
 
 
 async def _read_lines(fd: int, on_line: Callable[[bytes], None], separator: bytes) -> bytes:
@@ -115,7 +103,7 @@ async def _run(
     tasks: list[asyncio.Future[bytes]] = [asyncio.ensure_future(reader(out_r))]
     if err_r >= 0:
         os.set_blocking(err_r, False)
-        tasks.append(asyncio.ensure_future(_read_bounded(err_r, OUTPUT_LIMIT)))
+        tasks.append(asyncio.ensure_future(read_bounded(err_r, OUTPUT_LIMIT)))
     exit_task: asyncio.Future[Any] = asyncio.ensure_future(proc.wait())
     everything: list[asyncio.Future[Any]] = [*tasks, exit_task]
     timed_out = False
@@ -156,7 +144,7 @@ async def run_tool(
     """Run ``argv`` to its end or its deadline; its exit code and bounded output."""
     code, out, _, timed_out = await _run(
         argv,
-        lambda fd: _read_bounded(fd, limit),
+        lambda fd: read_bounded(fd, limit),
         time_limit=time_limit,
         grace=grace,
         pass_fds=pass_fds,
