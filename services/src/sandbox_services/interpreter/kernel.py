@@ -112,7 +112,9 @@ class KernelExecutor(Executor):
                     limit_s,
                 )
                 self.kc = self.km.client()
-                self.kc.start_channels()
+                # no heartbeat channel (its thread raced the client's context being destroyed
+                # at close; _watch asks the kernel manager instead) and no stdin (allow_stdin=False)
+                self.kc.start_channels(hb=False, stdin=False)
                 await self.kc.wait_for_ready(timeout=limit_s)
         except Exception as exc:
             await self.aclose()
