@@ -585,6 +585,22 @@ async def exec_echo(ctx: Ctx) -> dict[str, float]:
     }
 
 
+def ws_floor_metrics(transport: str) -> tuple[Metric, ...]:
+    """The metrics of :func:`exec_over_ws_floor` for ``transport``."""
+    t = transport
+    return (
+        Metric(f"exec_{t}_median", f"session exec `echo hi` over {t}, median", "ms", target=1.5),
+        Metric(f"exec_{t}_p99", f"session exec `echo hi` over {t}, p99", "ms"),
+        Metric(
+            f"floor_{t}_joint_median", "floor: bare websocket echo doing a bare bash `echo hi` round trip, median", "ms"
+        ),
+        Metric(f"exec_{t}_over_floor", f"session exec `echo hi` over {t}, median over that floor", "x", target=1.5),
+        Metric(f"floor_{t}_median", "bare websocket echo answering exec, median", "ms"),
+        Metric(f"floor_{t}_bash_median", f"bare bash `echo hi` round trip on its own ({t} run), median", "ms"),
+        Metric(f"exec_{t}_over_parts", f"session exec `echo hi` over {t}, median over the sum of those two", "x"),
+    )
+
+
 async def exec_over_ws_floor(ctx: Ctx, transport: str) -> dict[str, float]:
     """exec_echo's samples against the websocket floor, as the metrics ``exec_<transport>_*``."""
     samples = await exec_and_floors(ctx, transport)
@@ -603,16 +619,7 @@ async def exec_over_ws_floor(ctx: Ctx, transport: str) -> dict[str, float]:
     }
 
 
-@figure(
-    Metric("exec_ws_median", "session exec `echo hi` over ws, median", "ms", target=1.5),
-    Metric("exec_ws_p99", "session exec `echo hi` over ws, p99", "ms"),
-    Metric("floor_ws_joint_median", "floor: bare websocket echo doing a bare bash `echo hi` round trip, median", "ms"),
-    Metric("exec_ws_over_floor", "session exec `echo hi` over ws, median over that floor", "x", target=1.5),
-    Metric("floor_ws_median", "bare websocket echo answering exec, median", "ms"),
-    Metric("floor_ws_bash_median", "bare bash `echo hi` round trip on its own (ws run), median", "ms"),
-    Metric("exec_ws_over_parts", "session exec `echo hi` over ws, median over the sum of those two", "x"),
-    transports=("ws",),
-)
+@figure(*ws_floor_metrics("ws"), transports=("ws",))
 async def exec_echo_ws(ctx: Ctx) -> dict[str, float]:
     """exec_echo over ws: the floor is the same bare hypercorn+uvloop server answering a websocket
     instead (each request frame gets a fixed ``response`` frame under its id, cut out of the text,
@@ -621,16 +628,7 @@ async def exec_echo_ws(ctx: Ctx) -> dict[str, float]:
     return await exec_over_ws_floor(ctx, "ws")
 
 
-@figure(
-    Metric("exec_rpc_median", "session exec `echo hi` over rpc, median", "ms", target=1.5),
-    Metric("exec_rpc_p99", "session exec `echo hi` over rpc, p99", "ms"),
-    Metric("floor_rpc_joint_median", "floor: bare websocket echo doing a bare bash `echo hi` round trip, median", "ms"),
-    Metric("exec_rpc_over_floor", "session exec `echo hi` over rpc, median over that floor", "x", target=1.5),
-    Metric("floor_rpc_median", "bare websocket echo answering exec, median", "ms"),
-    Metric("floor_rpc_bash_median", "bare bash `echo hi` round trip on its own (rpc run), median", "ms"),
-    Metric("exec_rpc_over_parts", "session exec `echo hi` over rpc, median over the sum of those two", "x"),
-    transports=("rpc",),
-)
+@figure(*ws_floor_metrics("rpc"), transports=("rpc",))
 async def exec_echo_rpc(ctx: Ctx) -> dict[str, float]:
     """exec_echo over rpc: the floor is the bare hypercorn+uvloop websocket answering each Cap'n
     Web ``pull`` with a fixed ``resolve`` (after a bare bash round trip), timed with the same
