@@ -70,6 +70,17 @@ def spawned() -> frozenset[int]:
     return frozenset(_SPAWNED)
 
 
+def claim(pid: int) -> None:
+    """Count a child another library started (a Jupyter kernel's Popen, an asyncio subprocess) as
+    spawned here, so the orphan reaper leaves its exit status to that library; :func:`disclaim`
+    it once that library has reaped it."""
+    _SPAWNED.add(pid)
+
+
+def disclaim(pid: int) -> None:
+    _SPAWNED.discard(pid)
+
+
 class Child:
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self.popen = popen

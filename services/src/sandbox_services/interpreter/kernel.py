@@ -28,6 +28,7 @@ from sandbox_core.models.interpreter import (
     CodeStdoutEvent,
 )
 
+from ..spawn import claim, disclaim
 from .executor import Executor, ExecutorDied, ExecutorUnavailable, Run
 from .output import RunOutput
 
@@ -83,6 +84,7 @@ class KernelExecutor(Executor):
         self.workspace = workspace
         self.start_dir = workspace if os.path.isdir(workspace) else None
         self._dir = tempfile.TemporaryDirectory(prefix="sandbox-kernel-")
+        self._pid: int | None = None
         self.km: Any = None
         self.kc: Any = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -111,6 +113,9 @@ class KernelExecutor(Executor):
                     ),
                     limit_s,
                 )
+                self._pid = _kernel_pid(self.km)
+                if self._pid is not None:
+                    claim(self._pid)  # jupyter_client reaps it, not the orphan reaper
                 self.kc = self.km.client()
                 # no heartbeat channel (its thread raced the client's context being destroyed
                 # at close; _watch asks the kernel manager instead) and no stdin (allow_stdin=False)
@@ -243,9 +248,18 @@ class KernelExecutor(Executor):
         if self.km is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.km.shutdown_kernel(now=True), 10)
+        if self._pid is not None:
+            disclaim(self._pid)
         if self.run is not None:
             self.run.end(ExecutorDied("the context was closed"))
         self._dir.cleanup()
+
+
+def _kernel_pid(km: Any) -> int | None:
+    """The kernel process's pid (jupyter_client's local provisioner keeps its Popen)."""
+    process = getattr(getattr(km, "provisioner", None), "process", None)
+    pid = getattr(process, "pid", None)
+    return pid if isinstance(pid, int) else None
 
 
 def result_event(content: dict[str, Any]) -> CodeResultEvent:

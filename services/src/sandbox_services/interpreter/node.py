@@ -26,6 +26,7 @@ from sandbox_core.models.interpreter import (
     CodeStdoutEvent,
 )
 
+from ..spawn import claim, disclaim
 from .executor import Executor, ExecutorDied, ExecutorUnavailable, Run
 from .output import RunOutput
 
@@ -79,6 +80,7 @@ class NodeExecutor(Executor):
             )
         except OSError as exc:
             raise ExecutorUnavailable(f"cannot start {self.node}: {exc}") from None
+        claim(self.proc.pid)  # asyncio reaps it, not the orphan reaper
         self._tasks = [
             asyncio.create_task(self._read_stdout()),
             asyncio.create_task(self._read_stderr()),
@@ -173,6 +175,7 @@ class NodeExecutor(Executor):
     async def _watch(self) -> None:
         assert self.proc is not None
         self.exit_code = await self.proc.wait()
+        disclaim(self.proc.pid)
         died = ExecutorDied(f"the Node executor exited with code {self.exit_code}")
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(died)
@@ -225,6 +228,8 @@ class NodeExecutor(Executor):
         if proc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(proc.wait(), 5)
+            if proc.returncode is not None:
+                disclaim(proc.pid)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
