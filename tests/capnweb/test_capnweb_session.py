@@ -350,3 +350,16 @@ async def test_results_and_errors_are_freed_without_the_garbage_collector(pair: 
         gc.set_debug(0)
         gc.garbage.clear()
         gc.enable()
+
+
+async def test_on_broken_tells_of_the_end_once(pair: Pair) -> None:
+    seen: list[SessionClosed] = []
+    pair.client.on_broken(seen.append)
+    assert await pair.api.add(1, 1) == 2
+    assert seen == []
+    pair.client.close("test")
+    pair.client.close("again")
+    assert len(seen) == 1 and "test" in str(seen[0])
+    late: list[SessionClosed] = []
+    pair.client.on_broken(late.append)  # registered after the end: called at once
+    assert late == [seen[0]]
