@@ -100,8 +100,14 @@ class KernelExecutor(Executor):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                # Unix sockets in the private directory, not loopback TCP: no port another
+                # process could take between choosing it and the kernel binding it (a kernel that
+                # lost that race died at start under load), and nothing listening on the network
                 self.km = manager_class(
-                    kernel_name="python3", connection_file=os.path.join(self._dir.name, "kernel.json")
+                    kernel_name="python3",
+                    connection_file=os.path.join(self._dir.name, "kernel.json"),
+                    transport="ipc",
+                    ip=os.path.join(self._dir.name, "ipc"),
                 )
                 await asyncio.wait_for(
                     self.km.start_kernel(
