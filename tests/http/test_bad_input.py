@@ -355,6 +355,8 @@ def contract_5xx(body: dict[str, Any]) -> bool:
         return True  # a1: a session exec that reaches its timeoutMs (here at most 2000 ms)
     if code == "GIT_NETWORK_ERROR" and "timed out after" in message:
         return True  # a5: a clone that reaches its timeoutMs is 502
+    if code == "GIT_OPERATION_FAILED" and "already exists and is not an empty directory" in message:
+        return True  # a5: git's exit 128 (here: a targetDir that is taken) is 500
     # a2: a non-recursive mkdir with a missing parent
     return (
         code == "FILESYSTEM_ERROR"

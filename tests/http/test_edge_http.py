@@ -283,3 +283,14 @@ async def test_an_answer_given_without_reading_the_body_closes_the_connection(ht
         refused = await http.post("/api/execute", json={"command": "true"}, headers={"Host": "evil.example"})
         assert refused.status_code == 403
         assert (await http.post("/api/execute", json={"command": "true"})).status_code == 200
+
+
+async def test_a_route_answer_without_reading_the_body_closes_the_connection(http: httpx.AsyncClient) -> None:
+    """The same for the http transport's own early answers (a 405 on a known path, a 404)."""
+    wrong_method = await http.post("/api/interpreter/health", content=b"\n")
+    assert wrong_method.status_code == 405 and wrong_method.headers["connection"] == "close"
+    read = await http.post("/api/execute", json={"command": "true"})
+    assert read.status_code == 200 and "connection" not in read.headers
+    for _ in range(20):  # the same client goes on working on fresh connections
+        assert (await http.post("/api/ping", content=b"x")).status_code == 405
+        assert (await http.get("/api/ping")).status_code == 200

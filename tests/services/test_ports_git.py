@@ -172,22 +172,6 @@ async def test_git_without_sessions_service_uses_the_workspace(tmp_path: Path) -
         assert relative.target_dir == str(workspace / "rel" / "dir")
 
 
-async def test_git_refuses_a_target_that_exists_and_is_not_empty(tmp_path: Path) -> None:
-    src = make_repo(tmp_path)
-    (tmp_path / "taken").mkdir()
-    (tmp_path / "taken" / "mine").write_text("keep")
-    (tmp_path / "a-file").write_text("keep")
-    (tmp_path / "empty").mkdir()
-    async with services("git", workspace=tmp_path) as registry:
-        git = registry.get("git", GitService)
-        for target in ("taken", "a-file", str(src)):  # the source itself too: it is not empty
-            with pytest.raises(SandboxError) as info:
-                await git.checkout(str(src), target_dir=target)
-            assert (info.value.code, info.value.status) == ("FILE_EXISTS", 409)
-        assert (tmp_path / "taken" / "mine").read_text() == "keep"
-        assert (await git.checkout(str(src), target_dir="empty")).target_dir == str(tmp_path / "empty")
-
-
 async def test_git_never_prompts_for_a_password(tmp_path: Path) -> None:
     async with services("git", workspace=tmp_path) as registry, Listener(401) as host:
         with pytest.raises(SandboxError) as info:

@@ -16,7 +16,7 @@ outcome is returned, so a stream that fails to start is a JSON error reply, as u
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -199,3 +199,15 @@ class Router:
             await events.aclose()
             raise
         return EventStream(events, first)
+
+
+def announces_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether an ASGI request's headers announce a body (a non-zero ``Content-Length`` or a
+    ``Transfer-Encoding``). An answer given without reading it must close the connection: the
+    connection cannot serve another request, and a client that reused it (it may, before it
+    sees the close) would get no answer."""
+    for key, value in headers:
+        key = key.lower()
+        if (key == b"content-length" and value.strip() not in (b"0", b"")) or key == b"transfer-encoding":
+            return True
+    return False

@@ -22,6 +22,7 @@ from .edge import EdgePolicy, is_loopback, load_token
 from .errors import SandboxError, not_found
 from .plugins import Hooks, make_plugin_manager
 from .registry import ServiceRegistry
+from .router import announces_body
 from .transport import ServerContext, ServerMount
 
 log = structlog.get_logger("sandbox.server")
@@ -49,15 +50,9 @@ async def answer_lifespan(receive: Any, send: Any) -> None:
             return
 
 
-def _unread_body(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
-    """``Connection: close`` for an answer given without reading the request's body: the
-    connection cannot serve another request, and a client that reused it (it may, before it
-    sees the close) would get no answer."""
-    for key, value in scope.get("headers", ()):
-        key = key.lower()
-        if (key == b"content-length" and value.strip() not in (b"0", b"")) or key == b"transfer-encoding":
-            return [(b"connection", b"close")]
-    return []
+def _closing(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """``Connection: close`` for an answer given without reading the request's body."""
+    return [(b"connection", b"close")] if announces_body(scope.get("headers", ())) else []
 
 
 class Dispatcher:
@@ -113,7 +108,7 @@ class Dispatcher:
             await send({"type": "websocket.close", "code": 4404})
             return
         err = not_found(path=scope.get("path", ""), method=scope.get("method", ""))
-        for message in _json_response(404, msgspec.json.encode(err.to_body()), _unread_body(scope)):
+        for message in _json_response(404, msgspec.json.encode(err.to_body()), _closing(scope)):
             await send(message)
 
     @staticmethod
@@ -125,7 +120,7 @@ class Dispatcher:
         log.warning("request.refused", code=err.code, **{k: v for k, v in err.details.items() if k != "header"})
         extra = [(b"www-authenticate", b'Bearer realm="sandbox"')] if err.status == 401 else []
         if kind == "http":
-            extra += _unread_body(scope)
+            extra += _closing(scope)
         messages = _json_response(err.status, msgspec.json.encode(err.to_body()), extra)
         if kind == "websocket":
             if "websocket.http.response" not in scope.get("extensions", {}):

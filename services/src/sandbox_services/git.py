@@ -164,14 +164,6 @@ def classify_clone_error(exit_code: int | None, stderr: str) -> str:
     return ErrorCode.GIT_OPERATION_FAILED if exit_code == 128 else ErrorCode.GIT_CLONE_FAILED
 
 
-def _empty_dir(path: str) -> bool:
-    try:
-        with os.scandir(path) as entries:
-            return next(entries, None) is None
-    except OSError:  # not a directory (or unreadable): not somewhere git can clone into
-        return False
-
-
 def _shown_url(url: str) -> str:
     shown = redact(url, url).replace("\x00", "\\0")
     return shown if len(shown) <= 120 else shown[:117] + "..."
@@ -320,12 +312,6 @@ class GitService:
         cwd = self._cwd_of(sid)
         target, existed = self._target(repo_url, target_dir or None, cwd)
         shown = redact(repo_url, repo_url)
-        if existed and not _empty_dir(target):  # git would refuse it (exit 128: a 500 by a5)
-            raise SandboxError(
-                ErrorCode.FILE_EXISTS,
-                f"Cannot clone into '{target}': it exists and is not an empty directory",
-                {"repository": shown, "targetDir": target},
-            )
         argv = ["git", "-c", "http.lowSpeedLimit=1024", "-c", "http.lowSpeedTime=30", "clone", "--filter=blob:none"]
         if branch is not None:
             argv += ["--branch", branch]

@@ -22,7 +22,7 @@ import structlog
 from sandbox_core.config import ConfigError
 from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.registry import ServiceRegistry
-from sandbox_core.router import EventStream, Reply, Router, RouteRequest, stream_error_event
+from sandbox_core.router import EventStream, Reply, Router, RouteRequest, announces_body, stream_error_event
 from sandbox_core.sse import encode_event
 from sandbox_core.transport import ServerContext, ServerMount
 
@@ -147,7 +147,7 @@ T = TypeVar("T")
 class Request:
     """The parts of an ASGI http request the routes use (lighter than a framework request)."""
 
-    __slots__ = ("_headers", "_query", "held", "method", "path", "receive", "scope")
+    __slots__ = ("_headers", "_query", "body_read", "held", "method", "path", "receive", "scope")
 
     def __init__(self, scope: dict[str, Any], receive: Any) -> None:
         self.scope = scope
@@ -157,6 +157,7 @@ class Request:
         self._headers: dict[str, str] | None = None
         self._query: dict[str, str] | None = None
         self.held = 0  # body bytes counted against the server's budget
+        self.body_read = False  # its body was read to the end
 
     @property
     def headers(self) -> dict[str, str]:
@@ -176,10 +177,24 @@ class Request:
             if message["type"] == "http.disconnect":
                 raise SandboxError(ErrorCode.VALIDATION_FAILED, "The client disconnected before sending the whole body")
             body = message.get("body", b"")
+            if not message.get("more_body", False):
+                self.body_read = True
+                if body:
+                    yield body
+                return
             if body:
                 yield body
-            if not message.get("more_body", False):
-                return
+
+
+def _closing(send: Any) -> Any:
+    """``send`` with ``Connection: close`` added to the answer's head (see ``announces_body``)."""
+
+    async def send_closing(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+        await send(message)
+
+    return send_closing
 
 
 #: A call still running after this long starts watching for the client's departure (a quick
@@ -307,6 +322,8 @@ class HttpApp:
             if request.held:
                 self.budget.give(request.held)
                 request.held = 0
+        if not request.body_read and announces_body(scope["headers"]):
+            send = _closing(send)  # answered without reading the body (an error, a 404 or 405...)
         await response(scope, receive, send)
 
     async def dispatch(self, request: Request) -> Response | JSONResponse | BatchedJSONResponse | SSEResponse:
