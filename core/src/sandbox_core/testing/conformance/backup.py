@@ -52,7 +52,8 @@ async def snapshot(sandbox: Sandbox, d: str) -> str:
 
 class BackupSuite:
     @pytest.fixture(scope="class")
-    def backup_server(self) -> Iterator[tuple[ServerProcess, str]]:
+    @classmethod
+    def backup_server(cls) -> Iterator[tuple[ServerProcess, str]]:
         """A server whose archive root is a fresh temporary directory: (server, archive root)."""
         if shutil.which("mksquashfs") is None or shutil.which("unsquashfs") is None:
             pytest.skip("squashfs-tools (mksquashfs, unsquashfs) are not installed")
