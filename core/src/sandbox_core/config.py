@@ -35,6 +35,29 @@ ENV_OVERRIDES = (
 )
 
 
+#: The environment variables the server itself reads (its configuration, its token, its plugin
+#: switches): never passed on to the code it runs for users (see :func:`user_environment`).
+SERVER_ENVIRONMENT = frozenset(
+    {
+        "SANDBOX_CONFIG",
+        "SANDBOX_TOKEN",
+        "SANDBOX_TRANSPORT",
+        "SANDBOX_URL",
+        "SANDBOX_DISABLED_PLUGINS",
+        "SANDBOX_TEST_PLUGINS",
+        "SANDBOX_TRACE_HOOKS",
+    }
+)
+
+
+def user_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment to start user code with (shells, processes, kernels, terminals, the tools
+    the services run): ``env`` (default: the server's own) without :data:`SERVER_ENVIRONMENT`.
+    The token and the config path stay with the server."""
+    source = os.environ if env is None else env
+    return {name: value for name, value in source.items() if name not in SERVER_ENVIRONMENT}
+
+
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key."""
 

@@ -32,6 +32,7 @@ import urllib.parse
 import msgspec
 
 from sandbox_core.clock import now_iso
+from sandbox_core.config import user_environment
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.models.git import GitCheckoutResult
 from sandbox_core.registry import ServiceContext, operation
@@ -196,7 +197,7 @@ class GitService:
         self.grace = settings.kill_grace_ms / 1000
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = user_environment()
         env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C"})
         return env
 

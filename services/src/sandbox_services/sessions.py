@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from sandbox_core.clock import now_iso
+from sandbox_core.config import user_environment
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.models import SessionCreated, SessionDeleted, SessionInfo, SessionList
 from sandbox_core.registry import ServiceContext, operation
@@ -250,9 +251,10 @@ class SessionsService:
         return os.path.expanduser("~")
 
     def shell_env(self, session: Session) -> dict[str, str]:
-        """The environment a fresh shell of ``session`` starts with: the server's, the session's
-        own, UTF-8 locale and the session's mark."""
-        return {**os.environ, **session.env, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", SESSION_MARK: session.id}
+        """The environment a fresh shell of ``session`` starts with: the server's (less its own
+        configuration: :func:`~sandbox_core.config.user_environment`), the session's own, UTF-8
+        locale and the session's mark."""
+        return {**user_environment(), **session.env, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", SESSION_MARK: session.id}
 
     async def _shell(self, session: Session) -> Shell:
         """The session's live shell, starting a fresh one if it has none or it died."""
@@ -469,7 +471,11 @@ class SessionsService:
             argv = ["sh", "-c", '{ echo 0 > "$0"; } 2>/dev/null; exec "$@"', job.cgroup.procs, *argv]
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        full_env = {**os.environ, **{k: v for k, v in (env or {}).items() if v is not None}, JOB_MARK: str(job.tag)}
+        full_env = {
+            **user_environment(),
+            **{k: v for k, v in (env or {}).items() if v is not None},
+            JOB_MARK: str(job.tag),
+        }
         try:
             proc = spawn(
                 argv, stdout=out_w, stderr=err_w, cwd=cwd or self.workspace, env=full_env, start_new_session=True

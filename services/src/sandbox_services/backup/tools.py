@@ -19,6 +19,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sandbox_core.config import user_environment
+
 from ..proctree import kill_group, signal_group
 from ..spawn import Child, read_bounded, read_some, spawn
 
@@ -42,7 +44,7 @@ def find_tool(path: str) -> str | None:
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = user_environment()
     env.update({"LC_ALL": "C", "LANGUAGE": "C", "GIT_TERMINAL_PROMPT": "0"})
     return env
 

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from sandbox_core.config import user_environment
 from sandbox_core.models.interpreter import (
     MIME_KEYS,
     CodeCompleteEvent,
@@ -112,7 +113,7 @@ class KernelExecutor(Executor):
                 await asyncio.wait_for(
                     self.km.start_kernel(
                         cwd=self.start_dir,
-                        env=dict(os.environ),
+                        env=user_environment(),
                         stdin=subprocess.DEVNULL,
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sandbox_core.config import user_environment
 from sandbox_core.models.interpreter import (
     CodeCompleteEvent,
     CodeErrorEvent,
@@ -66,7 +67,7 @@ class NodeExecutor(Executor):
     async def start(self, limit_s: float) -> None:
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
-        env = {**os.environ, "SANDBOX_EXECUTOR_TOKEN": self.token}
+        env = {**user_environment(), "SANDBOX_EXECUTOR_TOKEN": self.token}
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 self.node,
