@@ -268,3 +268,12 @@ async def test_the_ws_transport_serves_the_terminal(sandbox_server_factory: Call
         got = b""
         while b"R6" not in got:
             got += await ws.receive_bytes(timeout=30)
+
+
+async def test_a_terminal_never_sees_the_servers_token(pty_server_factory: Callable[..., PtyServer]) -> None:
+    server = pty_server_factory(env={"SANDBOX_TOKEN": "tok-pty-9d2e"})
+    headers = {"Authorization": "Bearer tok-pty-9d2e"}
+    async with raw_pty(server, unique(), shell="bash", headers=headers) as pty:
+        await pty.handshake()
+        await pty.ws.send_bytes(b"echo T${SANDBOX_TOKEN:-unset}T C$(env | grep -c ^SANDBOX_TOKEN=)C\r")
+        await pty.until(b"TunsetT C0C")
