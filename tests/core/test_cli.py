@@ -8,6 +8,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 from importlib.metadata import version
@@ -87,6 +88,37 @@ def test_bad_flag_is_a_message_naming_it_not_a_traceback(tmp_path: Path, args: l
     proc = sandbox_cli(tmp_path, "serve", *args)
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_workspace_that_is_not_a_directory_stops_startup(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "ws"
+    if kind == "file":
+        path.write_text("not a directory")
+    proc = sandbox_cli(tmp_path, "serve", "--port", "0", "--workspace", str(path))
+    what = "does not exist" if kind == "missing" else "is not a directory"
+    assert proc.returncode == 2, proc.stderr
+    assert f"server.workspace (from --workspace): {str(path)!r} {what}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_empty_transport_list_stops_startup(tmp_path: Path) -> None:
+    (tmp_path / "sandbox.toml").write_text("[server]\ntransports = []\n")
+    proc = sandbox_cli(tmp_path, "serve", "--port", "0")
+    assert proc.returncode == 2, proc.stderr
+    assert "server.transports: an empty list serves nothing; name at least one of [" in proc.stderr
+
+
+def test_a_port_in_use_is_a_startup_error_suggesting_another(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = sandbox_cli(tmp_path, "serve", "--port", str(port))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("sandbox: error: server.port (from --port): cannot listen on 127.0.0.1:")
+    assert "Address already in use (choose another with --port, or 0 for a free one)" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -98,9 +98,14 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     origins: dict[str, str] = msgspec.field(default_factory=dict)
 
     def workspace(self) -> str:
-        """The configured workspace, else /workspace if it exists, else the working directory."""
+        """The configured workspace, else /workspace if it exists, else the working directory.
+        A configured one must be an existing directory (a ConfigError names the setting)."""
         if self.server.workspace:
-            return self.server.workspace
+            path = self.server.workspace
+            if not os.path.isdir(path):
+                what = "does not exist" if not os.path.lexists(path) else "is not a directory"
+                raise ConfigError(f"{describe_setting(self, 'server.workspace')}: {path!r} {what}")
+            return os.path.abspath(path)
         if Path("/workspace").is_dir():
             return "/workspace"
         return os.getcwd()
@@ -227,7 +232,7 @@ def load_config(
     return config
 
 
-def _where(config: Config, key: str | None = None) -> str:
+def describe_setting(config: Config, key: str | None = None) -> str:
     """What to name in an error about ``key``: where its value came from (the file, the
     defaults, an environment variable or a flag)."""
     origin = config.origins.get(key) if key is not None else None
@@ -243,11 +248,11 @@ def transport_settings(config: Config, spec: TransportSpec) -> Any:
     if spec.settings is None:
         if raw:
             raise ConfigError(
-                f"{_where(config, f'transports.{spec.name}')}: transport {spec.name!r} takes no settings, "
+                f"{describe_setting(config, f'transports.{spec.name}')}: transport {spec.name!r} takes no settings, "
                 f"got {sorted(raw)}"
             )
         return None
-    return _convert(raw, spec.settings, where=_where(config), prefix=f"transports.{spec.name}")
+    return _convert(raw, spec.settings, where=describe_setting(config), prefix=f"transports.{spec.name}")
 
 
 def service_settings(config: Config, specs: Mapping[str, ServiceSpec]) -> dict[str, Any]:
@@ -255,12 +260,12 @@ def service_settings(config: Config, specs: Mapping[str, ServiceSpec]) -> dict[s
     out: dict[str, Any] = {}
     for name, raw in config.services.items():
         spec = specs.get(name)
-        where = _where(config, f"services.{name}")
+        where = describe_setting(config, f"services.{name}")
         if spec is None:
             raise ConfigError(f"{where}: unknown service {name!r}; installed: {sorted(specs)}")
         if spec.settings is None:
             raise ConfigError(f"{where}: service {name!r} takes no settings")
-        out[name] = _convert(raw, spec.settings, where=_where(config), prefix=f"services.{name}")
+        out[name] = _convert(raw, spec.settings, where=describe_setting(config), prefix=f"services.{name}")
     return out
 
 
@@ -269,9 +274,16 @@ def enabled_transports(config: Config, installed: Mapping[str, TransportSpec]) -
     names = config.server.transports
     if names is None:
         return sorted(name for name, spec in installed.items() if spec.server is not None)
+    if not names:
+        served = sorted(name for name, spec in installed.items() if spec.server is not None)
+        raise ConfigError(
+            f"{describe_setting(config, 'server.transports')}: an empty list serves nothing; name at least one of "
+            f"{served} (or leave the setting out to serve every installed transport)"
+        )
     for name in names:
         if name not in installed:
             raise ConfigError(
-                f"{_where(config, 'server.transports')}: unknown transport {name!r}; installed: {sorted(installed)}"
+                f"{describe_setting(config, 'server.transports')}: unknown transport {name!r}; "
+                f"installed: {sorted(installed)}"
             )
     return list(names)

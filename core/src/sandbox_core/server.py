@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
 from . import hypercorn_fixes, memory
-from .config import Config, ConfigError, enabled_transports, service_settings, transport_settings
+from .config import Config, ConfigError, describe_setting, enabled_transports, service_settings, transport_settings
 from .edge import EdgePolicy, is_loopback, load_token
 from .errors import SandboxError, not_found
 from .plugins import Hooks, make_plugin_manager
@@ -232,7 +233,11 @@ async def serve(
         sock = bind_socket(config.server.host, config.server.port)
     except OSError as exc:
         await runtime.registry.aclose()
-        raise SystemExit(f"cannot bind {config.server.host}:{config.server.port}: {exc}") from None
+        hint = " (choose another with --port, or 0 for a free one)" if exc.errno == errno.EADDRINUSE else ""
+        where = describe_setting(config, "server.port")
+        raise ConfigError(
+            f"{where}: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}{hint}"
+        ) from None
     host, port = sock.getsockname()[:2]
     url = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
     hconfig = HypercornConfig()
