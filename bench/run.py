@@ -1,4 +1,4 @@
-"""Benchmark of the sandbox runtime against DESIGN.md's "Performance targets".
+"""Benchmark of the sandbox runtime against its performance targets (each figure carries its own).
 
     python bench/run.py [--transport NAME ...] [--json PATH] [--quick]
 

@@ -3,6 +3,10 @@ the name came from (the argument, ``SANDBOX_TRANSPORT`` or the config's ``client
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,7 @@ import pytest
 from sandbox_core import Sandbox
 from sandbox_core.config import load_config
 from sandbox_core.errors import SandboxError, ValidationFailed
+from sandbox_core.testing import ServerProcess
 
 URL = "http://127.0.0.1:9"  # never reached: the transport is refused before any connection
 
@@ -57,3 +62,29 @@ async def test_bad_transport_settings_are_validation_failed(tmp_path: Path) -> N
     with pytest.raises(ValidationFailed, match=r"transports\.http\.max_event_bytes"):
         async with Sandbox(URL, config=load_config(path)):
             pass
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:3000", "localhost", "ftp://127.0.0.1:3000", "http://"])
+async def test_a_url_without_an_http_scheme_says_so(url: str) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        async with Sandbox(url):
+            pass
+    assert "must start with http:// or https://" in info.value.message
+    assert info.value.details == {"field": "url", "value": url}
+
+
+def test_with_one_transport_installed_the_client_uses_it(sandbox_server_factory: Callable[..., ServerProcess]) -> None:
+    server = sandbox_server_factory(transports=["rpc"])
+    script = (
+        "import asyncio\n"
+        "from sandbox_core import Sandbox\n"
+        "async def main():\n"
+        f"    async with Sandbox({server.url!r}) as sb:\n"
+        "        print(sb.transport, (await sb.exec('echo via-$((1+1))')).stdout)\n"
+        "asyncio.run(main())\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+    env = {**clean, "SANDBOX_DISABLED_PLUGINS": "http,ws"}  # as if only sandbox-transport-rpc were installed
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "rpc via-2"

@@ -82,7 +82,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class ClientConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: str = "http://127.0.0.1:3000"
-    transport: str = "http"
+    transport: str | None = None  # default: http if installed, else the only transport installed
     timeout: Annotated[float, Meta(gt=0)] = 120.0
     token: str | None = None  # sent as `Authorization: Bearer`; SANDBOX_TOKEN overrides it
 

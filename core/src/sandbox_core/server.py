@@ -181,7 +181,10 @@ async def build_runtime(config: Config, pm: Any = None) -> Runtime:
     service_specs = hooks.services()
     transport_specs = hooks.transports()
     if not service_specs:
-        raise ConfigError("no service is installed: install sandbox-services (pip install sandbox-services)")
+        raise ConfigError(
+            "no service is installed: install sandbox-services (pip install sandbox-services), or a "
+            'transport with its server extra (pip install "sandbox-transport-http[server]")'
+        )
     if not any(spec.server is not None for spec in transport_specs.values()):
         raise ConfigError(
             "no transport is installed: install one, for example sandbox-transport-http "

@@ -6,7 +6,7 @@
             ...
 
 The transport comes from the argument, else ``SANDBOX_TRANSPORT``, else ``[client] transport``
-of the config (default ``http``); an unknown one is :class:`~sandbox_core.errors.ValidationFailed`
+of the config (default: ``http`` if installed, else the only transport installed); an unknown one is :class:`~sandbox_core.errors.ValidationFailed`
 saying where the name came from. The token (sent as ``Authorization: Bearer``) likewise comes
 from the argument, else ``SANDBOX_TOKEN``, else ``[client] token``. Errors raise the typed
 subclasses of :class:`~sandbox_core.errors.SandboxError` chosen by the error code.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -83,6 +84,15 @@ def _convert(raw: object, typ: object) -> Any:
         raise TransportError(ErrorCode.RPC_TRANSPORT_ERROR, f"Unexpected answer from the server: {exc}") from None
 
 
+def _default_transport(specs: Mapping[str, TransportSpec]) -> str:
+    """The client transport when none is named: http if it is installed, else the only installed
+    transport with a client side (else http, which then fails naming what is installed)."""
+    with_client = sorted(name for name, spec in specs.items() if spec.client is not None)
+    if "http" in with_client or len(with_client) != 1:
+        return "http"
+    return with_client[0]
+
+
 class Sandbox:
     """A connection to one sandbox server."""
 
@@ -110,8 +120,15 @@ class Sandbox:
 
     async def __aenter__(self) -> Sandbox:
         config = self._config or load_config()
-        name = self._transport_name or config.client.transport
         specs = _transports()
+        name = self._transport_name or config.client.transport or _default_transport(specs)
+        url = self._url or config.client.url
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise ValidationFailed(
+                ErrorCode.VALIDATION_FAILED,
+                f"the server URL {url!r} must start with http:// or https:// (for example http://127.0.0.1:3000)",
+                {"field": "url", "value": url},
+            )
         spec = specs.get(name)
         if spec is None or spec.client is None:
             # where the name came from: the argument, SANDBOX_TRANSPORT, or [client] transport
@@ -140,7 +157,7 @@ class Sandbox:
         self._transport_name = name
         self._t = spec.client(
             ClientContext(
-                self._url or config.client.url,
+                url,
                 settings,
                 self._timeout or config.client.timeout,
                 token=self._token or config.client.token,
