@@ -6,10 +6,11 @@
             ...
 
 The transport comes from the argument, else ``SANDBOX_TRANSPORT``, else ``[client] transport``
-of the config (default: ``http`` if installed, else the only transport installed); an unknown one is :class:`~sandbox_core.errors.ValidationFailed`
-saying where the name came from. The token (sent as ``Authorization: Bearer``) likewise comes
-from the argument, else ``SANDBOX_TOKEN``, else ``[client] token``. Errors raise the typed
-subclasses of :class:`~sandbox_core.errors.SandboxError` chosen by the error code.
+of the config (default: ``http`` if installed, else the only transport installed); an unknown one
+is :class:`~sandbox_core.errors.ValidationFailed` saying where the name came from. The token
+(sent as ``Authorization: Bearer``) likewise comes from the argument, else ``SANDBOX_TOKEN``, else
+``[client] token``. Errors raise the typed subclasses of :class:`~sandbox_core.errors.SandboxError`
+chosen by the error code.
 """
 
 from __future__ import annotations
