@@ -54,7 +54,13 @@ def test_services_description_names_every_service() -> None:
         assert name in description, f"sandbox-services' description does not mention {name!r}"
 
 
+def test_ci_runs_the_readme_commands_in_a_fresh_venv() -> None:
+    run = (ROOT / ".ci" / "run").read_text()
+    assert 'python3 -m venv "$venv"' in run and 'source "$venv/bin/activate"' in run
+    assert run.index('source "$venv/bin/activate"') < run.index('bash -c "$serve_cmd"') < run.index("pip install")
+
+
 def test_ci_installs_the_wheels_before_the_tests() -> None:
     run = (ROOT / ".ci" / "run").read_text()
-    assert ".ci/wheels" in run and run.index(".ci/wheels") < run.index("== tests")
+    assert ".ci/wheels" in run and run.index(".ci/wheels") < run.index('bash -c "$test_cmd"')
     assert (ROOT / ".ci" / "wheels").stat().st_mode & 0o111  # executable
