@@ -3,6 +3,8 @@ what each distribution holds, and CI installing the built wheels (``.ci/wheels``
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -64,3 +66,18 @@ def test_ci_installs_the_wheels_before_the_tests() -> None:
     run = (ROOT / ".ci" / "run").read_text()
     assert ".ci/wheels" in run and run.index(".ci/wheels") < run.index('bash -c "$test_cmd"')
     assert (ROOT / ".ci" / "wheels").stat().st_mode & 0o111  # executable
+
+
+def test_the_pytest_plugin_is_opt_in(tmp_path: Path) -> None:
+    """Installing sandbox-core changes no other project's tests: its fixtures (and its
+    ``anyio_backend``) arrive only with ``-p sandbox_core.testing.plugin``."""
+    (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n")
+
+    def fixtures(*args: str) -> str:
+        cmd = [sys.executable, "-m", "pytest", "--fixtures", "-p", "no:cacheprovider", *args]
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    assert "sandbox_server_factory" not in fixtures()
+    assert "sandbox_server_factory" in fixtures("-p", "sandbox_core.testing.plugin")

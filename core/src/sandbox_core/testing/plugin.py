@@ -1,4 +1,5 @@
-"""pytest plugin (entry point ``pytest11``): fixtures that start real servers.
+"""pytest plugin, opt-in (``pytest -p sandbox_core.testing.plugin``, or that in ``addopts``): fixtures
+that start real servers, and the ``transports`` marker.
 
 * ``sandbox_server``: one server per test session with every installed transport.
 * ``sandbox_server_factory``: start servers with chosen transports and config; stopped after the test.
@@ -18,6 +19,10 @@ from . import ServerProcess, installed_transports
 
 #: Server settings the shared test server uses: a short TERM-to-KILL grace keeps tests quick.
 TEST_CONFIG: dict[str, Any] = {"services": {"sessions": {"kill_grace_ms": 500}}}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "transports(*names): the transports a server fixture starts with")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
