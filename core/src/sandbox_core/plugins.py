@@ -99,12 +99,31 @@ def installed_plugins(*, test_plugins: bool | None = None) -> list[PluginInfo]:
     return [_info(ep) for ep in _entry_points(wants_test_plugins() if test_plugins is None else test_plugins)]
 
 
+class SandboxPluginManager(pluggy.PluginManager):
+    """pluggy's plugin manager for the ``sandbox`` project, which also knows where each of its
+    plugins came from (:attr:`infos`: entry point name to :class:`PluginInfo`)."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+
+    def register_plugin(self, plugin: Any, info: PluginInfo) -> None:
+        """Register ``plugin`` under ``info.name`` and remember where it came from."""
+        self.register(plugin, name=info.name)
+        self.infos[info.name] = info
+
+
+def _infos(pm: pluggy.PluginManager) -> dict[str, PluginInfo]:
+    return pm.infos if isinstance(pm, SandboxPluginManager) else {}
+
+
 def make_plugin_manager(
     *,
     load_entry_points: bool = True,
     plugins: Iterable[tuple[str, Any]] = (),
     test_plugins: bool | None = None,
-) -> pluggy.PluginManager:
+) -> SandboxPluginManager:
     """Build a fresh plugin manager with the hookspecs, the installed plugins and ``plugins``.
 
     ``SANDBOX_DISABLED_PLUGINS=a,b`` skips entry points by name; ``SANDBOX_TRACE_HOOKS=1``
@@ -113,9 +132,7 @@ def make_plugin_manager(
     """
     if test_plugins is None:
         test_plugins = wants_test_plugins()
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    infos: dict[str, PluginInfo] = {}
+    pm = SandboxPluginManager()
     if load_entry_points:
         for ep in _entry_points(test_plugins):
             info = _info(ep)
@@ -126,16 +143,13 @@ def make_plugin_manager(
                     f"plugin entry point {ep.name!r} ({ep.value}) of distribution "
                     f"{info.distribution} {info.version} failed to load: {type(exc).__name__}: {exc}"
                 ) from exc
-            pm.register(plugin, name=ep.name)
-            infos[ep.name] = info
+            pm.register_plugin(plugin, info)
     for name, plugin in plugins:
-        pm.register(plugin, name=name)
-        infos.setdefault(name, PluginInfo(name, "<local>", "", getattr(plugin, "__name__", repr(plugin)), ""))
+        pm.register_plugin(plugin, PluginInfo(name, "<local>", "", getattr(plugin, "__name__", repr(plugin)), ""))
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginLoadError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}") from exc
-    pm.sandbox_plugin_info = infos  # type: ignore[attr-defined]
     if os.environ.get("SANDBOX_TRACE_HOOKS", "") not in ("", "0"):
         pm.trace.root.setwriter(lambda msg: log.debug("hook.trace", message=msg.rstrip()))
         pm.enable_tracing()
@@ -144,7 +158,7 @@ def make_plugin_manager(
 
 def plugin_info(pm: pluggy.PluginManager) -> list[PluginInfo]:
     """What :func:`make_plugin_manager` loaded, in name order."""
-    return sorted(getattr(pm, "sandbox_plugin_info", {}).values(), key=lambda p: p.name)
+    return sorted(_infos(pm).values(), key=lambda p: p.name)
 
 
 class Hooks:
@@ -176,7 +190,7 @@ def _collect(pm: pluggy.PluginManager, hookname: str, kind: str, spec_type: type
     """
     found: dict[str, SpecT] = {}
     owners: dict[str, str] = {}
-    infos: dict[str, PluginInfo] = getattr(pm, "sandbox_plugin_info", {})
+    infos = _infos(pm)
     impls = getattr(pm.hook, hookname).get_hookimpls()
 
     def describe(plugin_name: str) -> str:
