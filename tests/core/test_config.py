@@ -22,7 +22,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SANDBOX_TRANSPORT", raising=False)
     config = load_config()
     assert (config.server.host, config.server.port, config.server.transports) == ("127.0.0.1", 3000, None)
-    assert (config.client.url, config.client.transport) == ("http://127.0.0.1:3000", None)  # None: http, else the only one installed
+    assert (config.client.url, config.client.transport) == ("http://127.0.0.1:3000", None)
     assert config.source is None
 
 
