@@ -264,6 +264,6 @@ def test_a_server_with_nothing_to_serve_refuses_to_start(disabled: str, message:
 
 
 def test_started_line_lists_transports_and_services(server: ServerProcess) -> None:
-    started = json.loads(next(line for line in server.log if '"server.started"' in line))
+    started = json.loads(server.started_line)
     assert "http" in started["transports"]
     assert {"commands", "files", "git", "ports", "processes", "sessions", "utils"} <= set(started["services"])

@@ -388,3 +388,41 @@ def error_from_code(
 ) -> SandboxError:
     """Build the typed exception for an error received from the wire."""
     return error_class(code)(code, message, details, status=status)
+
+
+def upgrade_refused(url: str, transport: str, status: int, body: bytes = b"") -> SandboxError:
+    """The error for a WebSocket upgrade the server answered with an HTTP status instead:
+    the server's own error when its body is the contract's (401/403 from the edge; 404 naming
+    the transports it serves), else one saying what the status usually means."""
+    import json
+
+    sent: dict[str, Any] = {}
+    try:
+        decoded = json.loads(body) if body else None
+    except ValueError:
+        decoded = None
+    if isinstance(decoded, dict) and isinstance(decoded.get("code"), str) and isinstance(decoded.get("message"), str):
+        sent = decoded
+    context: dict[str, Any] = sent["context"] if isinstance(sent.get("context"), dict) else {}
+    details: dict[str, Any] = {"url": url, "status": status}
+    if status == 404:
+        served = context.get("transports")
+        if isinstance(served, list):
+            details["transports"] = served
+            message = f"{url} does not serve the {transport} transport; it serves: {', '.join(map(str, served))}"
+        else:
+            message = f"{url} does not serve the {transport} transport (HTTP 404)"
+        return TransportError(ErrorCode.RPC_TRANSPORT_ERROR, message, details, status=status)
+    if status in (401, 403):
+        reason = sent.get("message") or "a missing or wrong token, or a Host or Origin it does not allow"
+        code = sent.get("code") or ErrorCode.UNAUTHORIZED
+        return error_from_code(
+            str(code), f"The server refused the WebSocket upgrade (HTTP {status}): {reason}", details, status=status
+        )
+    reason = f": {sent['message']}" if sent else ""
+    return TransportError(
+        ErrorCode.RPC_TRANSPORT_ERROR,
+        f"The server refused the WebSocket upgrade: HTTP {status}{reason}",
+        details,
+        status=status,
+    )

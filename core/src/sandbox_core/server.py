@@ -67,6 +67,7 @@ class Dispatcher:
         self.exact: dict[tuple[str, str], Callable[..., Any]] = {}
         self.prefixes: list[tuple[str, Callable[..., Any]]] = []
         self.catch_all: Callable[..., Any] | None = None
+        self.transports = sorted(mounts)
         for mount in mounts.values():
             for path in mount.http_paths:
                 if path.endswith("/"):
@@ -105,20 +106,26 @@ class Dispatcher:
         if app is not None:
             await app(scope, receive, send)
             return
+        path = scope.get("path", "")
         if kind == "websocket":
-            await send({"type": "websocket.close", "code": 4404})
+            err = not_found(
+                f"No WebSocket endpoint at {path}: this server serves the transports {', '.join(self.transports)}",
+                path=path,
+                transports=self.transports,
+            )
+            await self.refuse(scope, err, send, log_as="request.not_found")
             return
-        err = not_found(path=scope.get("path", ""), method=scope.get("method", ""))
+        err = not_found(path=path, method=scope.get("method", ""), transports=self.transports)
         for message in _json_response(404, msgspec.json.encode(err.to_body()), _closing(scope)):
             await send(message)
 
     @staticmethod
-    async def refuse(scope: dict[str, Any], err: SandboxError, send: Any) -> None:
+    async def refuse(scope: dict[str, Any], err: SandboxError, send: Any, log_as: str = "request.refused") -> None:
         """Answer a request the edge policy refused: the contract's error body over http, and
         for a WebSocket upgrade the same answer (ASGI's websocket.http.response extension, which
         hypercorn has; without it a bodyless 403)."""
         kind = scope["type"]
-        log.warning("request.refused", code=err.code, **{k: v for k, v in err.details.items() if k != "header"})
+        log.warning(log_as, code=err.code, **{k: v for k, v in err.details.items() if k != "header"})
         extra = [(b"www-authenticate", b'Bearer realm="sandbox"')] if err.status == 401 else []
         if kind == "http":
             extra += _closing(scope)

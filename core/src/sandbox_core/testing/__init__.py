@@ -162,6 +162,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log: collections.deque[str] = collections.deque(maxlen=500)
+        self.started_line = ""  # the server's `server.started` log line (kept whatever follows it)
         self._reader: threading.Thread | None = None
 
     @property
@@ -181,7 +182,10 @@ class ServerProcess:
     def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
         for raw in self.proc.stderr:
-            self.log.append(raw.decode("utf-8", errors="replace").rstrip("\n"))
+            line = raw.decode("utf-8", errors="replace").rstrip("\n")
+            if not self.started_line and '"server.started"' in line:
+                self.started_line = line
+            self.log.append(line)
 
     def _wait_ready(self, ready: int) -> str:
         """The line the server writes to the ready pipe, or why there is none."""

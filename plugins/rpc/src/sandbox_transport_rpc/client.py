@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from sandbox_core.errors import ErrorCode, SandboxError, TransportError, error_from_code
+from sandbox_core.errors import ErrorCode, SandboxError, TransportError, error_from_code, upgrade_refused
 from sandbox_core.sse import SSEDecoder, SSEError
 from sandbox_core.transport import ClientContext
 
@@ -140,21 +140,7 @@ class RpcClientTransport:
     def _refused(self, exc: SessionClosed) -> SandboxError:
         if not isinstance(exc, HandshakeRefused):
             return _transport_error(f"Cannot connect to {self.url}: {exc}", url=self.url)
-        status = exc.status
-        if status in (401, 403):
-            return error_from_code(
-                ErrorCode.UNAUTHORIZED,
-                f"The server refused the WebSocket upgrade (HTTP {status}): a missing or wrong token, "
-                "or a Host or Origin it does not allow",
-                {"url": self.url},
-                status=status,
-            )
-        return TransportError(
-            ErrorCode.RPC_TRANSPORT_ERROR,
-            f"The server refused the WebSocket upgrade: HTTP {status}",
-            {"url": self.url, "status": status},
-            status=status,
-        )
+        return upgrade_refused(self.url, "rpc", exc.status, exc.body)
 
     def _lost(self, main: RpcStub) -> None:
         """The session of ``main`` failed: the next call connects again."""

@@ -41,7 +41,7 @@ from httpx_ws import (
     aconnect_ws,
 )
 
-from sandbox_core.errors import ErrorCode, SandboxError, TransportError, error_from_code
+from sandbox_core.errors import ErrorCode, SandboxError, TransportError, error_from_code, upgrade_refused
 from sandbox_core.routes import request_for
 from sandbox_core.transport import ClientContext
 
@@ -132,6 +132,25 @@ def error_from_body(status: int, body: Any) -> SandboxError:
         return error_from_code(body["code"], str(body.get("message", "")), details, status=status)
     text = repr(body)[:200]
     return TransportError(ErrorCode.RPC_TRANSPORT_ERROR, f"HTTP {status}: {text}", {"status": status}, status=status)
+
+
+#: Where :func:`_keep_refusal` puts the body of a refused upgrade (``response.extensions``).
+REFUSAL_BODY = "sandbox.refusal_body"
+#: The most of a refusal's body that is read.
+REFUSAL_BODY_MAX = 64 * 1024
+
+
+async def _keep_refusal(response: httpx.Response) -> None:
+    """An upgrade answered with a status instead: keep (the start of) its body, which the
+    server's error is in (httpx-ws raises without reading it)."""
+    if response.status_code == 101:
+        return
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= REFUSAL_BODY_MAX:
+            break
+    response.extensions[REFUSAL_BODY] = bytes(body[:REFUSAL_BODY_MAX])
 
 
 def _transport_error(message: str, **details: Any) -> TransportError:
@@ -267,20 +286,9 @@ class _Connection:
             transport._lost(self)
 
     def _refused(self, response: httpx.Response) -> SandboxError:
-        """The error of a refused upgrade (its body, read or not, is gone with the response)."""
-        if response.status_code in (401, 403):
-            return error_from_code(
-                ErrorCode.UNAUTHORIZED,
-                f"The server refused the WebSocket upgrade (HTTP {response.status_code}): a missing or wrong "
-                "token, or a Host or Origin it does not allow",
-                {"url": self.transport.url},
-                status=response.status_code,
-            )
-        return _transport_error(
-            f"The server refused the WebSocket upgrade: HTTP {response.status_code}",
-            url=self.transport.url,
-            status=response.status_code,
-        )
+        """The error of a refused upgrade, from its status and the body :func:`_keep_refusal` kept."""
+        body = response.extensions.get(REFUSAL_BODY, b"")
+        return upgrade_refused(self.transport.url, "ws", response.status_code, body)
 
     async def _read(self, ws: _Session) -> SandboxError:
         """Frames to their pending calls until the socket closes; returns why it closed."""
@@ -416,7 +424,9 @@ class WsClientTransport:
 
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.connect_timeout_s))
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.settings.connect_timeout_s), event_hooks={"response": [_keep_refusal]}
+            )
         return self._http
 
     def spawn(self, coro: Any) -> None:

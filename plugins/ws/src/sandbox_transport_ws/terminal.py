@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from sandbox_core.errors import TransportError
+from sandbox_core.errors import TransportError, upgrade_refused
 
 if TYPE_CHECKING:
     from sandbox_core.transport import ClientContext
@@ -125,6 +125,12 @@ class Terminal:
             if isinstance(exc, WebSocketUpgradeError):
                 status = exc.response.status_code
                 text = refused.get("text") or exc.response.reason_phrase
+                if text.startswith("{"):  # the contract's error body (an edge refusal, a 404)
+                    error = upgrade_refused(self.url, "ws", status, text.encode())
+                    if status != 404:  # (a 404's message names the transports the server serves)
+                        with contextlib.suppress(ValueError, TypeError, KeyError):
+                            error.message = f"{error.code}: {json.loads(text)['message']}"
+                    text = error.message
                 raise TerminalError(
                     message=f"The server refused the terminal ({status}): {text}", details={"status": status}
                 ) from None

@@ -208,7 +208,10 @@ class WebSocketClient:
                 )
             except InvalidStatus as exc:
                 status = exc.response.status_code
-                raise HandshakeRefused(f"The server refused the WebSocket upgrade: HTTP {status}", status) from exc
+                body = bytes(exc.response.body or b"")[:65536]
+                raise HandshakeRefused(
+                    f"The server refused the WebSocket upgrade: HTTP {status}", status, body
+                ) from exc
             try:
                 session = RpcSession(self._local_main, send=outbox.put, on_close=outbox.close, limits=self.limits)
                 outbox.session = session
@@ -281,11 +284,13 @@ def _ws_url(url: str) -> str:
 
 
 class HandshakeRefused(SessionClosed):
-    """The server answered the WebSocket upgrade with an HTTP status instead (``status``)."""
+    """The server answered the WebSocket upgrade with an HTTP status instead (``status``; the
+    start of its answer's body in ``body``)."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, body: bytes = b"") -> None:
         super().__init__(message)
         self.status = status
+        self.body = body
 
 
 @contextlib.asynccontextmanager
