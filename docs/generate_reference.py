@@ -17,6 +17,9 @@ from pathlib import Path
 
 from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.routes import GENERIC_PREFIX, ROUTES, Route
+from sandbox_transport_rpc.server import PATH as RPC_PATH
+from sandbox_transport_ws.pty import PATH as PTY_PATH
+from sandbox_transport_ws.server import PATHS as WS_PATHS
 
 OUTPUT = Path(__file__).resolve().parent / "reference.md"
 COMMAND = "python3 docs/generate_reference.py"
@@ -82,6 +85,34 @@ def render() -> str:
         f"plugins, is also reachable at `POST {GENERIC_PREFIX}{{service}}/{{operation}}` with its",
         "parameters as a JSON object (camelCase), answering",
         '`{"success": true, "result": ..., "timestamp": ...}` (an SSE stream for a streaming operation).',
+        "",
+        "Any other path is 404 `UNKNOWN_ERROR` with the error body below (its `context` names the",
+        "`path`, the `method` and the `transports` the server serves); a known path with another",
+        "method is 405.",
+        "",
+        "## WebSocket and RPC endpoints",
+        "",
+        "Served by the other transports, when they are installed and enabled (a WebSocket upgrade to",
+        "a path no served transport has is 404 `UNKNOWN_ERROR`, naming the served transports).",
+        "",
+    ]
+    lines += _table(
+        ["transport", "path", "what"],
+        [
+            *(
+                [
+                    "ws",
+                    f"`{path}`",
+                    "the routes above multiplexed over one WebSocket (request, response, stream frames)",
+                ]
+                for path in WS_PATHS
+            ),
+            ["ws", f"`{PTY_PATH}`", "a session's terminal: keys in, output out, resize (`?sessionId=...&cols=&rows=`)"],
+            ["rpc", f"`{RPC_PATH}`", "Cap'n Web over WebSocket: the `SandboxControlAPI` object tree"],
+            ["rpc", f"`POST {RPC_PATH}`", "Cap'n Web HTTP batch: the same calls, one batch per request"],
+        ],
+    )
+    lines += [
         "",
         "## Error codes",
         "",

@@ -61,7 +61,9 @@ def tree(server: ServerProcess) -> str:
 async def active(http: httpx.AsyncClient) -> list[dict[str, Any]]:
     response = await http.post("/api/watch/list", json={})
     assert response.status_code == 200, response.text
-    watches: list[dict[str, Any]] = response.json()["result"]["watches"]
+    body = response.json()
+    assert body["success"] is True and "result" not in body  # the list itself, not wrapped twice
+    watches: list[dict[str, Any]] = body["watches"]
     return watches
 
 

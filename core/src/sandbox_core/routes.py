@@ -97,6 +97,7 @@ ROUTES: list[Route] = [
     # watch routes
     Route("POST", "/api/watch", "watch", "watch", stream=True),
     Route("POST", "/api/watch/check", "watch", "check_changes"),
+    Route("POST", "/api/watch/list", "watch", "list"),  # ours (diagnostics): the active watches
     # backup routes
     Route("POST", "/api/backup/create", "backup", "create_archive", session_fallback=True),
     Route("POST", "/api/backup/restore", "backup", "restore_archive", session_fallback=True),
