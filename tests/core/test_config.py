@@ -57,6 +57,9 @@ def test_transport_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         ("[transports]\nhttp = 5\n", "transports.http: expected a table, got 5"),
         ("[services]\nsessions = 'x'\n", "services.sessions: expected a table"),
         ("origins = {}\n", "unknown key 'origins'"),
+        ("[server]\nmax_body_bytes_total = 0\n", "server.max_body_bytes_total: Expected `int` >= 1, got 0"),
+        ("[server]\nbody_timeout = 0\n", "server.body_timeout: Expected `float` > 0.0"),
+        ("[server]\nbody_wait_timeout = -1\n", "server.body_wait_timeout: Expected `float` >= 0.0, got -1"),
         ("not toml [", "TOML"),
     ],
 )

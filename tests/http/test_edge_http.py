@@ -229,6 +229,32 @@ async def test_body_budget_bounds_bodies_held_at_once(sandbox_server_factory: Se
         assert written.status_code == 200, written.text[:200]
 
 
+async def test_a_body_whose_bytes_stop_coming_is_given_up(sandbox_server_factory: ServerFactory) -> None:
+    """An upload that begins, then sends nothing for ``[server] body_timeout`` (1 s here), is
+    answered 408 and its share of the body budget comes back (the whole budget is then usable);
+    it used to hold its request, and its budget, for as long as the client kept the connection."""
+    limit = 4 * 1024 * 1024
+    server = sandbox_server_factory(
+        config={
+            "server": {"body_timeout": 1.0, "max_body_bytes_total": limit, "body_wait_timeout": 0.5},
+            "transports": {"http": {"max_body_bytes": limit}},
+        }
+    )
+    head = (
+        b"POST /api/write HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % limit
+    )
+    stalled = await asyncio.to_thread(
+        raw_request, server.port, head, b'{"path":"/tmp/stalled","content":"', read_timeout=10
+    )
+    assert stalled.startswith(b"HTTP/1.1 408"), stalled[:200]
+    assert b'"setting":"server.body_timeout"' in stalled and b"connection: close" in stalled.lower()
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        content = "y" * (limit - 100)
+        written = await http.post("/api/write", json={"path": "/tmp/after-stall", "content": content})
+        assert written.status_code == 200, written.text[:200]
+
+
 # large answers --------------------------------------------------------------------------------
 
 

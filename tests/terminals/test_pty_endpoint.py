@@ -91,6 +91,31 @@ async def test_bad_control_messages_get_the_contracts_errors(pty_server: PtyServ
         assert pty.errors == []
 
 
+async def test_control_messages_too_large_or_too_deep_get_errors_and_the_terminal_stays(pty_server: PtyServer) -> None:
+    """A size JSON reads as infinity (``1e400``), ``Infinity`` or ``NaN`` (not JSON at all), and a
+    message nested 100 000 deep each get the contract's error message; the socket stays open and
+    the terminal usable. They used to raise in the endpoint (OverflowError, RecursionError): the
+    socket closed with 1011 and the server logged a traceback."""
+    deep = '{"type": "resize", "cols": ' + "[" * 100_000 + "]" * 100_000 + ', "rows": 10}'
+    async with raw_pty(pty_server, unique()) as pty:
+        await pty.handshake()
+        for text, message in (
+            ('{"type": "resize", "cols": 1e400, "rows": 10}', POSITIVE),
+            ('{"type": "resize", "cols": 80, "rows": -1e400}', POSITIVE),
+            ('{"type": "resize", "cols": Infinity, "rows": 10}', "Invalid control message"),
+            ('{"type": "resize", "cols": NaN, "rows": 10}', "Invalid control message"),
+            (deep, "Invalid control message"),
+            ("[" * 100_000, "Invalid control message"),
+        ):
+            await pty.ws.send_text(text)
+            assert await pty.next_text() == {"type": "error", "message": message}, text[:60]
+        await pty.ws.send_text('{"type": "resize", "cols": 66, "rows": 13}')
+        await pty.ws.send_bytes(b"echo S$(stty size | tr ' ' x)E\r")
+        await pty.until(b"S13x66E")
+        assert pty.errors == []
+    assert not [line for line in pty_server.log if "Error in ASGI Framework" in line or "Traceback" in line]
+
+
 async def test_every_socket_of_a_session_sees_the_output_and_a_new_one_gets_the_replay(pty_server: PtyServer) -> None:
     sid = unique()
     async with raw_pty(pty_server, sid) as first, raw_pty(pty_server, sid) as second:

@@ -78,3 +78,33 @@ async def test_errors_are_typed_as_over_http(ws_server: ServerProcess, transport
         with pytest.raises(ValidationFailed):
             async for _ in sb.stream("commands", "execute_stream", command="true", timeoutMs=-1):
                 pass
+
+
+async def test_a_frame_from_the_server_nested_too_deeply_is_skipped() -> None:
+    """The client reads a frame it cannot decode (nested past msgspec's limit, RecursionError)
+    as one that is not the contract's: it goes on to the next frame. It used to end the
+    connection's reader, failing every pending call."""
+    from httpx_ws import WebSocketDisconnect
+    from wsproto.events import TextMessage
+
+    from sandbox_core.transport import ClientContext
+    from sandbox_transport_ws.client import WsClientTransport, _Connection, _Pending
+
+    deep = "[" * 100_000 + "]" * 100_000
+    messages: list[TextMessage] = [
+        TextMessage('{"type": "response", "id": "a", "status": 200, "body": ' + deep + "}"),
+        TextMessage('{"type": "response", "id": "a", "status": 200, "body": {"ok": true}}'),
+    ]
+
+    class FakeSession:
+        async def receive(self) -> TextMessage:
+            if messages:
+                return messages.pop(0)
+            raise WebSocketDisconnect(1000, "done")
+
+    conn = _Connection(WsClientTransport(ClientContext(url="http://127.0.0.1:1", settings=None, timeout=5)))
+    answer = asyncio.get_running_loop().create_future()
+    conn.pending["a"] = _Pending(answer)
+    error = await conn._read(FakeSession())  # type: ignore[arg-type]
+    assert answer.done() and answer.result().body == {"ok": True}
+    assert isinstance(error, TransportError)

@@ -58,3 +58,21 @@ def test_any_frame_shaped_object(frame: dict[str, Any]) -> None:
 @given(json_values)
 def test_any_json_value(value: Any) -> None:
     check(json.dumps(value))
+
+
+def test_frames_nested_too_deeply_are_parse_errors() -> None:
+    """msgspec raises RecursionError past its nesting limit: the parser answers PARSE_ERROR (or
+    INVALID_REQUEST, with no id, when a field it read before the deep part is wrong)."""
+    deep = "[" * 100_000 + "]" * 100_000
+    for data, code in (
+        ('{"x":' + deep + "}", "PARSE_ERROR"),
+        ('{"type":"request","id":"a","body":' + deep + "}", "PARSE_ERROR"),
+        ('{"x":' + deep + ',"type":1,"id":"b"}', "PARSE_ERROR"),
+        ('{"type":1,"id":"b","x":' + deep + "}", "INVALID_REQUEST"),  # the id lookup meets the depth too
+    ):
+        for form in (data, data.encode()):
+            result = parse_frame(form)
+            assert isinstance(result, str)
+            frame = json.loads(result)
+            assert (frame["type"], frame["code"], frame["status"]) == ("error", code, 400), frame
+            assert "id" not in frame

@@ -125,6 +125,37 @@ async def test_bad_frames_get_error_frames_and_the_connection_carries_on(raw: Ra
     assert long[-1]["status"] == 200
 
 
+async def test_a_frame_nested_too_deeply_gets_a_parse_error_and_the_connection_carries_on(raw: RawWs) -> None:
+    """Frames nested 100 000 deep (in a field it does not have, in its body) are each answered
+    ``PARSE_ERROR`` (``INVALID_REQUEST`` when a field read before the deep part is wrong); a
+    stream running meanwhile on the connection ends as it should. They used to raise
+    RecursionError in the frame parser, which closed the connection (1011) and ended its other
+    requests."""
+    await raw.request("long", "POST", "/api/execute/stream", {"command": "echo one; sleep 0.5; echo two"})
+    long: list[dict[str, Any]] = []
+    deep = "[" * 100_000 + "]" * 100_000
+    for text, code in (
+        ('{"x": ' + deep + "}", "PARSE_ERROR"),
+        (
+            '{"type": "request", "id": "d1", "method": "POST", "path": "/api/execute", "body": ' + deep + "}",
+            "PARSE_ERROR",
+        ),
+        ('{"other": ' + deep + ', "type": "request", "id": "d2"}', "PARSE_ERROR"),
+        ('{"type": 1, "id": "d3", "other": ' + deep + "}", "INVALID_REQUEST"),  # its id is too deep to read
+    ):
+        await raw.send_text(text)
+        while (frame := await raw.frame()).get("id") == "long":
+            long.append(frame)
+        assert frame["type"] == "error" and (frame["code"], frame["status"]) == (code, 400), frame
+    await raw.request("ok", "GET", "/api/ping")
+    while (ok := await raw.frame()).get("id") == "long":
+        long.append(ok)
+    assert (ok["id"], ok["status"]) == ("ok", 200)
+    while not long or long[-1]["type"] != "response":
+        long.append(await raw.frame())
+    assert "".join(e["data"] for e in events_of(long[:-1]) if e["type"] == "stdout") == "one\ntwo\n"
+
+
 async def test_a_running_id_cannot_be_reused(raw: RawWs) -> None:
     await raw.request("dup", "POST", "/api/execute", {"command": "sleep 0.3; echo first", "sessionId": "wsf-dup"})
     await raw.request("dup", "POST", "/api/execute", {"command": "echo second", "sessionId": "wsf-dup2"})

@@ -78,6 +78,12 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     keep_alive_timeout: Annotated[float, Meta(gt=0, le=3600)] = 15.0  # idle connection
     header_timeout: Annotated[float, Meta(gt=0, le=3600)] = 10.0  # a request head, from its first byte
     http2: bool = False  # serve h2c (prior knowledge and Upgrade: h2c)
+    # what the server takes in (sandbox_core.intake): one budget for every transport's request
+    # bodies, WebSocket messages and rpc batches; past it a request waits for room, then 503 (1013)
+    max_body_bytes_total: Annotated[int, Meta(gt=0)] = 256 * 1024 * 1024
+    body_wait_timeout: Annotated[float, Meta(ge=0, le=3600)] = 30.0
+    # a request body or WebSocket message that has begun: no bytes of it for this long ends it
+    body_timeout: Annotated[float, Meta(gt=0, le=3600)] = 30.0
 
 
 class ClientConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -15,12 +15,12 @@ from typing import Any
 import msgspec
 import structlog
 from hypercorn.asyncio import serve as hypercorn_serve
-from hypercorn.config import Config as HypercornConfig
 
 from . import hypercorn_fixes, memory
 from .config import Config, ConfigError, describe_setting, enabled_transports, service_settings, transport_settings
 from .edge import EdgePolicy, is_loopback, load_token
 from .errors import SandboxError, not_found
+from .intake import ByteBudget
 from .plugins import Hooks, make_plugin_manager
 from .registry import ServiceRegistry
 from .router import announces_body
@@ -158,6 +158,8 @@ class Runtime:
     app: Dispatcher
     transports: list[str]
     mounts: list[ServerMount]
+    #: the server's one budget of incoming bytes, shared by every transport
+    budget: ByteBudget
 
 
 def edge_policy(config: Config, env: Mapping[str, str] | None = None) -> EdgePolicy:
@@ -206,17 +208,34 @@ async def build_runtime(config: Config, pm: Any = None) -> Runtime:
         service_specs, settings=service_settings(config, service_specs), workspace=config.workspace(), hooks=hooks
     )
     await registry.start()
+    budget = ByteBudget(config.server.max_body_bytes_total, config.server.body_wait_timeout)
     mounts: dict[str, ServerMount] = {}
     try:
         for name in names:
             spec = transport_specs[name]
             if spec.server is None:
                 raise ConfigError(f"server.transports: transport {name!r} has no server side")
-            mounts[name] = spec.server(ServerContext(registry, settings[name], config))
+            ctx = ServerContext(
+                registry, settings[name], config, budget=budget, body_timeout=config.server.body_timeout
+            )
+            mounts[name] = spec.server(ctx)
     except BaseException:
         await registry.aclose()
         raise
-    return Runtime(config, registry, Dispatcher(mounts, policy), names, list(mounts.values()))
+    return Runtime(config, registry, Dispatcher(mounts, policy), names, list(mounts.values()), budget)
+
+
+def websocket_intake(runtime: Runtime) -> hypercorn_fixes.WebsocketIntake:
+    """The server's limits on incoming WebSocket messages: each mount's own limit on its own
+    paths, the shared budget, and ``body_timeout`` for a message whose bytes stop coming."""
+    limits = {
+        path: mount.websocket_max_message_bytes or hypercorn_fixes.DEFAULT_MESSAGE_BYTES
+        for mount in runtime.mounts
+        for path in mount.websocket_paths
+    }
+    return hypercorn_fixes.WebsocketIntake(
+        budget=runtime.budget, stall_timeout=runtime.config.server.body_timeout, limits=limits
+    )
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -250,7 +269,7 @@ async def serve(
         ) from None
     host, port = sock.getsockname()[:2]
     url = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
-    hconfig = HypercornConfig()
+    hconfig = hypercorn_fixes.make_config(websocket_intake(runtime))
     hconfig.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) the listening socket
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")  # through the root handler, warnings and up
@@ -263,9 +282,8 @@ async def serve(
     hypercorn_fixes.apply(http2=config.server.http2, header_timeout=config.server.header_timeout)
     hconfig.keep_alive_max_requests = 10_000_000  # hypercorn's default (1000) recycles busy clients' connections
     hconfig.include_server_header = False
-    hconfig.websocket_max_message_size = max(
-        [64 * 1024 * 1024, *(m.websocket_max_message_bytes for m in runtime.mounts if m.websocket_max_message_bytes)]
-    )
+    # a path no mount names (nothing is accepted there); each mount's paths have its own limit
+    hconfig.websocket_max_message_size = min(hypercorn_fixes.DEFAULT_MESSAGE_BYTES, runtime.budget.total)
     pings = [m.websocket_ping_interval for m in runtime.mounts if m.websocket_ping_interval]
     hconfig.websocket_ping_interval = min(pings) if pings else None
 

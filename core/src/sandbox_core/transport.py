@@ -4,11 +4,12 @@ and its client side (a :class:`ClientTransport` the ``Sandbox`` facade drives)."
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
 
+from .intake import DEFAULT_BODY_TIMEOUT_S, ByteBudget
 from .registry import ServiceRegistry
 
 
@@ -19,6 +20,11 @@ class ServerContext:
     registry: ServiceRegistry
     settings: Any
     config: Any
+    #: The server's one budget of incoming bytes (``[server] max_body_bytes_total``): every
+    #: transport counts the request bodies and messages it holds against it.
+    budget: ByteBudget = field(default_factory=ByteBudget)
+    #: ``[server] body_timeout``: a body whose bytes stop coming for this long is given up.
+    body_timeout: float | None = DEFAULT_BODY_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -39,8 +45,9 @@ class ServerMount:
     #: A ping on every open WebSocket this often (the server pings at the smallest interval any
     #: mount asks for; None: no pings).
     websocket_ping_interval: float | None = None
-    #: The largest incoming WebSocket message the server buffers for this mount (the server's
-    #: limit is the largest any mount asks for, at least 64 MiB; a mount enforces its own).
+    #: The largest incoming WebSocket message the server assembles on this mount's
+    #: ``websocket_paths`` (bytes; a larger one closes the socket with 1009 before the app sees
+    #: it). None: 64 MiB. Never more than the server's budget.
     websocket_max_message_bytes: int | None = None
 
 

@@ -9,10 +9,8 @@ OPTIONS is answered for any path.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -21,6 +19,7 @@ import structlog
 
 from sandbox_core.config import ConfigError
 from sandbox_core.errors import ErrorCode, SandboxError
+from sandbox_core.intake import ByteBudget, Hold, read_body
 from sandbox_core.registry import ServiceRegistry
 from sandbox_core.router import EventStream, Reply, Router, RouteRequest, announces_body, stream_error_event
 from sandbox_core.sse import encode_event
@@ -147,16 +146,16 @@ T = TypeVar("T")
 class Request:
     """The parts of an ASGI http request the routes use (lighter than a framework request)."""
 
-    __slots__ = ("_headers", "_query", "body_read", "held", "method", "path", "receive", "scope")
+    __slots__ = ("_headers", "_query", "body_read", "hold", "method", "path", "receive", "scope")
 
-    def __init__(self, scope: dict[str, Any], receive: Any) -> None:
+    def __init__(self, scope: dict[str, Any], receive: Any, budget: ByteBudget) -> None:
         self.scope = scope
         self.receive = receive
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self._headers: dict[str, str] | None = None
         self._query: dict[str, str] | None = None
-        self.held = 0  # body bytes counted against the server's budget
+        self.hold = Hold(budget)  # body bytes counted against the server's budget
         self.body_read = False  # its body was read to the end
 
     @property
@@ -170,20 +169,6 @@ class Request:
         if self._query is None:
             self._query = dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
         return self._query
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise SandboxError(ErrorCode.VALIDATION_FAILED, "The client disconnected before sending the whole body")
-            body = message.get("body", b"")
-            if not message.get("more_body", False):
-                self.body_read = True
-                if body:
-                    yield body
-                return
-            if body:
-                yield body
 
 
 def _closing(send: Any) -> Any:
@@ -238,79 +223,24 @@ async def until_disconnect(request: Request, call: Awaitable[T]) -> T:
             watcher.cancel()
 
 
-def body_too_large(limit: int, size: int) -> SandboxError:
-    return SandboxError(
-        ErrorCode.VALIDATION_FAILED,
-        f"Request body of {size} bytes exceeds the limit of {limit} bytes",
-        {"limit": limit, "size": size, "setting": "transports.http.max_body_bytes"},
-        status=413,
-    )
-
-
-class BodyBudget:
-    """Request body bytes held at once across every request of the server: a request that
-    would go over waits for room (first come, first served) for at most ``wait`` seconds."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.held = 0
-        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-
-    async def take(self, size: int, wait: float) -> None:
-        if not self._waiters and self.held + size <= self.total:
-            self.held += size
-            return
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (size, ready)
-        self._waiters.append(entry)
-        try:
-            await asyncio.wait_for(asyncio.shield(ready), wait)
-        except TimeoutError:
-            self._withdraw(entry)
-            raise SandboxError(
-                ErrorCode.RESOURCE_BUSY,
-                f"The server holds {self.held} bytes of request bodies (its limit is {self.total}); retry later",
-                {"limit": self.total, "setting": "transports.http.max_body_bytes_total"},
-                status=503,
-            ) from None
-        except BaseException:
-            self._withdraw(entry)
-            raise
-
-    def _withdraw(self, entry: tuple[int, asyncio.Future[None]]) -> None:
-        """A waiter gave up: it leaves the queue, or gives back what it was granted meanwhile."""
-        size, ready = entry
-        if ready.done() and not ready.cancelled():
-            self.give(size)
-            return
-        ready.cancel()
-        with contextlib.suppress(ValueError):
-            self._waiters.remove(entry)
-        self._grant()  # those behind it may fit now
-
-    def give(self, size: int) -> None:
-        self.held -= size
-        self._grant()
-
-    def _grant(self) -> None:
-        while self._waiters and self.held + self._waiters[0][0] <= self.total:
-            size, ready = self._waiters.popleft()
-            if not ready.done():
-                self.held += size
-                ready.set_result(None)
-
-
 class HttpApp:
-    def __init__(self, registry: ServiceRegistry, settings: HttpSettings) -> None:
+    def __init__(
+        self,
+        registry: ServiceRegistry,
+        settings: HttpSettings,
+        budget: ByteBudget | None = None,
+        body_timeout: float | None = None,
+    ) -> None:
         self.registry = registry
         self.settings = settings
-        self.budget = BodyBudget(settings.max_body_bytes_total)
+        self.budget = budget if budget is not None else ByteBudget()
+        self.body_timeout = body_timeout
         self.router = Router(registry)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        request = Request(scope, receive)
+        request = Request(scope, receive, self.budget)
         try:
             response = await self.dispatch(request)
         except SandboxError as err:
@@ -319,9 +249,7 @@ class HttpApp:
             log.error("request.failed", path=scope.get("path"), error=repr(exc), exc_info=exc)
             response = error_response(SandboxError(ErrorCode.INTERNAL_ERROR, "Internal server error"))
         finally:
-            if request.held:
-                self.budget.give(request.held)
-                request.held = 0
+            request.hold.release()
         if not request.body_read and announces_body(scope["headers"]):
             send = _closing(send)  # answered without reading the body (an error, a 404 or 405...)
         await response(scope, receive, send)
@@ -347,41 +275,20 @@ class HttpApp:
         return json_response(outcome.body, outcome.status)
 
     async def read_body(self, request: Request) -> bytes | bytearray:
-        """The whole body: refused with 413 before any of it is read when its ``Content-Length``
-        is over ``max_body_bytes``; read into one buffer of that length (no second copy); and
-        counted against the server's body budget (``max_body_bytes_total``) until the request is
-        done: past it, a request waits for room (up to ``body_wait_s``, then 503)."""
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        length = int(declared) if declared is not None and declared.isdigit() else None
-        if length is not None and length > limit:
-            raise body_too_large(limit, length)
-        if length is not None:
-            await self.take_budget(request, length)
-            buf = bytearray(length)
-            view = memoryview(buf)
-            size = 0
-            async for chunk in request.stream():
-                end = size + len(chunk)
-                if end > length:  # h11 does not let this happen; never write past the buffer
-                    raise body_too_large(limit, end)
-                view[size:end] = chunk
-                size = end
-            view.release()
-            return buf if size == length else buf[:size]
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise body_too_large(limit, size)
-            await self.take_budget(request, len(chunk))
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def take_budget(self, request: Request, size: int) -> None:
-        await self.budget.take(size, self.settings.body_wait_s)
-        request.held += size
+        """The whole body (:func:`sandbox_core.intake.read_body`): 413 before any of it is read
+        when its ``Content-Length`` is over ``max_body_bytes``; counted against the server's
+        budget until the request is done (past it, a request waits for room, then 503); 408
+        when its bytes stop coming for ``[server] body_timeout``."""
+        body = await read_body(
+            request.receive,
+            request.scope["headers"],
+            limit=self.settings.max_body_bytes,
+            setting="transports.http.max_body_bytes",
+            hold=request.hold,
+            timeout=self.body_timeout,
+        )
+        request.body_read = True
+        return body
 
 
 class SSEResponse:
@@ -447,9 +354,16 @@ class SSEResponse:
 
 def make_server(ctx: ServerContext) -> ServerMount:
     settings = ctx.settings if ctx.settings is not None else HttpSettings()
-    if settings.max_body_bytes_total < settings.max_body_bytes:
+    budget = ctx.budget
+    if settings.max_body_bytes_total is not None:  # the budget's former name, when set, sets it
+        budget.total = settings.max_body_bytes_total
+        budget.setting = "transports.http.max_body_bytes_total"
+    if settings.body_wait_s is not None:
+        budget.wait = settings.body_wait_s
+    if budget.total < settings.max_body_bytes:
         raise ConfigError(
-            f"transports.http.max_body_bytes_total ({settings.max_body_bytes_total}) is below "
-            f"transports.http.max_body_bytes ({settings.max_body_bytes}): the largest body could never be read"
+            f"{budget.setting} ({budget.total}) is below transports.http.max_body_bytes "
+            f"({settings.max_body_bytes}): the largest body could never be read"
         )
-    return ServerMount(app=HttpApp(ctx.registry, settings), http_paths=("/api/",), catch_all=True)
+    app = HttpApp(ctx.registry, settings, budget, ctx.body_timeout)
+    return ServerMount(app=app, http_paths=("/api/",), catch_all=True)

@@ -263,8 +263,8 @@ class RpcClientTransport:
             return None
         try:
             value = _decoder.decode(data)
-        except msgspec.DecodeError:
-            return None  # as the contract's parsers: unparsable data is skipped
+        except (msgspec.DecodeError, RecursionError):
+            return None  # as the contract's parsers: unparsable (or too deeply nested) data is skipped
         return value if isinstance(value, dict) else None
 
     @staticmethod

@@ -2,10 +2,17 @@
 and over HTTP batch (``POST /rpc``, one session per request), both answering with a
 :class:`~.api.SandboxControlAPI` (a raw ASGI app; the engine is :mod:`.capnweb`).
 
-Every session has the settings' limits (message size, nesting, queued bytes). When a session
-ends (the peer closes, a send fails, a limit is broken, or the server shuts down), every call
-it is running is cancelled (a foreground exec ends its command) and every stream it feeds is
-closed (its operation ends). At shutdown every open WebSocket session is aborted: its peer's
+Every session has the settings' limits (message size, nesting, queued bytes). A batch's body
+is read as the http transport reads one (:func:`sandbox_core.intake.read_body`): over
+``max_batch_bytes`` it is 413 before any of it is read when its ``Content-Length`` says so, it
+counts against the server's budget of incoming bytes until the batch is answered (503 when
+there is no room in time), and a body whose bytes stop coming is 408; those answers carry the
+contract's error body. A client that goes away before its batch is answered cancels the
+batch's calls (a foreground exec ends its command).
+
+When a session ends (the peer closes, a send fails, a limit is broken, or the server shuts
+down), every call it is running is cancelled (a foreground exec ends its command) and every
+stream it feeds is closed (its operation ends). At shutdown every open WebSocket session is aborted: its peer's
 pending calls fail at once and the socket closes.
 """
 
@@ -14,9 +21,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 import structlog
 
+from sandbox_core.errors import SandboxError
+from sandbox_core.intake import Hold, read_body
 from sandbox_core.memory import trim_after
+from sandbox_core.router import announces_body
 from sandbox_core.transport import ServerContext, ServerMount
 
 from .api import ApiFactory
@@ -44,6 +55,8 @@ class RpcApp:
     def __init__(self, ctx: ServerContext, settings: RpcSettings) -> None:
         self.registry = ctx.registry
         self.settings = settings
+        self.budget = ctx.budget
+        self.body_timeout = ctx.body_timeout
         self.limits = limits(settings)
         self._factory: ApiFactory | None = None
         self.sessions: set[RpcSession] = set()
@@ -61,7 +74,37 @@ class RpcApp:
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
         elif scope["type"] == "http":
-            await serve_http_batch(scope, receive, send, main=self.factory(), limits=self.limits)
+            await self._batch(scope, receive, send)
+
+    async def _batch(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """``POST /rpc``: the body read within the server's limits, then the batch answered
+        (see the module's docstring); anything but POST is 405, its body unread."""
+        if scope.get("method") != "POST":
+            await serve_http_batch(scope, receive, _closing(scope, send), main=None, limits=self.limits)
+            return
+        hold = Hold(self.budget)
+        try:
+            try:
+                # in a list, handed over to the engine with no reference kept here: the engine
+                # frees the body once it has decoded it
+                box = [
+                    await read_body(
+                        receive,
+                        scope["headers"],
+                        limit=self.settings.max_batch_bytes,
+                        setting="transports.rpc.max_batch_bytes",
+                        hold=hold,
+                        timeout=self.body_timeout,
+                    )
+                ]
+            except SandboxError as err:
+                await _error_response(_closing(scope, send), err)
+                return
+            size = len(box[0])
+            await serve_http_batch(scope, receive, send, main=self.factory(), limits=self.limits, body=box.pop())
+            trim_after(size)
+        finally:
+            hold.release()
 
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self.closing:
@@ -108,6 +151,37 @@ class RpcApp:
             session.abort(RpcError("Error", "Server shutting down"))
         if self.connections:
             await asyncio.gather(*self.connections)
+
+
+def _closing(scope: dict[str, Any], send: Any) -> Any:
+    """``send`` adding ``Connection: close`` to the answer when the request's body, announced, is
+    not read (the connection cannot serve another request)."""
+    if not announces_body(scope.get("headers", ())):
+        return send
+
+    async def send_closing(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+        await send(message)
+
+    return send_closing
+
+
+async def _error_response(send: Any, err: SandboxError) -> None:
+    """The contract's error body (as the http transport answers)."""
+    body = msgspec.json.encode(err.to_body())
+    await send(
+        {
+            "type": "http.response.start",
+            "status": err.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"access-control-allow-origin", b"*"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def make_server(ctx: ServerContext) -> ServerMount:

@@ -15,6 +15,7 @@ class RpcSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_stream_buffer_bytes: Annotated[int, Meta(gt=0)] = 64 * 1024 * 1024  # an incoming stream's unread chunks
     max_queued_bytes: Annotated[int, Meta(gt=0)] = 64 * 1024 * 1024  # messages waiting for a peer that does not read
     # server side
+    max_batch_bytes: Annotated[int, Meta(gt=0)] = 128 * 1024 * 1024  # one HTTP batch's body; larger gets 413
     ping_interval_s: Annotated[float, Meta(gt=0)] = 20.0  # a ping on every open socket this often
     # an empty chunk on a silent stream this often: a reader's cancel reaches the source by the
     # refusal of a write, so without it a silent command would outlive a cancelled stream

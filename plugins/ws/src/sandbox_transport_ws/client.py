@@ -302,8 +302,8 @@ class _Connection:
                     continue
                 try:
                     frame = decode(event.data)
-                except msgspec.DecodeError:
-                    continue  # not a frame of the contract: nobody waits for it
+                except (msgspec.DecodeError, RecursionError):
+                    continue  # not a frame of the contract (or too deep to read): nobody waits for it
                 del event
                 if frame.id is None:
                     continue
@@ -543,7 +543,7 @@ class WsClientTransport:
                         continue
                     try:
                         event = _decoder.decode(value)
-                    except msgspec.DecodeError:
+                    except (msgspec.DecodeError, RecursionError):
                         continue  # as the contract's SSE parsers: unparsable data is skipped
                     del value
                     yield event

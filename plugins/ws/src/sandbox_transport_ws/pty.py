@@ -13,8 +13,9 @@ operations (``attach``, a stream; ``write`` and ``resize``)::
 Before the upgrade, a missing ``sessionId`` is 400 ``sessionId query parameter required`` and
 ``cols``/``rows`` that are not positive integers are 400 ``Invalid dimensions: cols and rows
 must be positive`` (plain text). A text frame that is not a JSON object is answered with the
-error ``Invalid control message``; a resize with bad sizes with ``Invalid dimensions: cols and
-rows must be positive``; a control message of another type is ignored (as upstream). The
+error ``Invalid control message`` (so is one nested too deeply to read, or with ``NaN`` or
+``Infinity``, which are not JSON); a resize with bad sizes (``1e400`` included) with ``Invalid
+dimensions: cols and rows must be positive``; a control message of another type is ignored (as upstream). The
 ``shell`` parameter is accepted and ignored: the terminal is always ``bash``.
 
 The socket closes with 1000 when the terminal ends (its shell exited, or its session was
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -86,12 +88,28 @@ def _dimension(value: str | None, default: int) -> int:
 
 
 def _size(value: object) -> int | None:
-    """A size from a resize message: a positive whole number (JSON's 80 or 80.0), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN
+    """A size from a resize message: a positive whole number (JSON's 80 or 80.0), else None
+    (``1e400``, which JSON reads as infinity, too)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if value < 1 or value != int(value):
+    if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
+        return None
+    if value < 1:
         return None
     return int(value)
+
+
+def _reject_constant(name: str) -> object:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (Python's reader takes them)."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_control(text: str) -> object:
+    """A control message's JSON value; None when it is not JSON (or nests too deeply to read)."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return None
 
 
 async def _deny(scope: Scope, send: Send, status: int, text: str) -> None:
@@ -254,10 +272,7 @@ class _Connection:
                 await self._control(message.get("text") or "")
 
     async def _control(self, text: str) -> None:
-        try:
-            control = json.loads(text)
-        except ValueError:
-            control = None
+        control = _parse_control(text)
         if not isinstance(control, dict):
             await self.send_text(_error(INVALID_CONTROL))
             return

@@ -17,7 +17,8 @@ Every buffer is bounded, and every way a connection ends ends all its requests:
 * An incoming frame over ``max_frame_bytes`` closes the socket with 1009; at most
   ``max_in_flight`` requests run at once per connection, the excess is answered 503
   ``RESOURCE_BUSY`` at once (the connection keeps reading, so cancels still arrive).
-* A frame that is not JSON gets an ``error`` frame ``PARSE_ERROR``; JSON that is not a request
+* A frame that is not JSON (or nests too deeply to decode) gets an ``error`` frame
+  ``PARSE_ERROR``; JSON that is not a request
   or a cancel gets ``INVALID_REQUEST``: the connection and its other requests carry on.
 * A send that fails closes the socket with 1011; the client closing the socket, the server
   shutting down (1001) or an oversized frame (1009) likewise cancel every request of that
@@ -205,19 +206,22 @@ def frame_id(data: str | bytes) -> FrameId | None:
     """The id of a frame that failed validation, when it has a usable one."""
     try:
         return _id_decoder.decode(data).id
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
 
 
 def parse_frame(data: str | bytes) -> InFrame | str:
     """A client's frame: a request or a cancel, or the ``error`` frame that answers anything
-    else (``PARSE_ERROR`` for what is not JSON, ``INVALID_REQUEST`` for the rest). Never raises."""
+    else (``PARSE_ERROR`` for what is not JSON or nests too deeply to decode, ``INVALID_REQUEST``
+    for the rest). Never raises."""
     try:
         frame = _frame_decoder.decode(data)
     except msgspec.ValidationError as exc:
         return error_frame(INVALID_REQUEST, f"Invalid frame: {exc}", frame_id(data))
     except msgspec.DecodeError as exc:
         return error_frame(PARSE_ERROR, f"The frame is not valid JSON: {exc}")
+    except RecursionError:  # msgspec's limit on nesting (the interpreter's recursion limit)
+        return error_frame(PARSE_ERROR, "The frame nests too deeply to decode")
     if frame.type == "cancel":
         return frame
     if frame.type != "request":

@@ -181,7 +181,7 @@ class Terminal:
             if isinstance(event, TextMessage):
                 try:
                     control = json.loads(event.data)
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested too deeply to read
                     continue
                 if isinstance(control, dict):
                     return str(control.get("type")), str(control.get("message", ""))

@@ -39,42 +39,57 @@ async def serve_http_batch(
     main: object | None,
     limits: Limits | None = None,
     answer_within: float = BATCH_TIMEOUT_S,
+    body: bytes | bytearray | None = None,
 ) -> None:
-    """Answer one HTTP batch (POST only; 405 otherwise, 413 over the size limit)."""
+    """Answer one HTTP batch (POST only; 405 otherwise, 413 over the size limit, four times
+    ``limits.max_message_chars``). With ``body``, the caller has read the request's body
+    already (within limits of its own) and hands it over: nothing more is read of it.
+
+    A client that goes away before its answer is ready ends the batch's session: the calls it
+    made are cancelled, as over a WebSocket that closes, and nothing is answered."""
     limits = limits or Limits()
     if scope.get("method") != "POST":
         await _error(send, 405, "This endpoint only accepts POST requests.", [(b"allow", b"POST")])
         return
-    limit = limits.max_message_chars * 4
-    body = bytearray()
-    while True:
-        event = await receive()
-        if event["type"] == "http.disconnect":
-            return
-        body += event.get("body", b"")
-        if len(body) > limit:
-            await _error(send, 413, "Batch too large")
-            return
-        if not event.get("more_body"):
-            break
+    if body is None:
+        limit = limits.max_message_chars * 4
+        body = bytearray()
+        while True:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                return
+            body += event.get("body", b"")
+            if len(body) > limit:
+                await _error(send, 413, "Batch too large")
+                return
+            if not event.get("more_body"):
+                break
     try:
         text = body.decode()
     except UnicodeDecodeError:
         await _error(send, 400, "Batch is not UTF-8")
         return
+    del body  # the text is what is left of it
     out: list[str] = []
     session = RpcSession(main, send=out.append, limits=limits)
+    gone = False
     try:
-        for line in text.split("\n"):
-            if line:
-                session.receive(line)
-            if session.closed is not None:
-                break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(session.drain(), answer_within)
+        start = 0
+        while start <= len(text) and session.closed is None:  # one line at a time, no list of copies
+            end = text.find("\n", start)
+            if end < 0:
+                end = len(text)
+            if end > start:
+                session.receive(text[start:end])
+            start = end + 1
+        del text
+        gone = await _drain_unless_gone(session, receive, answer_within)
     finally:
-        session.close("the batch ended")
+        session.close("the client went away" if gone else "the batch ended")
+    if gone:
+        return
     payload = "\n".join(out).encode()
+    del out
     await send(
         {
             "type": "http.response.start",
@@ -86,6 +101,26 @@ async def serve_http_batch(
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone away (the body has been read: nothing else comes)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _drain_unless_gone(session: RpcSession, receive: Receive, within: float) -> bool:
+    """Wait (up to ``within`` seconds) until every result the batch asked for is ready; True
+    when the client went away first."""
+    drained = asyncio.ensure_future(session.drain())
+    left = asyncio.ensure_future(_disconnected(receive))
+    try:
+        done, _ = await asyncio.wait({drained, left}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (drained, left):
+            task.cancel()
+        await asyncio.gather(drained, left, return_exceptions=True)
+    return left in done and drained not in done
 
 
 @contextlib.asynccontextmanager
