@@ -233,6 +233,10 @@ class ServerProcess:
             self._reader = threading.Thread(target=self._read_stderr, daemon=True)
             self._reader.start()
             self.url = self._wait_ready(ready)
+            # the server logs `server.started` before it reports the URL: let the log reader see it
+            deadline = time.monotonic() + 5
+            while not self.started_line and time.monotonic() < deadline and self._reader.is_alive():
+                time.sleep(0.005)
         except _NotReady as exc:
             code = self.stop()
             raise RuntimeError(
