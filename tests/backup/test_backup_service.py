@@ -304,3 +304,118 @@ async def test_backup_default_roots_include_the_workspace(tmp_path: Path) -> Non
 def test_backup_settings_are_checked(settings: dict[str, object]) -> None:
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert(settings, BackupSettings)
+
+
+def unsquashfs(archive: Path, into: Path) -> int:
+    """Extract with unsquashfs alone; its exit code."""
+    return subprocess.run(
+        ["unsquashfs", "-d", str(into), "-no-progress", "-quiet", str(archive)], check=False
+    ).returncode
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+
+
+async def test_backup_damaged_data_block_is_refused(backups: Backups, tmp_path: Path) -> None:
+    """squashfs checks none of its data: a flipped byte in a file's block extracts as a wrong byte
+    with exit code 0. The archive's checksum catches it: the restore fails naming the archive
+    and the target is left as it was."""
+    src = backups.data / "src"
+    make_tree(src)
+    (src / "noise").write_bytes(os.urandom(300_000))  # incompressible: stored as it is
+    archive = backups.archives / "a.sqsh"
+    await backups.create(src, archive)
+    flip_byte(archive, 10_000)  # in the first data block (the superblock is the first 96 bytes)
+    plain = tmp_path / "plain"
+    assert unsquashfs(archive, plain) == 0
+    assert (plain / "noise").read_bytes() != (src / "noise").read_bytes()  # what squashfs alone lets through
+    target = backups.data / "target"
+    make_tree(target, marker="-old")
+    before = snapshot(target)
+    with pytest.raises(SandboxError) as info:
+        await backups.restore(target, archive)
+    assert info.value.code == "BACKUP_RESTORE_FAILED" and info.value.status == 500
+    assert str(archive) in info.value.message and "damaged" in info.value.message
+    assert info.value.details["archivePath"] == str(archive) and info.value.details["operation"] == "backup.restore"
+    assert info.value.details["expectedSha256"] != info.value.details["actualSha256"]
+    assert snapshot(target) == before
+    assert sorted(os.listdir(backups.data)) == ["src", "target"]  # nothing extracted, nothing staged
+
+
+async def test_backup_archive_is_squashfs_with_a_checksum_trailer(backups: Backups, make_backups: MakeBackups) -> None:
+    """The archive stays a squashfs file the tools read as it is; an archive without the trailer
+    (made elsewhere) is restored unchecked, or refused with ``require_checksum``."""
+    src = backups.data / "src"
+    make_tree(src)
+    archive = backups.archives / "a.sqsh"
+    created = await backups.create(src, archive)
+    assert "squashfs-root/sub/deep/b" in archive_listing(archive)
+    assert archive.read_bytes()[-64:].startswith(b"sandbox-sqsh-sum") and created.size_bytes % 4096 == 64
+    foreign = backups.archives / "foreign.sqsh"  # as mksquashfs alone makes it
+    foreign.write_bytes(archive.read_bytes()[:-64])
+    await backups.restore(backups.data / "copy", foreign)
+    assert snapshot(backups.data / "copy") == snapshot(src)
+    strict = await make_backups(require_checksum=True)
+    with pytest.raises(SandboxError) as info:
+        await strict.restore(backups.data / "strict", foreign)
+    assert (info.value.code, info.value.status) == ("INVALID_BACKUP_CONFIG", 400)
+    assert info.value.details["field"] == "archivePath" and "require_checksum" in info.value.message
+    assert not (backups.data / "strict").exists()
+    await strict.restore(backups.data / "strict", archive)  # one with its checksum is fine
+    assert snapshot(backups.data / "strict") == snapshot(src)
+
+
+async def test_backup_paths_the_filesystem_refuses_are_4xx_naming_the_field(backups: Backups) -> None:
+    """A name too long, a loop of symbolic links, a file where a directory must be, an archive
+    that is a FIFO: 4xx errors naming ``dir`` or ``archivePath``, never a 500 (or a hang)."""
+    data, archives = backups.data, backups.archives
+    make_tree(data / "src")
+    await backups.create(data / "src", archives / "ok.sqsh")
+    (data / "file").write_text("x")
+    (archives / "afile").write_text("x")
+    (data / "loop1").symlink_to("loop2")
+    (data / "loop2").symlink_to("loop1")
+    os.mkfifo(archives / "fifo.sqsh")
+    long = "x" * 300
+    create, restore = backups.create, backups.restore
+    cases = [
+        (create, data / "src", archives / f"{long}.sqsh", "NAME_TOO_LONG", "archivePath"),
+        (create, data / "src", archives / long / "a.sqsh", "NAME_TOO_LONG", "archivePath"),
+        (create, data / long, archives / "b.sqsh", "NAME_TOO_LONG", "dir"),
+        (create, data / "loop1" / "x", archives / "b.sqsh", "TOO_MANY_LINKS", "dir"),
+        (create, data / "file" / "x", archives / "b.sqsh", "NOT_DIRECTORY", "dir"),
+        (create, data / "file", archives / "b.sqsh", "NOT_DIRECTORY", "dir"),
+        (create, data / "src", archives / "afile" / "b.sqsh", "NOT_DIRECTORY", "archivePath"),
+        (restore, data / "dst", archives / f"{long}.sqsh", "NAME_TOO_LONG", "archivePath"),
+        (restore, data / "dst", archives / "afile" / "b.sqsh", "NOT_DIRECTORY", "archivePath"),
+        (restore, data / "dst", archives / "fifo.sqsh", "VALIDATION_FAILED", "archivePath"),
+        (restore, data / long, archives / "ok.sqsh", "NAME_TOO_LONG", "dir"),
+        (restore, data / long / "x", archives / "ok.sqsh", "NAME_TOO_LONG", "dir"),
+        (restore, data / "file" / "x", archives / "ok.sqsh", "NOT_DIRECTORY", "dir"),
+        (restore, data / "loop1" / "x", archives / "ok.sqsh", "TOO_MANY_LINKS", "dir"),
+    ]
+    for call, dir, archive, code, field in cases:
+        with pytest.raises(SandboxError) as info:
+            await asyncio.wait_for(call(dir, archive), 30)
+        error = info.value
+        assert (error.code, error.details.get("field")) == (code, field), error
+        assert 400 <= error.status < 500 and error.details["operation"].startswith("backup."), error
+    assert sorted(os.listdir(archives)) == ["afile", "fifo.sqsh", "ok.sqsh"]  # no temporary file left
+    assert sorted(os.listdir(data)) == ["file", "loop1", "loop2", "src"]
+
+
+async def test_backup_names_as_long_as_allowed_work(backups: Backups) -> None:
+    """An archive or a directory whose name has 250 bytes (the temporary entries beside them get
+    short names when theirs would be too long)."""
+    name = "n" * 250
+    make_tree(backups.data / "src")
+    created = await backups.create(backups.data / "src", backups.archives / name)
+    assert created.size_bytes == (backups.archives / name).stat().st_size
+    await backups.restore(backups.data / name, backups.archives / name)
+    assert snapshot(backups.data / name) == snapshot(backups.data / "src")
+    assert sorted(os.listdir(backups.archives)) == [name]

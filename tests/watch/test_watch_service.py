@@ -222,17 +222,66 @@ async def test_watcher_bound_evicts_idle_retained_then_refuses(watch_service: Fa
 
 
 async def test_directory_bound(watch_service: Factory, workspace: str) -> None:
+    """Past ``max_directories`` a watch is refused with 400 naming the path, the limit and the
+    setting (a request too large for the setting, not a server failure); one that grows past
+    it later ends with an ``error`` event."""
     os.makedirs(f"{workspace}/big/1/2/3/4")
     os.makedirs(f"{workspace}/small/1")
     async with watch_service(max_directories=3) as registry:
         with pytest.raises(SandboxError) as info:
             await open_watch(registry, "big")
-        assert info.value.code == "WATCH_START_ERROR" and "max_directories" in info.value.message
-        assert service(registry).by_id == {}
+        assert (info.value.code, info.value.status) == ("VALIDATION_FAILED", 400)
+        assert "services.watch.max_directories" in info.value.message
+        assert info.value.details == {
+            "field": "path",
+            "path": f"{workspace}/big",
+            "limit": 3,
+            "setting": "services.watch.max_directories",
+        }
+        assert service(registry).by_id == {} and service(registry).budget.used == 0
         _, stream = await open_watch(registry, "small")
         os.makedirs(f"{workspace}/small/a/b")
         events = await until(stream, lambda evs: isinstance(evs[-1], WatchErrorEvent))
         assert "max_directories" in events[-1].error
+
+
+async def test_total_directory_bound_across_watches(watch_service: Factory, workspace: str) -> None:
+    """``max_total_directories`` bounds the directories of all watches together: different
+    watches of one tree each count (identical ones share a watcher and count once); past the
+    bound a new watch is 409 RESOURCE_BUSY naming the limit and the setting, and holds nothing;
+    what a watch held is free again when it ends; a watch that grows past the bound ends with
+    an ``error`` event."""
+    for i in range(4):
+        os.makedirs(f"{workspace}/tree/{i}")  # 5 directories
+    async with watch_service(max_total_directories=12) as registry:
+        svc = service(registry)
+        _, creates = await open_watch(registry, "tree", events=["create"])
+        _, same = await open_watch(registry, "tree", events=["create"])  # shares the watcher
+        _, deletes = await open_watch(registry, "tree", events=["delete"])
+        assert svc.budget.used == 10 == sum(len(w.dirs) for w in svc.by_id.values())
+        with pytest.raises(SandboxError) as info:
+            await open_watch(registry, "tree", events=["modify"])
+        assert (info.value.code, info.value.status) == ("RESOURCE_BUSY", 409)
+        assert "services.watch.max_total_directories" in info.value.message
+        assert info.value.details == {
+            "path": f"{workspace}/tree",
+            "limit": 12,
+            "setting": "services.watch.max_total_directories",
+            "heldByOtherWatches": 10,
+        }
+        assert svc.budget.used == 10 and len(svc.by_id) == 2  # the refused watch holds nothing
+        await deletes.aclose()
+        assert svc.budget.used == 5
+        _, modifies = await open_watch(registry, "tree", events=["modify"], recursive=False)
+        assert svc.budget.used == 6
+        for name in "abcdefg":  # the create watch would grow to 12 directories: 13 in all
+            os.mkdir(f"{workspace}/tree/{name}")
+        events = await until(creates, lambda evs: isinstance(evs[-1], WatchErrorEvent))
+        assert "services.watch.max_total_directories" in events[-1].error
+        await until(same, lambda evs: isinstance(evs[-1], WatchErrorEvent))
+        assert svc.budget.used == sum(len(w.dirs) for w in svc.by_id.values()) == 1
+        await modifies.aclose()
+        assert svc.budget.used == 0
 
 
 async def test_setup_timeout(watch_service: Factory, workspace: str) -> None:

@@ -259,7 +259,8 @@ class ErrorCode(StrEnum):
     NAME_TOO_LONG = "NAME_TOO_LONG", 400, FileSystemError, "Use a shorter file name or path"
     NO_SPACE = "NO_SPACE", 500, FileSystemError, "Free disk space in the sandbox or increase its storage"
     TOO_MANY_FILES = "TOO_MANY_FILES", 500, FileSystemError, "Close files or raise the open-file limit"
-    TOO_MANY_LINKS = "TOO_MANY_LINKS", 500, FileSystemError, "The path has too many symbolic links or hard links"
+    # upstream: 500; here only a loop of symbolic links in the caller's path (ELOOP) raises it
+    TOO_MANY_LINKS = "TOO_MANY_LINKS", 400, FileSystemError, "The path has too many symbolic links or hard links"
     READ_ONLY = "READ_ONLY", 403, FileSystemError, "The file system is read-only"
     RESOURCE_BUSY = "RESOURCE_BUSY", 409, FileSystemError, "The resource is in use; retry when it is free"
     FILESYSTEM_ERROR = "FILESYSTEM_ERROR", 500, FileSystemError

@@ -27,6 +27,25 @@ def alive(pid: int) -> bool:
     return found is not None and found[0] not in ("Z", "X")
 
 
+_SIGKILL_BIT = 1 << (9 - 1)
+
+
+def dying(pid: int) -> bool:
+    """True when ``pid`` has exited (a zombie, or gone) or is being killed: a SIGKILL pending
+    (the kernel also marks so a signal whose default action ends the process)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key == "State" and value.split()[0] in ("Z", "X"):
+                    return True
+                if key in ("SigPnd", "ShdPnd") and int(value, 16) & _SIGKILL_BIT:
+                    return True
+    except (OSError, ValueError, IndexError):
+        return True
+    return False
+
+
 def cmdline(pid: int) -> list[str] | None:
     """The argument list of ``pid`` (empty for a zombie); None when there is no such process."""
     try:

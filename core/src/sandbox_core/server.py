@@ -276,7 +276,11 @@ async def serve(
     # on shutdown, open connections get the shutdown timeout less what ending the services'
     # processes may take (at most a second of it), so the process is gone within the timeout
     timeout = config.server.shutdown_timeout
-    hconfig.graceful_timeout = timeout - min(1.0, timeout / 2)
+    reserve = min(1.0, timeout / 2)
+    hconfig.graceful_timeout = timeout - reserve
+    # the services then stop at once, each giving its processes half the reserve from SIGTERM to
+    # SIGKILL, so that they are all gone (and the process with them) within the timeout
+    runtime.registry.stop_grace = reserve / 2
     # an idle connection (and one whose request head has not fully arrived) is closed after this
     hconfig.keep_alive_timeout = config.server.keep_alive_timeout
     hypercorn_fixes.apply(http2=config.server.http2, header_timeout=config.server.header_timeout)

@@ -110,6 +110,7 @@ class CommandsService:
             cwd=cwd,
             timeout_ms=self.sessions.timeout_for(None, timeout_ms),
             origin=origin,
+            streamed=True,
         )
         job = record.job
         reader = job.ring.reader(0, blocking=True)

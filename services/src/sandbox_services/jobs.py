@@ -68,7 +68,7 @@ class Job:
         self._tree: set[int] = set()  # every process a kill of this job has found (see kill_tree)
         self.on_done: list[Callable[[Job], None]] = []
         self._attached = False
-        self._early_exit: tuple[int | None] | None = None
+        self._early_exit: tuple[int | None, str] | None = None
 
     # plumbing ----------------------------------------------------------------------------
 
@@ -78,7 +78,7 @@ class Job:
         self._attached = True
         self._resume()
         if self._early_exit is not None:
-            self.finish(self._early_exit[0])
+            self.finish(*self._early_exit)
 
     def _resume(self) -> None:
         loop = asyncio.get_running_loop()
@@ -165,12 +165,18 @@ class Job:
         await self._done.wait()
         return self.exit_code
 
-    def finish(self, exit_code: int | None) -> None:
-        """The job's process ended with ``exit_code`` (None when unknown)."""
+    def unwatch_pid(self) -> None:
+        """Stop being told of the exit of ``self.pid`` (its end is being worked out elsewhere)."""
+        if self._pidfd >= 0:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+
+    def finish(self, exit_code: int | None, note: str = "") -> None:
+        """The job's process ended with ``exit_code`` (None when unknown); ``note`` goes to its
+        stderr after the last of its output."""
         if self.done:
             return
         if not self._attached:  # its status came before we started reading its pipes
-            self._early_exit = (exit_code,)
+            self._early_exit = (exit_code, note)
             return
         if self._timer is not None:
             self._timer.cancel()
@@ -179,6 +185,8 @@ class Job:
             os.close(self._pidfd)
             self._pidfd = -1
         self._drain()
+        if note:
+            self.ring.write("stderr", note.encode())
         if self.timed_out:
             self.ring.write("stderr", f"Command timed out after {self.time_limit_ms} ms\n".encode())
             exit_code = 124

@@ -137,8 +137,11 @@ class ProcessesService:
         env: Env | None = None,
         cwd: str | None = None,
         origin: Literal["user", "internal"] = "user",
+        streamed: bool = False,
     ) -> ProcessRecord:
         """Start ``command`` as a process record (the lock of its session is held only until it has a pid).
+
+        ``streamed``: the command of an exec stream (see :meth:`SessionsService.launch`).
 
         ``timeout_ms`` ends it (exit code 124) in a session as well as sessionless; ``origin`` is
         only logged (``process.started``), as upstream."""
@@ -162,7 +165,13 @@ class ProcessesService:
                 {"limit": self.settings.max_running},
             )
         job = await self.sessions.launch(
-            sid, command, env=env, cwd=cwd, timeout_ms=timeout_ms, ring_bytes=self.settings.output_ring_bytes
+            sid,
+            command,
+            env=env,
+            cwd=cwd,
+            timeout_ms=timeout_ms,
+            ring_bytes=self.settings.output_ring_bytes,
+            streamed=streamed,
         )
         record = ProcessRecord(process_id, job)
         if existing is not None:

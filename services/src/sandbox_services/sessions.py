@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -95,6 +96,29 @@ def check_session_id(session_id: str | None, fieldname: str = "sessionId") -> st
     return session_id
 
 
+def _ended(code: int | None) -> str:
+    """How a shell ended, in words: "was killed by signal 9 (SIGKILL)" or "exited with code 3"."""
+    if code is not None and code > 128:
+        try:
+            name = f" ({signal.Signals(code - 128).name})"
+        except ValueError:
+            name = ""
+        return f"was killed by signal {code - 128}{name}"
+    return f"exited with code {code}"
+
+
+def _terminated(session_id: str, code: int | None, reason: str = "") -> SandboxError:
+    """410 SESSION_TERMINATED: the session's shell is gone (the next call starts a fresh one)."""
+    if reason:
+        message = f"Session '{session_id}' terminated: {reason}; the next call starts a fresh shell"
+        return SandboxError(ErrorCode.SESSION_TERMINATED, message, {"sessionId": session_id, "reason": reason})
+    return SandboxError(
+        ErrorCode.SESSION_TERMINATED,
+        f"Session '{session_id}' terminated: its shell {_ended(code)}",
+        {"sessionId": session_id, "exitCode": code},
+    )
+
+
 def _destroyed(session_id: str) -> SandboxError:
     return SandboxError(ErrorCode.SESSION_DESTROYED, f"Session '{session_id}' was destroyed", {"sessionId": session_id})
 
@@ -140,6 +164,7 @@ class Session:
 class SessionsService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.settings: SessionSettings = ctx.settings
+        self.registry = ctx.registry
         self.workspace = ctx.workspace
         self.log = ctx.log
         self.sessions: dict[str, Session] = {}
@@ -156,6 +181,9 @@ class SessionsService:
         #: foreground command is done and before its processes are ended: how other services
         #: end what they hold for it (its terminal). A hook's failure is logged, not raised.
         self.on_destroy: list[Callable[[Session], Awaitable[None]]] = []
+        #: the shell each streamed job was started from (until the job ends)
+        self._stream_shells: dict[int, Shell] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def startup(self) -> None:
         self._fifo_dir = tempfile.mkdtemp(prefix="sbx", dir=_memory_dir())  # short: shells name it often
@@ -183,18 +211,29 @@ class SessionsService:
                     self.log.exception("session.expire_failed", session_id=session.id)
 
     async def aclose(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
+        """End everything at once: every session (its shell, foreground command and jobs, not
+        waiting for the command) and every sessionless job, each given the registry's
+        ``stop_grace`` (at most) between SIGTERM and SIGKILL."""
+        grace = min(self.grace, self.registry.stop_grace)
+        tasks = [t for t in (self._expiry, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        sessions = list(self.sessions.values())
+        owned = {job for session in sessions for job in session.jobs}
+        loose = [job for job in self.jobs.values() if job not in owned and job.pid is not None and not job.done]
+        results = await asyncio.gather(
+            *(job.kill(grace=grace) for job in loose),
+            *(self._destroy(session, grace=grace, wait=0.0) for session in sessions),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                self.log.error("sessions.close_failed", error=repr(result))
         for job in list(self.jobs.values()):
-            if job.pid is not None and not job.done:
-                await job.kill(grace=min(self.grace, 1.0))
             await job.aclose()
-        for session in list(self.sessions.values()):
-            await self._destroy(session, grace=min(self.grace, 1.0))
         self.sessions.clear()
-        await end_adopted(None, grace=min(self.grace, 1.0))
+        await end_adopted(None, grace=grace)
         if self._cgroups is not None:
             await self._cgroups.close()
         await self._reaper.aclose()
@@ -209,13 +248,33 @@ class SessionsService:
         if job.done:
             return
         if job.killed:
-            if job._pidfd >= 0:  # Job.kill() finishes it with the signal it used
-                asyncio.get_running_loop().remove_reader(job._pidfd)
+            job.unwatch_pid()  # Job.kill() finishes it with the signal it used
             return
         if cd_failed:
             job.ring.write("stderr", f"Failed to change directory to '{job.cwd}'\n".encode())
             status = 1
+        shell = self._stream_shells.pop(job.tag, None)
+        if shell is not None and shell.lost():  # the session's shell died while the stream ran
+            job.unwatch_pid()
+            task = asyncio.create_task(self._finish_with_shell(job, shell, status), name=f"job {job.tag} shell lost")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
         job.finish(status)
+
+    async def _finish_with_shell(self, job: Job, shell: Shell, status: int | None) -> None:
+        """A streamed command is the session's: when the session's shell died while it ran (a
+        ``kill -9 $$`` in it, say), it ends with the shell's status (128 + the signal), and says
+        so on its stderr; the next call on the session answers 410 (see :meth:`_shell`)."""
+        code = await shell.lost_status()
+        if code is None:
+            job.finish(status)
+            return
+        note = f"the session's shell {_ended(code)} while this command ran (the command's own exit status: {status})"
+        session = self.sessions.get(job.session_id or "")
+        if session is not None and session.shell is shell:  # not yet told to a call
+            note += f"; the next call on session '{session.id}' answers 410 SESSION_TERMINATED"
+        job.finish(code, note=f"\n[sandbox: {note}]\n")
 
     # sessions ------------------------------------------------------------------------------
 
@@ -257,10 +316,18 @@ class SessionsService:
         return {**user_environment(), **session.env, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", SESSION_MARK: session.id}
 
     async def _shell(self, session: Session) -> Shell:
-        """The session's live shell, starting a fresh one if it has none or it died."""
+        """The session's live shell, starting a fresh one if it has none or the server ended it.
+
+        A shell that died of something else since the last call (a streamed or background
+        command's ``kill -9 $$``, the OOM killer) took the session's state with it: the call
+        answers 410 SESSION_TERMINATED, as a foreground command's ``exit`` does, and the next one
+        starts a fresh shell."""
         shell = session.shell
         if shell is not None and shell.alive:
             return shell
+        if shell is not None and not shell.ended_by_server:
+            session.shell = None
+            raise _terminated(session.id, shell.exit_code)
         env = self.shell_env(session)
         self._next_shell += 1
         shell = Shell(
@@ -336,17 +403,7 @@ class SessionsService:
                     raise _destroyed(session_id) from None
                 if exc.stopped:  # we killed a shell still stuck after a timeout (a builtin loop)
                     raise self._timeout_error(session_id, command, timeout) from None
-                if exc.reason:
-                    raise SandboxError(
-                        ErrorCode.SESSION_TERMINATED,
-                        f"Session '{session_id}' terminated: {exc.reason}; the next call starts a fresh shell",
-                        {"sessionId": session_id, "reason": exc.reason},
-                    ) from None
-                raise SandboxError(
-                    ErrorCode.SESSION_TERMINATED,
-                    f"Session '{session_id}' terminated: its shell exited with code {exc.exit_code}",
-                    {"sessionId": session_id, "exitCode": exc.exit_code},
-                ) from None
+                raise _terminated(session_id, exc.exit_code, exc.reason) from None
             if session.destroyed or shell.destroyed:
                 # the session was deleted while the command ran: its result (killed) is not the answer
                 raise _destroyed(session_id)
@@ -380,6 +437,7 @@ class SessionsService:
 
     def _job_done(self, job: Job) -> None:
         self.jobs.pop(job.tag, None)
+        self._stream_shells.pop(job.tag, None)
         if job.cgroup is not None and not job.cgroup.pids():
             job.cgroup.remove()  # (one its children still use stays until the session or server ends)
         session = self.sessions.get(job.session_id or "")
@@ -395,8 +453,12 @@ class SessionsService:
         cwd: str | None = None,
         timeout_ms: int | None = None,
         ring_bytes: int | None = None,
+        streamed: bool = False,
     ) -> Job:
-        """Start a job from the session's current state and return it once it has a pid."""
+        """Start a job from the session's current state and return it once it has a pid.
+
+        A ``streamed`` job (an exec stream's command) is the session's: if the session's shell
+        dies while it runs, it ends with the shell's status (see :meth:`_finish_with_shell`)."""
         if session_id == DISABLE_SESSION:
             return await self._spawn(command, env=env, cwd=cwd, timeout_ms=timeout_ms, ring_bytes=ring_bytes)
         check_command(command)
@@ -408,11 +470,15 @@ class SessionsService:
         job.cgroup = self._new_cgroup(job)
         fifo_out = os.path.join(self._fifo_dir, f"{job.tag}.out")
         fifo_err = os.path.join(self._fifo_dir, f"{job.tag}.err")
+        gate = os.path.join(self._fifo_dir, f"{job.tag}.go")  # the job waits there (see Shell.launch)
         fds: list[int] = []
+        gate_fd = -1
         try:
             for path in (fifo_out, fifo_err):
                 os.mkfifo(path, 0o600)
                 fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+            os.mkfifo(gate, 0o600)
+            gate_fd = os.open(gate, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)  # a writer: the job's open never waits
             session.last_used = time.monotonic()
             async with session.lock:
                 if session.destroyed:
@@ -427,27 +493,34 @@ class SessionsService:
                         env=env,
                         cwd=cwd,
                         cgroup_procs=job.cgroup.procs if job.cgroup is not None else None,
+                        gate=gate,
                     )
                 except ShellExited as exc:
                     session.shell = None
-                    raise SandboxError(
-                        ErrorCode.SESSION_TERMINATED,
-                        f"Session '{session_id}' terminated" + (f": {exc.reason}" if exc.reason else ""),
-                        {"sessionId": session_id, "exitCode": exc.exit_code},
-                    ) from None
+                    raise _terminated(session_id, exc.exit_code, exc.reason) from None
                 session.jobs.add(job)
+                if streamed:
+                    self._stream_shells[job.tag] = shell
         except BaseException:
             for fd in fds:
                 os.close(fd)
             self.jobs.pop(job.tag, None)
-            _unlink(fifo_out, fifo_err)
+            _unlink(fifo_out, fifo_err, gate)  # the gate first gone, then closed: a job started
+            if gate_fd >= 0:  # meanwhile reads its end (or cannot open it) and exits unrun
+                os.close(gate_fd)
             raise
-        # the job opens its FIFOs itself, so they stay linked until it has ended
-        job.on_done.append(lambda _: _unlink(fifo_out, fifo_err))
+
+        # the job opens its FIFOs itself, so they stay linked (and the gate open) until it has ended
+        def release(_: Job) -> None:
+            os.close(gate_fd)
+            _unlink(fifo_out, fifo_err, gate)
+
+        job.on_done.append(release)
         job.attach(fds[0], fds[1])
         job.watch_pid(self._on_job_pid_exit)
         if timeout_ms:
             job.set_timeout(timeout_ms / 1000, self.grace)
+        os.write(gate_fd, b"\n")  # the launch is complete: the command may run
         return job
 
     async def _spawn(
@@ -579,25 +652,32 @@ class SessionsService:
         self.log.info("session.deleted", session_id=session_id)
         return SessionDeleted(success=True, session_id=session_id, timestamp=now_iso())
 
-    async def _destroy(self, session: Session, grace: float) -> None:
-        """End a session: wait up to ``grace`` for its foreground command, then end it all."""
+    async def _destroy(self, session: Session, grace: float, wait: float | None = None) -> None:
+        """End a session: wait up to ``wait`` (default ``grace``) for its foreground command,
+        then end it all (SIGTERM, SIGKILL after ``grace``)."""
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
-        try:
-            await asyncio.wait_for(session.lock.acquire(), grace)
-        except TimeoutError:
-            pass
-        else:
-            session.lock.release()
+        wait = grace if wait is None else wait
+        if wait > 0:
+            try:
+                await asyncio.wait_for(session.lock.acquire(), wait)
+            except TimeoutError:
+                pass
+            else:
+                session.lock.release()
         session.destroyed = True
-        for hook in list(self.on_destroy):
+
+        async def hook_of(hook: Callable[[Session], Awaitable[None]]) -> None:
             try:
                 await hook(session)
             except Exception:
                 self.log.exception("session.destroy_hook_failed", session_id=session.id)
-        await asyncio.gather(*(job.kill(grace) for job in list(session.jobs)))
+
+        # all at once (each hook has begun its work before the first kill is sent)
+        ends = [*(hook_of(hook) for hook in list(self.on_destroy)), *(job.kill(grace) for job in list(session.jobs))]
         if session.shell is not None:
-            await session.shell.kill(grace)
+            ends.append(session.shell.kill(grace))
+        await asyncio.gather(*ends)
         await end_adopted(f"{SESSION_MARK}={session.id}", grace)  # what escaped its tree
         if session.cgroup is not None:
             await session.cgroup.kill()  # and what escaped that (the environment mark cleared)

@@ -242,6 +242,7 @@ class Shell:
         self._idle_signature: tuple[str, str] | None = None
         self.exit_code: int | None = None
         self.destroyed = False
+        self.ended_by_server = False  # kill() was called: its end is the server's doing
         self.unusable = ""
         self._exit: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -253,6 +254,22 @@ class Shell:
     @property
     def alive(self) -> bool:
         return self._proc is not None and not self._exit.done()
+
+    def lost(self) -> bool:
+        """Whether the shell has died, or is being killed, of something other than the server
+        (a command's ``kill -9 $$``, the OOM killer, ...)."""
+        if self.ended_by_server:
+            return False
+        return not self.alive or procfs.dying(self.pid)
+
+    async def lost_status(self, wait: float = 2.0) -> int | None:
+        """When the shell is :meth:`lost`: its exit status once it has exited (a shell being
+        killed is waited for, up to ``wait`` seconds); otherwise None."""
+        if not self.lost():
+            return None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._exit), wait)
+        return None if self.ended_by_server or self.alive else self.exit_code
 
     def current_dir(self) -> str:
         """The shell's working directory now (``/proc/<pid>/cwd``)."""
@@ -692,12 +709,18 @@ class Shell:
         env: Mapping[str, str | None] | None = None,
         cwd: str | None = None,
         cgroup_procs: str | None = None,
+        gate: str | None = None,
     ) -> int:
         """Start ``command`` as a job of its own (a process group) writing to the two FIFOs;
         return its pid. The FIFOs' read ends must already be open, and stay linked until the job
         ends. Its status is then the name of a file ``<markers>r.<status>`` (``<markers>c``:
         ``cwd`` could not be entered), read with :func:`take_markers`. With ``cgroup_procs`` (a
-        cgroup's ``cgroup.procs``), the command's subshell moves itself there before it runs."""
+        cgroup's ``cgroup.procs``), the command's subshell moves itself there before it runs.
+
+        With ``gate`` (a FIFO the caller holds open), the job first reads a line from it and
+        runs nothing until then, and exits at its end of file: so the command cannot run before
+        its launch is complete (a ``kill -9 $$`` would kill the shell before it reported the
+        job), nor when the launch failed (the caller then unlinks the FIFO and closes it)."""
         setup, _ = env_lines(env, saved=None)
         move = ""
         if cgroup_procs is not None:  # "0" moves the writer; `builtin` so that no function named printf matters
@@ -708,6 +731,8 @@ class Shell:
         )
         if cwd is not None:
             body = f"if \\builtin cd -- {quote(cwd)} 2>/dev/null; then\n{body}else >|{quote(markers + 'c')}; fi\n"
+        if gate is not None:  # (`_` is the last argument of the previous command: bash resets it anyway)
+            body = f"\\builtin read -r _ <{quote(gate)} || \\builtin exit 1\n{body}"
         sent = await self._begin()
         outcome = await self._exchange(
             sent,
@@ -723,6 +748,7 @@ class Shell:
         self.destroyed = self.destroyed or destroy
         if not self.alive:
             return
+        self.ended_by_server = True
         groups = []
         for child in procfs.children(self.pid):  # its jobs, each a process group
             with contextlib.suppress(ProcessLookupError):

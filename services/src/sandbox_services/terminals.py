@@ -344,15 +344,20 @@ class TerminalsService:
         for task in list(self._starting.values()):
             task.cancel()
         await asyncio.gather(
-            *(t.close("Server stopping", min(self._grace, 1.0)) for t in list(self.terminals.values())),
+            *(t.close("Server stopping", self._stop_grace()) for t in list(self.terminals.values())),
             return_exceptions=True,
         )
         self.terminals.clear()
 
+    def _stop_grace(self) -> float:
+        """SIGTERM to SIGKILL for a terminal's processes: the sessions' grace, or less while the
+        server stops (the registry's ``stop_grace``)."""
+        return min(self._grace, self.registry.stop_grace) if self.registry.closing else self._grace
+
     async def _session_destroyed(self, session: Session) -> None:
         term = self.terminals.get(session.id)
         if term is not None and term.session is session:
-            await term.close("Session deleted", self._grace)
+            await term.close("Server stopping" if self.registry.closing else "Session deleted", self._stop_grace())
 
     # starting ------------------------------------------------------------------------------
 

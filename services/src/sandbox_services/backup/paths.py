@@ -8,11 +8,19 @@ backup or a restore somewhere else.
 
 from __future__ import annotations
 
+import errno
 import os
+from typing import Any
 
 from sandbox_core.errors import ErrorCode, SandboxError
 
+from ..files.errors import NotRegularFile, fs_error
+
 MAX_PATH_BYTES = 4096
+#: The longest name of one directory entry (Linux filesystems: 255 bytes).
+NAME_MAX = 255
+#: Errors a path causes by what it is, whoever made it so: mapped as the files service maps them.
+_PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR}
 #: The contract's allowed roots for ``dir``; the server's workspace is added to them by default.
 UPSTREAM_DIR_ROOTS = ("/workspace", "/home", "/tmp", "/var/tmp", "/app")
 
@@ -131,3 +139,26 @@ def _unescape(field: str) -> str:
 
 def is_mount_point(path: str) -> bool:
     return os.path.ismount(path) or path in mount_points()
+
+
+def path_error(
+    exc: OSError, path: str, field: str, operation: str, details: dict[str, Any] | None = None
+) -> SandboxError | None:
+    """The error for an OSError that the caller's ``path`` (the request's ``field``) caused (a
+    name too long, a loop of symbolic links, a component that is a file, not a regular file),
+    as the files service maps it and with ``details``; None for other errors (the operation's own)."""
+    if isinstance(exc, FileExistsError):  # os.makedirs: a component of the path is a file
+        exc = OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), exc.filename)
+    if not isinstance(exc, NotRegularFile) and exc.errno not in _PATH_ERRNOS:
+        return None
+    error = fs_error(exc, path, operation, field)
+    error.details.update(details or {})
+    error.details["operation"] = operation
+    return error
+
+
+def sibling_name(name: str, tag: str, room: int = 0) -> str:
+    """``.<name>.<tag>``, the name of a temporary entry beside ``name``, or ``.<tag>`` where that
+    (and ``room`` more bytes) would be longer than a name may be."""
+    long = f".{name}.{tag}"
+    return long if len(os.fsencode(long)) + room <= NAME_MAX else f".{tag}"

@@ -12,23 +12,35 @@ exchange two directories, entry by entry for a mount point or an allowed root it
 restore that fails (a corrupt or truncated archive, a full disk, a timeout, a caller that went
 away) removes what it extracted and leaves ``dir`` as it was.
 
-The server never reads an archive: the tools work on files, their output is kept to a bound,
-they run as argument lists in a process group of their own, and the ``timeout_ms`` setting
-ends that group. Operations on the same archive or the same directory run one at a time, in
-the order they came (a lock per real path); others run in parallel.
+Every archive made here carries a checksum (:mod:`.checksum`: a trailer after the squashfs
+image), checked before a restore extracts anything: a damaged archive fails with
+``BACKUP_RESTORE_FAILED`` naming it. An archive without one (made elsewhere) is restored
+unchecked, with a warning in the log, unless ``require_checksum`` is set (then it is refused).
+The restore extracts from the very file it checked (its descriptor, passed to ``unsquashfs``).
+
+The server reads an archive only to hash it, never to parse it: the tools work on files, their
+output is kept to a bound, they run as argument lists in a process group of their own, and the
+``timeout_ms`` setting ends that group (and the hashing). A path the filesystem refuses as
+written (a name too long, a loop of symbolic links, a component that is a file) is the files
+service's 4xx error naming the field (``dir`` or ``archivePath``). Operations on the same
+archive or the same directory run one at a time, in the order they came (a lock per real
+path); others run in parallel.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import re
+import stat
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import IO, Any
+from collections.abc import AsyncIterator, Callable
+from typing import IO, Any, TypeVar
 
 import msgspec
 
@@ -36,11 +48,21 @@ from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.models.backup import BackupCompression, BackupCreated, BackupRestored
 from sandbox_core.registry import ServiceContext, operation
 
+from ..files.fdio import Handle, open_read
 from ..offload import run_sync
 from ..params import NonNegativeInt, PositiveMs
 from ..sessions import check_session_id
-from . import patterns
-from .paths import UPSTREAM_DIR_ROOTS, check_archive, check_dir, invalid, is_mount_point, within
+from . import checksum, patterns
+from .paths import (
+    UPSTREAM_DIR_ROOTS,
+    check_archive,
+    check_dir,
+    invalid,
+    is_mount_point,
+    path_error,
+    sibling_name,
+    within,
+)
 from .swap import exchange, remove_tree, swap_contents
 from .tools import ToolResult, find_tool, run_lines, run_tool
 
@@ -54,6 +76,7 @@ MAX_EXCLUDES = 10_000
 #: How much of a tool's output goes into an error's message (the details hold up to 8 KiB).
 MESSAGE_OUTPUT = 2000
 DETAILS_OUTPUT = 8192
+T = TypeVar("T")
 _UNSUPPORTED = re.compile(r'Compressor "([^"]*)" is not supported')
 _AVAILABLE = re.compile(r"^\s+(\w+)(?: \(default\))?\s*$", re.MULTILINE)
 
@@ -74,6 +97,9 @@ class BackupSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     kill_grace_ms: NonNegativeInt = 5000  # SIGTERM to SIGKILL at the timeout
     #: memory the tools may use for their caches and queues (mksquashfs -mem, unsquashfs -da/-fr)
     tool_memory_mb: int = 256
+    #: refuse to restore an archive that carries no checksum (one made elsewhere); else it is
+    #: restored unchecked, with a warning in the log
+    require_checksum: bool = False
 
     def __post_init__(self) -> None:
         for name, value in [
@@ -228,19 +254,58 @@ class BackupService:
     def _prepare_create(self, source: str, archive: str, dir: str, details: dict[str, Any]) -> tuple[str, str]:
         """(mksquashfs, the temporary archive path) once the source and the archive's directory
         are there."""
-        if not os.path.isdir(source):
-            raise self._failed(CREATE, f"Source directory does not exist: {dir}", details)
+        try:
+            st = os.stat(source)
+        except FileNotFoundError:
+            raise self._failed(CREATE, f"Source directory does not exist: {dir}", details) from None
+        except OSError as exc:
+            raise self._path_failed(exc, dir, "dir", CREATE, details, "Cannot read the source directory") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise self._path_failed(
+                OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), source), dir, "dir", CREATE, details, ""
+            )
         tool = self._tool("mksquashfs", self.settings.mksquashfs, ErrorCode.BACKUP_CREATE_FAILED, CREATE, details)
         parent = os.path.dirname(archive)
+        archive_path = details["archivePath"]
         try:
             os.makedirs(parent, exist_ok=True)
+            st = os.lstat(archive)
+        except FileNotFoundError:
+            pass  # a new archive
         except OSError as exc:
-            raise self._failed(
-                CREATE, f"Failed to create the backup directory {parent}: {exc.strerror}", details
+            raise self._path_failed(
+                exc, archive_path, "archivePath", CREATE, details, f"Failed to create the backup directory {parent}"
             ) from None
-        if os.path.isdir(archive):
-            raise self._failed(CREATE, f"archivePath is a directory: {details['archivePath']}", details)
-        return tool, os.path.join(parent, f".{os.path.basename(archive)}.tmp-{uuid.uuid4().hex[:12]}")
+        else:
+            if stat.S_ISDIR(st.st_mode):
+                raise self._failed(CREATE, f"archivePath is a directory: {archive_path}", details)
+        return tool, os.path.join(parent, sibling_name(os.path.basename(archive), f"tmp-{uuid.uuid4().hex[:12]}"))
+
+    def _path_failed(
+        self, exc: OSError, path: str, field: str, operation: str, details: dict[str, Any], what: str
+    ) -> SandboxError:
+        """The files service's error for an OSError the caller's path caused, else the
+        operation's own failure, ``what`` and the system's reason."""
+        mapped = path_error(exc, path, field, operation, details)
+        if mapped is not None:
+            return mapped
+        return self._failed(operation, f"{what}: {exc.strerror or exc}", details)
+
+    async def _blocking(self, func: Callable[[threading.Event], T], operation: str, details: dict[str, Any]) -> T:
+        """``func(stop)`` in a worker thread, within the time limit; ``stop`` is set when the
+        caller goes away or the time is up, and ``func`` then stops at its next chunk."""
+        stop = threading.Event()
+        try:
+            async with asyncio.timeout(self.time_limit):
+                return await run_sync(func, stop)
+        except TimeoutError:
+            raise self._failed(
+                operation,
+                f"Checksumming the archive timed out after {self.settings.timeout_ms} ms",
+                {**details, "timeoutMs": self.settings.timeout_ms},
+            ) from None
+        finally:
+            stop.set()
 
     @operation
     async def create_archive(
@@ -252,7 +317,7 @@ class BackupService:
         compression: BackupCompression | None = None,
         session_id: str | None = None,
     ) -> BackupCreated:
-        """Archive ``dir`` into the squashfs file ``archive_path`` (replacing it)."""
+        """Archive ``dir`` into the squashfs file ``archive_path`` (replacing it), with its checksum."""
         check_session_id(session_id)
         source = check_dir(dir, self.roots, CREATE)
         archive = check_archive(archive_path, self.archive_root, CREATE)
@@ -277,13 +342,14 @@ class BackupService:
                         argv += ["-wildcards", "-ef", f"/proc/self/fd/{fds[0]}"]
                     result = await run_tool(argv, time_limit=self.time_limit, grace=self.grace, pass_fds=fds)
                 self._check_create(result, fmt, details)
+                size = await self._blocking(lambda stop: checksum.append_trailer(tmp, stop), CREATE, details)
                 os.replace(tmp, archive)
-                size = os.stat(archive).st_size
             except OSError as exc:
-                message = f"Failed to create squashfs archive: {exc.strerror or exc}"
-                raise self._failed(CREATE, message, details) from None
+                raise self._path_failed(
+                    exc, archive_path, "archivePath", CREATE, details, "Failed to create squashfs archive"
+                ) from None
             finally:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     os.unlink(tmp)
         self.log.info(
             "backup.created",
@@ -339,31 +405,66 @@ class BackupService:
 
     # restore ----------------------------------------------------------------------------------
 
-    def _prepare_restore(self, archive: str, target: str, dir: str, details: dict[str, Any]) -> tuple[str, bool, str]:
-        """(unsquashfs, whether the contents of ``target`` are swapped rather than the directory
-        itself, the staging directory made for the extraction)."""
-        if not os.path.isfile(archive):
+    def _open_archive(self, archive: str, details: dict[str, Any]) -> Handle:
+        """The archive, open for reading (a regular file: a FIFO would never end)."""
+        archive_path = details["archivePath"]
+        try:
+            fd, _ = open_read(archive)
+        except (FileNotFoundError, IsADirectoryError):
             raise SandboxError(
                 ErrorCode.BACKUP_NOT_FOUND,
-                f"Archive file does not exist: {details['archivePath']}",
+                f"Archive file does not exist: {archive_path}",
                 {**details, "operation": RESTORE},
+            ) from None
+        except OSError as exc:
+            raise self._path_failed(
+                exc, archive_path, "archivePath", RESTORE, details, f"Cannot open the archive {archive_path}"
+            ) from None
+        return Handle(fd)
+
+    def _verify(self, fd: int, details: dict[str, Any], stop: threading.Event) -> bool:
+        """Whether the archive carries a checksum; BACKUP_RESTORE_FAILED when it does not match."""
+        trailer = checksum.read_trailer(fd)
+        if trailer is None:
+            return False
+        try:
+            found = checksum.digest(fd, trailer.length, stop)
+        except EOFError:  # cut short while we read it
+            found = b""
+        if found != trailer.sha256:
+            archive_path = details["archivePath"]
+            raise self._failed(
+                RESTORE,
+                f"Archive {archive_path} is damaged: its contents no longer match the checksum recorded"
+                " when it was created; nothing was restored",
+                {**details, "expectedSha256": trailer.sha256.hex(), "actualSha256": found.hex()},
             )
-        tool = self._tool("unsquashfs", self.settings.unsquashfs, ErrorCode.BACKUP_RESTORE_FAILED, RESTORE, details)
-        if os.path.lexists(target) and not os.path.isdir(target):
+        return True
+
+    def _prepare_restore(self, target: str, dir: str, details: dict[str, Any]) -> tuple[bool, str]:
+        """(whether the contents of ``target`` are swapped rather than the directory itself, the
+        staging directory made for the extraction)."""
+        try:
+            st: os.stat_result | None = os.lstat(target)  # a real path: no link to follow
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise self._path_failed(exc, dir, "dir", RESTORE, details, f"Cannot restore into {dir}") from None
+        if st is not None and not stat.S_ISDIR(st.st_mode):
             raise self._failed(RESTORE, f"Cannot restore into {dir}: it exists and is not a directory", details)
         real_roots = {os.path.realpath(root) for root in self.roots}
-        in_place = os.path.isdir(target) and (target in real_roots or is_mount_point(target))
+        in_place = st is not None and (target in real_roots or is_mount_point(target))
         try:
             if not in_place:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
-            staging = tempfile.mkdtemp(
-                prefix=".sandbox-restore-" if in_place else f".{os.path.basename(target)}.restore-",
+            staging = tempfile.mkdtemp(  # (mkdtemp adds 8 characters)
+                prefix=".sandbox-restore-" if in_place else sibling_name(os.path.basename(target), "restore-", 8),
                 dir=target if in_place else os.path.dirname(target),
             )
         except OSError as exc:
-            message = f"Failed to prepare the restore of {dir}: {exc.strerror or exc}"
-            raise self._failed(RESTORE, message, details) from None
-        return tool, in_place, staging
+            what = f"Failed to prepare the restore of {dir}"
+            raise self._path_failed(exc, dir, "dir", RESTORE, details, what) from None
+        return in_place, staging
 
     def _put_in_place(self, staging: str, target: str, in_place: bool, dir: str, details: dict[str, Any]) -> None:
         tree = os.path.join(staging, "tree")
@@ -382,7 +483,8 @@ class BackupService:
 
     @operation
     async def restore_archive(self, dir: str, archive_path: str, session_id: str | None = None) -> BackupRestored:
-        """Replace the contents of ``dir`` with the tree in the archive ``archive_path``."""
+        """Replace the contents of ``dir`` with the tree in the archive ``archive_path`` (once
+        its checksum, when it carries one, has been checked)."""
         check_session_id(session_id)
         target = check_dir(dir, self.roots, RESTORE)
         archive = check_archive(archive_path, self.archive_root, RESTORE)
@@ -396,31 +498,53 @@ class BackupService:
             )
         started = time.monotonic()
         async with self._locks.hold(archive, target):
-            unsquashfs, in_place, staging = await run_sync(self._prepare_restore, archive, target, dir, details)
+            handle = await run_sync(self._open_archive, archive, details)
             try:
-                await self._extract(unsquashfs, archive, os.path.join(staging, "tree"), details)
-                # one synchronous step: a caller that goes away cannot stop it half done
-                self._put_in_place(staging, target, in_place, dir, details)
-            finally:
+                unsquashfs = self._tool(
+                    "unsquashfs", self.settings.unsquashfs, ErrorCode.BACKUP_RESTORE_FAILED, RESTORE, details
+                )
+                verified = await self._blocking(lambda stop: handle.run(self._verify, details, stop), RESTORE, details)
+                if not verified:
+                    if self.settings.require_checksum:
+                        raise invalid(
+                            f"Archive {archive_path} carries no checksum (it was not made by this server),"
+                            " and services.backup.require_checksum is set",
+                            RESTORE,
+                            "archivePath",
+                            setting="services.backup.require_checksum",
+                        )
+                    self.log.warning("backup.unverified", archive_path=archive, reason="it carries no checksum")
+                in_place, staging = await run_sync(self._prepare_restore, target, dir, details)
                 try:
-                    await run_sync(remove_tree, staging)
-                except Exception as exc:  # the restore's outcome stands; the leftovers are logged
-                    self.log.warning("backup.cleanup_failed", path=staging, error=repr(exc))
+                    await self._extract(unsquashfs, handle.fd, os.path.join(staging, "tree"), details)
+                    # one synchronous step: a caller that goes away cannot stop it half done
+                    self._put_in_place(staging, target, in_place, dir, details)
+                finally:
+                    try:
+                        await run_sync(remove_tree, staging)
+                    except Exception as exc:  # the restore's outcome stands; the leftovers are logged
+                        self.log.warning("backup.cleanup_failed", path=staging, error=repr(exc))
+            finally:
+                handle.close()  # (once a hash still running in a worker thread has stopped)
         self.log.info(
             "backup.restored",
             dir=target,
             archive_path=archive,
             in_place=in_place,
+            verified=verified,
             duration_ms=round((time.monotonic() - started) * 1000),
         )
         return BackupRestored(success=True, dir=dir)
 
-    async def _extract(self, unsquashfs: str, archive: str, tree: str, details: dict[str, Any]) -> None:
+    async def _extract(self, unsquashfs: str, archive_fd: int, tree: str, details: dict[str, Any]) -> None:
+        """Extract the archive open at ``archive_fd`` (the file that was checked, whatever has
+        been renamed over its path since) into ``tree``."""
         queue = str(max(1, self.settings.tool_memory_mb // 2))
         argv = [unsquashfs, "-d", tree, "-no-progress", "-quiet", "-da", queue, "-fr", queue]
         if os.geteuid() != 0:
             argv.append("-user-xattrs")  # other namespaces need privileges: not an error for us
-        result = await run_tool([*argv, archive], time_limit=self.time_limit, grace=self.grace)
+        argv.append(f"/proc/self/fd/{archive_fd}")
+        result = await run_tool(argv, time_limit=self.time_limit, grace=self.grace, pass_fds=(archive_fd,))
         if result.timed_out:
             raise self._failed(
                 RESTORE,

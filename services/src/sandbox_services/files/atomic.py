@@ -1,7 +1,8 @@
 """Atomic writes: a temp file beside the target, renamed over it at the end, keeping the old file's mode.
 
-Parents are created; a device or FIFO is written in place, never replaced. Everything here
-blocks: call it in a worker thread.
+Parents are created; a device is written in place, never replaced; a FIFO or a socket is
+refused (:class:`~.errors.NotRegularFile`: a write to one could wait forever for a reader).
+Everything here blocks: call it in a worker thread.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import oserror
+from .errors import NotRegularFile, kind_of, oserror
 from .fdio import Handle
 
 
@@ -23,7 +24,7 @@ class Target:
     """Where an atomic write goes: a temp file beside ``target``, renamed over it at the end."""
 
     target: str
-    tmp: str | None  # None: written in place (the path is a device or FIFO, not a regular file)
+    tmp: str | None  # None: written in place (the path is a device, not a regular file)
     handle: Handle
 
 
@@ -49,8 +50,10 @@ def prepare_write(path: str) -> Target:
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
             raise oserror(errno.EISDIR, path)
-        if not stat.S_ISREG(st.st_mode):  # /dev/null, a FIFO...: write in place, never replace it
-            fd = os.open(target, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NONBLOCK)  # FIFO: no hang
+        if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):  # a write would wait for a reader
+            raise NotRegularFile(path, kind_of(st.st_mode))
+        if not stat.S_ISREG(st.st_mode):  # a device (/dev/null): write in place, never replace it
+            fd = os.open(target, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NONBLOCK)  # never blocks
             os.set_blocking(fd, True)
             return Target(target, None, Handle(fd))
     parent = os.path.dirname(target) or "."

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar, TypeVarTuple
 
-from .errors import oserror
+from .errors import NotRegularFile, kind_of, oserror
 from .mime import SNIFF_BYTES
 
 T = TypeVar("T")
@@ -87,15 +87,24 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[written:]
 
 
+def check_regular(st: os.stat_result, path: str) -> None:
+    """Raise unless ``st`` is a regular file's: EISDIR for a directory, :class:`NotRegularFile`
+    for a FIFO, a socket or a device (a read of one could wait forever or never end)."""
+    if stat.S_ISDIR(st.st_mode):
+        raise oserror(errno.EISDIR, path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFile(path, kind_of(st.st_mode))
+
+
 def open_read(path: str) -> tuple[int, os.stat_result]:
-    """Open for reading without blocking on a FIFO; a directory is EISDIR."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    """Open a regular file for reading (see :func:`check_regular`), checked before the open (a
+    device is never opened) and after it (the path may have changed meanwhile)."""
+    check_regular(os.stat(path), path)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO put there meanwhile
     try:
         st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise oserror(errno.EISDIR, path)
-        if stat.S_ISREG(st.st_mode):
-            os.set_blocking(fd, True)
+        check_regular(st, path)
+        os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise

@@ -380,12 +380,12 @@ class FilesService:
                         f"Cannot move {src} into itself ({target})", fields[1], path=target, operation=operation_name
                     ) from None
                 else:
-                    raise fs_error(exc, target, operation_name) from None
+                    raise fs_error(exc, target, operation_name, fields[1]) from None
 
         try:
             await run_sync(move)
         except OSError as exc:
-            raise fs_error(exc, src, operation_name) from None
+            raise fs_error(exc, src, operation_name, fields[0]) from None
 
     @operation
     async def rename(self, old_path: str, new_path: str, session_id: str | None = None) -> RenameFileResult:

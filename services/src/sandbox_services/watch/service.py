@@ -15,8 +15,14 @@ directory (400 ``NOT_DIRECTORY``). Links inside the watched tree are never follo
 
 Identical requests (same path and options) share one watcher; the number of watchers is bounded
 by ``max_watchers`` (idle retained ones are evicted first, oldest first; then 409
-``RESOURCE_BUSY``). ``session_id`` is accepted for the contract's sake and not used: a watch
-belongs to the sandbox, and relative paths follow the workspace, not a session's directory.
+``RESOURCE_BUSY``). The directories watched are bounded per watcher by ``max_directories``
+(past it, 400 ``VALIDATION_FAILED`` naming ``path``) and across all watchers by
+``max_total_directories`` (past it, or past the kernel's own limits, 409 ``RESOURCE_BUSY``);
+each error names the limit and its setting. A watch that grows past a bound once established
+ends with an ``error`` event saying the same.
+
+``session_id`` is accepted for the contract's sake and not used: a watch belongs to the
+sandbox, and relative paths follow the workspace, not a session's directory.
 """
 
 from __future__ import annotations
@@ -45,10 +51,11 @@ from sandbox_core.models.watch import (
 )
 from sandbox_core.registry import ServiceContext, operation
 
+from ..files.errors import fs_error
 from ..files.paths import check_path
 from ..params import MAX_INT64, PositiveMs
 from .globs import check_patterns
-from .watcher import KIND_MASKS, Watcher, WatchOptions
+from .watcher import KIND_MASKS, DirectoryBudget, Watcher, WatchOptions
 
 _TOKEN = re.compile(r"(?P<id>.+):(?P<cursor>[0-9]+)", re.DOTALL)
 _MAX_TOKEN = 512
@@ -69,6 +76,9 @@ class WatchSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     setup_timeout_ms: PositiveMs = 10_000
     #: directories one watcher may watch (inotify watches are a per-user kernel resource)
     max_directories: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
+    #: directories all the watchers together may watch (the kernel's per-user limit,
+    #: fs.inotify.max_user_watches, is shared with the sandboxed code)
+    max_total_directories: Annotated[int, Meta(ge=1, le=10_000_000)] = 20_000
 
 
 Patterns = Annotated[list[str], Meta(max_length=64)]
@@ -93,6 +103,7 @@ class WatchService:
         self.counter = 0
         self.by_key: dict[tuple[object, ...], Watcher] = {}
         self.by_id: dict[str, Watcher] = {}
+        self.budget = DirectoryBudget(self.settings.max_total_directories)
 
     async def aclose(self) -> None:
         for watcher in list(self.by_id.values()):
@@ -121,10 +132,8 @@ class WatchService:
             raise SandboxError(ErrorCode.FILE_NOT_FOUND, f"Path does not exist: {shown}", {"path": shown}) from None
         except PermissionError:
             raise SandboxError(ErrorCode.PERMISSION_DENIED, f"Permission denied: {shown}", {"path": shown}) from None
-        except OSError as exc:
-            raise SandboxError(
-                ErrorCode.FILESYSTEM_ERROR, f"Cannot watch {shown}: {exc.strerror}", {"path": shown}
-            ) from None
+        except OSError as exc:  # a name too long, a loop of links...: the files service's mapping
+            raise fs_error(exc, shown, "watch.start") from None
         if not stat.S_ISDIR(st.st_mode):
             raise SandboxError(
                 ErrorCode.NOT_DIRECTORY, f"Not a directory: {shown} (a watch takes a directory)", {"path": shown}
@@ -157,7 +166,9 @@ class WatchService:
             return watcher, False
         self._make_room()
         self.counter += 1
-        watcher = Watcher(f"watch-{self.counter}-{self.boot}", options, self.settings, self.log, self._forget)
+        watcher = Watcher(
+            f"watch-{self.counter}-{self.boot}", options, self.settings, self.log, self._forget, self.budget
+        )
         self.by_key[options.key] = watcher
         self.by_id[watcher.id] = watcher
         return watcher, True

@@ -34,7 +34,7 @@ from asyncinotify import Event, Inotify, Mask, Watch
 from structlog.typing import FilteringBoundLogger
 
 from sandbox_core.clock import iso_ms, now_iso
-from sandbox_core.errors import ErrorCode, SandboxError
+from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.models.watch import (
     FileWatchEvent,
     WatchErrorEvent,
@@ -89,7 +89,21 @@ class WatchOptions:
 
 
 class _Stop(Exception):
-    """The watcher cannot go on (its message is the subscribers' ``error``)."""
+    """The watcher cannot go on (its message is the subscribers' ``error``; ``error``, when
+    given, is the answer to a request still waiting for the watch to be established)."""
+
+    def __init__(self, message: str, error: SandboxError | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class DirectoryBudget:
+    """The directories watched by all the watchers of a server (inotify watches are a per-user
+    kernel resource, shared with the sandboxed code), bounded by ``max_total_directories``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
 
 
 class Subscriber:
@@ -155,8 +169,10 @@ class Watcher:
         settings: WatchSettings,
         log: FilteringBoundLogger,
         on_close: Callable[[Watcher], None],
+        budget: DirectoryBudget,
     ) -> None:
         self.id = watch_id
+        self.budget = budget
         self.options = options
         self.settings = settings
         self.log = log.bind(watch_id=watch_id, path=options.path)
@@ -190,8 +206,12 @@ class Watcher:
             try:
                 self._inotify = Inotify(cache_size=_READ_EVENTS, sync_timeout=0)
             except OSError as exc:
-                hint = " (fs.inotify.max_user_instances)" if exc.errno == errno.EMFILE else ""
-                raise _Stop(f"Cannot create an inotify instance: {exc.strerror}{hint}") from None
+                if exc.errno == errno.EMFILE:
+                    raise self._busy(
+                        "Cannot create an inotify instance: the system's limit of inotify instances is reached",
+                        "fs.inotify.max_user_instances",
+                    ) from None
+                raise _Stop(f"Cannot create an inotify instance: {exc.strerror}") from None
             walked = 0
             async with asyncio.timeout(self.settings.setup_timeout_ms / 1000):
                 for _ in self._add_tree("", synthetic=False):
@@ -209,6 +229,8 @@ class Watcher:
             raise SandboxError(ErrorCode.WATCH_START_ERROR, message, {"path": self.options.path}) from None
         except _Stop as exc:
             self.stop(WatchErrorEvent(error=str(exc)))
+            if exc.error is not None:
+                raise exc.error from None
             raise SandboxError(ErrorCode.WATCH_START_ERROR, str(exc), {"path": self.options.path}) from None
         except BaseException:
             self.stop(WatchStoppedEvent(reason="The watch was stopped before it was established"))
@@ -238,24 +260,20 @@ class Watcher:
             rel = stack.pop()
             full = os.path.join(self.options.real, rel) if rel else self.options.real
             mask = self.mask | _SELF_MASK if not rel else self.mask
+            self._check_room()
             try:
                 watch = self._inotify.add_watch(full, mask)
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
-                    raise _Stop(
-                        "The system's limit of inotify watches is reached (fs.inotify.max_user_watches)"
+                    raise self._busy(
+                        "The system's limit of inotify watches is reached", "fs.inotify.max_user_watches"
                     ) from None
                 if not rel:
                     raise _Stop(f"Cannot watch {self.options.path}: {exc.strerror}") from None
                 continue  # gone already, replaced by a file or a link, or unreadable: not ours to watch
             if not rel:
                 self.root_wd = watch.wd
-            self.dirs[watch.wd] = (watch, rel)
-            if len(self.dirs) > self.settings.max_directories:
-                raise _Stop(
-                    f"The watch has more than {self.settings.max_directories} directories"
-                    " (services.watch.max_directories): watch a smaller tree or exclude some"
-                )
+            self._track(watch, rel)
             if self.options.recursive:
                 try:
                     with os.scandir(full) as entries:
@@ -275,13 +293,57 @@ class Watcher:
                     pass  # removed or unreadable meanwhile: its own events say so
             yield None
 
+    def _check_room(self) -> None:
+        """Refuse one more directory past ``max_directories`` (this watch) or past
+        ``max_total_directories`` (every watch of the server)."""
+        limit = self.settings.max_directories
+        if len(self.dirs) >= limit:
+            message = (
+                f"The watch has more than {limit} directories (services.watch.max_directories):"
+                " watch a smaller tree or exclude some"
+            )
+            details = {"path": self.options.path, "limit": limit, "setting": "services.watch.max_directories"}
+            raise _Stop(message, validation_error(message, "path", **details))
+        budget = self.budget
+        if budget.used >= budget.limit:
+            others = budget.used - len(self.dirs)
+            message = (
+                f"Too many directories watched: all the watches together may watch {budget.limit}"
+                f" (services.watch.max_total_directories) and other watches hold {others} of them:"
+                " end other watches or watch a smaller tree"
+            )
+            details = {
+                "path": self.options.path,
+                "limit": budget.limit,
+                "setting": "services.watch.max_total_directories",
+                "heldByOtherWatches": others,
+            }
+            raise _Stop(message, SandboxError(ErrorCode.RESOURCE_BUSY, message, details))
+
+    def _busy(self, message: str, setting: str) -> _Stop:
+        """The kernel refused (a system-wide limit shared with the sandboxed code): 409 RESOURCE_BUSY."""
+        details = {"path": self.options.path, "setting": setting}
+        message = f"{message} ({setting}): end other watches or watch a smaller tree"
+        return _Stop(message, SandboxError(ErrorCode.RESOURCE_BUSY, message, details))
+
+    def _track(self, watch: Watch, rel: str) -> None:
+        before = len(self.dirs)
+        self.dirs[watch.wd] = (watch, rel)
+        self.budget.used += len(self.dirs) - before  # (the same directory again is the same watch)
+
+    def _untrack(self, wd: int) -> tuple[Watch, str] | None:
+        entry = self.dirs.pop(wd, None)
+        if entry is not None:
+            self.budget.used -= 1
+        return entry
+
     def _drop_tree(self, top: str) -> None:
         """Stop watching ``top`` and what is below it (it was moved away)."""
         assert self._inotify is not None
         prefix = top + "/"
         for wd, (watch, rel) in list(self.dirs.items()):
             if rel == top or rel.startswith(prefix):
-                del self.dirs[wd]
+                self._untrack(wd)
                 with contextlib.suppress(OSError):
                     self._inotify.rm_watch(watch)
 
@@ -325,7 +387,7 @@ class Watcher:
             return
         wd = watch.wd
         if Mask.IGNORED in mask:
-            self.dirs.pop(wd, None)
+            self._untrack(wd)
             if wd == self.root_wd:
                 self.stop(WatchStoppedEvent(reason="The watched directory is gone"))
             return
@@ -433,6 +495,7 @@ class Watcher:
                 self._loop.remove_reader(inotify.fd)
                 self._reading = False
             inotify.close()
+        self.budget.used -= len(self.dirs)
         self.dirs.clear()
         for sub in self.subscribers:
             sub.finish(end)
@@ -475,4 +538,4 @@ def _kind(mask: Mask) -> WatchEventType | None:
     return None
 
 
-__all__ = ["KIND_MASKS", "Subscriber", "WatchOptions", "Watcher"]
+__all__ = ["KIND_MASKS", "DirectoryBudget", "Subscriber", "WatchOptions", "Watcher"]

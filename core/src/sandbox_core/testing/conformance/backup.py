@@ -200,6 +200,48 @@ class BackupSuite:
             assert await snapshot(sb, f"{base}/target") == before
             assert sorted((await sh(sb, f"ls -A {base}")).split()) == ["src", "target"]
 
+    async def test_backup_damaged_archive_is_refused_by_its_checksum(
+        self, backup_sandbox: Sandbox, backup_paths: tuple[str, str]
+    ) -> None:
+        """One byte changed in a data block (which squashfs itself would extract as a wrong
+        byte): the restore fails naming the archive, and the target is left as it was."""
+        sb = backup_sandbox
+        base, archive = backup_paths
+        await sh(sb, MAKE_TREE.format(d=f"{base}/src"))
+        await sb.backup.create_archive(f"{base}/src", archive)
+        await sh(sb, MAKE_TREE.format(d=f"{base}/target"))
+        before = await snapshot(sb, f"{base}/target")
+        # bin.dat (200 kB of random bytes, stored as they are) has the archive's first data block
+        await sh(sb, f"printf '\\377' | dd of={archive} bs=1 seek=10000 conv=notrunc status=none")
+        with pytest.raises(BackupError) as info:
+            await sb.backup.restore_archive(f"{base}/target", archive)
+        assert (info.value.code, info.value.status) == ("BACKUP_RESTORE_FAILED", 500)
+        assert archive in info.value.message and "checksum" in info.value.message
+        assert info.value.details["archivePath"] == archive
+        assert await snapshot(sb, f"{base}/target") == before
+        assert sorted((await sh(sb, f"ls -A {base}")).split()) == ["src", "target"]
+
+    async def test_backup_paths_the_filesystem_refuses_name_the_field(
+        self, backup_sandbox: Sandbox, backup_paths: tuple[str, str]
+    ) -> None:
+        """A name longer than the filesystem allows (valid as a path) is 400 NAME_TOO_LONG naming
+        the field, and a file where a directory must be 400 NOT_DIRECTORY: never a 500."""
+        sb = backup_sandbox
+        base, archive = backup_paths
+        await sh(sb, f"mkdir -p {base}/src && touch {base}/file")
+        long = "x" * 300
+        root = archive.rsplit("/", 1)[0]
+        for call, code, field in (
+            (lambda: sb.backup.create_archive(f"{base}/src", f"{root}/{long}.sqsh"), "NAME_TOO_LONG", "archivePath"),
+            (lambda: sb.backup.create_archive(f"{base}/{long}", archive), "NAME_TOO_LONG", "dir"),
+            (lambda: sb.backup.create_archive(f"{base}/file/x", archive), "NOT_DIRECTORY", "dir"),
+            (lambda: sb.backup.restore_archive(f"{base}/dst", f"{root}/{long}.sqsh"), "NAME_TOO_LONG", "archivePath"),
+        ):
+            with pytest.raises(SandboxError) as info:
+                await call()
+            assert (info.value.code, info.value.status, info.value.details.get("field")) == (code, 400, field)
+        assert sorted((await sh(sb, f"ls -A {base}")).split()) == ["file", "src"]
+
     async def test_backup_source_must_exist(self, backup_sandbox: Sandbox, backup_paths: tuple[str, str]) -> None:
         base, archive = backup_paths
         with pytest.raises(BackupError) as info:

@@ -135,6 +135,57 @@ class CommandsSuite(SleeperFixture):
         result = await sandbox.exec('echo "fresh[${GONE:-}]"', session_id=s)
         assert result.stdout == "fresh[]"
 
+    async def test_a_shell_killed_by_its_command_answers_410_then_starts_afresh(self, sandbox: Sandbox) -> None:
+        """``kill -9 $$`` in a foreground command: 410 with the shell's status (128 + 9); the next
+        call gets a fresh shell."""
+        s = sid()
+        await sandbox.exec("cd /tmp && export KEPT=1", session_id=s)
+        with pytest.raises(SessionTerminated) as info:
+            await sandbox.exec("kill -9 $$", session_id=s)
+        assert info.value.status == 410 and info.value.details == {"sessionId": s, "exitCode": 137}
+        result = await sandbox.exec('echo "fresh[${KEPT:-}]"', session_id=s)
+        assert result.stdout == "fresh[]"
+
+    async def test_a_stream_that_kills_its_shell_says_so_and_the_next_call_answers_410(self, sandbox: Sandbox) -> None:
+        """A streamed command is the session's: when the session's shell is killed while it
+        runs (``kill -9 $$``: ``$$`` is the session's shell), the stream completes with the
+        shell's status (128 + 9) and says so on stderr; the session's state is gone, so the next
+        call answers 410 SESSION_TERMINATED, as a foreground ``kill -9 $$`` does; the one after
+        starts a fresh shell."""
+        s = sid()
+        await sandbox.exec("cd /tmp && export KEPT=1", session_id=s)
+        events = await asyncio.wait_for(collect(sandbox.exec_stream("echo before; kill -9 $$", session_id=s)), 60)
+        assert isinstance(events[-1], CompleteEvent) and events[-1].exit_code == 137, events
+        assert joined(events, StdoutEvent) == "before\n"
+        assert "shell was killed by signal 9 (SIGKILL)" in joined(events, StderrEvent)
+        with pytest.raises(SessionTerminated) as info:
+            await sandbox.exec("echo next", session_id=s)
+        assert info.value.status == 410 and info.value.details == {"sessionId": s, "exitCode": 137}
+        result = await sandbox.exec('pwd; echo "fresh[${KEPT:-}]"', session_id=s)
+        assert result.stdout.splitlines()[-1] == "fresh[]" and result.stdout.splitlines()[0] != "/tmp"
+        again = await asyncio.wait_for(collect(sandbox.exec_stream("echo ok", session_id=s)), 60)
+        assert isinstance(again[-1], CompleteEvent) and again[-1].exit_code == 0
+
+    async def test_a_background_process_that_kills_its_shell_leaves_a_410(self, sandbox: Sandbox) -> None:
+        """A background process belongs to the sandbox, not to the shell: its exit code is its
+        own; the session's next call answers 410 (its shell and state are gone)."""
+        s = sid()
+        await sandbox.exec("export KEPT=1", session_id=s)
+        started = await sandbox.processes.start("kill -9 $$", session_id=s)
+
+        async def finished() -> int | None:
+            while True:
+                info = await sandbox.processes.get(started.process_id)
+                if info.status != "running":
+                    return info.exit_code
+                await asyncio.sleep(0.05)
+
+        assert await asyncio.wait_for(finished(), 60) == 0
+        with pytest.raises(SessionTerminated) as info:
+            await sandbox.exec("echo next", session_id=s)
+        assert info.value.details == {"sessionId": s, "exitCode": 137}
+        assert (await sandbox.exec('echo "fresh[${KEPT:-}]"', session_id=s)).stdout == "fresh[]"
+
     async def test_timeout_stops_the_command_and_keeps_the_session(
         self, sandbox: Sandbox, sleepers: MakeSleeper
     ) -> None:

@@ -374,6 +374,48 @@ class FilesSuite(SleeperFixture):
             assert info.value.details.get("field") == field, info.value
         assert await sh(sandbox, f"ls -A '{scratch}'") == ""
 
+    async def test_paths_the_filesystem_refuses_are_4xx_naming_the_field(self, sandbox: Sandbox, scratch: str) -> None:
+        """Valid as paths, refused by the filesystem: a name longer than 255 bytes, a loop of
+        symbolic links, a file where a directory must be."""
+        long = "x" * 300
+        await sandbox.files.write(f"{scratch}/a", "a")
+        await sh(sandbox, f"cd '{scratch}' && ln -s loop loop")
+        cases: list[tuple[Any, str, str]] = [
+            (sandbox.files.write(f"{scratch}/{long}", "x"), "NAME_TOO_LONG", "path"),
+            (sandbox.files.read(f"{scratch}/{long}/a"), "NAME_TOO_LONG", "path"),
+            (sandbox.files.rename(f"{scratch}/a", f"{scratch}/{long}"), "NAME_TOO_LONG", "newPath"),
+            (sandbox.files.move(f"{scratch}/{long}", f"{scratch}/b"), "NAME_TOO_LONG", "sourcePath"),
+            (sandbox.files.read(f"{scratch}/loop"), "TOO_MANY_LINKS", "path"),
+            (sandbox.files.write(f"{scratch}/loop/x", "x"), "TOO_MANY_LINKS", "path"),
+            (sandbox.files.read(f"{scratch}/a/b"), "NOT_DIRECTORY", "path"),
+        ]
+        for coro, code, field in cases:
+            error = await fails(coro, code, 400)
+            assert error.details.get("field") == field and error.details["path"].startswith(scratch), error
+        assert sorted((await sh(sandbox, f"ls -A '{scratch}'")).split()) == ["a", "loop"]
+
+    async def test_files_that_are_not_regular_are_refused(
+        self, sandbox: Sandbox, scratch: str, sleepers: MakeSleeper
+    ) -> None:
+        """A FIFO (here with a writer that never writes, so a read would wait forever) or a
+        device is not read: 400 VALIDATION_FAILED naming ``path``; a FIFO is not written either
+        (a write would wait for a reader). Devices are still written in place (/dev/null)."""
+        fifo = f"{scratch}/fifo"
+        await sh(sandbox, f"mkfifo '{fifo}'")
+        sleeper = sleepers()
+        await sandbox.processes.start(f"exec 3<>'{fifo}'; {sleeper.command}", session_id=sid("fifo"))
+        await sleeper.started(sandbox)
+        for path, kind in ((fifo, "FIFO"), ("/dev/zero", "character device")):
+            error = await fails(asyncio.wait_for(sandbox.files.read(path), 30), "VALIDATION_FAILED", 400)
+            assert (error.details["field"], error.details["fileType"], error.details["path"]) == ("path", kind, path)
+            events = await asyncio.wait_for(collect(sandbox.files.read_stream(path)), 30)
+            assert len(events) == 1 and isinstance(events[0], FileErrorEvent), events
+            assert events[0].code == "VALIDATION_FAILED" and kind in events[0].error
+        error = await fails(asyncio.wait_for(sandbox.files.write(fifo, "x"), 30), "VALIDATION_FAILED", 400)
+        assert (error.details["field"], error.details["fileType"]) == ("path", "FIFO")
+        assert (await sandbox.files.write("/dev/null", "x")).success
+        assert await sh(sandbox, f"test -p '{fifo}' && echo fifo") == "fifo"
+
     async def test_permission_denied(self, sandbox: Sandbox, scratch: str) -> None:
         if await sh(sandbox, "id -u") != "0":
             await sandbox.files.write(f"{scratch}/locked/secret.txt", "s")

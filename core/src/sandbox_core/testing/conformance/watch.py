@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -24,6 +24,8 @@ from ...models.watch import (
     WatchingEvent,
     WatchStoppedEvent,
 )
+from .. import ServerProcess
+from ..plugin import TEST_CONFIG
 from .helpers import SESSIONLESS
 from .ports import within
 
@@ -288,3 +290,60 @@ class WatchSuite:
             await expect(events, ("create", f"{watched}/x", False))
             later = await within(sandbox.watch.check_changes(watched, since=result.version))
             assert later.status == "changed"
+
+    # ---- bounds (a server of its own: its bounds are small) -------------------------------------
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def watch_bounds_server(cls) -> Iterator[ServerProcess]:
+        """A server that lets one watch have 4 directories, and all watches together 6."""
+        services = {**TEST_CONFIG.get("services", {}), "watch": {"max_directories": 4, "max_total_directories": 6}}
+        server = ServerProcess(config={**TEST_CONFIG, "services": services}).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    @pytest.fixture
+    async def bounded(
+        self, watch_bounds_server: ServerProcess, sandbox_transport: str
+    ) -> AsyncIterator[tuple[Sandbox, str]]:
+        """(a client of that server, a fresh directory in its workspace)."""
+        async with Sandbox(watch_bounds_server.url, transport=sandbox_transport) as sb:
+            name = f"watch-{uuid.uuid4().hex[:12]}"
+            path = await sh(sb, f"mkdir {name} && cd {name} && pwd -P")
+            try:
+                yield sb, path
+            finally:
+                await sh(sb, f"rm -rf '{path}'")
+
+    async def test_watch_directory_bounds_are_clear_4xx(self, bounded: tuple[Sandbox, str]) -> None:
+        """Past ``max_directories`` a watch is 400 VALIDATION_FAILED naming the path; past
+        ``max_total_directories`` (the directories of all watches together: inotify watches are
+        a kernel resource shared with the sandboxed code) 409 RESOURCE_BUSY; each names the limit
+        and its setting."""
+        sb, base = bounded
+        await sh(sb, f"mkdir -p {base}/big/1/2/3/4 {base}/tree/a {base}/tree/b")
+        error = await fails(first_event(sb, f"{base}/big"), "VALIDATION_FAILED", 400)
+        assert error.details["field"] == "path" and error.details["limit"] == 4
+        assert error.details["setting"] == "services.watch.max_directories" and "max_directories" in error.message
+        async with watching(sb, f"{base}/tree", events=["create"]), watching(sb, f"{base}/tree", events=["delete"]):
+            for attempt in (
+                first_event(sb, f"{base}/tree", events=["modify"]),
+                sb.watch.check_changes(f"{base}/tree", events=["attrib"]),
+            ):
+                error = await fails(attempt, "RESOURCE_BUSY", 409)
+                assert (
+                    error.details["limit"] == 6 and error.details["setting"] == "services.watch.max_total_directories"
+                )
+                assert "max_total_directories" in error.message
+
+        async def released() -> None:  # the server ends a watch once its last reader has left
+            while True:
+                if not (await sb.watch.list()).watches:
+                    return
+                await asyncio.sleep(0.05)
+
+        await within(released())
+        async with watching(sb, f"{base}/tree", events=["modify"]):  # the others ended: room again
+            pass
