@@ -1,5 +1,6 @@
 """Two engine sessions joined in memory, each message delivered on a later loop turn (as a
-socket would), with every message logged: the engine's tests need no network."""
+socket would), with every message logged: the engine's tests need no network. And one session
+fed raw messages (a peer that need not follow the protocol)."""
 
 from __future__ import annotations
 
@@ -59,5 +60,29 @@ class Pair:
 
     async def settle(self) -> None:
         """Let every message in flight arrive (and what it triggers)."""
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+
+class Raw:
+    """A server session fed raw messages by the test, its messages to the peer kept."""
+
+    def __init__(self, main: object, limits: Limits) -> None:
+        self.sent: list[Any] = []
+        self.closes: list[tuple[int, str]] = []
+        self.session = RpcSession(
+            main,
+            send=lambda text: self.sent.append(msgspec.json.decode(text)),
+            on_close=lambda code, reason: self.closes.append((code, reason)),
+            limits=limits,
+        )
+
+    def receive(self, message: Any) -> None:
+        self.session.receive(message if isinstance(message, str) else msgspec.json.encode(message).decode())
+
+    def frames(self, kind: str) -> list[Any]:
+        return [f for f in self.sent if f[0] == kind]
+
+    async def settle(self) -> None:
         for _ in range(20):
             await asyncio.sleep(0)

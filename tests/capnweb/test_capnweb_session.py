@@ -4,10 +4,11 @@ errors, map, the end of a session, and what a hostile peer's messages do."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
-from capnweb_pair import Pair
+from capnweb_pair import Pair, Raw
 
 from sandbox_transport_rpc.capnweb import Limits, RpcError, RpcTarget, SessionClosed
 
@@ -86,6 +87,12 @@ class Api(RpcTarget):
 
     def echo(self, value: Any) -> Any:
         return value
+
+    def size(self, items: list[Any]) -> int:
+        return len(items)
+
+    def nested(self) -> list[list[int]]:
+        return [[1, 2], [3, 4]]
 
 
 @pytest.fixture
@@ -363,3 +370,87 @@ async def test_on_broken_tells_of_the_end_once(pair: Pair) -> None:
     late: list[SessionClosed] = []
     pair.client.on_broken(late.append)  # registered after the end: called at once
     assert late == [seen[0]]
+
+
+def push_call(method: str, items: list[Any]) -> str:
+    """A call on the main object with one array argument (of expressions)."""
+    return json.dumps(["push", ["pipeline", 0, [method], [[items]]]])
+
+
+async def test_a_peer_that_exports_too_much_here_is_stopped_at_the_import_limit() -> None:
+    raw = Raw(Api(), Limits(max_imports=50))
+    for _ in range(3):  # under the limit: each call's stubs are released when it returns
+        raw.receive(push_call("size", [["export", -k] for k in range(1, 41)]))
+        await raw.settle()
+    assert raw.session.closed is None and len(raw.frames("release")) == 3 * 40
+    other = Pair(None, Api(), limits=Limits(max_imports=50))
+    raw.receive(push_call("size", [["export", -k] for k in range(100, 160)]))
+    aborts = raw.frames("abort")
+    assert len(aborts) == 1 and "hold 50 of its objects" in aborts[0][1][2]
+    assert raw.closes and raw.closes[0][0] == 3000
+    assert await other.api.add(1, 1) == 2  # nothing else is touched
+
+
+@pytest.mark.parametrize("kind", ["promise", "pipeline"])
+async def test_what_the_peer_makes_this_side_wait_for_is_bounded(kind: str) -> None:
+    """Promises the peer never resolves, and pipelined gets on a call that never returns (no
+    import at all), each cost a future here: 50 at once at most."""
+    raw = Raw(Api(), Limits(max_pending=50))
+    raw.receive(["push", ["pipeline", 0, ["block"], []]])  # export 1: never returns
+    next_id = 1
+
+    def waits(n: int) -> list[Any]:
+        nonlocal next_id
+        if kind == "pipeline":
+            return [["pipeline", 1, ["x"]]] * n
+        next_id += n
+        return [["promise", -k] for k in range(next_id - n, next_id)]
+
+    raw.receive(push_call("size", waits(40)))  # export 2: waits
+    await raw.settle()
+    raw.receive(["release", 2, 1])  # given up: what it waited for is freed
+    await raw.settle()
+    raw.receive(push_call("size", waits(40)))  # export 3: 40 again, within the limit
+    await raw.settle()
+    assert raw.session.closed is None
+    raw.receive(push_call("size", waits(20)))  # 60
+    assert raw.session.closed is not None
+    aborts = raw.frames("abort")
+    assert len(aborts) == 1 and "wait for 50 results" in aborts[0][1][2]
+
+
+async def test_the_end_of_a_session_with_large_tables_is_spread_over_turns_of_the_loop() -> None:
+    """Ending a session frees its tables a slice per turn of the loop, so other connections are
+    served in between; every pending call still fails."""
+    n = 4_000  # four times what it frees a turn (TEARDOWN_STEPS)
+    raw = Raw(Api(), Limits())
+    raw.receive(push_call("size", [["promise", -k] for k in range(1, n + 1)]))
+    waiting = [entry.future for entry in raw.session._imports.values() if entry.future is not None]
+    assert len(waiting) == n
+    raw.session.close("test")
+    at_close = sum(f.done() for f in waiting)
+    await asyncio.sleep(0)
+    after_a_turn = sum(f.done() for f in waiting)
+    assert 0 < at_close < after_a_turn < n
+    await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+    assert all(isinstance(f.exception(), SessionClosed) for f in waiting)
+
+
+async def test_a_map_evaluates_no_more_than_one_message_carries() -> None:
+    """A mapper's instructions run once per element (and a map inside it once per element of
+    that): together they may evaluate no more characters than one message may carry."""
+    pair = Pair(None, Api(), limits=Limits(max_message_chars=1000))
+    assert await pair.api.listUsers().map(lambda u: [u.name, "x" * 100]) == [["ann", "x" * 100], ["bob", "x" * 100]]
+    with pytest.raises(RpcError, match=r"map\(\) refused") as refused:
+        await pair.api.listUsers().map(lambda u: [u.name, "x" * 600])  # 2 x 650 characters
+    assert refused.value.name == "RangeError"
+    assert await pair.api.add(1, 2) == 3
+    # each map alone is within the limit (2 x 222, then 2 x 202 for each outer element); not all
+    raw = Raw(Api(), Limits(max_message_chars=1000))
+    raw.receive(["push", ["pipeline", 0, ["nested"], []]])  # export 1: [[1, 2], [3, 4]]
+    raw.receive(["push", ["remap", 1, [], [], [["remap", 0, [], [], ["y" * 198]]]]])
+    raw.receive(["pull", 2])
+    await raw.settle()
+    rejects = [f for f in raw.frames("reject") if f[1] == 2]
+    assert len(rejects) == 1 and "map() refused" in rejects[0][2][2]
+    assert raw.session.closed is None

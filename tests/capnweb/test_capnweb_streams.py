@@ -4,11 +4,12 @@ backpressure), the flow-control window, cancel, abort and the end of a session."
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from capnweb_pair import Pair
+from capnweb_pair import Pair, Raw
 
 from sandbox_transport_rpc.capnweb import Limits, ReadableStream, RpcError, RpcTarget, SessionClosed, WritableStream
 
@@ -232,3 +233,122 @@ async def test_a_heartbeat_lets_a_silent_source_learn_of_a_cancel() -> None:
     assert await anext(stream) == b""  # a heartbeat: an empty chunk
     await stream.aclose()
     await asyncio.wait_for(closed.wait(), 2)  # the next heartbeat was refused: the source closed
+
+
+def write(pipe: int, size: int) -> list[Any]:
+    """A peer's write of ``size`` bytes to its import ``pipe``."""
+    chunk = base64.b64encode(b"A" * size).decode()
+    return ["stream", ["pipeline", pipe, ["write"], [["bytes", chunk]]]]
+
+
+def rejected(raw: Raw) -> dict[int, str]:
+    """The ids the session rejected, with each error's name and message."""
+    return {f[1]: f"{f[2][1]}: {f[2][2]}" for f in raw.frames("reject")}
+
+
+async def test_the_streams_of_a_session_share_a_budget_past_which_a_write_fails_its_stream() -> None:
+    raw = Raw(Api(), Limits(max_stream_buffer=100_000, max_session_stream_buffer=150_000))
+    for _ in range(3):
+        raw.receive(["pipe"])  # exports 1, 2, 3: never claimed
+    for pipe in (1, 2, 3):
+        raw.receive(write(pipe, 60_000))  # exports 4, 5, 6: the third would hold 180,000
+    await raw.settle()
+    assert rejected(raw) == {
+        6: "RangeError: The stream failed: this session's streams would hold more than 150000 bytes "
+        "written and not yet read"
+    }
+    assert raw.session.closed is None and raw.session.stream_buffers.used == 120_000
+    raw.receive(write(3, 10))  # export 7: that stream has failed
+    await raw.settle()
+    assert set(rejected(raw)) == {6, 7} and raw.session.stream_buffers.used == 120_000
+    raw.receive(["push", ["pipeline", 0, ["upload"], [["readable", 1]]]])  # export 8 reads pipe 1
+    raw.receive(["stream", ["pipeline", 1, ["close"], []]])
+    raw.receive(["pull", 8])
+    await raw.settle()
+    assert ["resolve", 8, {"total": 60_000, "chunks": 1}] in raw.sent
+    assert raw.session.stream_buffers.used == 60_000  # what was read is no longer held
+    raw.receive(["release", 2, 1])  # pipe 2 given up unclosed: it fails, its chunk is dropped
+    await raw.settle()
+    assert raw.session.stream_buffers.used == 0
+
+
+async def test_sessions_sharing_a_budget_fail_the_stream_that_would_break_it() -> None:
+    from sandbox_transport_rpc.capnweb import Budget
+
+    shared = Budget(100_000, label="the test's streams")
+    a, b = (Raw(Api(), Limits(shared_stream_buffer=shared)) for _ in range(2))
+    a.receive(["pipe"])
+    a.receive(write(1, 80_000))
+    b.receive(["pipe"])
+    b.receive(write(1, 30_000))  # b's export 2
+    await b.settle()
+    assert list(rejected(b)) == [2] and "the test's streams would hold more than 100000 bytes" in rejected(b)[2]
+    assert rejected(a) == {} and shared.used == 80_000
+    a.session.close("gone")  # a's pipe fails: its bytes come back
+    await a.settle()
+    assert shared.used == 0
+    b.receive(["pipe"])  # b's export 3
+    b.receive(write(3, 30_000))
+    await b.settle()
+    assert list(rejected(b)) == [2] and shared.used == 30_000
+
+
+async def test_a_pipe_released_without_being_closed_fails_its_reader() -> None:
+    raw = Raw(Api(), Limits())
+    raw.receive(["pipe"])
+    raw.receive(["push", ["pipeline", 0, ["upload"], [["readable", 1]]]])  # export 2
+    raw.receive(["pull", 2])
+    raw.receive(write(1, 10))
+    await raw.settle()
+    raw.receive(["release", 1, 1])  # the writer is gone: the reader must not wait forever
+    await raw.settle()
+    assert rejected(raw) == {2: "Error: The stream was released without being closed"}
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [[["x" * 10] * 5_000], "\u20ac" * 60_000],  # 5,000 strings in an array; 60,000 two-byte characters
+    ids=["array", "wide-string"],
+)
+async def test_a_chunk_counts_by_the_memory_it_takes(chunk: Any) -> None:
+    raw = Raw(Api(), Limits(max_stream_buffer=100_000))
+    raw.receive(["pipe"])
+    raw.receive(["stream", ["pipeline", 1, ["write"], [chunk]]])
+    await raw.settle()
+    assert raw.session.closed is not None and "limit" in str(raw.session.closed)
+
+
+async def test_writes_waiting_for_a_local_sink_count_in_the_budget() -> None:
+    class Blocked:
+        def __init__(self) -> None:
+            self.aborted: list[Any] = []
+
+        async def write(self, chunk: Any) -> None:
+            await asyncio.Event().wait()  # a sink that never takes anything
+
+        async def close(self) -> None:
+            pass
+
+        async def abort(self, reason: Any) -> None:
+            self.aborted.append(reason)
+
+    sink = Blocked()
+
+    class Holder(RpcTarget):
+        def sink(self) -> WritableStream:
+            return WritableStream.local(sink)
+
+    raw = Raw(Holder(), Limits(max_session_stream_buffer=150_000))
+    raw.receive(["push", ["pipeline", 0, ["sink"], []]])
+    raw.receive(["pull", 1])
+    await raw.settle()
+    assert ["resolve", 1, ["writable", -1]] in raw.sent
+    for _ in range(3):  # exports 2, 3, 4: one in the sink, the others waiting their turn
+        raw.receive(write(-1, 60_000))
+    await raw.settle()
+    assert list(rejected(raw)) == [4] and "this session's streams would hold more than 150000" in rejected(raw)[4]
+    assert len(sink.aborted) == 1 and "150000" in str(sink.aborted[0])
+    assert raw.session.closed is None and raw.session.stream_buffers.used == 120_000
+    raw.session.close("gone")  # the waiting writes are cancelled: nothing is held any more
+    await raw.settle()
+    assert raw.session.stream_buffers.used == 0

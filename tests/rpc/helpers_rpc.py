@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from sandbox_transport_rpc.capnweb import ReadableStream, RpcError
@@ -59,3 +60,45 @@ async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0
         if asyncio.get_running_loop().time() > deadline:
             return False
         await asyncio.sleep(0.05)
+
+
+class RawPeer:
+    """A Cap'n Web peer that sends the messages the test writes (over a real WebSocket): it
+    numbers its imports as the protocol does, and keeps every message the server sends."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.next_import = 1
+        self.received: list[Any] = []
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, url: str) -> AsyncIterator[RawPeer]:
+        from websockets.asyncio.client import connect
+
+        async with connect(url, max_size=None, compression=None) as ws:
+            yield cls(ws)
+
+    async def send(self, message: list[Any]) -> int:
+        """Send ``message``; the import id it takes (push, stream, pipe), else 0."""
+        await self.ws.send(json.dumps(message, separators=(",", ":")))
+        if message[0] not in ("push", "stream", "pipe"):
+            return 0
+        self.next_import += 1
+        return self.next_import - 1
+
+    async def ping(self, timeout_s: float = 60.0) -> list[Any]:
+        """``utils.ping()``, answered after everything sent before (the server reads in order):
+        its answer, or the abort that came instead."""
+        call = await self.send(["push", ["pipeline", 0, ["utils", "ping"], []]])
+        await self.send(["pull", call])
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = json.loads(await self.ws.recv())
+                self.received.append(message)
+                if message[0] == "abort" or (message[0] in ("resolve", "reject") and message[1] == call):
+                    return message
+
+    def rejected(self) -> dict[int, str]:
+        """The server's rejections so far: id to error message."""
+        return {m[1]: m[2][2] for m in self.received if m[0] == "reject"}

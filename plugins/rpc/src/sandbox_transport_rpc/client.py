@@ -86,6 +86,7 @@ class RpcClientTransport:
             max_depth=self.settings.max_depth,
             max_queued_bytes=self.settings.max_queued_bytes,
             max_stream_buffer=self.settings.max_stream_buffer_bytes,
+            max_session_stream_buffer=self.settings.max_session_stream_buffer_bytes,
         )
         self._client: WebSocketClient | None = None
         self._main: RpcStub | None = None

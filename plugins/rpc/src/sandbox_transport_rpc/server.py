@@ -31,7 +31,7 @@ from sandbox_core.router import announces_body
 from sandbox_core.transport import ServerContext, ServerMount
 
 from .api import ApiFactory
-from .capnweb import Limits, RpcError, RpcSession, serve_http_batch, serve_websocket
+from .capnweb import Budget, Limits, RpcError, RpcSession, serve_http_batch, serve_websocket
 from .settings import RpcSettings
 
 log = structlog.get_logger("sandbox.rpc")
@@ -40,12 +40,17 @@ PATH = "/rpc"
 
 
 def limits(settings: RpcSettings) -> Limits:
-    """The engine's limits for one session, from the transport's settings."""
+    """The engine's limits for the sessions of one server, from the transport's settings (with
+    one budget for the stream buffers of them all)."""
     return Limits(
         max_message_chars=settings.max_message_bytes,  # a message has at most as many characters as bytes
         max_depth=settings.max_depth,
         max_queued_bytes=settings.max_queued_bytes,
         max_stream_buffer=settings.max_stream_buffer_bytes,
+        max_session_stream_buffer=settings.max_session_stream_buffer_bytes,
+        shared_stream_buffer=Budget(
+            settings.max_server_stream_buffer_bytes, label="all the server's streams (max_server_stream_buffer_bytes)"
+        ),
     )
 
 

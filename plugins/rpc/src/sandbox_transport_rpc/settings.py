@@ -13,9 +13,13 @@ class RpcSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_message_bytes: Annotated[int, Meta(gt=0)] = 32 * 1024 * 1024  # one message (the reference's 32 Mi)
     max_depth: Annotated[int, Meta(gt=0)] = 256  # how deeply a message's values may nest
     max_stream_buffer_bytes: Annotated[int, Meta(gt=0)] = 64 * 1024 * 1024  # an incoming stream's unread chunks
+    # every incoming stream of one session together: a write past it fails its stream
+    max_session_stream_buffer_bytes: Annotated[int, Meta(gt=0)] = 64 * 1024 * 1024
     max_queued_bytes: Annotated[int, Meta(gt=0)] = 64 * 1024 * 1024  # messages waiting for a peer that does not read
     # server side
     max_batch_bytes: Annotated[int, Meta(gt=0)] = 128 * 1024 * 1024  # one HTTP batch's body; larger gets 413
+    # every incoming stream of every session of the server together: a write past it fails its stream
+    max_server_stream_buffer_bytes: Annotated[int, Meta(gt=0)] = 128 * 1024 * 1024
     ping_interval_s: Annotated[float, Meta(gt=0)] = 20.0  # a ping on every open socket this often
     # an empty chunk on a silent stream this often: a reader's cancel reaches the source by the
     # refusal of a write, so without it a silent command would outlive a cancelled stream

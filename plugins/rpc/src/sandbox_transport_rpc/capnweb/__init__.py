@@ -20,13 +20,25 @@ from .session import RpcSession
 from .streams import ReadableStream, WritableStream
 from .stubs import RpcPromise, RpcStub
 from .targets import RpcTarget
-from .values import INVALID_DATE, UNDEFINED, BigInt, Limits, ProtocolError, RpcError, SessionClosed, TypedBytes, Url
+from .values import (
+    INVALID_DATE,
+    UNDEFINED,
+    BigInt,
+    Budget,
+    Limits,
+    ProtocolError,
+    RpcError,
+    SessionClosed,
+    TypedBytes,
+    Url,
+)
 from .websocket import HandshakeRefused, WebSocketClient, serve_websocket, websocket_session
 
 __all__ = [
     "INVALID_DATE",
     "UNDEFINED",
     "BigInt",
+    "Budget",
     "FlowController",
     "HandshakeRefused",
     "Limits",

@@ -60,13 +60,36 @@ def as_json(value: Any, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class PendingCount:
+    """How many :class:`Pending` placeholders of one session are alive: what the peer's
+    messages make it wait for (each costs a future, often a task), never more than ``limit``."""
+
+    __slots__ = ("alive", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.alive = 0
+
+
 class Pending:
-    """A promise inside an evaluated value: substituted by its result before delivery."""
+    """A promise inside an evaluated value: substituted by its result before delivery. It counts
+    in ``count`` while it lives (until the substitution is done or given up); one past the count's
+    limit is a :class:`ProtocolError`."""
 
-    __slots__ = ("future",)
+    __slots__ = ("_count", "future")
 
-    def __init__(self, future: asyncio.Future[Any]) -> None:
+    def __init__(self, future: asyncio.Future[Any], count: PendingCount | None = None) -> None:
         self.future = future
+        self._count: PendingCount | None = None
+        if count is not None:
+            if count.alive >= count.limit:
+                raise ProtocolError(f"the peer's messages make this side wait for {count.alive} results (the limit)")
+            count.alive += 1
+            self._count = count
+
+    def __del__(self) -> None:
+        if self._count is not None:
+            self._count.alive -= 1
 
 
 # --- Python to JSON -------------------------------------------------------------------------

@@ -13,8 +13,8 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .codec import Devaluator, Evaluator, Pending, as_json, check_id
-from .values import ProtocolError, RpcError
+from .codec import Devaluator, Evaluator, as_json, check_id
+from .values import Budget, ProtocolError, RpcError
 
 if TYPE_CHECKING:
     from .session import RpcSession
@@ -24,11 +24,12 @@ if TYPE_CHECKING:
 class Mapper:
     """The Importer of a running mapper: references name its local values and captures."""
 
-    def __init__(self, session: RpcSession, item: Any, captures: list[Any]) -> None:
+    def __init__(self, session: RpcSession, item: Any, captures: list[Any], work: Budget) -> None:
         self.session = session
         self.limits = session.limits
         self.values: list[Any] = [item]
         self.captures = captures
+        self.work = work  # what the outermost map may still evaluate (a map inside takes from it)
 
     def _local(self, ref_id: int) -> asyncio.Future[Any]:
         if 0 <= ref_id < len(self.values):
@@ -49,7 +50,7 @@ class Mapper:
                 raise ProtocolError(f"invalid nested remap capture: {as_json(capture)}")
             caps.append(self._local(check_id(capture[1])))
         target = self._local(ref_id)
-        return Pending(self.session._spawn(self.session.run_remap(target, path, caps, instructions)))
+        return self.session.spawn_remap(target, path, caps, instructions, self.work)
 
     def import_export(self, evaluator: Evaluator, export_id: Any) -> Any:
         return self.session.import_export(evaluator, export_id)

@@ -20,17 +20,17 @@ import copy
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, NoReturn
 
 import msgspec
 
-from .codec import Devaluator, Evaluator, Pending, as_json, check_id, error_name
+from .codec import Devaluator, Evaluator, Pending, PendingCount, as_json, check_id, error_name
 from .mapper import Mapper, MapRecorder, Placeholder, record_map
-from .streams import LocalWritable, Pipe, ReadableStream, StreamSender, WritableStream, _Rejection
+from .streams import Holding, LocalWritable, Pipe, ReadableStream, StreamSender, WritableStream, _Rejection
 from .stubs import Path, RpcPromise, RpcStub, is_remote, not_a_function
 from .targets import RpcTarget, callable_at, get_property
-from .values import UNDEFINED, Limits, ProtocolError, RpcError, SessionClosed
+from .values import UNDEFINED, Budget, Limits, ProtocolError, RpcError, SessionClosed
 
 log = logging.getLogger("capnweb")
 
@@ -39,6 +39,8 @@ _encoder = msgspec.json.Encoder()
 
 SHUTDOWN_REASON = "RPC session was shut down by disposing the main stub"
 ABORT_CLOSE_CODE = 3000
+#: How many table entries the end of a session frees per turn of the event loop.
+TEARDOWN_STEPS = 1000
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
@@ -96,6 +98,8 @@ class RpcSession:
         self._on_close = on_close
         self._loop = asyncio.get_running_loop()
         self._imports: dict[int, Import] = {0: Import(0)}
+        self._peer_imports = 0  # the imports the peer introduced (negative ids): max_imports
+        self._pending = PendingCount(self.limits.max_pending)  # the results its messages wait for
         self._exports: dict[int, Export] = {}
         self._pipes: dict[int, Pipe] = {}
         self._next_import = 1
@@ -106,6 +110,10 @@ class RpcSession:
         self._target_refs: dict[int, int] = {}
         self._on_broken: list[Callable[[SessionClosed], None]] = []
         self._recording: MapRecorder | None = None
+        #: the bytes the incoming streams of this session hold (within the shared budget, if any)
+        self.stream_buffers = Budget(
+            self.limits.max_session_stream_buffer, self.limits.shared_stream_buffer, label="this session's streams"
+        )
         self.closed: SessionClosed | None = None
         if main is None:
             first = self._failed(RpcError("Error", "This connection has no main object."))
@@ -197,6 +205,20 @@ class RpcSession:
         self._imports[entry.id] = entry
         self._next_import += 1
         return entry
+
+    def _add_peer_import(self, entry: Import) -> None:
+        """Enter what the peer exports to us (a negative id), within ``max_imports``."""
+        if self._peer_imports >= self.limits.max_imports:
+            raise ProtocolError(
+                f"the peer made this side hold {self._peer_imports} of its objects and promises (the limit)"
+            )
+        self._imports[entry.id] = entry
+        self._peer_imports += 1
+
+    def _forget_import(self, entry: Import) -> None:
+        del self._imports[entry.id]
+        if entry.id < 0:
+            self._peer_imports -= 1
 
     # --- public ---------------------------------------------------------------------------
 
@@ -380,7 +402,7 @@ class RpcSession:
             self._imports.pop(entry.id, None)
             return
         if self._imports.get(entry.id) is entry:
-            del self._imports[entry.id]
+            self._forget_import(entry)
             if self.closed is None:
                 self._send(["release", entry.id, entry.remote])
 
@@ -407,6 +429,8 @@ class RpcSession:
         value = fut.result()
         if isinstance(value, LocalWritable):
             self._spawn(_abort_sink(value))
+        elif isinstance(value, Pipe) and not value.closed:  # its reader would wait forever
+            value.fail(RpcError("Error", "The stream was released without being closed"))
         if entry.owned:
             self._unref_target(value)
 
@@ -414,9 +438,14 @@ class RpcSession:
         self._check_room()
         export_id = self._peer_next
         self._peer_next += 1
-        pipe = Pipe(self.limits.max_stream_buffer, self.abort)
+        pipe = Pipe(self._holding())
         self._exports[export_id] = Export(self._done(pipe))
         self._pipes[export_id] = pipe
+
+    def _holding(self) -> Holding:
+        """The account of one incoming stream's unread chunks (a sender past its own limit has
+        ignored flow control: the session aborts)."""
+        return Holding(self.limits.max_stream_buffer, self.stream_buffers, self.abort)
 
     def _on_abort(self, expr: Any) -> None:
         try:
@@ -482,17 +511,28 @@ class RpcSession:
                 entry.deps -= 1
 
             fut.add_done_callback(undep)
-        return Pending(fut)
+        return Pending(fut, self._pending)
 
     def _get(self, target: asyncio.Future[Any], path: Path) -> asyncio.Future[Any]:
         if target.done():
             return self._run_get(target, path)
+        # a callback, not a task: a message may pipeline on one pending result many times
+        out = self._future()
+        target.add_done_callback(functools.partial(self._get_when_done, out, path))
+        return out
 
-        async def later() -> Any:
-            await asyncio.shield(target)
-            return await self._run_get(target, path)
-
-        return self._spawn(later())
+    def _get_when_done(self, out: asyncio.Future[Any], path: Path, target: asyncio.Future[Any]) -> None:
+        if out.done():
+            return
+        if target.cancelled():
+            out.cancel()
+            return
+        if self.closed is not None:
+            out.set_exception(self.closed)
+            return
+        value = self._run_get(target, path)
+        value.add_done_callback(functools.partial(self._follow_step, out))
+        out.add_done_callback(functools.partial(_cancel_with, value))
 
     def _run_get(self, target: asyncio.Future[Any], path: Path) -> asyncio.Future[Any]:
         try:
@@ -514,6 +554,8 @@ class RpcSession:
             stubs = list(sub.stubs)
 
             def dispose_params(_: asyncio.Future[Any]) -> None:
+                if self.closed is not None:
+                    return  # the session's end has freed them all
                 for stub in stubs:  # a call's parameters are disposed when it returns
                     stub.dispose()
 
@@ -552,7 +594,7 @@ class RpcSession:
     def remap_expr(self, evaluator: Evaluator, ref_id: Any, path: Any, captures: Any, instructions: Any) -> Any:
         entry = self._export_entry(ref_id)
         caps = [self._capture(evaluator, c) for c in captures]
-        return Pending(self._spawn(self.run_remap(entry.future, path, caps, instructions)))
+        return self.spawn_remap(entry.future, path, caps, instructions, Budget(self.limits.max_message_chars))
 
     def _capture(self, evaluator: Evaluator, capture: Any) -> Any:
         if isinstance(capture, list) and len(capture) == 2 and capture[0] in ("import", "export"):
@@ -562,7 +604,18 @@ class RpcSession:
             return self._done(self.import_export(evaluator, check_id(capture[1])))
         raise ProtocolError(f"invalid remap capture: {as_json(capture)}")
 
-    async def run_remap(self, target: asyncio.Future[Any], path: Path, captures: list[Any], instructions: Any) -> Any:
+    def spawn_remap(
+        self, target: asyncio.Future[Any], path: Path, captures: list[Any], instructions: Any, work: Budget
+    ) -> Pending:
+        """Apply a peer's mapper to a value, as a task (its result is pending). A mapper's
+        instructions are evaluated once per element, so ``work`` (shared with the maps it runs
+        inside and that run inside it) bounds the characters of instructions evaluated to what
+        one message may carry."""
+        return Pending(self._spawn(self._run_remap(target, path, captures, instructions, work)), self._pending)
+
+    async def _run_remap(
+        self, target: asyncio.Future[Any], path: Path, captures: list[Any], instructions: Any, work: Budget
+    ) -> Any:
         value = await asyncio.shield(target)
         for index, name in enumerate(path):
             if is_remote(value):
@@ -572,12 +625,20 @@ class RpcSession:
         caps = [await c if isinstance(c, asyncio.Future) else c for c in captures]
         if value is None or value is UNDEFINED:
             return value
+        count = len(value) if isinstance(value, list) else 1
+        size = len(_encoder.encode(instructions))
+        if work.take(count * size) is not None:
+            raise RpcError(
+                "RangeError",
+                f"map() refused: {size} characters of instructions for {count} element(s) would make "
+                f"it evaluate more than one message may carry ({work.limit} characters)",
+            )
         if isinstance(value, list):
-            return list(await asyncio.gather(*(self._map_one(item, caps, instructions) for item in value)))
-        return await self._map_one(value, caps, instructions)
+            return list(await asyncio.gather(*(self._map_one(item, caps, instructions, work) for item in value)))
+        return await self._map_one(value, caps, instructions, work)
 
-    async def _map_one(self, item: Any, captures: list[Any], instructions: list[Any]) -> Any:
-        mapper = Mapper(self, item, captures)
+    async def _map_one(self, item: Any, captures: list[Any], instructions: list[Any], work: Budget) -> Any:
+        mapper = Mapper(self, item, captures, work)
         for instruction in instructions:
             evaluator = Evaluator(mapper)
             value = evaluator.evaluate(instruction)
@@ -590,7 +651,7 @@ class RpcSession:
         entry = self._imports.get(export_id)
         if entry is None:
             entry = Import(export_id)
-            self._imports[export_id] = entry
+            self._add_peer_import(entry)
         else:
             entry.remote += 1
             entry.local += 1
@@ -603,14 +664,14 @@ class RpcSession:
             raise ProtocolError(f"an exported promise must have a new negative id, not {export_id}")
         entry = Import(export_id, self._future())
         entry.pulled = True
-        self._imports[export_id] = entry
-        return Pending(entry.future)  # type: ignore[arg-type]
+        self._add_peer_import(entry)
+        return Pending(entry.future, self._pending)  # type: ignore[arg-type]
 
     def import_writable(self, evaluator: Evaluator, export_id: Any) -> WritableStream:
         if export_id >= 0 or export_id in self._imports:
             raise ProtocolError(f"an exported writable must have a new negative id, not {export_id}")
         entry = Import(export_id)
-        self._imports[export_id] = entry
+        self._add_peer_import(entry)
         return WritableStream._remote(self, entry)
 
     def claim_readable(self, evaluator: Evaluator, pipe_id: Any) -> ReadableStream:
@@ -658,7 +719,7 @@ class RpcSession:
     def export_writable(self, writable: Any) -> int:
         if writable._sink is None:
             raise RpcError("TypeError", "Cannot pass on a WritableStream from the peer")
-        return self.export_local(LocalWritable(writable._sink))
+        return self.export_local(LocalWritable(writable._sink, self._holding()))
 
     def is_remote(self, value: object) -> bool:
         return is_remote(value) or (self._recording is not None and isinstance(value, Placeholder))
@@ -823,14 +884,14 @@ class RpcSession:
                 self._end(SessionClosed(SHUTDOWN_REASON), (ABORT_CLOSE_CODE, SHUTDOWN_REASON))
             return
         if self._imports.get(entry.id) is entry and not entry.stream:
-            del self._imports[entry.id]
+            self._forget_import(entry)
             if self.closed is None:
                 self._send(["release", entry.id, entry.remote])
 
     def drop_promise(self, entry: Import) -> None:
         if entry.local_only or self._imports.get(entry.id) is not entry:
             return
-        del self._imports[entry.id]
+        self._forget_import(entry)
         if entry.future is not None and not entry.future.done():
             entry.future.set_exception(RpcError("Error", "The promise was disposed"))
         if self.closed is None:
@@ -842,13 +903,31 @@ class RpcSession:
         if self.closed is not None:
             return
         self.closed = error
-        imports, self._imports = self._imports, {}
-        exports, self._exports = self._exports, {}
+        steps = self._teardown(self._imports, self._exports, error)
+        self._imports, self._exports, self._peer_imports = {}, {}, 0
         self._pipes.clear()
-        for imp in imports.values():
+        self._unsent.clear()
+        self._pace_teardown(steps)
+        callbacks, self._on_broken = self._on_broken, []
+        for callback in callbacks:
+            try:
+                callback(error)
+            except Exception:
+                log.exception("capnweb: on_broken callback failed")
+        if close is not None and self._on_close is not None:
+            self._on_close(*close)
+
+    def _teardown(self, imports: dict[int, Import], exports: dict[int, Export], error: SessionClosed) -> Iterator[bool]:
+        """Fail what waits on the peer, then cancel what runs for it (in this order: a task
+        waiting on the peer would otherwise see its wait cancelled, not failed), freeing both
+        tables: one entry a step, each dropped once done so the memory comes back as it goes."""
+        for key in list(imports):
+            imp = imports.pop(key)
             if imp.future is not None and not imp.future.done():
                 imp.future.set_exception(error)
-        for exp in exports.values():
+            yield True
+        for key in list(exports):
+            exp = exports.pop(key)
             fut = exp.future
             if not fut.done():
                 fut.cancel()
@@ -860,17 +939,19 @@ class RpcSession:
                     self._spawn_detached(_abort_sink(value))
                 if exp.owned:
                     self._unref_target(value)
-        for task in list(self._tasks):
+            yield True
+        for task in list(self._tasks):  # those started meanwhile too
             task.cancel()
-        self._unsent.clear()
-        callbacks, self._on_broken = self._on_broken, []
-        for callback in callbacks:
-            try:
-                callback(error)
-            except Exception:
-                log.exception("capnweb: on_broken callback failed")
-        if close is not None and self._on_close is not None:
-            self._on_close(*close)
+            yield True
+
+    def _pace_teardown(self, steps: Iterator[bool]) -> None:
+        """Run ``TEARDOWN_STEPS`` steps of a teardown now and the rest on later turns of the
+        loop, so the end of a session with large tables does not hold up every other connection
+        (a small session ends at once)."""
+        for _ in range(TEARDOWN_STEPS):
+            if not next(steps, False):
+                return
+        self._loop.call_soon(self._pace_teardown, steps)
 
     def _spawn_detached(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = self._loop.create_task(coro)

@@ -6,18 +6,24 @@ readable end in the message that carries the stream, and writes chunks to its wr
 chunk, and the sender keeps its unacknowledged bytes under a :class:`~.flow.FlowController`
 window: a consumer that stops reading stops the source. A consumer that cancels makes every
 later write fail, which is how the sender learns to stop its source.
+
+What an incoming stream holds (chunks written and not yet consumed) is bounded three ways: one
+stream's own limit (a sender past it ignores flow control: the session aborts), and the budgets
+of its session and of every session sharing one (a server's): the write that would break one of
+those fails its stream, which the sender sees as a rejected write, and the session goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import sys
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .flow import FlowController
 from .targets import RpcTarget
-from .values import UNDEFINED, ProtocolError, RpcError, SessionClosed
+from .values import UNDEFINED, Budget, ProtocolError, RpcError, SessionClosed
 
 if TYPE_CHECKING:
     from .session import Import, RpcSession
@@ -26,9 +32,54 @@ CANCELLED = "The reader cancelled the stream"
 
 
 def chunk_size(chunk: Any) -> int:
-    if isinstance(chunk, (bytes, bytearray, memoryview, str)):
+    """About the memory a chunk takes: a byte string's length, a string's size (up to 4 bytes a
+    character), and for any other value at least 64 bytes for it and each value it contains (a
+    chunk may be any value; its depth is bounded by the decoder)."""
+    if isinstance(chunk, (bytes, bytearray, memoryview)):
         return len(chunk)
+    if isinstance(chunk, str):
+        return sys.getsizeof(chunk)
+    if isinstance(chunk, dict):
+        return 64 + sum(chunk_size(key) + chunk_size(value) for key, value in chunk.items())
+    if isinstance(chunk, (list, tuple)):
+        return 64 + sum(chunk_size(value) for value in chunk)
     return 64
+
+
+class Holding:
+    """The bytes one incoming stream holds: at most ``limit`` of its own, and within ``budget``
+    (its session's, itself within the server's)."""
+
+    __slots__ = ("_budget", "_limit", "_on_overflow", "held")
+
+    def __init__(self, limit: int, budget: Budget, on_overflow: Any) -> None:
+        self._limit = limit
+        self._budget = budget
+        self._on_overflow = on_overflow  # called with a ProtocolError: the session aborts
+        self.held = 0
+
+    def take(self, size: int) -> BaseException | None:
+        """Count a chunk of ``size`` bytes; else the error its stream fails with (counting nothing)."""
+        if self.held + size > self._limit:
+            error = ProtocolError("the peer wrote past the stream's limit without waiting for acks")
+            self._on_overflow(error)
+            return error
+        refused = self._budget.take(size)
+        if refused is not None:
+            return RpcError(
+                "RangeError",
+                f"The stream failed: {refused.label} would hold more than {refused.limit} bytes "
+                "written and not yet read",
+            )
+        self.held += size
+        return None
+
+    def give(self, size: int) -> None:
+        self.held -= size
+        self._budget.give(size)
+
+    def give_all(self) -> None:
+        self.give(self.held)
 
 
 class ReadableStream:
@@ -110,17 +161,23 @@ class Pipe(RpcTarget):
     """The receiving end of a pipe: the writable the peer writes to (``write``, ``close`` and
     ``abort`` are what its stream messages call) and the chunks waiting for the consumer."""
 
-    __slots__ = ("_chunks", "_closed", "_error", "_limit", "_on_overflow", "_waiter", "buffered", "close_ack")
+    __slots__ = ("_chunks", "_closed", "_error", "_holding", "_waiter", "close_ack")
 
-    def __init__(self, limit: int, on_overflow: Any) -> None:
-        self._chunks: collections.deque[tuple[Any, asyncio.Future[Any]]] = collections.deque()
+    def __init__(self, holding: Holding) -> None:
+        self._chunks: collections.deque[tuple[Any, int, asyncio.Future[Any]]] = collections.deque()
         self._closed = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._limit = limit
-        self._on_overflow = on_overflow
-        self.buffered = 0
+        self._holding = holding
         self.close_ack: asyncio.Future[Any] | None = None
+
+    def __del__(self) -> None:
+        self._holding.give_all()  # chunks nobody will read (a dropped reader): their budget comes back
+
+    @property
+    def closed(self) -> bool:
+        """The peer closed it (its chunks may still wait for the reader)."""
+        return self._closed
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -135,11 +192,14 @@ class Pipe(RpcTarget):
         elif self._closed:
             ack.set_exception(RpcError("TypeError", "write after close"))
         else:
-            self._chunks.append((chunk, ack))
-            self.buffered += chunk_size(chunk)
-            if self.buffered > self._limit:
-                self._on_overflow(ProtocolError("the peer wrote past the stream's limit without waiting for acks"))
-            self._wake()
+            size = chunk_size(chunk)
+            error = self._holding.take(size)
+            if error is not None:
+                self.fail(error)
+                ack.set_exception(error)
+            else:
+                self._chunks.append((chunk, size, ack))
+                self._wake()
         return ack
 
     def close(self) -> asyncio.Future[Any]:
@@ -164,8 +224,8 @@ class Pipe(RpcTarget):
     async def take(self) -> Any:
         while True:
             if self._chunks:
-                chunk, ack = self._chunks.popleft()
-                self.buffered -= chunk_size(chunk)
+                chunk, size, ack = self._chunks.popleft()
+                self._holding.give(size)
                 if not ack.done():
                     ack.set_result(UNDEFINED)
                 if self._closed and not self._chunks and self.close_ack is not None and not self.close_ack.done():
@@ -192,10 +252,10 @@ class Pipe(RpcTarget):
             return
         self._error = error
         while self._chunks:
-            _, ack = self._chunks.popleft()
+            _, _, ack = self._chunks.popleft()
             if not ack.done():
                 ack.set_exception(error)
-        self.buffered = 0
+        self._holding.give_all()
         if self.close_ack is not None and not self.close_ack.done():
             self.close_ack.set_exception(error)
         self._wake()
@@ -328,20 +388,30 @@ class WritableStream:
 
 class LocalWritable(RpcTarget):
     """A local sink exported to the peer: its stream messages run one at a time, in order; once
-    closed or aborted it takes nothing more."""
+    closed or aborted it takes nothing more. The chunks of writes waiting for their turn are held
+    as a pipe's are (``holding``): a write past its budget aborts the sink and fails."""
 
-    __slots__ = ("_lock", "_sink", "finished")
+    __slots__ = ("_holding", "_lock", "_sink", "finished")
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, holding: Holding) -> None:
         self._sink = sink
+        self._holding = holding
         self._lock = asyncio.Lock()
         self.finished = False
 
     async def write(self, chunk: Any) -> Any:
-        async with self._lock:
-            if self.finished:
-                raise RpcError("TypeError", "write after the stream ended")
-            await self._sink.write(chunk)
+        size = chunk_size(chunk)
+        error = self._holding.take(size)
+        if error is not None:
+            await self.abort(error)
+            raise error
+        try:
+            async with self._lock:
+                if self.finished:
+                    raise RpcError("TypeError", "write after the stream ended")
+                await self._sink.write(chunk)
+        finally:
+            self._holding.give(size)
         return UNDEFINED
 
     async def close(self) -> Any:

@@ -124,9 +124,40 @@ class ProtocolError(Exception):
     """A message the peer should never have sent: the session aborts with it."""
 
 
+class Budget:
+    """An amount (bytes held, characters evaluated) never past ``limit``: what is taken from a
+    budget with a ``parent`` is taken from the parent too (a session's stream buffers within a
+    server's). ``label`` names what it bounds, for error messages."""
+
+    __slots__ = ("label", "limit", "parent", "used")
+
+    def __init__(self, limit: int, parent: Budget | None = None, *, label: str = "the stream buffers") -> None:
+        self.limit = limit
+        self.parent = parent
+        self.label = label
+        self.used = 0
+
+    def take(self, size: int) -> Budget | None:
+        """Count ``size`` more: None when taken, else (nothing taken) the budget it would break
+        (this one or an ancestor)."""
+        if self.used + size > self.limit:
+            return self
+        if self.parent is not None and (refused := self.parent.take(size)) is not None:
+            return refused
+        self.used += size
+        return None
+
+    def give(self, size: int) -> None:
+        """Give back ``size`` taken earlier."""
+        self.used -= size
+        if self.parent is not None:
+            self.parent.give(size)
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What one session accepts from its peer; anything beyond aborts the session."""
+    """What one session accepts from its peer; anything beyond aborts the session (or, for the
+    stream buffers of a session or of several, fails the stream that would break them)."""
 
     #: the largest message, in characters of its JSON text (the reference's 32 Mi UTF-16 units)
     max_message_chars: int = 32 * 1024 * 1024
@@ -137,9 +168,21 @@ class Limits:
     #: how many bytes of written-but-unread chunks one incoming stream may hold (a sender that
     #: ignores flow control and goes past it aborts the session)
     max_stream_buffer: int = 64 * 1024 * 1024
+    #: how many bytes of written-but-unread chunks all the incoming streams of one session may
+    #: hold together: the write that would go past it fails its stream (the session goes on)
+    max_session_stream_buffer: int = 64 * 1024 * 1024
+    #: a budget shared by several sessions (a server's): the bytes of written-but-unread chunks
+    #: of all their incoming streams; the write that would go past it fails its stream
+    shared_stream_buffer: Budget | None = None
     #: how many entries the peer may make us hold in the exports table (calls it pushed and did
     #: not release, pipes): past it the session aborts
     max_exports: int = 100_000
+    #: how many entries the peer may make us hold in the imports table (stubs, promises and
+    #: writables it exported to us, not yet released or resolved): past it the session aborts
+    max_imports: int = 100_000
+    #: how many results (promises, pipelined calls and properties inside a message) the peer's
+    #: messages may make us wait for at once (each costs about 1.5 KB): past it the session aborts
+    max_pending: int = 10_000
     #: how many bytes of outgoing messages may wait for the connection (a peer that stops reading
     #: while calls keep answering aborts the session past it; stream writes wait for their window)
     max_queued_bytes: int = 128 * 1024 * 1024
