@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_interp import create, err, out, results, run
+from helpers_interp import create, others_spared, out, results, run
 
 from sandbox_core.errors import SandboxError
 from sandbox_core.models.interpreter import (
     CodeCompleteEvent,
     CodeErrorEvent,
-    CodeStartEvent,
     CodeStdoutEvent,
 )
 from sandbox_core.registry import ServiceRegistry
@@ -140,22 +139,6 @@ async def test_interpreter_contract_default_cwd_is_the_workspace(interp: Service
     assert created.cwd == str(tmp_path)  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("interp_settings", [{"max_pending_output_bytes": 65536}])
-async def test_interpreter_slow_reader_bounds_held_output(interp: ServiceRegistry) -> None:
-    ctx = await create(interp)
-    code = "import sys\nfor i in range(3000):\n    sys.stdout.write('x' * 1000 + '\\n')\nprint('end')"
-    stream = interp.stream("interpreter", "run_code", {"context_id": ctx, "code": code})
-    events = []
-    async with contextlib.aclosing(stream):
-        async for event in stream:
-            if isinstance(event, CodeStartEvent):
-                await asyncio.sleep(1.5)  # a slow reader: the kernel prints 3 MB meanwhile
-            events.append(event)
-    assert "bytes of output were dropped" in err(events)
-    assert len(out(events)) < 3_000_000
-    assert isinstance(events[-1], CodeCompleteEvent)
-
-
 @pytest.mark.parametrize("interp_settings", [{"max_contexts": 1, "pool_size": 0}])
 async def test_interpreter_context_limit(interp: ServiceRegistry) -> None:
     await create(interp)
@@ -171,13 +154,14 @@ async def test_interpreter_kernels_end_with_the_service(interp_settings: dict[st
 
     spec = ServiceSpec("interpreter", InterpreterService, InterpreterSettings)
     registry = ServiceRegistry({"interpreter": spec}, settings={}, workspace=str(tmp_path))
-    await registry.start()
-    try:
-        ctx = await create(registry)
-        pid = int(results(await run(registry, ctx, "import os\nos.getpid()"))[0] or 0)
-        assert running(pid)
-    finally:
-        await registry.aclose()
+    with others_spared():
+        await registry.start()
+        try:
+            ctx = await create(registry)
+            pid = int(results(await run(registry, ctx, "import os\nos.getpid()"))[0] or 0)
+            assert running(pid)
+        finally:
+            await registry.aclose()
     assert not running(pid)
 
 

@@ -121,13 +121,14 @@ class CgroupTree:
             os.rmdir(self.base)
 
 
-def open_tree() -> CgroupTree | None:
-    """A cgroup directory for this server below its own cgroup, or None where none can be made."""
+def open_tree(name: str = "") -> CgroupTree | None:
+    """A cgroup directory for this server below its own cgroup (``sandbox-<pid>``, or
+    ``sandbox-<pid>-<name>`` for a service's own), or None where none can be made."""
     found = _own_cgroup()
     if found is None:
         return None
     mount, own = found
-    base = os.path.join(mount, own.lstrip("/"), f"sandbox-{os.getpid()}")
+    base = os.path.join(mount, own.lstrip("/"), f"sandbox-{os.getpid()}" + (f"-{name}" if name else ""))
     try:
         os.makedirs(base, exist_ok=True)
         probe = os.path.join(base, "probe")

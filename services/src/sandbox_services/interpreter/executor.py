@@ -1,4 +1,5 @@
-"""What the interpreter service asks of an executor process (a Jupyter kernel, a Node REPL)."""
+"""What the interpreter service asks of an executor process (a Jupyter kernel, a Node REPL), and
+how everything an executor started is ended with it (:class:`Containment`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 
+from sandbox_core.config import user_environment
+
+from ..cgroups import Cgroup
+from ..orphans import end_adopted
+from ..proctree import kill_tree
 from .output import RunOutput
+
+#: The environment mark of an executor's processes (``SANDBOX_EXECUTOR=<n>``), as
+#: ``SANDBOX_SESSION`` marks a session's: how the server recognises those that escaped its tree.
+EXECUTOR_MARK = "SANDBOX_EXECUTOR"
 
 
 class ExecutorDied(Exception):
@@ -15,6 +25,39 @@ class ExecutorDied(Exception):
 
 class ExecutorUnavailable(Exception):
     """The executor could not start (no runtime, no kernel, too slow to come up)."""
+
+
+class Containment:
+    """What holds the processes of one executor: its cgroup, where the server may make one (see
+    cgroups.py), and its environment mark, which every process it starts inherits. Ending it ends
+    them all, as a session's: its tree, those that escaped the tree (double fork, ``setsid``)
+    and that the server, a child subreaper, adopted, and whatever else is in its cgroup."""
+
+    def __init__(self, tag: str, cgroup: Cgroup | None) -> None:
+        self.tag = tag
+        self.mark = f"{EXECUTOR_MARK}={tag}"
+        self.cgroup = cgroup
+
+    def environment(self) -> dict[str, str]:
+        """The environment an executor starts with: the user's (no server configuration) and the mark."""
+        return {**user_environment(), EXECUTOR_MARK: self.tag}
+
+    def enter(self, pid: int) -> None:
+        """Put the executor's process in the cgroup (before it runs any code of the user's)."""
+        if self.cgroup is not None:
+            self.cgroup.add(pid)
+
+    async def end_children(self, pid: int) -> None:
+        """End the tree below the executor's process ``pid``, which must still be running and not
+        reaped (so that the pid is still its). Everything gets SIGKILL at once, as the executor."""
+        await kill_tree(pid, include_root=False, grace=0)
+
+    async def end_escaped(self) -> None:
+        """Once the executor has ended: end the processes carrying the mark that the server
+        adopted, then anything left in the cgroup (which is removed)."""
+        await end_adopted(self.mark, grace=0)
+        if self.cgroup is not None:
+            await self.cgroup.kill()
 
 
 class Run:
@@ -40,7 +83,8 @@ class Executor:
 
     kind = ""
 
-    def __init__(self) -> None:
+    def __init__(self, containment: Containment) -> None:
+        self.containment = containment
         self.run: Run | None = None
         self.closed = False
         self.exit_code: int | None = None
@@ -65,6 +109,7 @@ class Executor:
         raise NotImplementedError
 
     async def aclose(self) -> None:
+        """End the executor and everything it started (see :class:`Containment`)."""
         raise NotImplementedError
 
     async def settle(self, grace: float) -> bool:

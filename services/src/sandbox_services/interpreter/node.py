@@ -3,6 +3,11 @@
 The executor speaks line-delimited JSON (see the script's header). Every protocol line starts
 with a random token, so output a cell's child processes write straight to the executor's
 stdout (which the cell shares) is told apart from the protocol and reaches the caller as stdout.
+The token is the first line the executor reads on stdin, before it runs any code: it is in no
+environment (not even the one /proc/<pid>/environ shows) and in no argument list.
+
+The readers pass output on as the run's reader takes it (see RunOutput.put): meanwhile the
+executor's pipe fills and its writes block, so a flood waits in Node, not in the server.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sandbox_core.config import user_environment
 from sandbox_core.models.interpreter import (
     CodeCompleteEvent,
     CodeErrorEvent,
@@ -28,7 +32,7 @@ from sandbox_core.models.interpreter import (
 )
 
 from ..spawn import claim, disclaim
-from .executor import Executor, ExecutorDied, ExecutorUnavailable, Run
+from .executor import EXECUTOR_MARK, Containment, Executor, ExecutorDied, ExecutorUnavailable, Run
 from .output import RunOutput
 
 SCRIPT = Path(__file__).with_name("node_executor.js")
@@ -47,8 +51,8 @@ def find_node(configured: str | None) -> str | None:
 class NodeExecutor(Executor):
     kind = "node"
 
-    def __init__(self, node: str, workspace: str) -> None:
-        super().__init__()
+    def __init__(self, node: str, workspace: str, containment: Containment) -> None:
+        super().__init__(containment)
         self.node = node
         self.workspace = workspace
         self.start_dir = workspace if os.path.isdir(workspace) else None
@@ -67,7 +71,6 @@ class NodeExecutor(Executor):
     async def start(self, limit_s: float) -> None:
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
-        env = {**user_environment(), "SANDBOX_EXECUTOR_TOKEN": self.token}
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 self.node,
@@ -76,12 +79,15 @@ class NodeExecutor(Executor):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=self.start_dir,
-                env=env,
+                env=self.containment.environment(),
                 start_new_session=True,
             )
         except OSError as exc:
             raise ExecutorUnavailable(f"cannot start {self.node}: {exc}") from None
         claim(self.proc.pid)  # asyncio reaps it, not the orphan reaper
+        self.containment.enter(self.proc.pid)  # it reads its token before it runs anything
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(self.token.encode() + b"\n")
         self._tasks = [
             asyncio.create_task(self._read_stdout()),
             asyncio.create_task(self._read_stderr()),
@@ -96,14 +102,15 @@ class NodeExecutor(Executor):
 
     # reading ---------------------------------------------------------------------------------
 
-    def _raw(self, kind: str, data: bytes) -> None:
+    async def _raw(self, kind: str, data: bytes) -> None:
+        """Output for the current run (waits while its reader is behind: see RunOutput.put)."""
         run = self.run
         if run is None or not data:
             return
         text = data.decode("utf-8", "replace")
-        run.out.put(CodeStdoutEvent(text=text) if kind == "stdout" else CodeStderrEvent(text=text))
+        await run.out.put(CodeStdoutEvent(text=text) if kind == "stdout" else CodeStderrEvent(text=text))
 
-    def _message(self, payload: bytes) -> None:
+    async def _message(self, payload: bytes) -> None:
         try:
             msg = json.loads(payload)
         except ValueError:
@@ -119,10 +126,11 @@ class NodeExecutor(Executor):
         if run is None or msg.get("id") != run.id:
             return
         if kind in ("stdout", "stderr"):
-            self._raw(kind, str(msg.get("text", "")).encode())
+            text = str(msg.get("text", ""))
+            await run.out.put(CodeStdoutEvent(text=text) if kind == "stdout" else CodeStderrEvent(text=text))
         elif kind == "result":
             metadata: dict[str, Any] = {}
-            run.out.put(CodeResultEvent(metadata=metadata, text=msg.get("text"), json=msg.get("json")))
+            await run.out.put(CodeResultEvent(metadata=metadata, text=msg.get("text"), json=msg.get("json")))
         elif kind == "error":
             tb = msg.get("traceback")
             run.out.put_final(
@@ -140,27 +148,30 @@ class NodeExecutor(Executor):
 
     async def _read_stdout(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        buf = b""
+        buf = bytearray()  # what follows the last newline: a line not complete yet
         while True:
             chunk = await self.proc.stdout.read(256 * 1024)
             if not chunk:
                 break
             buf += chunk
-            while True:
-                nl = buf.find(b"\n")
-                if nl == -1:
-                    break
-                line, buf = buf[:nl], buf[nl + 1 :]
-                at = line.find(self.prefix)
+            raw: list[bytes] = []  # the user's own output between protocol lines, passed on at once
+            start = 0
+            while (nl := buf.find(b"\n", start)) != -1:
+                at = buf.find(self.prefix, start, nl)
                 if at == -1:
-                    self._raw("stdout", line + b"\n")
+                    raw.append(bytes(buf[start : nl + 1]))
                 else:
-                    self._raw("stdout", line[:at])
-                    self._message(line[at + len(self.prefix) :])
+                    raw.append(bytes(buf[start:at]))
+                    await self._raw("stdout", b"".join(raw))
+                    raw.clear()
+                    await self._message(bytes(buf[at + len(self.prefix) : nl]))
+                start = nl + 1
+            await self._raw("stdout", b"".join(raw))
+            del buf[:start]
             if self.prefix not in buf and len(buf) > RAW_PIECE:
                 keep = len(self.prefix)  # the start of a token may be at the end
-                self._raw("stdout", buf[:-keep])
-                buf = buf[-keep:]
+                await self._raw("stdout", bytes(buf[:-keep]))
+                del buf[:-keep]
             elif len(buf) > MAX_LINE:
                 self.proc.kill()
                 break
@@ -171,7 +182,7 @@ class NodeExecutor(Executor):
             chunk = await self.proc.stderr.read(64 * 1024)
             if not chunk:
                 return
-            self._raw("stderr", chunk)
+            await self._raw("stderr", chunk)
 
     async def _watch(self) -> None:
         assert self.proc is not None
@@ -204,7 +215,8 @@ class NodeExecutor(Executor):
 
     async def setup(self, cwd: str, env: Mapping[str, str], limit_s: float) -> None:
         out = RunOutput(1 << 20)
-        run = await self._request({"op": "setup", "cwd": cwd, "env": dict(env)}, out)
+        env = {**env, EXECUTOR_MARK: self.containment.tag}  # the mark stays, whatever the context's env says
+        run = await self._request({"op": "setup", "cwd": cwd, "env": env}, out)
         await asyncio.wait_for(asyncio.shield(run.done), limit_s)
         event = await out.get()
         if isinstance(event, CodeErrorEvent):
@@ -224,6 +236,8 @@ class NodeExecutor(Executor):
         self.closed = True
         proc = self.proc
         if proc is not None and proc.returncode is None:
+            # its children first (while it runs, its pid is its own), then its process group
+            await self.containment.end_children(proc.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
         if proc is not None:
@@ -231,6 +245,7 @@ class NodeExecutor(Executor):
                 await asyncio.wait_for(proc.wait(), 5)
             if proc.returncode is not None:
                 disclaim(proc.pid)
+        await self.containment.end_escaped()  # what escaped its tree and group
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

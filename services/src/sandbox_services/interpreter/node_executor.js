@@ -1,10 +1,12 @@
 // The sandbox's JavaScript/TypeScript executor: one REPL-like vm context per process.
 //
-// Protocol (line-delimited JSON): requests on stdin, one object a line:
+// Protocol (line-delimited JSON): on stdin, first the token (a line of its own, read before any
+// code runs: it is in no environment, so user code cannot learn it), then requests, one object a line:
 //   {"op":"setup","id":N,"cwd":"/dir","env":{"K":"V"}}   apply a context's cwd and env
 //   {"op":"run","id":N,"code":"...","language":"javascript"|"typescript"}
-// Answers on stdout, each line starting with "\x1e" + the token the parent put in
-// SANDBOX_EXECUTOR_TOKEN (anything else on stdout is the user's own output, e.g. a child process):
+// Answers on stdout, each line starting with "\x1e" + the token (anything else on stdout is the
+// user's own output, e.g. a child process's); a line's JSON has at most MAX_MESSAGE characters
+// (a longer result or error is cut, saying so):
 //   {"type":"ready","typescript":"strip"|"typescript"|null}
 //   {"id":N,"type":"stdout"|"stderr","text":"..."}     console output, in chunks of 64 KiB
 //   {"id":N,"type":"result","text":"...","json":...}   the value of the last expression
@@ -13,6 +15,7 @@
 // SIGINT interrupts the running cell (synchronous code and awaited promises alike).
 'use strict';
 
+const fs = require('fs');
 const vm = require('vm');
 const util = require('util');
 const path = require('path');
@@ -21,13 +24,51 @@ const { Console } = require('console');
 const { Writable } = require('stream');
 const Module = require('module');
 
-const PREFIX = '\x1e' + (process.env.SANDBOX_EXECUTOR_TOKEN || '');
-delete process.env.SANDBOX_EXECUTOR_TOKEN;
-const rawWrite = process.stdout.write.bind(process.stdout);
+let PREFIX = null; // "\x1e" + the token, once read
 const CHUNK = 65536;
+const MAX_MESSAGE = 8 * 1024 * 1024; // the server reads lines of up to 32 MiB
+const KEEP = 65536; // characters of a cut string that are kept
+const pause = new Int32Array(new SharedArrayBuffer(4));
+const stdout = process.stdout; // made now (it makes descriptor 1 non-blocking: see rawWrite)
+
+// Write all of text to stdout before returning, however long the server takes to read it: a cell
+// that prints without pause then waits for the server, which reads as fast as the run's reader
+// takes output, instead of its output piling up in this process (process.stdout would queue it in
+// memory until the cell ends). The descriptor is non-blocking: EAGAIN means wait a millisecond and
+// try again. Only while process.stdout still holds what user code wrote to it directly does a line
+// go through it too, so that it comes after that output.
+function rawWrite(text) {
+  if (stdout.writableLength > 0) {
+    stdout.write(text);
+    return;
+  }
+  const data = Buffer.from(text);
+  let done = 0;
+  while (done < data.length) {
+    try {
+      done += fs.writeSync(1, data, done, data.length - done);
+    } catch (e) {
+      if (e.code !== 'EAGAIN') throw e;
+      Atomics.wait(pause, 0, 0, 1);
+    }
+  }
+}
 
 function send(obj) {
-  rawWrite(PREFIX + JSON.stringify(obj) + '\n');
+  let line = JSON.stringify(obj);
+  if (line.length > MAX_MESSAGE) line = JSON.stringify(cut(obj, line.length));
+  rawWrite(PREFIX + line + '\n');
+}
+
+function cut(obj, size) {
+  const note = `[sandbox: this ${obj.type} was ${size} characters of JSON, over the ${MAX_MESSAGE} it may have: cut]`;
+  const out = { ...obj };
+  for (const key of ['text', 'evalue']) {
+    if (typeof out[key] === 'string' && out[key].length > KEEP) out[key] = out[key].slice(0, KEEP) + ' ' + note;
+  }
+  if ('json' in out) delete out.json;
+  if (Array.isArray(out.traceback)) out.traceback = out.traceback.slice(0, 100).map((l) => String(l).slice(0, 4096));
+  return out;
 }
 
 let current = null; // id of the running cell (console output outside a cell goes to the last one)
@@ -186,6 +227,11 @@ function setup(msg) {
 let queue = Promise.resolve();
 const lines = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
 lines.on('line', (line) => {
+  if (PREFIX === null) {
+    PREFIX = '\x1e' + line;
+    send({ type: 'ready', typescript: tsMode });
+    return;
+  }
   let msg;
   try {
     msg = JSON.parse(line);
@@ -195,4 +241,3 @@ lines.on('line', (line) => {
   queue = queue.then(() => (msg.op === 'setup' ? setup(msg) : run(msg)));
 });
 lines.on('close', () => process.exit(0));
-send({ type: 'ready', typescript: tsMode });

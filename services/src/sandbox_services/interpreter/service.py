@@ -9,6 +9,12 @@ leaves its context dead: runs answer CODE_EXECUTION_ERROR until it is deleted an
 
 Idle executors are kept ready in a pool per kind (``pool_size``), so a new context does not wait
 for a kernel to start; the pools fill when a kind is first used (or at startup with ``prewarm``).
+
+Nothing an executor starts outlives it: each has a cgroup of its own where the server may make
+one, and an environment mark (``SANDBOX_EXECUTOR=<n>``) its processes inherit, and the service
+makes the server a child subreaper, so a process that escaped the executor's tree is adopted by
+the server and ended with the executor (see executor.Containment): when its context is deleted,
+when it is replaced after a run ignored an interrupt, and when the server stops.
 """
 
 from __future__ import annotations
@@ -39,8 +45,10 @@ from sandbox_core.models.interpreter import (
 )
 from sandbox_core.registry import ServiceContext, WireName, operation
 
+from ..cgroups import CgroupTree, open_tree
+from ..orphans import Reaper
 from ..params import NonNegativeInt, PositiveInt, PositiveMs, PositiveSeconds
-from .executor import Executor, ExecutorDied, ExecutorUnavailable
+from .executor import Containment, Executor, ExecutorDied, ExecutorUnavailable
 from .kernel import KernelExecutor
 from .node import NodeExecutor, find_node
 from .output import RunOutput
@@ -68,7 +76,7 @@ class InterpreterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     start_timeout_s: PositiveSeconds = 60.0  # an executor that is not ready by then is unavailable
     interrupt_grace_s: PositiveSeconds = 3.0  # after an interrupt, then the executor is replaced
     default_timeout_ms: PositiveMs | None = None  # for runs that give none (None: no limit)
-    max_pending_output_bytes: PositiveInt = 8 * 1024 * 1024  # held for a slow reader, then dropped
+    max_pending_output_bytes: PositiveInt = 8 * 1024 * 1024  # waits for a run's reader; a kernel's largest message
     node: str | None = None  # the node binary (default: `node` on PATH)
 
 
@@ -110,8 +118,15 @@ class InterpreterService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._creating = 0
         self._closing = False
+        self._executors = 0  # executors made so far: the tag of the next one's mark and cgroup
+        self._cgroups: CgroupTree | None = None
+        self._reaper: Reaper | None = None
 
     async def startup(self) -> None:
+        self._cgroups = open_tree("interpreter")  # a tree of its own, next to the sessions' one
+        self.log.debug("interpreter.cgroups", base=self._cgroups.base if self._cgroups else None)
+        self._reaper = Reaper()  # the server adopts what escapes an executor (as for sessions)
+        self._reaper.start()
         if self.settings.prewarm:
             for kind in self._pools:
                 self._refill(kind)
@@ -128,12 +143,21 @@ class InterpreterService:
         for pool in self._pools.values():
             pool.clear()
         await asyncio.gather(*(e.aclose() for e in executors), return_exceptions=True)
+        if self._cgroups is not None:
+            await self._cgroups.close()  # whatever is left, and the tree itself
+        if self._reaper is not None:
+            await self._reaper.aclose()
 
     # executors -------------------------------------------------------------------------------
 
+    def _containment(self) -> Containment:
+        self._executors += 1
+        tag = f"{os.getpid()}-{self._executors}"  # this server's own, should two share a subreaper
+        return Containment(tag, self._cgroups.new(f"executor-{tag}") if self._cgroups is not None else None)
+
     def _new_executor(self, kind: str) -> Executor:
         if kind == "python":
-            return KernelExecutor(self.workspace)
+            return KernelExecutor(self.workspace, self._containment(), self.settings.max_pending_output_bytes)
         node = find_node(self.settings.node)
         if node is None:
             raise SandboxError(
@@ -142,7 +166,7 @@ class InterpreterService:
                 + (f" (services.interpreter.node = {self.settings.node!r})" if self.settings.node else ""),
                 {"setting": "services.interpreter.node"},
             )
-        return NodeExecutor(node, self.workspace)
+        return NodeExecutor(node, self.workspace, self._containment())
 
     async def _start(self, kind: str) -> Executor:
         executor = self._new_executor(kind)
@@ -322,7 +346,7 @@ class InterpreterService:
                 await task  # ends right after the final event: the run is over in the executor too
             finally:
                 if not task.done():  # the reader left: stop the run, then free the context
-                    out.muted = True
+                    out.mute()
                     handed_over = True
                     self._spawn(self._abandon(ctx, task))
         finally:
@@ -337,7 +361,7 @@ class InterpreterService:
                     executor.execute(code, ctx.language, out), timeout_ms / 1000 if timeout_ms else None
                 )
             except TimeoutError:
-                out.muted = True
+                out.mute()
                 replaced = await self._stop(ctx)
                 note = (
                     " and did not stop, so its executor was restarted: the context's state is lost" if replaced else ""
