@@ -41,9 +41,9 @@ from typing import Any, Literal
 import pybase64
 
 from sandbox_core import Sandbox
-from sandbox_core.models import StdoutEvent
-from sandbox_core.models.files import FileChunkEvent, FileErrorEvent
-from sandbox_core.models.processes import LogGapEvent, LogStdoutEvent
+from sandbox_core.contract.models import StdoutEvent
+from sandbox_core.contract.models.files import FileChunkEvent, FileErrorEvent
+from sandbox_core.contract.models.processes import LogGapEvent, LogStdoutEvent
 from sandbox_core.server import answer_lifespan
 from sandbox_core.testing import ServerProcess, installed_transports
 

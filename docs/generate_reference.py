@@ -3,7 +3,7 @@
     python3 docs/generate_reference.py          # rewrite docs/reference.md
     python3 docs/generate_reference.py --check  # exit 1 when docs/reference.md is out of date
 
-The routes come from ``sandbox_core.routes`` (``ROUTES``, the table the server and the
+The routes come from ``sandbox_core.contract.routes`` (``ROUTES``, the table the server and the
 client both use), the error codes from ``sandbox_core.errors.ErrorCode``; nothing here is typed
 twice, and ``tests/core/test_reference_docs.py`` fails when the committed page is out of date.
 """
@@ -15,8 +15,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from sandbox_core.contract.routes import GENERIC_PREFIX, ROUTES, Route
 from sandbox_core.errors import ErrorCode, SandboxError
-from sandbox_core.routes import GENERIC_PREFIX, ROUTES, Route
 from sandbox_transport_rpc.server import PATH as RPC_PATH
 from sandbox_transport_ws.pty import PATH as PTY_PATH
 from sandbox_transport_ws.server import PATHS as WS_PATHS
@@ -61,7 +61,7 @@ def render() -> str:
         "",
         "## Routes (transport `http`)",
         "",
-        "The contract's routes, from `sandbox_core.routes.ROUTES`. A JSON route takes its",
+        "The contract's routes, from `sandbox_core.contract.routes.ROUTES`. A JSON route takes its",
         "parameters as a JSON body (camelCase; `GET` and `DELETE` routes from the path and query)",
         "and answers JSON; a streaming route answers Server-Sent Events (`text/event-stream`).",
         "",

@@ -1,6 +1,6 @@
 """Every installed transport passes the conformance suite."""
 
-from sandbox_core.testing.conformance import ConformanceSuite
+from sandbox_core.contract.conformance import ConformanceSuite
 
 
 class TestConformance(ConformanceSuite):

@@ -65,7 +65,7 @@ NOT_IN_SERVER = [
     "anyio",  # only the files service's thread limiter uses it, on the first file operation
 ]
 #: Modules of ours that belong to the client side only.
-CLIENT_MODULES = ["sandbox_core.client", "sandbox_transport_http.client", "sandbox_transport_ws.client"]
+CLIENT_MODULES = ["sandbox_core.contract.client", "sandbox_transport_http.client", "sandbox_transport_ws.client"]
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +116,8 @@ def test_importing_the_package_loads_no_submodule_until_a_name_is_used() -> None
         "print(sorted(m for m in sys.modules if m.startswith('sandbox_core.')))\n"
         "print('structlog' in sys.modules, 'msgspec' in sys.modules)\n"
         "from sandbox_core import Sandbox, SessionHandle, ServiceSpec, hookimpl\n"
-        "from sandbox_core.client import Sandbox as S2\n"
-        "print(Sandbox is S2, 'sandbox_core.client' in sys.modules)\n"
+        "from sandbox_core.contract.client import Sandbox as S2\n"
+        "print(Sandbox is S2, 'sandbox_core.contract.client' in sys.modules)\n"
     )
     assert out.splitlines() == ["[]", "False False", "True True"]
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from sandbox_core.contract.routes import ROUTES
 from sandbox_core.errors import ErrorCode
-from sandbox_core.routes import ROUTES
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

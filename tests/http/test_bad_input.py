@@ -1,6 +1,6 @@
 """Bad input on every http route: never a 5xx, never a stack trace, the server stays up.
 
-For every contract route in :data:`sandbox_core.routes.ROUTES` and for the generic
+For every contract route in :data:`sandbox_core.contract.routes.ROUTES` and for the generic
 ``POST /api/{service}/{operation}`` path of every installed operation, hypothesis sends random
 bytes, non-object JSON, malformed JSON, and objects with the operation's real field names
 holding wrong types and edge values; GET and DELETE routes get random ``{id}`` segments and
@@ -39,9 +39,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sandbox_core.contract.routes import ROUTES, Route
 from sandbox_core.plugins import Hooks, make_plugin_manager
 from sandbox_core.registry import _OP_ATTR, _build_params
-from sandbox_core.routes import ROUTES, Route
 from sandbox_core.testing import ServerProcess
 from sandbox_core.testing.plugin import TEST_CONFIG
 

@@ -261,7 +261,7 @@ async def test_a_body_whose_bytes_stop_coming_is_given_up(sandbox_server_factory
 async def test_long_lists_are_encoded_in_batches_to_the_same_json() -> None:
     import msgspec
 
-    from sandbox_core.models.files import FileInfo, ListFilesResult
+    from sandbox_core.contract.models.files import FileInfo, ListFilesResult
     from sandbox_transport_http.server import BATCH_ITEMS, BatchedJSONResponse, json_response
 
     entry = {"name": "f", "absolutePath": "/t/f", "relativePath": "f", "type": "file", "size": 1}

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from sandbox_core.contract.conformance.ports import Listener, free_port, within
 from sandbox_core.testing import ServerProcess, assert_error
-from sandbox_core.testing.conformance.ports import Listener, free_port, within
 from sandbox_core.testing.plugin import TEST_CONFIG
 
 

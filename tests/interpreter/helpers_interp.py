@@ -8,8 +8,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from sandbox_core import procfs
-from sandbox_core.models.interpreter import (
+from sandbox_core.contract.models.interpreter import (
     AnyCodeEvent,
     CodeResultEvent,
     CodeStartEvent,
@@ -17,7 +16,7 @@ from sandbox_core.models.interpreter import (
     CodeStdoutEvent,
 )
 from sandbox_core.registry import ServiceRegistry
-from sandbox_services import spawn
+from sandbox_services import procfs, spawn
 
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_GET_CHILD_SUBREAPER = 37

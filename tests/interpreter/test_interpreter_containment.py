@@ -18,7 +18,7 @@ import httpx
 import pytest
 from helpers_interp import create, out, results, run
 
-from sandbox_core.models.interpreter import CodeErrorEvent
+from sandbox_core.contract.models.interpreter import CodeErrorEvent
 from sandbox_core.registry import ServiceRegistry
 from sandbox_core.testing import ServerProcess
 from sandbox_core.testing.plugin import TEST_CONFIG

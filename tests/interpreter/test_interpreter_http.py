@@ -8,7 +8,7 @@ import json
 import httpx
 
 from sandbox_core import Sandbox
-from sandbox_core.models.interpreter import CodeCompleteEvent, CodeResultEvent, CodeStdoutEvent
+from sandbox_core.contract.models.interpreter import CodeCompleteEvent, CodeResultEvent, CodeStdoutEvent
 from sandbox_core.testing import ServerProcess
 
 

@@ -7,8 +7,8 @@ import shutil
 import pytest
 from helpers_interp import create, err, out, results, run
 
+from sandbox_core.contract.models.interpreter import CodeCompleteEvent, CodeErrorEvent
 from sandbox_core.errors import SandboxError
-from sandbox_core.models.interpreter import CodeCompleteEvent, CodeErrorEvent
 from sandbox_core.registry import ServiceRegistry
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="no Node.js here")

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from helpers_interp import create, err, out, results, run
 
-from sandbox_core.models.interpreter import (
+from sandbox_core.contract.models.interpreter import (
     AnyCodeEvent,
     CodeCompleteEvent,
     CodeErrorEvent,

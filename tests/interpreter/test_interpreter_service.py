@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from helpers_interp import create, others_spared, out, results, run
 
-from sandbox_core.errors import SandboxError
-from sandbox_core.models.interpreter import (
+from sandbox_core.contract.models.interpreter import (
     CodeCompleteEvent,
     CodeErrorEvent,
     CodeStdoutEvent,
 )
+from sandbox_core.errors import SandboxError
 from sandbox_core.registry import ServiceRegistry
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from sandbox_core.contract.conformance.ports import Listener, free_port, within
+from sandbox_core.contract.models.ports import PortErrorEvent, PortProcessExitedEvent, PortReadyEvent, PortWatchingEvent
 from sandbox_core.errors import SandboxError
-from sandbox_core.models.ports import PortErrorEvent, PortProcessExitedEvent, PortReadyEvent, PortWatchingEvent
 from sandbox_core.plugins import Hooks, make_plugin_manager
 from sandbox_core.registry import ServiceRegistry
-from sandbox_core.testing.conformance.ports import Listener, free_port, within
 from sandbox_core.testing.procs import Proc, cmdline, descendants, still_alive
 from sandbox_services.git import GitService, GitSettings, classify_clone_error, redact, repo_name
 from sandbox_services.ports import PortsService, PortsSettings, request_target

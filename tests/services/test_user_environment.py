@@ -8,8 +8,8 @@ import httpx
 
 from sandbox_core import Sandbox
 from sandbox_core.config import SERVER_ENVIRONMENT, user_environment
-from sandbox_core.models import StdoutEvent
-from sandbox_core.models.processes import LogStdoutEvent
+from sandbox_core.contract.models import StdoutEvent
+from sandbox_core.contract.models.processes import LogStdoutEvent
 from sandbox_core.testing import ServerProcess
 
 TOKEN = "tok-never-shown-7f3a"

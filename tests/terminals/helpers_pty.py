@@ -22,10 +22,10 @@ import msgspec
 from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
 from wsproto.events import BytesMessage, TextMessage
 
-from sandbox_core import procfs
 from sandbox_core.plugins import Hooks, make_plugin_manager
 from sandbox_core.registry import ServiceRegistry
 from sandbox_core.testing import ServerProcess, _die_with_parent_and_adopt_orphans, _NotReady
+from sandbox_services import procfs
 
 SERVE_WITH_PTY = str(Path(__file__).with_name("serve_with_pty.py"))
 #: Server settings of these tests: a short grace keeps them quick.

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from helpers_pty import registry_of, wait_for
 
+from sandbox_core.contract.models.terminals import TerminalData, TerminalExit, TerminalReplay
 from sandbox_core.errors import SandboxError
-from sandbox_core.models.terminals import TerminalData, TerminalExit, TerminalReplay
 from sandbox_core.registry import ServiceRegistry
 from sandbox_core.testing.procs import Proc, still_alive
 from sandbox_services.sessions import SessionsService

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from sandbox_core.models.watch import FileWatchEvent, WatchingEvent
+from sandbox_core.contract.models.watch import FileWatchEvent, WatchingEvent
 from sandbox_core.registry import ServiceRegistry
 from sandbox_services.watch import WatchService
 

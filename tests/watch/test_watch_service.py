@@ -17,13 +17,13 @@ import pytest
 from conftest import Factory
 from helpers_watch import SAFETY_S, eventually, expect, open_watch, read_int, seen, service, touch, until
 
-from sandbox_core.errors import SandboxError
-from sandbox_core.models.watch import (
+from sandbox_core.contract.models.watch import (
     CheckChangesResult,
     FileWatchEvent,
     WatchErrorEvent,
     WatchStoppedEvent,
 )
+from sandbox_core.errors import SandboxError
 
 ALL = ["create", "modify", "delete", "move_from", "move_to", "attrib"]
 

@@ -11,8 +11,8 @@ import pytest
 from helpers_ws import RawWs, events_of, wait_for
 
 from sandbox_core import Sandbox
+from sandbox_core.contract.models import CompleteEvent, StartEvent, StdoutEvent
 from sandbox_core.errors import TransportError
-from sandbox_core.models import CompleteEvent, StartEvent, StdoutEvent
 from sandbox_core.testing import ServerProcess
 from sandbox_transport_ws.settings import WsSettings
 

@@ -14,8 +14,8 @@ from helpers_ws import RawWs, wait_for
 from wsproto.events import Ping
 
 from sandbox_core import Sandbox
+from sandbox_core.contract.models import CompleteEvent, StdoutEvent
 from sandbox_core.errors import TransportError
-from sandbox_core.models import CompleteEvent, StdoutEvent
 from sandbox_core.testing import ServerProcess
 
 CONFIG = {"services": {"sessions": {"kill_grace_ms": 500}}}

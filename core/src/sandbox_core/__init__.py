@@ -11,7 +11,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .client import Sandbox, SessionHandle
+    from .contract.client import Sandbox, SessionHandle
     from .errors import SandboxError
     from .hookspecs import hookimpl
     from .registry import ServiceContext, ServiceSpec, operation
@@ -20,12 +20,12 @@ if TYPE_CHECKING:
 # public name -> the submodule that defines it
 _LAZY = {
     "ClientTransport": "transport",
-    "Sandbox": "client",
+    "Sandbox": "contract.client",
     "SandboxError": "errors",
     "ServerMount": "transport",
     "ServiceContext": "registry",
     "ServiceSpec": "registry",
-    "SessionHandle": "client",
+    "SessionHandle": "contract.client",
     "TransportSpec": "transport",
     "hookimpl": "hookspecs",
     "operation": "registry",

@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from sandbox_core.contract.routes import GENERIC_PREFIX, TABLE, Route
+
 from .clock import now_iso
 from .errors import ErrorCode, SandboxError, not_found
 from .registry import Operation, ServiceRegistry
-from .routes import GENERIC_PREFIX, TABLE, Route
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ import contextlib
 import os
 import signal
 
-from sandbox_core import procfs
+from sandbox_services import procfs
 
 
 def _own_cgroup() -> tuple[str, str] | None:

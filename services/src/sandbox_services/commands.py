@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 from sandbox_core.clock import now_iso
-from sandbox_core.memory import trim_after
-from sandbox_core.models import (
+from sandbox_core.contract.models import (
     AnyExecEvent,
     CompleteEvent,
     ExecResult,
@@ -18,7 +17,8 @@ from sandbox_core.models import (
     StderrEvent,
     StdoutEvent,
 )
-from sandbox_core.models.processes import ProcessStartResult
+from sandbox_core.contract.models.processes import ProcessStartResult
+from sandbox_core.memory import trim_after
 from sandbox_core.registry import ServiceContext, operation
 
 from .output import Gap, decode_utf8

@@ -33,8 +33,8 @@ import msgspec
 
 from sandbox_core.clock import now_iso
 from sandbox_core.config import user_environment
+from sandbox_core.contract.models.git import GitCheckoutResult
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
-from sandbox_core.models.git import GitCheckoutResult
 from sandbox_core.registry import ServiceContext, operation
 
 from .files.paths import check_cwd

@@ -18,7 +18,7 @@ import ctypes
 import os
 import signal
 
-from sandbox_core import procfs
+from sandbox_services import procfs
 
 from .proctree import kill_tree, signal_group
 from .spawn import spawned

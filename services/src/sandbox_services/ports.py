@@ -22,14 +22,14 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from sandbox_core.errors import ErrorCode, SandboxError, validation_error
-from sandbox_core.models.ports import (
+from sandbox_core.contract.models.ports import (
     AnyPortWatchEvent,
     PortErrorEvent,
     PortProcessExitedEvent,
     PortReadyEvent,
     PortWatchingEvent,
 )
+from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.registry import ServiceContext, operation
 
 from .params import HttpStatus, PositiveMs

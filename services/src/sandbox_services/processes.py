@@ -21,9 +21,7 @@ from typing import Literal
 import msgspec
 
 from sandbox_core.clock import iso_ms, now_iso
-from sandbox_core.errors import ErrorCode, SandboxError, validation_error
-from sandbox_core.memory import trim_after
-from sandbox_core.models.processes import (
+from sandbox_core.contract.models.processes import (
     AnyLogEvent,
     ExitEvent,
     LogGapEvent,
@@ -39,6 +37,8 @@ from sandbox_core.models.processes import (
     ProcessStartResult,
     ProcessStatus,
 )
+from sandbox_core.errors import ErrorCode, SandboxError, validation_error
+from sandbox_core.memory import trim_after
 from sandbox_core.registry import ServiceContext, operation
 
 from .jobs import Job

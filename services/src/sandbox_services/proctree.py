@@ -15,7 +15,7 @@ import os
 import signal
 import time
 
-from sandbox_core.procfs import alive, descendants
+from sandbox_services.procfs import alive, descendants
 
 
 def _signal_all(pids: list[int], sig: int) -> None:

@@ -24,8 +24,8 @@ import msgspec
 
 from sandbox_core.clock import now_iso
 from sandbox_core.config import user_environment
+from sandbox_core.contract.models import SessionCreated, SessionDeleted, SessionInfo, SessionList
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
-from sandbox_core.models import SessionCreated, SessionDeleted, SessionInfo, SessionList
 from sandbox_core.registry import ServiceContext, operation
 
 from .cgroups import Cgroup, open_tree

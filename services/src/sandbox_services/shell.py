@@ -46,7 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from sandbox_core import procfs
+from sandbox_services import procfs
 
 from . import inotify
 from .proctree import kill_tree, signal_group

@@ -39,8 +39,14 @@ import msgspec
 from msgspec import Meta
 from structlog.typing import FilteringBoundLogger
 
+from sandbox_core.contract.models.terminals import (
+    TerminalAck,
+    TerminalData,
+    TerminalEvent,
+    TerminalExit,
+    TerminalReplay,
+)
 from sandbox_core.errors import ErrorCode, SandboxError, not_found, validation_error
-from sandbox_core.models.terminals import TerminalAck, TerminalData, TerminalEvent, TerminalExit, TerminalReplay
 from sandbox_core.registry import ServiceContext, operation
 
 from .output import Gap, OutputRing, RingReader

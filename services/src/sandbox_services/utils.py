@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 
 from sandbox_core.clock import now_iso
-from sandbox_core.models import Pong, VersionInfo
+from sandbox_core.contract.models import Pong, VersionInfo
 from sandbox_core.registry import ServiceContext, operation
 
 

@@ -3,7 +3,7 @@
 :class:`ServerProcess` runs a real ``sandbox serve`` in a subprocess on a free loopback port
 (with the transports and settings you choose) and stops it with SIGTERM. The pytest plugin
 (:mod:`sandbox_core.testing.plugin`) builds fixtures on it, and
-:mod:`sandbox_core.testing.conformance` is the suite every transport must pass.
+:mod:`sandbox_core.contract.conformance` is the suite every transport must pass.
 :func:`assert_error` checks an error answer on the wire; :mod:`sandbox_core.testing.procs`
 checks processes a test started, by pid.
 """

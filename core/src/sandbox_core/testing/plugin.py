@@ -4,7 +4,7 @@ that start real servers, and the ``transports`` marker.
 * ``sandbox_server``: one server per test session with every installed transport.
 * ``sandbox_server_factory``: start servers with chosen transports and config; stopped after the test.
 * ``sandbox_transport``: parametrised over every installed transport with a client side.
-* ``sandbox``: an open :class:`~sandbox_core.client.Sandbox` on ``sandbox_server`` over ``sandbox_transport``.
+* ``sandbox``: an open :class:`~sandbox_core.contract.client.Sandbox` on ``sandbox_server`` over ``sandbox_transport``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from ..client import Sandbox
+from sandbox_core.contract.client import Sandbox
+
 from . import ServerProcess, installed_transports
 
 #: Server settings the shared test server uses: a short TERM-to-KILL grace keeps tests quick.

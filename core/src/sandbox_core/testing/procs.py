@@ -9,14 +9,66 @@ process that reuses the pid is never mistaken for it. Linux only (``/proc``).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..procfs import alive as running
-from ..procfs import cmdline, descendants, stat
-
 __all__ = ["Proc", "cmdline", "descendants", "running", "still_alive"]
+
+
+# The few /proc readings a test needs, of its own (the services' own reader is
+# sandbox_services.procfs, which test support for any transport or service cannot depend on).
+
+
+def stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks after boot) of ``pid``; None when there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2 :].split()  # after "pid (comm) ": field 3 (state) onwards
+    return fields[0].decode(), int(fields[19])  # fields 3 and 22
+
+
+def running(pid: int) -> bool:
+    """True while some process ``pid`` exists and is not a zombie (whichever process it is)."""
+    found = stat(pid)
+    return found is not None and found[0] not in ("Z", "X")
+
+
+def cmdline(pid: int) -> list[str] | None:
+    """The argument list of ``pid`` (empty for a zombie); None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    return [arg.decode("utf-8", "replace") for arg in raw.split(b"\0")[:-1]]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every descendant of ``pid``, parents before children (read from each task's children)."""
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        parent = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as fh:
+                    children = [int(child) for child in fh.read().split()]
+            except OSError:
+                continue
+            for child in children:
+                if child not in out and child != pid:
+                    out.append(child)
+                    stack.append(child)
+    return out
 
 
 @dataclass(frozen=True)

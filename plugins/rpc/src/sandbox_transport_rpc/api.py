@@ -29,8 +29,8 @@ import msgspec
 import structlog
 
 from sandbox_core.clock import now_iso
+from sandbox_core.contract.models.files import FileMetadataEvent
 from sandbox_core.errors import ErrorCode, SandboxError, lookup, validation_error
-from sandbox_core.models.files import FileMetadataEvent
 from sandbox_core.registry import Operation, ServiceRegistry
 from sandbox_core.sse import encode_event
 

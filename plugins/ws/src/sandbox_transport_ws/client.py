@@ -41,8 +41,8 @@ from httpx_ws import (
     aconnect_ws,
 )
 
+from sandbox_core.contract.routes import request_for
 from sandbox_core.errors import ErrorCode, SandboxError, TransportError, error_from_code, upgrade_refused
-from sandbox_core.routes import request_for
 from sandbox_core.transport import ClientContext
 
 from .frames import CancelFrame, OutFrame, RequestFrame

@@ -39,8 +39,8 @@ from urllib.parse import parse_qs
 
 import structlog
 
+from sandbox_core.contract.models.terminals import TerminalData, TerminalExit, TerminalReplay
 from sandbox_core.errors import SandboxError
-from sandbox_core.models.terminals import TerminalData, TerminalExit, TerminalReplay
 from sandbox_core.registry import ServiceRegistry
 
 log = structlog.get_logger("sandbox.ws.pty")

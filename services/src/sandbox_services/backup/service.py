@@ -44,8 +44,8 @@ from typing import IO, Any, TypeVar
 
 import msgspec
 
+from sandbox_core.contract.models.backup import BackupCompression, BackupCreated, BackupRestored
 from sandbox_core.errors import ErrorCode, SandboxError
-from sandbox_core.models.backup import BackupCompression, BackupCreated, BackupRestored
 from sandbox_core.registry import ServiceContext, operation
 
 from ..files.fdio import Handle, open_read

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from typing import Literal
 
 from sandbox_core.clock import iso_us_from_ns
+from sandbox_core.contract.models.files import FileInfo, FilePermissions
 from sandbox_core.errors import ErrorCode, SandboxError
-from sandbox_core.models.files import FileInfo, FilePermissions
 
 _RWX = ("---", "--x", "-w-", "-wx", "r--", "r-x", "rw-", "rwx")
 

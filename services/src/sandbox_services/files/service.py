@@ -15,9 +15,7 @@ import pybase64
 from msgspec import Meta
 
 from sandbox_core.clock import now_iso
-from sandbox_core.errors import ErrorCode, SandboxError, validation_error
-from sandbox_core.memory import trim_after
-from sandbox_core.models.files import (
+from sandbox_core.contract.models.files import (
     AnyFileStreamEvent,
     Encoding,
     ExistsResult,
@@ -33,6 +31,8 @@ from sandbox_core.models.files import (
     RenameFileResult,
     WriteFileResult,
 )
+from sandbox_core.errors import ErrorCode, SandboxError, validation_error
+from sandbox_core.memory import trim_after
 from sandbox_core.registry import ServiceContext, operation
 
 from ..offload import run_sync

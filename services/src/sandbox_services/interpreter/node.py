@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sandbox_core.models.interpreter import (
+from sandbox_core.contract.models.interpreter import (
     CodeCompleteEvent,
     CodeErrorEvent,
     CodeResultEvent,

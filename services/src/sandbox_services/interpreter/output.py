@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import msgspec
 
-from sandbox_core.models.interpreter import (
+from sandbox_core.contract.models.interpreter import (
     AnyCodeEvent,
     CodeResultEvent,
     CodeStderrEvent,

@@ -30,8 +30,7 @@ from typing import Annotated, Any
 import msgspec
 
 from sandbox_core.clock import iso_ms, now_iso
-from sandbox_core.errors import ErrorCode, SandboxError, validation_error
-from sandbox_core.models.interpreter import (
+from sandbox_core.contract.models.interpreter import (
     AnyCodeEvent,
     CodeContext,
     CodeErrorEvent,
@@ -43,6 +42,7 @@ from sandbox_core.models.interpreter import (
     Language,
     LanguageName,
 )
+from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.registry import ServiceContext, WireName, operation
 
 from ..cgroups import CgroupTree, open_tree

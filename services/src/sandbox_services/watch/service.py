@@ -38,8 +38,7 @@ import msgspec
 from msgspec import Meta
 
 from sandbox_core.clock import now_iso
-from sandbox_core.errors import ErrorCode, SandboxError, validation_error
-from sandbox_core.models.watch import (
+from sandbox_core.contract.models.watch import (
     DEFAULT_WATCH_EVENTS,
     DEFAULT_WATCH_EXCLUDE,
     AnyWatchEvent,
@@ -49,6 +48,7 @@ from sandbox_core.models.watch import (
     WatchList,
     WatchStoppedEvent,
 )
+from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.registry import ServiceContext, operation
 
 from ..files.errors import fs_error

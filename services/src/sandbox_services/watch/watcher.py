@@ -34,14 +34,14 @@ from asyncinotify import Event, Inotify, Mask, Watch
 from structlog.typing import FilteringBoundLogger
 
 from sandbox_core.clock import iso_ms, now_iso
-from sandbox_core.errors import ErrorCode, SandboxError, validation_error
-from sandbox_core.models.watch import (
+from sandbox_core.contract.models.watch import (
     FileWatchEvent,
     WatchErrorEvent,
     WatchEventType,
     WatchInfo,
     WatchStoppedEvent,
 )
+from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 
 from .globs import PathFilter
 

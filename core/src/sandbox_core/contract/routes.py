@@ -1,0 +1,157 @@
+"""The contract's routes and how each maps to a service operation, shared by every transport that
+speaks them (http as REST + SSE, ws as frames) and by their clients.
+
+A route names the operation it calls; path segments ``{x}`` and query keys become
+parameters; ``wrap`` shapes a result into the route's success body where the contract's
+shape is not simply the result, and ``unwrap`` reverses it on the client side. Any operation
+without a contract route is reachable at ``POST /api/{service}/{operation}`` (see
+:data:`GENERIC_PREFIX`), answering ``{"success": true, "result": ..., "timestamp": ...}``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from sandbox_core.clock import now_iso
+
+GENERIC_PREFIX = "/api/"
+
+
+def _data_list(key: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """A result ``{key: [...]}`` sent as ``{"data": [...]}`` (the contract's session list)."""
+
+    def wrap(result: Any) -> Any:
+        fields = msgspec.to_builtins(result)
+        return {"success": True, "data": fields[key], "timestamp": fields.get("timestamp") or now_iso()}
+
+    def unwrap(body: Any) -> Any:
+        return {**body, key: body.get("data", [])}
+
+    return wrap, unwrap
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    service: str
+    operation: str
+    stream: bool = False
+    #: take the session id from Authorization/X-Session-Id/?session= when the body has none
+    session_fallback: bool = False
+    query: tuple[str, ...] = ()
+    wrap: Callable[[Any], Any] | None = None
+    unwrap: Callable[[Any], Any] | None = None
+    pattern: re.Pattern[str] | None = field(default=None, compare=False)
+
+    @property
+    def path_params(self) -> tuple[str, ...]:
+        return tuple(re.findall(r"{(\w+)}", self.path))
+
+    def format_path(self, params: dict[str, Any]) -> str:
+        path = self.path
+        for name in self.path_params:
+            path = path.replace("{" + name + "}", str(params.pop(name)))
+        return path
+
+
+_session_list = _data_list("sessions")
+
+ROUTES: list[Route] = [
+    Route("POST", "/api/execute", "commands", "execute", session_fallback=True),
+    Route("POST", "/api/execute/stream", "commands", "execute_stream", stream=True, session_fallback=True),
+    Route("POST", "/api/session/create", "sessions", "create"),
+    Route("GET", "/api/session/list", "sessions", "list", wrap=_session_list[0], unwrap=_session_list[1]),
+    Route("POST", "/api/session/delete", "sessions", "delete"),
+    Route("GET", "/api/ping", "utils", "ping"),
+    Route("GET", "/api/version", "utils", "version"),
+    Route("POST", "/api/read", "files", "read"),
+    Route("POST", "/api/read/stream", "files", "read_stream", stream=True),
+    Route("POST", "/api/write", "files", "write"),
+    Route("POST", "/api/delete", "files", "delete"),
+    Route("POST", "/api/rename", "files", "rename"),
+    Route("POST", "/api/move", "files", "move"),
+    Route("POST", "/api/mkdir", "files", "mkdir"),
+    Route("POST", "/api/list-files", "files", "list_files"),
+    Route("POST", "/api/exists", "files", "exists"),
+    Route("POST", "/api/port-watch", "ports", "watch_port", stream=True),
+    Route("POST", "/api/git/checkout", "git", "checkout", session_fallback=True),
+    Route("POST", "/api/process/start", "processes", "start"),
+    Route("GET", "/api/process/list", "processes", "list", query=("status",)),
+    Route("DELETE", "/api/process/kill-all", "processes", "kill_all"),
+    Route("GET", "/api/process/{id}", "processes", "get"),
+    Route("DELETE", "/api/process/{id}", "processes", "kill"),
+    Route("GET", "/api/process/{id}/logs", "processes", "logs"),
+    Route("GET", "/api/process/{id}/stream", "processes", "stream_logs", stream=True, query=("offset",)),
+    # interpreter routes
+    Route("GET", "/api/interpreter/health", "interpreter", "health"),
+    Route("POST", "/api/contexts", "interpreter", "create_code_context"),
+    Route("GET", "/api/contexts", "interpreter", "list_code_contexts"),
+    Route("DELETE", "/api/contexts/{id}", "interpreter", "delete_code_context"),
+    Route("POST", "/api/execute/code", "interpreter", "run_code", stream=True),
+    # watch routes
+    Route("POST", "/api/watch", "watch", "watch", stream=True),
+    Route("POST", "/api/watch/check", "watch", "check_changes"),
+    Route("POST", "/api/watch/list", "watch", "list"),  # ours (diagnostics): the active watches
+    # backup routes
+    Route("POST", "/api/backup/create", "backup", "create_archive", session_fallback=True),
+    Route("POST", "/api/backup/restore", "backup", "restore_archive", session_fallback=True),
+]
+
+
+class RouteTable:
+    """Route lookup by (method, path) for the server and by operation for the client."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.exact: dict[tuple[str, str], Route] = {}
+        self.patterns: list[tuple[str, re.Pattern[str], Route]] = []
+        self.paths: set[str] = set()
+        self.by_operation: dict[tuple[str, str], Route] = {}
+        for route in routes:
+            self.by_operation.setdefault((route.service, route.operation), route)
+            if route.path_params:
+                regex = re.compile("^" + re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", route.path) + "$")
+                self.patterns.append((route.method, regex, route))
+            else:
+                self.exact[(route.method, route.path)] = route
+                self.paths.add(route.path)
+
+    def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
+        """(route, path params, whether the path exists with another method)."""
+        route = self.exact.get((method, path))
+        if route is not None:
+            return route, {}, True
+        known = path in self.paths
+        for rmethod, regex, candidate in self.patterns:
+            m = regex.match(path)
+            if m is None:
+                continue
+            if rmethod == method:
+                return candidate, m.groupdict(), True
+            known = True
+        return None, {}, known
+
+
+TABLE = RouteTable(ROUTES)
+
+
+def request_for(
+    service: str, operation: str, params: Mapping[str, Any]
+) -> tuple[Route | None, str, str, dict[str, str] | None, dict[str, Any] | None]:
+    """How a client calls an operation: (its route or None for the generic one, method, path,
+    query, JSON body). Path parameters leave the body for the path; GET and DELETE send the
+    route's query keys and no body."""
+    route = TABLE.by_operation.get((service, operation))
+    values = dict(params)
+    if route is None:
+        return None, "POST", f"{GENERIC_PREFIX}{service}/{operation}", None, values
+    path = route.format_path(values)
+    if route.method in ("GET", "DELETE"):
+        query = {k: str(v) for k, v in values.items() if k in route.query}
+        return route, route.method, path, query or None, None
+    return route, route.method, path, None, values
