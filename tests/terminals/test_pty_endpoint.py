@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from helpers_pty import PtyServer, pty_url, raw_pty, unique
-from httpx_ws import aconnect_ws
 
 from sandbox_core.testing import ServerProcess
 from sandbox_core.testing.procs import Proc, reset_peak, status_kib, still_alive
@@ -277,22 +276,14 @@ async def test_a_client_that_never_reads_costs_the_server_a_bounded_amount(
 
 
 async def test_the_ws_transport_serves_the_terminal(sandbox_server_factory: Callable[..., ServerProcess]) -> None:
-    """The ws transport's own server mounts ``/ws/pty`` (skipped until it does)."""
-    from importlib.util import find_spec
-
-    if find_spec("sandbox_transport_ws.server") is None:
-        pytest.skip("the ws transport has no server side yet")
+    """The ws transport's own server mounts ``/ws/pty``."""
     server = sandbox_server_factory(transports=["http", "ws"])
     response = await refused(pty_url(server))
-    if response.status_code == 403:  # closed before accept: the path is not mounted
-        pytest.skip("the ws transport does not mount /ws/pty yet")
     assert (response.status_code, response.text) == (400, "sessionId query parameter required")
-    async with httpx.AsyncClient(timeout=30) as client, aconnect_ws(pty_url(server, unique()), client) as ws:
-        assert json.loads(await ws.receive_text(timeout=30)) == {"type": "ready"}
-        await ws.send_bytes(b"echo R$((2*3))\r")
-        got = b""
-        while b"R6" not in got:
-            got += await ws.receive_bytes(timeout=30)
+    async with raw_pty(server, unique(), shell="bash") as pty:
+        await pty.handshake()  # (a fresh terminal may show its prompt before `ready`)
+        await pty.ws.send_bytes(b"echo R$((2*3))\r")
+        await pty.until(b"R6")
 
 
 async def test_a_terminal_never_sees_the_servers_token(pty_server_factory: Callable[..., PtyServer]) -> None:
