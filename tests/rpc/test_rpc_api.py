@@ -351,7 +351,7 @@ async def test_named_generic_call(api: RpcStub) -> None:
 async def test_unknown_members_are_type_errors(api: RpcStub) -> None:
     err = await rejection(api.commands.noSuchMethod())
     assert err.name == "TypeError"
-    err = await rejection(api.files._dispatcher.registry())
+    err = await rejection(api.files._runner.registry())
     assert err.name == "TypeError"
 
 

@@ -1,6 +1,7 @@
 """Who may talk to the server: the Host allow-list, the browser Origin allow-list and the
 optional bearer token, checked once, in core, for every request of every transport (the
-dispatcher calls :meth:`EdgePolicy.check` before any transport sees the request).
+server's ASGI app, :class:`sandbox_core.server.EdgeApp`, calls :meth:`EdgePolicy.check` before
+any transport sees the request).
 
 * **Host.** A web page can make a browser send requests to 127.0.0.1 under a name it controls
   (DNS rebinding); such a request carries that name in ``Host``. Only the loopback names and the

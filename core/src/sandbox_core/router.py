@@ -12,13 +12,20 @@ an HTTP answer or SSE, ws as frames. So every route, present and future, and the
 Errors never escape :meth:`Router.run`: a :class:`~sandbox_core.errors.SandboxError` becomes a
 Reply with the contract's error body. An event stream's first event is awaited before the
 outcome is returned, so a stream that fails to start is a JSON error reply, as upstream.
+
+What a call does, whatever its transport, is :func:`perform`: parameters bound through the
+registry, the operation run, a stream's first event awaited, a SandboxError caught. It answers a
+:class:`Done` (a unary result), a :class:`Failed` (the error, raised before any answer) or an
+:class:`EventStream`. The router renders that as a Reply; the rpc transport, whose calls are not
+routes, renders the same outcome in Cap'n Web terms. A stream that fails after it started ends
+with :func:`stream_error_event` (:meth:`EventStream.each`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import msgspec
 
@@ -78,16 +85,63 @@ class EventStream:
     async def aclose(self) -> None:
         await self.events.aclose()
 
+    async def each(self, error_event: Callable[[SandboxError], Any] | None = None) -> AsyncGenerator[Any, None]:
+        """Every event, the first one included. With ``error_event``, a SandboxError raised
+        after the stream started ends it with ``error_event(err)`` (:func:`stream_error_event`)
+        instead of escaping. However it ends (read to the end, failed, closed by the reader),
+        the stream is closed."""
+        try:
+            if self.first is not None:
+                yield self.first
+                async for event in self.events:
+                    yield event
+        except SandboxError as err:
+            if error_event is None:
+                raise
+            yield error_event(err)
+        finally:
+            await self.aclose()
+
+
+@dataclass(frozen=True)
+class Done:
+    """A unary operation's result, as its service returned it (not yet encoded)."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A call that failed before it answered: its parameters were refused, its service raised,
+    or its stream failed before the first event."""
+
+    error: SandboxError
+
+
+#: What :func:`perform` answers.
+Outcome: TypeAlias = Done | Failed | EventStream
+
+#: An operation's parameters, as the registry takes them (a mapping by wire names is decoded by
+#: the registry, a parameter struct validated again).
+Params: TypeAlias = msgspec.Struct | Mapping[str, Any]
+
 
 def error_reply(err: SandboxError, operation: str | None = None) -> Reply:
+    """The contract's error body for ``err``, naming the operation."""
     if operation and not err.operation:
         err.operation = operation
     return Reply(err.status, err.to_body())
 
 
-def stream_error_event(err: SandboxError) -> dict[str, Any]:
-    """The event that ends a stream which failed after it started (as upstream's SSE)."""
-    return {"type": "error", "error": err.message, "code": err.code, "timestamp": now_iso()}
+def stream_error_event(err: SandboxError, *, details: bool = False) -> dict[str, Any]:
+    """The event that ends a stream which failed after it started (as upstream's SSE); with
+    ``details``, the error's details too (the rpc transport's, so a client can raise the typed
+    error)."""
+    event: dict[str, Any] = {"type": "error", "error": err.message, "code": err.code}
+    if details:
+        event["details"] = err.details
+    event["timestamp"] = now_iso()
+    return event
 
 
 def header_session_id(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
@@ -102,6 +156,43 @@ def header_session_id(headers: Mapping[str, str], query: Mapping[str, str]) -> s
 
 def _identity(call: Awaitable[T]) -> Awaitable[T]:
     return call
+
+
+async def open_stream(registry: ServiceRegistry, op: Operation, params: Params) -> EventStream:
+    """Open the streaming operation ``op`` and await its first event, so that a stream which
+    fails to start raises its SandboxError here (the stream is closed then)."""
+    events = registry.stream(op.service, op.name, params)
+    try:
+        first = await events.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await events.aclose()
+        raise
+    return EventStream(events, first)
+
+
+async def perform(
+    registry: ServiceRegistry,
+    op: Operation,
+    params: Params | Callable[[], Params],
+    *,
+    streaming: bool | None = None,
+    guard: Callable[[Awaitable[Any]], Awaitable[Any]] = _identity,
+) -> Outcome:
+    """Run ``op`` (a stream when ``streaming``, by default when the operation is one) with
+    ``params`` (or what ``params()`` makes: its SandboxError is the call's too). ``guard`` wraps
+    the service call of a unary operation (http cancels it when the client goes away).
+
+    A SandboxError never escapes: it is the :class:`Failed` outcome, for the transport to render
+    (:func:`error_reply`, or the rpc transport's rejection)."""
+    try:
+        bound = params() if callable(params) else params
+        if op.streaming if streaming is None else streaming:
+            return await open_stream(registry, op, bound)
+        return Done(await guard(registry.call(op.service, op.name, bound)))
+    except SandboxError as err:
+        return Failed(err)
 
 
 class Router:
@@ -141,16 +232,20 @@ class Router:
         *,
         guard: Callable[[Awaitable[Any]], Awaitable[Any]] = _identity,
     ) -> Reply | EventStream:
-        """Run ``target`` with ``request``'s parameters. ``guard`` wraps the service call of a
-        unary operation (http cancels it when the client goes away)."""
-        op = target.op
-        try:
-            params = self.params(target, request)
-            if target.streaming:
-                return await self._stream(op, params)
-            result = await guard(self.registry.call(op.service, op.name, params))
-        except SandboxError as err:
-            return error_reply(err, op.qualname)
+        """Run ``target`` with ``request``'s parameters (:func:`perform`). ``guard`` wraps the
+        service call of a unary operation (http cancels it when the client goes away)."""
+        outcome = await perform(
+            self.registry,
+            target.op,
+            lambda: self.params(target, request),
+            streaming=target.streaming,
+            guard=guard,
+        )
+        if isinstance(outcome, Failed):
+            return error_reply(outcome.error, target.op.qualname)
+        if isinstance(outcome, EventStream):
+            return outcome
+        result = outcome.value
         if target.route is None:
             return Reply(200, {"success": True, "result": result, "timestamp": now_iso()})
         if target.route.wrap is not None:
@@ -189,17 +284,6 @@ class Router:
             if sid is not None:
                 params.session_id = sid  # type: ignore[attr-defined]
         return params
-
-    async def _stream(self, op: Operation, params: msgspec.Struct) -> EventStream:
-        events = self.registry.stream(op.service, op.name, params)
-        try:
-            first = await events.__anext__()
-        except StopAsyncIteration:
-            first = None
-        except BaseException:
-            await events.aclose()
-            raise
-        return EventStream(events, first)
 
 
 def announces_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:

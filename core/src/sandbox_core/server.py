@@ -56,7 +56,7 @@ def _closing(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     return [(b"connection", b"close")] if announces_body(scope.get("headers", ())) else []
 
 
-class Dispatcher:
+class EdgeApp:
     """The ASGI app hypercorn runs: checks each request against the edge policy (Host, Origin,
     token: :mod:`.edge`), then hands it to the transport that serves its path. A request that
     passes has its ``Authorization`` header removed when it was the token: transports never see
@@ -155,7 +155,7 @@ class Runtime:
 
     config: Config
     registry: ServiceRegistry
-    app: Dispatcher
+    app: EdgeApp
     transports: list[str]
     mounts: list[ServerMount]
     #: the server's one budget of incoming bytes, shared by every transport
@@ -222,7 +222,7 @@ async def build_runtime(config: Config, pm: Any = None) -> Runtime:
     except BaseException:
         await registry.aclose()
         raise
-    return Runtime(config, registry, Dispatcher(mounts, policy), names, list(mounts.values()), budget)
+    return Runtime(config, registry, EdgeApp(mounts, policy), names, list(mounts.values()), budget)
 
 
 def websocket_intake(runtime: Runtime) -> hypercorn_fixes.WebsocketIntake:

@@ -8,7 +8,10 @@ each of its operations in camelCase with positional arguments in its Python sign
 transport's ``POST /api/{service}/{operation}``; the Python client's way to reach operations
 without a contract name).
 
-Every call goes through the registry. A :class:`SandboxError` rejects the call as upstream does:
+Every call runs as the http and ws transports' routes run (:func:`sandbox_core.router.perform`:
+parameters bound through the registry, a stream's first event awaited); this module only answers
+the outcome in Cap'n Web terms, as each method's entry in :mod:`.methods` says. A
+:class:`SandboxError` rejects the call as upstream does:
 ``Error(message)`` with own properties ``{code, details}`` (and ``httpStatus`` when the status is
 not the one the code's table entry gives). A streaming operation answers a ``ReadableStream`` of
 SSE bytes (``data: <json>\\n\\n``; ``event: <type>`` before it for ``commands.executeStream``); an
@@ -19,10 +22,8 @@ exec stream's command ends, by the session rules).
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -32,10 +33,24 @@ from sandbox_core.clock import now_iso
 from sandbox_core.contract.models.files import FileMetadataEvent
 from sandbox_core.errors import ErrorCode, SandboxError, lookup, validation_error
 from sandbox_core.registry import Operation, ServiceRegistry
+from sandbox_core.router import Done, EventStream, Failed, Params, open_stream, perform, stream_error_event
 from sandbox_core.sse import encode_event
 
 from .capnweb import UNDEFINED, ReadableStream, RpcError, RpcTarget
-from .methods import CONTRACT_GETTERS, METHODS, RESERVED, Method, absent, camel, clean, named_params, trim
+from .methods import (
+    CONTRACT_GETTERS,
+    METHODS,
+    RESERVED,
+    Answer,
+    Callbacks,
+    Method,
+    absent,
+    callbacks_arg,
+    camel,
+    clean,
+    named_params,
+    trim,
+)
 
 log = structlog.get_logger("sandbox.rpc")
 
@@ -67,19 +82,19 @@ def _event_type(event: Any) -> str | None:
 
 
 def error_event(err: SandboxError) -> dict[str, Any]:
-    """The event that ends a stream which failed (upstream's ``{type: 'error', error}``, plus the
-    code and details, so a client can raise the typed error)."""
-    return {"type": "error", "error": err.message, "code": err.code, "details": err.details, "timestamp": now_iso()}
+    """The event that ends a stream which failed: the router's, with the error's details (so a
+    client can raise the typed error)."""
+    return stream_error_event(err, details=True)
 
 
-class Dispatcher:
-    """Runs the methods of the object tree against the registry."""
+class ApiRunner:
+    """Runs the methods of the object tree: each call through :func:`sandbox_core.router.perform`
+    (as the http and ws transports' routes), its outcome answered as the method's table entry
+    says (:class:`~.methods.Answer`)."""
 
     def __init__(self, registry: ServiceRegistry, heartbeat_s: float | None = None) -> None:
         self.registry = registry
         self.heartbeat_s = heartbeat_s  # an empty chunk on a stream silent this long
-
-    # unary and streaming calls -----------------------------------------------------------------
 
     async def invoke(self, method: Method, args: Sequence[Any], named: dict[str, Any] | None = None) -> Any:
         """Run ``method`` with positional ``args`` (or, for the generic named call, ``named``)."""
@@ -99,23 +114,35 @@ class Dispatcher:
         if method.constant is not None:
             named_params(method, args)  # the argument count is still checked
             return method.constant()
-        if method.special == "read_file":
-            return await self._read_file(method, args)
-        if method.special == "interpreter":
-            return await self._interpreter(method, args)
         op = self._operation(method)
-        params: Any
+        params = self._params(method, op, args, named)
+        answer = method.answer or (Answer.SSE if op.streaming else Answer.VALUE)
+        callbacks = callbacks_arg(method, args) if answer is Answer.CALLBACKS else {}
+        if answer is Answer.FILE and isinstance(params, Mapping) and params.get("encoding") == "none":
+            return await self._file_with_bytes(dict(params))
+        outcome = await perform(self.registry, op, params)
+        if isinstance(outcome, Failed):
+            if method.errors_in_band:
+                return ReadableStream(_single(self._encode(method, error_event(outcome.error))))
+            raise outcome.error
+        if isinstance(outcome, Done):
+            value = builtins(outcome.value)
+            return method.shape(value) if method.shape is not None else value
+        if answer is Answer.CALLBACKS:
+            found = method.callbacks
+            assert found is not None
+            await _call_back(found[1], callbacks, outcome)
+            return UNDEFINED  # Promise<void>
+        return ReadableStream(self._sse(method, outcome), heartbeat=self.heartbeat_s)
+
+    def _params(self, method: Method, op: Operation, args: Sequence[Any], named: dict[str, Any] | None) -> Params:
+        """The call's parameters, for the registry to validate: named ones as they came, else
+        the arguments by the method's slots, else by position in the operation's signature."""
         if named is not None:
-            params = named
-        elif method.slots is None:
-            params = self.registry.bind(op, [clean(v) for v in trim(args)], omit=absent)
-        else:
-            params = named_params(method, args)
-        if op.streaming:
-            return await self._stream(method, op, params)
-        result = await self.registry.call(op.service, op.name, params)
-        value = builtins(result)
-        return method.shape(value) if method.shape is not None else value
+            return named
+        if method.slots is None:
+            return self.registry.bind(op, [clean(v) for v in trim(args)], omit=absent)
+        return named_params(method, args)
 
     async def call_named(self, service: Any, operation: Any, params: Any) -> Any:
         """``api.call(service, operation, params)``: any operation with named parameters."""
@@ -137,34 +164,14 @@ class Dispatcher:
             )
         return self.registry.operation(method.service, method.operation)
 
-    async def _stream(self, method: Method, op: Operation, params: Any) -> ReadableStream:
-        try:
-            events = self.registry.stream(op.service, op.name, params)
-            first, has_first = await _first(events)
-        except SandboxError as err:
-            if not method.errors_in_band:
-                raise
-            return ReadableStream(_single(self._encode(method, error_event(err))))
-        return ReadableStream(self._pump(method, events, first, has_first), heartbeat=self.heartbeat_s)
-
-    async def _pump(
-        self, method: Method, events: AsyncGenerator[object, None], first: object, has_first: bool
-    ) -> AsyncIterator[bytes]:
-        """The stream's chunks: one per event. However it ends (read to the end, cancelled by the
-        reader, the connection gone), the operation's generator is closed."""
-        try:
-            if has_first:
-                chunk = self._encode(method, first)
-                if chunk:
-                    yield chunk
-            async for event in events:
-                chunk = self._encode(method, event)
-                if chunk:
-                    yield chunk
-        except SandboxError as err:
-            yield self._encode(method, error_event(err))
-        finally:
-            await events.aclose()
+    async def _sse(self, method: Method, stream: EventStream) -> AsyncIterator[bytes]:
+        """The stream's chunks: one per event, a failure after the start its error event. However
+        it ends (read to the end, cancelled by the reader, the connection gone), the operation's
+        generator is closed (:meth:`EventStream.each`)."""
+        async for event in stream.each(error_event):
+            chunk = self._encode(method, event)
+            if chunk:
+                yield chunk
 
     def _encode(self, method: Method, event: object) -> bytes:
         if isinstance(event, (bytes, bytearray, memoryview)):
@@ -176,25 +183,21 @@ class Dispatcher:
             event = shaped
         return encode_event(event, _event_type(event) if method.event_lines else None)
 
-    # files.readFile with {encoding: 'none'} -------------------------------------------------
-
-    async def _read_file(self, method: Method, args: Sequence[Any]) -> Any:
-        params = named_params(method, args)
-        if params.get("encoding") != "none":
-            return builtins(await self.registry.call("files", "read", params))
+    async def _file_with_bytes(self, params: dict[str, Any]) -> Any:
+        """``files.readFile`` with ``{encoding: 'none'}`` (:attr:`Answer.FILE`). Not data: the
+        contract answers the file's metadata with a ReadableStream of its bytes, and no one
+        operation gives both (``files.read_bytes`` gives the bytes, ``files.read_stream``'s first
+        event the metadata), so this call runs two. The bytes first: a file that cannot be read
+        fails here with its error and details."""
         del params["encoding"]
-        # the bytes first: a file that cannot be read fails here with its error and details
-        data = self.registry.stream("files", "read_bytes", params)
-        first, has_first = await _first(data)
+        data = await open_stream(self.registry, self.registry.operation("files", "read_bytes"), params)
         try:
-            metadata = None
-            async with contextlib.aclosing(self.registry.stream("files", "read_stream", params)) as events:
-                async for event in events:
-                    metadata = event
-                    break
+            meta = await open_stream(self.registry, self.registry.operation("files", "read_stream"), params)
+            await meta.aclose()
         except BaseException:
             await data.aclose()
             raise
+        metadata = meta.first
         if not isinstance(metadata, FileMetadataEvent):
             await data.aclose()
             message = getattr(metadata, "error", "the file changed while it was opened")
@@ -205,96 +208,23 @@ class Dispatcher:
             "size": metadata.size,
             "mimeType": metadata.mime_type,
             "timestamp": now_iso(),
-            "content": ReadableStream(_bytes(data, first, has_first)),
+            "content": ReadableStream(data.each()),
         }
 
-    # interpreter: contexts with Dates, runs that call the caller's callbacks ------------------
 
-    async def _interpreter(self, method: Method, args: Sequence[Any]) -> Any:
-        self._operation(method)  # no interpreter service installed: the same clear rejection
-        if method.name == "listCodeContexts":
-            named_params(method, args)  # the argument count is still checked
-            result = builtins(await self.registry.call("interpreter", "list_code_contexts"))
-            return [_code_context(c) for c in result["contexts"]]
-        if method.name == "createCodeContext":
-            params = named_params(method, args)
-            if "envVars" in params:  # the SDK's option name; the operation's is the contract's
-                params["env_vars"] = params.pop("envVars")
-            created = builtins(await self.registry.call("interpreter", "create_code_context", params))
-            when = created["timestamp"]
-            return _code_context(
-                {"id": created["contextId"], "language": created["language"], "cwd": created["cwd"], "createdAt": when}
-            )
-        return await self._run_code_stream(method, args)
-
-    async def _run_code_stream(self, method: Method, args: Sequence[Any]) -> Any:
-        """``runCodeStream(ctxId, code, lang, {onStdout, onStderr, onResult, onError}, timeoutMs?)``:
-        each event calls the caller's callback (awaited: a slow caller slows the run's reader)."""
-        params = named_params(method, args)
-        callbacks = params.pop("callbacks", None) or {}
-        if not isinstance(callbacks, dict):
-            raise validation_error("Invalid field 'callbacks': an object of functions is expected", "callbacks")
-        events = self.registry.stream("interpreter", "run_code", params)
-        async with contextlib.aclosing(events):
-            async for event in events:
-                value = builtins(event)
-                kind = value.pop("type", None)
-                name, arg = {
-                    "stdout": ("onStdout", {"text": value.get("text"), "timestamp": time.time() * 1000}),
-                    "stderr": ("onStderr", {"text": value.get("text"), "timestamp": time.time() * 1000}),
-                    "result": ("onResult", value),
-                    "error": (
-                        "onError",
-                        {
-                            "name": value.get("ename") or "Error",
-                            "message": value.get("evalue") or value.get("error") or "Unknown error",
-                            "traceback": value.get("traceback") or [],
-                        },
-                    ),
-                }.get(kind or "", (None, None))
-                callback = callbacks.get(name) if name else None
-                if callback is not None and callable(callback):
-                    await callback(arg)
-        return UNDEFINED  # Promise<void>
-
-
-def _code_context(ctx: dict[str, Any]) -> dict[str, Any]:
-    """A context as the contract's RPC answers it: ``createdAt`` and ``lastUsed`` are Dates."""
-
-    def date(value: Any) -> datetime.datetime:
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return datetime.datetime.now(datetime.UTC)
-
-    created = date(ctx.get("createdAt"))
-    used = date(ctx.get("lastUsed")) if ctx.get("lastUsed") else created
-    return {"id": ctx["id"], "language": ctx["language"], "cwd": ctx["cwd"], "createdAt": created, "lastUsed": used}
-
-
-async def _first(events: AsyncGenerator[Any, None]) -> tuple[Any, bool]:
-    """The first event of a stream (so a failure to open it is the call's), closing it on error."""
-    try:
-        return await events.__anext__(), True
-    except StopAsyncIteration:
-        return None, False
-    except BaseException:
-        await events.aclose()
-        raise
+async def _call_back(slot: Callbacks, callbacks: Mapping[str, Any], stream: EventStream) -> None:
+    """Each event of ``stream`` calls the caller's callback its type names (awaited: a slow
+    caller slows the stream's reader); a failure of the stream rejects the call."""
+    async for event in stream.each():
+        value = builtins(event)
+        name, make = slot.on.get(value.pop("type", None) or "", (None, None))
+        callback = callbacks.get(name) if name else None
+        if callback is not None and callable(callback) and make is not None:
+            await callback(make(value))
 
 
 async def _single(chunk: bytes) -> AsyncIterator[bytes]:
     yield chunk
-
-
-async def _bytes(data: AsyncGenerator[Any, None], first: Any, has_first: bool) -> AsyncIterator[bytes]:
-    try:
-        if has_first:
-            yield first
-        async for chunk in data:
-            yield chunk
-    finally:
-        await data.aclose()
 
 
 # the object tree -------------------------------------------------------------------------------
@@ -303,13 +233,13 @@ async def _bytes(data: AsyncGenerator[Any, None], first: Any, has_first: bool) -
 class ServiceTarget(RpcTarget):
     """Base of one getter's target: its methods are made per getter (see :func:`target_class`)."""
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self._dispatcher = dispatcher
+    def __init__(self, runner: ApiRunner) -> None:
+        self._runner = runner
 
 
 def _method(method: Method) -> Callable[..., Any]:
     async def call(self: ServiceTarget, *args: Any) -> Any:
-        return await self._dispatcher.invoke(method, args)
+        return await self._runner.invoke(method, args)
 
     call.__name__ = method.name
     call.__qualname__ = f"{method.getter}.{method.name}"
@@ -340,8 +270,8 @@ def getter_methods(registry: ServiceRegistry, getter: str) -> list[Method]:
 class SandboxControlAPI(RpcTarget):
     """The main object of ``/rpc`` (upstream's ``SandboxControlAPI``)."""
 
-    def __init__(self, dispatcher: Dispatcher, targets: Mapping[str, ServiceTarget]) -> None:
-        self._dispatcher = dispatcher
+    def __init__(self, runner: ApiRunner, targets: Mapping[str, ServiceTarget]) -> None:
+        self._runner = runner
         self._targets = targets
 
     def _target(self, name: str) -> ServiceTarget:
@@ -386,7 +316,7 @@ class SandboxControlAPI(RpcTarget):
     async def call(self, service: Any, operation: Any, params: Any = None) -> Any:
         """Run ``service.operation`` with named (camelCase) parameters; a stream answers a
         ReadableStream of SSE bytes."""
-        return await self._dispatcher.call_named(service, operation, params)
+        return await self._runner.call_named(service, operation, params)
 
 
 def _getter(name: str) -> property:
@@ -401,7 +331,7 @@ class ApiFactory:
     the registry's services (a service's getter is its name; see :func:`getter_methods`)."""
 
     def __init__(self, registry: ServiceRegistry, heartbeat_s: float | None = None) -> None:
-        self.dispatcher = Dispatcher(registry, heartbeat_s)
+        self.runner = ApiRunner(registry, heartbeat_s)
         services = sorted({op.service for op in registry.operations()})
         getters = list(CONTRACT_GETTERS)
         for name in services:
@@ -412,11 +342,11 @@ class ApiFactory:
                 continue
             getters.append(name)
         self.targets: dict[str, ServiceTarget] = {
-            getter: target_class(getter, getter_methods(registry, getter))(self.dispatcher) for getter in getters
+            getter: target_class(getter, getter_methods(registry, getter))(self.runner) for getter in getters
         }
         extra = [g for g in getters if g not in CONTRACT_GETTERS]
         namespace: dict[str, Any] = {g: _getter(g) for g in extra}
         self.api_class: type[SandboxControlAPI] = type("SandboxControlAPI", (SandboxControlAPI,), namespace)
 
     def __call__(self) -> SandboxControlAPI:
-        return self.api_class(self.dispatcher, self.targets)
+        return self.api_class(self.runner, self.targets)

@@ -10,12 +10,21 @@ registry's. A method without slots (``slots=None``) binds its arguments by posit
 order of the operation's Python signature (:meth:`ServiceRegistry.bind`): the generic rule,
 which also serves every operation of every service without a contract name, as
 ``api.<service>.<operationInCamelCase>(...)``.
+
+A method's *answer* says how its outcome (:func:`sandbox_core.router.perform`: a result, an
+error, or an event stream whose first event has come) is rendered in Cap'n Web terms
+(:class:`Answer`); ``shape``, ``event_filter`` and the other fields adjust it. ``api.py`` reads
+this table and nothing else about a method.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import enum
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox_core.clock import now_iso
@@ -32,13 +41,42 @@ RESERVED = frozenset({"call"})
 
 @dataclass(frozen=True)
 class Spread:
-    """An options object whose keys are named parameters (``keys``: the ones taken; None: all)."""
+    """An options object whose keys are named parameters (``keys``: the ones taken; None: all;
+    ``rename``: (key, parameter) pairs, for an option the SDK names otherwise)."""
 
     name: str
     keys: tuple[str, ...] | None = None
+    rename: tuple[tuple[str, str], ...] = ()
 
 
-Slot = str | Spread
+@dataclass(frozen=True)
+class Callbacks:
+    """An argument that is not a parameter: an object of the caller's functions, which the
+    stream's events call (``on``: an event's type to the callback's name and its argument, made
+    from the event without its ``type``). A callback is awaited: a slow caller slows the run."""
+
+    name: str
+    on: Mapping[str, tuple[str, Callable[[dict[str, Any]], Any]]] = field(default_factory=dict)
+
+
+Slot = str | Spread | Callbacks
+
+
+class Answer(enum.Enum):
+    """How a method's outcome is answered (None in the table: ``SSE`` for a streaming
+    operation, else ``VALUE``). An error before the answer rejects the call (see ``api.py``)."""
+
+    #: the operation's result as plain data (camelCase keys, bytes kept), then ``shape``
+    VALUE = "value"
+    #: a ReadableStream of SSE bytes, one chunk an event; an event of raw bytes (``files.readBytes``)
+    #: is sent as it is
+    SSE = "sse"
+    #: each event calls the caller's callbacks (the method's :class:`Callbacks` slot); the call
+    #: resolves to undefined when the stream ends, and rejects when it fails
+    CALLBACKS = "callbacks"
+    #: ``files.readFile``: ``VALUE``, but with ``{encoding: 'none'}`` the file's metadata and a
+    #: ReadableStream of its raw bytes, from two operations (``api.py``)
+    FILE = "file"
 
 
 @dataclass(frozen=True)
@@ -51,10 +89,10 @@ class Method:
     operation: str
     #: how positional arguments become named parameters (None: by position, see the module doc)
     slots: tuple[Slot, ...] | None = None
+    #: how the outcome is answered (None: by the operation, see :class:`Answer`)
+    answer: Answer | None = None
     #: the method's result is made here, not by a service (``utils.getCommands``)
     constant: Callable[[], Any] | None = None
-    #: special handling in ``api.py`` (``read_file``: ``{encoding: 'none'}`` answers a byte stream)
-    special: str | None = None
     #: SSE streams: an ``event: <type>`` line before each ``data:`` line (commands.executeStream)
     event_lines: bool = False
     #: SSE streams: a failure before the first event is an ``error`` event, not a rejection
@@ -72,6 +110,14 @@ class Method:
     @property
     def qualname(self) -> str:
         return f"{self.getter}.{self.name}"
+
+    @property
+    def callbacks(self) -> tuple[int, Callbacks] | None:
+        """The position and the slot of the caller's callbacks (``Answer.CALLBACKS``)."""
+        for index, slot in enumerate(self.slots or ()):
+            if isinstance(slot, Callbacks):
+                return index, slot
+        return None
 
 
 def absent(value: object) -> bool:
@@ -110,7 +156,7 @@ def named_params(method: Method, args: Sequence[Any]) -> dict[str, Any]:
         )
     params: dict[str, Any] = {}
     for slot, value in zip(method.slots, args, strict=False):
-        if absent(value):
+        if absent(value) or isinstance(slot, Callbacks):
             continue
         if isinstance(slot, str):
             params[slot] = clean(value)
@@ -124,7 +170,23 @@ def named_params(method: Method, args: Sequence[Any]) -> dict[str, Any]:
             if absent(item) or (slot.keys is not None and key not in slot.keys):
                 continue  # unknown options are ignored, as upstream
             params[key] = clean(item)
+        for key, name in slot.rename:
+            if key in params:
+                params[name] = params.pop(key)
     return params
+
+
+def callbacks_arg(method: Method, args: Sequence[Any]) -> dict[str, Any]:
+    """The caller's callbacks of a call of ``method`` (an object; none given: no callbacks)."""
+    found = method.callbacks
+    assert found is not None
+    index, slot = found
+    value = args[index] if index < len(args) else None
+    if absent(value) or not value:
+        return {}
+    if not isinstance(value, dict):
+        raise validation_error(f"Invalid field '{slot.name}': an object of functions is expected", slot.name)
+    return clean(value)  # type: ignore[no-any-return]
 
 
 def positional_args(method: Method, params: Mapping[str, Any]) -> list[Any] | None:
@@ -134,6 +196,8 @@ def positional_args(method: Method, params: Mapping[str, Any]) -> list[Any] | No
     covered: set[str] = set()
     args: list[Any] = []
     for slot in method.slots:
+        if isinstance(slot, Callbacks):
+            return None  # functions do not come from named parameters
         if isinstance(slot, str):
             covered.add(slot)
             args.append(params.get(slot))
@@ -179,6 +243,61 @@ def _unwrap_version(result: Any) -> Any:
     return {"success": True, "version": result, "timestamp": now_iso()}
 
 
+def _date(value: Any) -> datetime.datetime:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _code_context(ctx: dict[str, Any]) -> dict[str, Any]:
+    """A context as the contract's RPC answers it: ``createdAt`` and ``lastUsed`` are Dates."""
+    created = _date(ctx.get("createdAt"))
+    used = _date(ctx.get("lastUsed")) if ctx.get("lastUsed") else created
+    return {"id": ctx["id"], "language": ctx["language"], "cwd": ctx["cwd"], "createdAt": created, "lastUsed": used}
+
+
+def _context_created(created: Any) -> Any:
+    """``interpreter.createCodeContext``: the new context (its ``createdAt`` the answer's time)."""
+    return _code_context(
+        {
+            "id": created["contextId"],
+            "language": created["language"],
+            "cwd": created["cwd"],
+            "createdAt": created["timestamp"],
+        }
+    )
+
+
+def _contexts(result: Any) -> Any:
+    """``interpreter.listCodeContexts``: the contexts, as an array."""
+    return [_code_context(c) for c in result["contexts"]]
+
+
+def _output(event: dict[str, Any]) -> dict[str, Any]:
+    return {"text": event.get("text"), "timestamp": time.time() * 1000}
+
+
+def _code_error(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": event.get("ename") or "Error",
+        "message": event.get("evalue") or event.get("error") or "Unknown error",
+        "traceback": event.get("traceback") or [],
+    }
+
+
+#: ``runCodeStream``'s ``{onStdout, onStderr, onResult, onError}``
+RUN_CODE_CALLBACKS = Callbacks(
+    "callbacks",
+    {
+        "stdout": ("onStdout", _output),
+        "stderr": ("onStderr", _output),
+        "result": ("onResult", lambda event: event),
+        "error": ("onError", _code_error),
+    },
+)
+
+
 def _log_event(event: dict[str, Any]) -> dict[str, Any] | None:
     """``processes.streamProcessLogs``: no ``process_info``, and ``exit`` without ``data``."""
     if event.get("type") == "process_info":
@@ -210,7 +329,7 @@ METHODS: tuple[Method, ...] = (
         "files",
         "read",
         ("path", "sessionId", Spread("options", ("encoding",))),
-        special="read_file",
+        answer=Answer.FILE,
     ),
     Method("files", "readFileStream", "files", "read_stream", ("path", "sessionId")),
     Method("files", "writeFile", "files", "write", ("path", "content", "sessionId", Spread("options", ("encoding",)))),
@@ -259,19 +378,17 @@ METHODS: tuple[Method, ...] = (
     # interpreter, backup, watch: their services come from other plugins; until one registers
     # the service, these reject with UNKNOWN_ERROR 404 naming it. Operations are the methods'
     # names in snake_case; request objects are spread into named parameters.
-    # interpreter: contexts answer {id, language, cwd, createdAt: Date, lastUsed: Date} (api.py)
+    # interpreter: contexts answer {id, language, cwd, createdAt: Date, lastUsed: Date}
     Method(
         "interpreter",
         "createCodeContext",
         "interpreter",
         "create_code_context",
-        (Spread("options", ("language", "cwd", "envVars", "env_vars")),),
-        special="interpreter",
+        (Spread("options", ("language", "cwd", "envVars", "env_vars"), rename=(("envVars", "env_vars"),)),),
+        shape=_context_created,
         client=False,
     ),
-    Method(
-        "interpreter", "listCodeContexts", "interpreter", "list_code_contexts", (), special="interpreter", client=False
-    ),
+    Method("interpreter", "listCodeContexts", "interpreter", "list_code_contexts", (), shape=_contexts, client=False),
     Method(
         "interpreter",
         "deleteCodeContext",
@@ -287,8 +404,8 @@ METHODS: tuple[Method, ...] = (
         "runCodeStream",
         "interpreter",
         "run_code",
-        ("context_id", "code", "language", "callbacks", "timeout_ms"),
-        special="interpreter",
+        ("context_id", "code", "language", RUN_CODE_CALLBACKS, "timeout_ms"),
+        answer=Answer.CALLBACKS,
         client=False,
     ),
     Method(

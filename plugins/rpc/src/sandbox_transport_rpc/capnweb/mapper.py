@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .codec import Devaluator, Evaluator, as_json, check_id
+from .stubs import stub_ref
 from .values import Budget, ProtocolError, RpcError
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class Mapper:
             value = self.captures[-ref_id - 1]
         else:
             raise ProtocolError(f"mapper reference {ref_id} out of range")
-        return value if isinstance(value, asyncio.Future) else self.session._done(value)
+        return value if isinstance(value, asyncio.Future) else self.session.resolved(value)
 
     def ref(self, evaluator: Evaluator, ref_id: Any, path: Any, args: Any, promise: bool) -> Any:
         return self.session.ref_future(evaluator, self._local(ref_id), path, args, promise)
@@ -103,16 +104,16 @@ class MapRecorder:
     def _capture_ref(self, value: Any) -> tuple[int, Path]:
         if isinstance(value, Placeholder):
             return value._ref, value._path
-        if value._rpc_session is not self.session:
+        session, entry, path = stub_ref(value)
+        if session is not self.session:
             raise RpcError("TypeError", "A mapper may only use stubs of its own session")
-        entry = value._rpc_entry
         if entry.local_only or (entry.future is not None and entry.future.done()):
             raise RpcError("TypeError", "A mapper may only use stubs and pending promises of the peer")
         index = self._capture_ids.get(entry.id)
         if index is None:
             self.captures.append(["import", entry.id])
             index = self._capture_ids[entry.id] = len(self.captures)
-        return -index, value._rpc_path
+        return -index, path
 
     def capture(self, value: Any) -> Any:
         ref, path = self._capture_ref(value)
@@ -131,11 +132,8 @@ class MapRecorder:
 def record_map(session: RpcSession, fn: Callable[[Any], Any]) -> tuple[list[Any], list[Any]]:
     """(captures, instructions) of ``fn``, recorded by calling it once with a placeholder."""
     recorder = MapRecorder(session)
-    session._recording = recorder
-    try:
+    with session.recording(recorder):
         result = fn(Placeholder(recorder, 0))
         final = Devaluator(session).devaluate(result)
-    finally:
-        session._recording = None
     recorder.instructions.append(final)
     return recorder.captures, recorder.instructions

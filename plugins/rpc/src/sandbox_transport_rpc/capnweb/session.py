@@ -27,8 +27,8 @@ import msgspec
 
 from .codec import Devaluator, Evaluator, Pending, PendingCount, as_json, check_id, error_name
 from .mapper import Mapper, MapRecorder, Placeholder, record_map
-from .streams import Holding, LocalWritable, Pipe, ReadableStream, StreamSender, WritableStream, _Rejection
-from .stubs import Path, RpcPromise, RpcStub, is_remote, not_a_function
+from .streams import Holding, LocalWritable, Pipe, ReadableStream, Rejection, StreamSender, WritableStream
+from .stubs import Path, RpcPromise, RpcStub, is_remote, not_a_function, stub_ref
 from .targets import RpcTarget, callable_at, get_property
 from .values import UNDEFINED, Budget, Limits, ProtocolError, RpcError, SessionClosed
 
@@ -118,18 +118,30 @@ class RpcSession:
         if main is None:
             first = self._failed(RpcError("Error", "This connection has no main object."))
         else:
-            first = self._done(main)
+            first = self.resolved(main)
             self._ref_target(main)
         self._exports[0] = Export(first, owned=main is not None)
 
     # --- plumbing -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def recording(self, recorder: MapRecorder) -> Iterator[None]:
+        """Package-internal (:func:`.mapper.record_map`): while a mapper is recorded, the stubs
+        it uses and its calls are recorded by ``recorder`` instead of sent."""
+        self._recording = recorder
+        try:
+            yield
+        finally:
+            self._recording = None
 
     def _future(self) -> asyncio.Future[Any]:
         fut = self._loop.create_future()
         fut.add_done_callback(_consume)
         return fut
 
-    def _done(self, value: Any) -> asyncio.Future[Any]:
+    def resolved(self, value: Any) -> asyncio.Future[Any]:
+        """A future already resolved with ``value`` (package-internal: how a running mapper
+        refers to a plain value)."""
         fut = self._future()
         fut.set_result(value)
         return fut
@@ -156,7 +168,7 @@ class RpcSession:
             return self._follow(result)
         if isinstance(result, RpcPromise) or inspect.isawaitable(result):
             return self._spawn(self._await(result))
-        return self._done(result)
+        return self.resolved(result)
 
     def _follow(self, fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
         out = self._future()
@@ -354,7 +366,7 @@ class RpcSession:
             del self._exports[export_id]
 
     def _devaluate_rejection(self, dev: Devaluator, exc: BaseException) -> Any:
-        if isinstance(exc, _Rejection):
+        if isinstance(exc, Rejection):
             try:
                 return dev.devaluate(exc.value)
             except RpcError:
@@ -376,7 +388,7 @@ class RpcSession:
             return
         target = entry.future
         if rejected:
-            error = value if isinstance(value, BaseException) else _Rejection(value)
+            error = value if isinstance(value, BaseException) else Rejection(value)
             target.set_exception(error)
             self._after_settle(entry)
             return
@@ -439,7 +451,7 @@ class RpcSession:
         export_id = self._peer_next
         self._peer_next += 1
         pipe = Pipe(self._holding())
-        self._exports[export_id] = Export(self._done(pipe))
+        self._exports[export_id] = Export(self.resolved(pipe))
         self._pipes[export_id] = pipe
 
     def _holding(self) -> Holding:
@@ -461,7 +473,7 @@ class RpcSession:
         """The value with every promise in it substituted, as a future."""
         pending = evaluator.pending
         if not pending:
-            return self._done(value)
+            return self.resolved(value)
         if len(pending) == 1 and pending[0][2] is value:
             evaluator.pending.clear()
             return value.future
@@ -601,7 +613,7 @@ class RpcSession:
             if capture[0] == "import":
                 entry = self._export_entry(check_id(capture[1]))
                 return entry.future
-            return self._done(self.import_export(evaluator, check_id(capture[1])))
+            return self.resolved(self.import_export(evaluator, check_id(capture[1])))
         raise ProtocolError(f"invalid remap capture: {as_json(capture)}")
 
     def spawn_remap(
@@ -672,13 +684,13 @@ class RpcSession:
             raise ProtocolError(f"an exported writable must have a new negative id, not {export_id}")
         entry = Import(export_id)
         self._add_peer_import(entry)
-        return WritableStream._remote(self, entry)
+        return WritableStream.from_peer(self, entry)
 
     def claim_readable(self, evaluator: Evaluator, pipe_id: Any) -> ReadableStream:
         pipe = self._pipes.pop(pipe_id, None)
         if pipe is None:
             raise ProtocolError(f"readable end of unknown or already used pipe {pipe_id}")
-        return ReadableStream._from_pipe(pipe)
+        return ReadableStream.from_pipe(pipe)
 
     # --- outgoing (the Exporter protocol of .codec) ---------------------------------------------
 
@@ -704,7 +716,7 @@ class RpcSession:
     def export_local(self, value: object) -> int:
         export_id = self._next_export
         self._next_export -= 1
-        self._exports[export_id] = Export(self._done(value), owned=True)
+        self._exports[export_id] = Export(self.resolved(value), owned=True)
         self._ref_target(value)
         return export_id
 
@@ -717,9 +729,10 @@ class RpcSession:
         return export_id
 
     def export_writable(self, writable: Any) -> int:
-        if writable._sink is None:
+        sink = writable.sink
+        if sink is None:
             raise RpcError("TypeError", "Cannot pass on a WritableStream from the peer")
-        return self.export_local(LocalWritable(writable._sink, self._holding()))
+        return self.export_local(LocalWritable(sink, self._holding()))
 
     def is_remote(self, value: object) -> bool:
         return is_remote(value) or (self._recording is not None and isinstance(value, Placeholder))
@@ -733,10 +746,10 @@ class RpcSession:
     def devaluate_remote(self, value: Any) -> Any:
         if self._recording is not None:
             return self._recording.capture(value)
-        if value._rpc_session is not self:
+        session, entry, rpc_path = stub_ref(value)
+        if session is not self:
             raise RpcError("TypeError", "Cannot pass a stub of one session to another session")
-        entry: Import = value._rpc_entry
-        path = list(value._rpc_path)
+        path = list(rpc_path)
         fut = entry.future
         if fut is not None and fut.done():
             if fut.cancelled() or fut.exception() is not None:
@@ -749,7 +762,7 @@ class RpcSession:
         return ["pipeline", entry.id, path] if path else ["pipeline", entry.id]
 
     def devaluate_readable(self, stream: Any, after_send: list[Callable[[], None]]) -> Any:
-        source = stream._take_source()
+        source = stream.take_source()
         pipe = self._alloc_import(None)
         self._send(["pipe"])
 
@@ -768,12 +781,12 @@ class RpcSession:
             try:
                 async for chunk in chunks:
                     await sender.write(chunk)
-            except (SessionClosed, _Rejection, RpcError):
+            except (SessionClosed, Rejection, RpcError):
                 if sender.done or self.closed is not None:
                     return
                 raise
             await sender.close()
-        except (SessionClosed, _Rejection, RpcError):
+        except (SessionClosed, Rejection, RpcError):
             pass  # the reader cancelled, or the session ended: stop the source
         except asyncio.CancelledError:
             raise

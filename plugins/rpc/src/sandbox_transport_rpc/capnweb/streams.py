@@ -92,10 +92,16 @@ class ReadableStream:
     """
 
     def __init__(
-        self, source: AsyncIterable[Any] | None = None, *, heartbeat: float | None = None, heartbeat_chunk: Any = b""
+        self,
+        source: AsyncIterable[Any] | None = None,
+        *,
+        heartbeat: float | None = None,
+        heartbeat_chunk: Any = b"",
+        pipe: Pipe | None = None,
     ) -> None:
         self._source = source
-        self._pipe: Pipe | None = None
+        #: a stream from the peer: its chunks come from this pipe (the session's; see :meth:`from_pipe`)
+        self._pipe = pipe
         self._claimed = False
         #: While the source is silent this long, send ``heartbeat_chunk`` (an empty chunk by
         #: default). A reader's cancel sends nothing on the wire (as in the reference): the sender
@@ -105,13 +111,13 @@ class ReadableStream:
         self.heartbeat_chunk = heartbeat_chunk
 
     @classmethod
-    def _from_pipe(cls, pipe: Pipe) -> ReadableStream:
-        stream = cls()
-        stream._pipe = pipe
-        return stream
+    def from_pipe(cls, pipe: Pipe) -> ReadableStream:
+        """Package-internal (the session's): the stream the peer sends through ``pipe``."""
+        return cls(pipe=pipe)
 
-    def _take_source(self) -> AsyncIterator[Any]:
-        """The chunks to send (a stream is sent once)."""
+    def take_source(self) -> AsyncIterator[Any]:
+        """Package-internal (the session's, when it sends the stream): the chunks to send (a
+        stream is sent once)."""
         if self._claimed:
             raise RpcError("TypeError", "This ReadableStream was already sent or read")
         self._claimed = True
@@ -244,7 +250,7 @@ class Pipe(RpcTarget):
     def cancel(self, reason: Any) -> None:
         """The consumer is done: every waiting and later write fails with ``reason``."""
         if self._error is None and not (self._closed and not self._chunks):
-            error = reason if isinstance(reason, BaseException) else _Rejection(reason)
+            error = reason if isinstance(reason, BaseException) else Rejection(reason)
             self.fail(error)
 
     def fail(self, error: BaseException) -> None:
@@ -261,8 +267,9 @@ class Pipe(RpcTarget):
         self._wake()
 
 
-class _Rejection(Exception):
-    """A rejection whose reason is any value (the reference sends a cancel reason as it is)."""
+class Rejection(Exception):
+    """Package-internal (streams and the session): a rejection whose reason is any value (the
+    reference sends a cancel reason as it is)."""
 
     def __init__(self, value: Any) -> None:
         super().__init__(str(value))
@@ -333,25 +340,30 @@ class WritableStream:
     object with async ``write(chunk)``, ``close()`` and ``abort(reason)``) with :meth:`local`.
     """
 
-    def __init__(self) -> None:
-        self._sender: StreamSender | None = None
-        self._sink: Sink | None = None
+    def __init__(self, sink: Sink | None = None, *, peer: tuple[RpcSession, Import] | None = None) -> None:
+        """A stream to ``sink`` (:meth:`local`), or (package-internal: :meth:`from_peer`) to the
+        writable the peer exported as ``peer``'s import."""
+        self._sink = sink
         self._session: RpcSession | None = None
         self._target: Import | None = None
+        self._sender: StreamSender | None = None
+        if peer is not None:
+            self._session, self._target = peer
+            self._sender = StreamSender(*peer)
 
     @classmethod
     def local(cls, sink: Sink) -> WritableStream:
-        stream = cls()
-        stream._sink = sink
-        return stream
+        return cls(sink)
 
     @classmethod
-    def _remote(cls, session: RpcSession, target: Import) -> WritableStream:
-        stream = cls()
-        stream._session = session
-        stream._target = target
-        stream._sender = StreamSender(session, target)
-        return stream
+    def from_peer(cls, session: RpcSession, target: Import) -> WritableStream:
+        """Package-internal (the session's): the writable the peer exported as ``target``."""
+        return cls(peer=(session, target))
+
+    @property
+    def sink(self) -> Sink | None:
+        """The local sink (None for a stream to the peer): what the session exports for it."""
+        return self._sink
 
     def _finish(self) -> None:
         if self._session is not None and self._target is not None:

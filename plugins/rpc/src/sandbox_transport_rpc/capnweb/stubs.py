@@ -115,5 +115,11 @@ def is_remote(value: object) -> bool:
     return isinstance(value, (RpcStub, RpcPromise))
 
 
+def stub_ref(value: RpcStub | RpcPromise) -> tuple[RpcSession, Import, Path]:
+    """Package-internal: the session, import and path a stub or promise stands for. (A stub's
+    attributes are the peer's, so it keeps these under ``_rpc_`` names and offers no property.)"""
+    return value._rpc_session, value._rpc_entry, value._rpc_path
+
+
 def not_a_function(name: object) -> RpcError:
     return RpcError("TypeError", f"'{name}' is not a function.")
