@@ -15,8 +15,9 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from sandbox_core.contract.routes import GENERIC_PREFIX, ROUTES, Route
+from sandbox_core.contract.routes import GENERIC_PREFIX, ROUTES
 from sandbox_core.errors import ErrorCode, SandboxError
+from sandbox_core.routing import Route
 from sandbox_transport_rpc.server import PATH as RPC_PATH
 from sandbox_transport_ws.pty import PATH as PTY_PATH
 from sandbox_transport_ws.server import PATHS as WS_PATHS

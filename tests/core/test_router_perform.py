@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from sandbox_core.contract.routes import TABLE
 from sandbox_core.errors import ErrorCode, SandboxError, lookup
 from sandbox_core.registry import ServiceContext, ServiceRegistry, ServiceSpec, operation
 from sandbox_core.router import (
@@ -131,7 +132,7 @@ async def test_a_reader_that_stops_closes_the_stream(registry: ServiceRegistry) 
 async def test_the_router_renders_the_same_outcome(registry: ServiceRegistry) -> None:
     """The generic route runs through perform: its failure is the contract's error body, with the
     status of the error's code, naming the operation."""
-    router = Router(registry)
+    router = Router(registry, TABLE)
 
     async def post(path: str, body: bytes) -> Reply | EventStream:
         target = router.match("POST", path)

@@ -39,9 +39,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox_core.contract.routes import ROUTES, Route
+from sandbox_core.contract.routes import ROUTES
 from sandbox_core.plugins import Hooks, make_plugin_manager
 from sandbox_core.registry import _OP_ATTR, _build_params
+from sandbox_core.routing import Route
 from sandbox_core.testing import ServerProcess
 from sandbox_core.testing.plugin import TEST_CONFIG
 

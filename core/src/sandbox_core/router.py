@@ -5,7 +5,7 @@ Every transport that speaks the contract's routes renders the same outcome its o
 an HTTP answer or SSE, ws as frames. So every route, present and future, and the generic
 ``POST /api/{service}/{operation}``, works on each of them with no per-route code::
 
-    router = Router(registry)
+    router = Router(registry, TABLE)  # a contract's route table (sandbox_core.contract.routes)
     target = router.match("POST", "/api/execute")          # a Target, or a Reply (404, 405)
     outcome = await router.run(target, RouteRequest(...))  # a Reply or an EventStream
 
@@ -29,11 +29,10 @@ from typing import Any, TypeAlias, TypeVar
 
 import msgspec
 
-from sandbox_core.contract.routes import GENERIC_PREFIX, TABLE, Route
-
 from .clock import now_iso
 from .errors import ErrorCode, SandboxError, not_found
 from .registry import Operation, ServiceRegistry
+from .routing import Route, RouteTable
 
 T = TypeVar("T")
 
@@ -196,15 +195,16 @@ async def perform(
 
 
 class Router:
-    """Runs the contract's routes against the registry (see the module docstring)."""
+    """Runs the routes of ``table`` against the registry (see the module docstring)."""
 
-    def __init__(self, registry: ServiceRegistry) -> None:
+    def __init__(self, registry: ServiceRegistry, table: RouteTable) -> None:
         self.registry = registry
+        self.table = table
 
     def match(self, method: str, path: str) -> Target | Reply:
         """The operation ``method path`` calls, or the error reply: 405 for a known path with
         another method, 404 for anything else."""
-        route, path_params, known = TABLE.match(method, path)
+        route, path_params, known = self.table.match(method, path)
         if route is not None:
             return Target(self.registry.operation(route.service, route.operation), route, path_params)
         if known:
@@ -216,8 +216,9 @@ class Router:
                     status=405,
                 )
             )
-        if method == "POST" and path.startswith(GENERIC_PREFIX):
-            parts = path[len(GENERIC_PREFIX) :].split("/")
+        prefix = self.table.generic_prefix
+        if method == "POST" and path.startswith(prefix):
+            parts = path[len(prefix) :].split("/")
             if len(parts) == 2 and all(parts) and self.registry.has(parts[0]):
                 try:
                     return Target(self.registry.operation(parts[0], parts[1]), None, {})

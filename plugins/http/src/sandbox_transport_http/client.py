@@ -13,8 +13,9 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from sandbox_core.contract.routes import Route, request_for
+from sandbox_core.contract.routes import request_for
 from sandbox_core.errors import ErrorCode, SandboxError, TransportError, error_from_code
+from sandbox_core.routing import Route
 from sandbox_core.sse import SSEDecoder, SSEError
 from sandbox_core.transport import ClientContext
 

@@ -18,6 +18,7 @@ import msgspec
 import structlog
 
 from sandbox_core.config import ConfigError
+from sandbox_core.contract.routes import TABLE
 from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.intake import ByteBudget, Hold, read_body
 from sandbox_core.registry import ServiceRegistry
@@ -235,7 +236,7 @@ class HttpApp:
         self.settings = settings
         self.budget = budget if budget is not None else ByteBudget()
         self.body_timeout = body_timeout
-        self.router = Router(registry)
+        self.router = Router(registry, TABLE)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -41,6 +41,7 @@ from urllib.parse import parse_qsl, unquote
 import msgspec
 import structlog
 
+from sandbox_core.contract.routes import TABLE
 from sandbox_core.edge import load_token
 from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.router import EventStream, Reply, Router, RouteRequest, Target, stream_error_event
@@ -429,7 +430,7 @@ class WsApp:
     """The ASGI app of ``/ws`` and ``/api/ws``: one :class:`Connection` per socket."""
 
     def __init__(self, registry: Any, settings: WsSettings, *, token: bool = False) -> None:
-        self.router = Router(registry)
+        self.router = Router(registry, TABLE)
         self.settings = settings
         self.token = token  # with a token, Authorization is a credential, never a session id
         self.connections: set[Connection] = set()
