@@ -56,15 +56,21 @@ def wait_until(predicate: object, timeout: float) -> bool:
     return False
 
 
-def test_connections_closed_by_the_client_are_released_at_once(server: ServerProcess) -> None:
-    ping(server.port)  # warm: whatever the first request opens stays open
-    base = open_fds(server.pid)
-    for _ in range(300):  # connect and close without a request: it used to sit in CLOSE-WAIT
-        socket.create_connection(("127.0.0.1", server.port)).close()
-    for _ in range(100):  # a request, then close before reading the answer
-        with socket.create_connection(("127.0.0.1", server.port)) as sock:
-            sock.sendall(PING)
-    assert wait_until(lambda: open_fds(server.pid) <= base + 5, 1.5), open_fds(server.pid) - base
+def test_connections_closed_by_the_client_are_released_at_once() -> None:
+    """A connection closed by its client is released at once, not when the keep-alive timeout
+    (long here, so that only the fix can release them in time) runs out."""
+    proc = ServerProcess(config={"server": {"keep_alive_timeout": 60.0}}).start()
+    try:
+        ping(proc.port)  # warm: whatever the first request opens stays open
+        base = open_fds(proc.pid)
+        for _ in range(300):  # connect and close without a request: it used to sit in CLOSE-WAIT
+            socket.create_connection(("127.0.0.1", proc.port)).close()
+        for _ in range(100):  # a request, then close before reading the answer
+            with socket.create_connection(("127.0.0.1", proc.port)) as sock:
+                sock.sendall(PING)
+        assert wait_until(lambda: open_fds(proc.pid) <= base + 5, 5), open_fds(proc.pid) - base
+    finally:
+        proc.stop()
 
 
 def trickle_head(sock: socket.socket) -> float | None:
@@ -179,6 +185,50 @@ def test_stalled_http2_stream_keeps_memory_bounded() -> None:
         assert 0 < received <= 65535, received  # one initial window, then the stream waits
         assert grown < 40, f"RSS grew {grown:.0f} MB during a 4 s h2 stall"
         assert ping(proc.port).startswith(b"HTTP/1.1 200")
+    finally:
+        proc.stop()
+
+
+def h2_pings(sock: socket.socket, port: int, count: int, pause: float) -> list[int]:
+    """``count`` requests ``GET /api/ping`` over one h2c connection (prior knowledge), ``pause``
+    seconds apart: the status of each answer (none for those the server never answered)."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    statuses: list[int] = []
+    for n in range(count):
+        if n:
+            time.sleep(pause)
+        stream_id = conn.get_next_available_stream_id()
+        headers = [(":method", "GET"), (":path", "/api/ping"), (":scheme", "http"), (":authority", f"127.0.0.1:{port}")]
+        conn.send_headers(stream_id, headers, end_stream=True)
+        try:
+            sock.sendall(conn.data_to_send())
+        except OSError:
+            return statuses
+        ended = False
+        while not ended:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                return statuses
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    statuses.append(int(dict(event.headers)[":status"]))
+                elif isinstance(event, h2.events.StreamEnded) and event.stream_id == stream_id:
+                    ended = True
+            sock.sendall(conn.data_to_send())
+    return statuses
+
+
+def test_an_http2_connection_is_not_cut_off_by_the_header_timeout() -> None:
+    """The header timeout times a request head on HTTP/1.1; a connection that turned to HTTP/2
+    (prior knowledge) used to keep the timer its first bytes started, and was closed by it."""
+    proc = ServerProcess(config={"server": {"http2": True, "header_timeout": 1.0, "keep_alive_timeout": 30.0}}).start()
+    try:
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
+            assert h2_pings(sock, proc.port, 2, 2.0) == [200, 200]
     finally:
         proc.stop()
 

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from sandbox_core import hypercorn_fixes
 from sandbox_core.testing import ServerProcess
 from sandbox_core.testing.procs import status_kib
 
@@ -131,12 +130,6 @@ def server() -> Iterator[ServerProcess]:
         yield proc
     finally:
         proc.stop()
-
-
-def test_hypercorn_code_the_websocket_fix_patches_is_unchanged() -> None:
-    """The hypercorn (and wsproto) code ``bound_websocket_messages`` replaces, wraps or relies on
-    is what the fix was written for: an upgrade that changes any of it fails here, naming it."""
-    assert hypercorn_fixes.changed_code() == []
 
 
 async def test_the_app_queue_hook_of_the_websocket_fix_still_works() -> None:

@@ -269,7 +269,9 @@ async def serve(
         ) from None
     host, port = sock.getsockname()[:2]
     url = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
-    hconfig = hypercorn_fixes.make_config(websocket_intake(runtime))
+    # the fixes' settings are this server's own (two servers in one process keep theirs)
+    policy = hypercorn_fixes.ConnectionPolicy(http2=config.server.http2, header_timeout=config.server.header_timeout)
+    hconfig = hypercorn_fixes.make_config(websocket_intake(runtime), policy)
     hconfig.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) the listening socket
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")  # through the root handler, warnings and up
@@ -283,7 +285,7 @@ async def serve(
     runtime.registry.stop_grace = reserve / 2
     # an idle connection (and one whose request head has not fully arrived) is closed after this
     hconfig.keep_alive_timeout = config.server.keep_alive_timeout
-    hypercorn_fixes.apply(http2=config.server.http2, header_timeout=config.server.header_timeout)
+    hypercorn_fixes.apply()
     hconfig.keep_alive_max_requests = 10_000_000  # hypercorn's default (1000) recycles busy clients' connections
     hconfig.include_server_header = False
     # a path no mount names (nothing is accepted there); each mount's paths have its own limit

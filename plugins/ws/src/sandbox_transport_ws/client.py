@@ -72,7 +72,8 @@ class _Session(AsyncWebSocketSession):
     """httpx-ws's session, receiving as its documentation says: ``max_message_size_bytes`` is the
     largest message accepted (over it, the socket is closed with 1009), and a message that
     arrives in parts is joined once (httpx-ws joined the parts one by one, quadratic in their
-    number, and held any size)."""
+    number, and held any size). It overrides a private method of httpx-ws: :data:`PATCHED_CODE`
+    lists the httpx-ws code it was written against."""
 
     async def _background_receive(self, max_bytes: int) -> None:
         parts: list[Any] = []
@@ -112,6 +113,33 @@ class _Session(AsyncWebSocketSession):
         except (httpcore.ReadError, httpcore.WriteError, _EndOfStream):
             await self.close(1011, "Stream error")
             await self._send_event.send(WebSocketNetworkError())
+
+
+#: For each override of httpx-ws internals, the httpx-ws code it replaces or relies on, by a hash
+#: of that code (:func:`sandbox_core.patching.code_hash`: comments, layout and docstrings do not
+#: count). tests/ws/test_httpx_ws_override.py compares them with the installed httpx-ws: an
+#: upgrade that changes any of it fails there, naming the override to review (then update the hash).
+PATCHED_CODE: dict[str, dict[str, str]] = {
+    "_Session._background_receive": {
+        # replaced: the receiving loop
+        "httpx_ws._api:AsyncWebSocketSession._background_receive": "99e91f25d8d20a25",
+        # starts it in the session's task group with max_message_size_bytes as its argument
+        # (read here as the largest message), and creates _send_event, the queue receive() reads
+        "httpx_ws._api:AsyncWebSocketSession.__asynccontextmanager__": "ab1e3febd0f40f57",
+        # stream, connection, _should_close, _write_lock, _ping_manager
+        "httpx_ws._api:AsyncWebSocketSession.__init__": "8834f5f5643362b0",
+        "httpx_ws._ping:AsyncPingManager": "8a4eb06249c82571",
+        # close(code, reason) sends the close frame and closes the stream
+        "httpx_ws._api:AsyncWebSocketSession.close": "be707d4932d99f99",
+        # raises an exception found in the queue (MessageTooBig, WebSocketNetworkError);
+        # CloseConnection becomes WebSocketDisconnect
+        "httpx_ws._api:AsyncWebSocketSession.receive": "4dfed63f3d129fa7",
+        # session_class is built with max_message_size_bytes
+        "httpx_ws._api:aconnect_ws": "5600ed34c4109ca9",
+        "httpx_ws._api:AsyncWebSocketClient.__init__": "93b85f079c463253",
+        "httpx_ws._api:AsyncWebSocketClient.connect": "21aac5a0ed74f564",
+    },
+}
 
 
 def ws_url(url: str) -> str:
