@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .contract.client import Sandbox, SessionHandle
     from .errors import SandboxError
     from .hookspecs import hookimpl
-    from .registry import ServiceContext, ServiceSpec, operation
+    from .registry import Service, ServiceContext, ServiceSpec, operation
     from .transport import ClientTransport, ServerMount, TransportSpec
 
 # public name -> the submodule that defines it
@@ -23,6 +23,7 @@ _LAZY = {
     "Sandbox": "contract.client",
     "SandboxError": "errors",
     "ServerMount": "transport",
+    "Service": "registry",
     "ServiceContext": "registry",
     "ServiceSpec": "registry",
     "SessionHandle": "contract.client",
@@ -36,6 +37,7 @@ __all__ = [
     "Sandbox",
     "SandboxError",
     "ServerMount",
+    "Service",
     "ServiceContext",
     "ServiceSpec",
     "SessionHandle",

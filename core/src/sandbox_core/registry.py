@@ -19,7 +19,7 @@ import typing
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload, runtime_checkable
 
 import msgspec
 import structlog
@@ -66,6 +66,30 @@ class WireName:
     that name: in JSON bodies, in the generic call's named parameters, in errors naming the field."""
 
     name: str
+
+
+@runtime_checkable
+class SupportsStartup(Protocol):
+    """A service with work to do before it is called: the registry awaits its ``startup()``
+    once, after every service is built and before any operation of it is served (in the
+    order the services were registered; one that fails stops the server from starting)."""
+
+    async def startup(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsAclose(Protocol):
+    """A service with something to release when the server stops: the registry awaits its
+    ``aclose()`` once, every service's at the same time, after the transports have stopped
+    serving (a failure is logged and stops no other service's close)."""
+
+    async def aclose(self) -> None: ...
+
+
+class Service(SupportsStartup, SupportsAclose, Protocol):
+    """The lifecycle a service may declare: a service is any object (its operations marked with
+    :func:`operation`); ``startup()`` and ``aclose()`` are each optional, and the registry
+    calls whichever of them it has (:class:`SupportsStartup`, :class:`SupportsAclose`)."""
 
 
 @dataclass(frozen=True)
@@ -246,8 +270,9 @@ def _build_params(service: str, func: Callable[..., Any]) -> tuple[type[msgspec.
 class ServiceRegistry:
     """Holds the running services and dispatches operation calls to them.
 
-    :meth:`aclose` stops every service at once (each service's optional ``aclose()``,
-    concurrently), so stopping the server takes as long as its slowest service, not their sum.
+    :meth:`start` awaits each service's optional ``startup()``; :meth:`aclose` stops every
+    service at once (each service's optional ``aclose()``, concurrently: see :class:`Service`),
+    so stopping the server takes as long as its slowest service, not their sum.
     While it runs, :attr:`closing` is true, and a service ending processes gives them at most
     :attr:`stop_grace` seconds between SIGTERM and SIGKILL (the server sets it from
     ``server.shutdown_timeout``, so that the whole stop fits in it).
@@ -284,9 +309,8 @@ class ServiceRegistry:
             ctx = ServiceContext(name, settings, self.workspace, self, structlog.get_logger(f"sandbox.{name}"))
             self._services[name] = spec.factory(ctx)
         for name, service in self._services.items():
-            startup = getattr(service, "startup", None)  # optional lifecycle: startup() and aclose()
-            if startup is not None:
-                await startup()
+            if isinstance(service, SupportsStartup):  # the optional lifecycle (see Service)
+                await service.startup()
             self._index(name, service)
         self._started = True
 
@@ -294,16 +318,16 @@ class ServiceRegistry:
         """Stop every service at once; a service's failure is logged and stops no other."""
         self.closing = True
 
-        async def close(name: str, service: object) -> None:
-            aclose = getattr(service, "aclose", None)
-            if aclose is None:
-                return
+        async def close(name: str, service: SupportsAclose) -> None:
             try:
-                await aclose()
+                await service.aclose()
             except Exception:
                 log.exception("service.close_failed", service=name)
 
-        await asyncio.gather(*(close(name, service) for name, service in reversed(list(self._services.items()))))
+        async with asyncio.TaskGroup() as closing:
+            for name, service in reversed(list(self._services.items())):
+                if isinstance(service, SupportsAclose):
+                    closing.create_task(close(name, service), name=f"close service {name}")
         self._services.clear()
         self._ops.clear()
 

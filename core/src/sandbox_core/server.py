@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,6 +239,32 @@ def websocket_intake(runtime: Runtime) -> hypercorn_fixes.WebsocketIntake:
     )
 
 
+async def enter_lifespans(mounts: list[ServerMount]) -> list[AbstractAsyncContextManager[object]]:
+    """Enter every mount's :attr:`~ServerMount.lifespan`, in order; when one fails, those
+    entered are exited (in reverse) and its error raised."""
+    entered: list[AbstractAsyncContextManager[object]] = []
+    try:
+        for mount in mounts:
+            if mount.lifespan is not None:
+                await mount.lifespan.__aenter__()
+                entered.append(mount.lifespan)
+    except BaseException:
+        await exit_lifespans(entered, None)
+        raise
+    return entered
+
+
+async def exit_lifespans(entered: list[AbstractAsyncContextManager[object]], each_s: float | None) -> None:
+    """Exit what :func:`enter_lifespans` entered, in reverse, each within ``each_s`` seconds;
+    one that fails (or takes longer) is logged and stops no other's exit."""
+    for lifespan in reversed(entered):
+        try:
+            async with asyncio.timeout(each_s):
+                await lifespan.__aexit__(None, None, None)
+        except Exception as exc:
+            log.warning("transport.lifespan_exit_failed", lifespan=repr(lifespan), error=repr(exc))
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -267,6 +294,12 @@ async def serve(
         raise ConfigError(
             f"{where}: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}{hint}"
         ) from None
+    try:
+        lifespans = await enter_lifespans(runtime.mounts)
+    except BaseException:
+        sock.close()
+        await runtime.registry.aclose()
+        raise
     host, port = sock.getsockname()[:2]
     url = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
     # the fixes' settings are this server's own (two servers in one process keep theirs)
@@ -330,5 +363,6 @@ async def serve(
         await hypercorn_serve(runtime.app, hconfig, shutdown_trigger=shutting_down)  # type: ignore[arg-type]
     finally:
         log.info("server.stopping")
+        await exit_lifespans(lifespans, max(hconfig.graceful_timeout, 0.1))
         await runtime.registry.aclose()
         log.info("server.stopped")

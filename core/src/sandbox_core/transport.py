@@ -4,6 +4,7 @@ and its client side (a :class:`ClientTransport` the ``Sandbox`` facade drives)."
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,7 +30,8 @@ class ServerContext:
 
 @dataclass(frozen=True)
 class ServerMount:
-    """A transport's server side: an ASGI app and the paths it answers.
+    """A transport's server side: an ASGI app and the paths it answers, and optionally what it
+    runs for as long as the server does (:attr:`lifespan`).
 
     ``http_paths`` are exact paths or prefixes ending in ``/``; ``catch_all`` takes every
     http request no other transport claims; ``websocket_paths`` are exact paths.
@@ -49,6 +51,12 @@ class ServerMount:
     #: ``websocket_paths`` (bytes; a larger one closes the socket with 1009 before the app sees
     #: it). None: 64 MiB. Never more than the server's budget.
     websocket_max_message_bytes: int | None = None
+    #: What the transport runs beside the server's port (its own listener, say): the server
+    #: enters it once the services have started, before it serves (a failure to enter stops the
+    #: server from starting), and exits it at shutdown, after :attr:`aclose` and once the
+    #: server's connections are over, before the services stop (its exit given as long as
+    #: :attr:`aclose` is; a failure there is logged).
+    lifespan: AbstractAsyncContextManager[object] | None = None
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,13 @@ class _Command:
     paths: tuple[str, str] = ("", "")  # where bash opens the output pipes
 
 
+async def _end_tree(leader: int, grace: float) -> None:
+    """:func:`kill_tree` for a stop: a tree that fails to end is no failure of the stop (and
+    never cuts short the ending of the others, which share its task group)."""
+    with contextlib.suppress(Exception):
+        await kill_tree(leader, grace=grace)
+
+
 async def _done_or_timeout(future: asyncio.Future[Outcome], at_most: float) -> None:
     """Wait until ``future`` is done or ``at_most`` seconds have passed, whichever is first; a
     cancelled caller leaves ``future`` alone (lighter than ``asyncio.wait`` on a hot path)."""
@@ -558,6 +565,8 @@ class Shell:
                     self._stop(command, 0.0 if grace is None else grace, quiet=True, writer=writer),
                     name=f"stop command {command.seq} of shell {self.nonce}",
                 )
+                # it outlives its caller (the next command waits for it): its failure is retrieved
+                command.stopping.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
             raise
 
     async def _wait(self, command: _Command, time_limit: float | None) -> Outcome | None:
@@ -615,25 +624,26 @@ class Shell:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + max(grace, 0.05)
             groups: list[int] = []
-            trees: list[asyncio.Task[int]] = []
             seen: set[int] = set()
-            # the command's list goes on after a job of it ends: every job it starts until it
-            # is over (or the grace period is) gets SIGTERM too, not only those running now
-            while not command.future.done():
-                for group in self._command_jobs(command):
-                    if group not in groups:
-                        groups.append(group)
-                        signal_group(group, signal.SIGTERM)
-                for leader in self._children():
-                    if leader not in command.children_before and leader not in seen:
-                        seen.add(leader)
-                        trees.append(asyncio.create_task(kill_tree(leader, grace=max(deadline - loop.time(), 0.0))))
-                if loop.time() >= deadline:
-                    break
-                await _done_or_timeout(command.future, min(0.02, max(deadline - loop.time(), 0.0)))
-            for group in groups:
-                signal_group(group, signal.SIGKILL)  # and members forked meanwhile
-            await asyncio.gather(*trees, return_exceptions=True)
+            # one task per job's tree, in a task group: leaving it waits for every one of them
+            # (and a stop that is cancelled leaves none of them running)
+            async with asyncio.TaskGroup() as trees:
+                # the command's list goes on after a job of it ends: every job it starts until
+                # it is over (or the grace period is) gets SIGTERM too, not only those running now
+                while not command.future.done():
+                    for group in self._command_jobs(command):
+                        if group not in groups:
+                            groups.append(group)
+                            signal_group(group, signal.SIGTERM)
+                    for leader in self._children():
+                        if leader not in command.children_before and leader not in seen:
+                            seen.add(leader)
+                            trees.create_task(_end_tree(leader, max(deadline - loop.time(), 0.0)))
+                    if loop.time() >= deadline:
+                        break
+                    await _done_or_timeout(command.future, min(0.02, max(deadline - loop.time(), 0.0)))
+                for group in groups:
+                    signal_group(group, signal.SIGKILL)  # and members forked meanwhile
             if not command.future.done():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(command.future), 0.5)

@@ -334,22 +334,22 @@ class SSEResponse:
                 pass
 
         await send({"type": "http.response.start", "status": 200, "headers": SSE_RAW_HEADERS})
-        tasks = [
-            asyncio.ensure_future(pump()),
-            asyncio.ensure_future(keep_alive()),
-            asyncio.ensure_future(disconnected()),
-        ]
         try:
-            await asyncio.wait([tasks[0], tasks[2]], return_when=asyncio.FIRST_COMPLETED)
-            if tasks[0].done():
-                tasks[0].result()
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:
+            # one task group: however the response ends (the stream is over, the client left, a
+            # send failed, the request is cancelled), none of its tasks outlives it
+            async with asyncio.TaskGroup() as group:
+                pumping = group.create_task(pump(), name="sse pump")
+                beating = group.create_task(keep_alive(), name="sse heartbeat")
+                watching = group.create_task(disconnected(), name="sse disconnect watcher")
+                await asyncio.wait((pumping, watching), return_when=asyncio.FIRST_COMPLETED)
+                beating.cancel()
+                watching.cancel()
+                if pumping.done():  # the stream is over (a failure of it has ended the group)
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                pumping.cancel()
+        except* OSError:
             pass  # the client went away while we were sending
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             await self.events.aclose()
 
 

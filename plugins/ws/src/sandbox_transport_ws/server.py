@@ -238,7 +238,8 @@ def parse_frame(data: str | bytes) -> InFrame | str:
 
 
 class Connection:
-    """One accepted socket: a reader (frames in), a writer (frames out) and a task per request."""
+    """One accepted socket: a reader (frames in), a writer (frames out) and a task per request,
+    all in one task group (:meth:`serve`)."""
 
     def __init__(self, app: WsApp, send: Callable[[dict[str, Any]], Awaitable[None]], number: int) -> None:
         self.app = app
@@ -249,6 +250,8 @@ class Connection:
         self.ending: asyncio.Future[tuple[int | None, str]] = asyncio.get_running_loop().create_future()
         self.closed = asyncio.Event()
         self.requests = 0
+        #: the connection's task group (its reader, writer and requests), set by :meth:`serve`
+        self.group: asyncio.TaskGroup
 
     def end(self, code: int | None, reason: str) -> None:
         """Close the connection: with ``code`` (None when the client has gone already)."""
@@ -256,22 +259,35 @@ class Connection:
             self.ending.set_result((code, reason))
 
     async def serve(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
-        reader = asyncio.ensure_future(self._read(receive))
-        writer = asyncio.ensure_future(self._write())
+        """Run the connection until it ends: its reader, its writer and its requests are tasks of
+        one task group, so that however it ends (a close, a failure, the server cancelling the
+        connection), every one of them has ended when this returns."""
         code: int | None = None
         reason = "cancelled"
+        ended = 0
         try:
-            code, reason = await self.ending
+            async with asyncio.TaskGroup() as group:
+                self.group = group
+                reader = group.create_task(self._read(receive), name=f"ws {self.number} reader")
+                writer = group.create_task(self._write(), name=f"ws {self.number} writer")
+                try:
+                    code, reason = await self.ending
+                finally:
+                    ended = await self._teardown(reader, writer, code, reason)
+                # leaving the group waits for the requests, cancelled by the teardown
         finally:
-            await self._teardown(reader, writer, code, reason)
+            self.closed.set()
+            log.debug("ws.closed", conn=self.number, code=code, reason=reason, requests=self.requests, ended=ended)
 
     async def _teardown(
-        self, reader: asyncio.Future[None], writer: asyncio.Future[None], code: int | None, reason: str
-    ) -> None:
+        self, reader: asyncio.Task[None], writer: asyncio.Task[None], code: int | None, reason: str
+    ) -> int:
+        """Stop the reader and the writer, cancel every request and send the close frame (if
+        any); returns how many requests were cancelled."""
         self.queue.close()
         reader.cancel()
         writer.cancel()
-        await asyncio.gather(reader, writer, return_exceptions=True)
+        await asyncio.wait((reader, writer))
         tasks = list(self.tasks.values())
         for task in tasks:
             task.cancel()
@@ -280,12 +296,7 @@ class Connection:
                 await asyncio.wait_for(
                     self.send({"type": "websocket.close", "code": code, "reason": reason}), CLOSE_TIMEOUT_S
                 )
-        try:
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            self.closed.set()
-            log.debug("ws.closed", conn=self.number, code=code, reason=reason, requests=self.requests, ended=len(tasks))
+        return len(tasks)
 
     # frames in ----------------------------------------------------------------------------------
 
@@ -364,7 +375,7 @@ class Connection:
             self.app.frame_headers(frame.headers) if frame.headers else {},
             body,
         )
-        task = asyncio.ensure_future(self.run(rid, target, request))
+        task = self.group.create_task(self.run(rid, target, request), name=f"ws {self.number} request {rid!r}")
         self.tasks[rid] = task
         task.add_done_callback(partial(self._forget, rid))
 
@@ -466,7 +477,8 @@ class WsApp:
         connections = list(self.connections)
         for conn in connections:
             conn.end(GOING_AWAY, "Server shutting down")
-        await asyncio.gather(*(conn.closed.wait() for conn in connections))
+        for conn in connections:  # each ends on its own: waiting for one after the other is no slower
+            await conn.closed.wait()
 
 
 def _has_token(config: Any) -> bool:
@@ -493,7 +505,9 @@ class Mount:
             await self.routes(scope, receive, send)
 
     async def aclose(self) -> None:
-        await asyncio.gather(self.routes.aclose(), self.pty.aclose())
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.routes.aclose())
+            group.create_task(self.pty.aclose())
 
 
 def make_server(ctx: ServerContext) -> ServerMount:

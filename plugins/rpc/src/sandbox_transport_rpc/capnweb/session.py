@@ -43,6 +43,10 @@ ABORT_CLOSE_CODE = 3000
 TEARDOWN_STEPS = 1000
 
 
+#: Tasks of ended sessions still running (see :meth:`RpcSession._spawn_detached`).
+_DETACHED: set[asyncio.Task[Any]] = set()
+
+
 def _consume(fut: asyncio.Future[Any]) -> None:
     """Mark a future's exception as seen (a session ends many futures nobody awaits)."""
     if not fut.cancelled():
@@ -967,7 +971,11 @@ class RpcSession:
         self._loop.call_soon(self._pace_teardown, steps)
 
     def _spawn_detached(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` past the session's end (it is not cancelled with the session's tasks):
+        kept referenced until it ends (the loop holds tasks only weakly), its failure consumed."""
         task = self._loop.create_task(coro)
+        _DETACHED.add(task)
+        task.add_done_callback(_DETACHED.discard)
         task.add_done_callback(_consume)
 
 

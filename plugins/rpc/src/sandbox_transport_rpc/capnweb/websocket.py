@@ -82,7 +82,7 @@ class Outbox:
             await self._wake.wait()
 
 
-async def _finish(writer: asyncio.Future[Any]) -> None:
+async def _finish(writer: asyncio.Task[None]) -> None:
     """Give the writer a moment to flush and close, then stop it."""
     try:
         await asyncio.wait_for(asyncio.shield(writer), FLUSH_TIMEOUT_S)
@@ -90,6 +90,60 @@ async def _finish(writer: asyncio.Future[Any]) -> None:
         writer.cancel()
         with contextlib.suppress(BaseException):
             await writer
+
+
+class SendFailed(Exception):
+    """The writer could not send to the peer: the connection is over (its loop ends with it)."""
+
+
+async def _write(
+    outbox: Outbox, send_text: Callable[[str], Awaitable[None]], send_close: Callable[[int, str], Awaitable[None]]
+) -> None:
+    """The writer task: :meth:`Outbox.run`, a failure to send raising :class:`SendFailed`."""
+    try:
+        await outbox.run(send_text, send_close)
+    except Exception as exc:
+        outbox.gone = True
+        raise SendFailed(f"sending to the peer failed: {exc!r}") from exc
+
+
+async def _connection(
+    session: RpcSession,
+    outbox: Outbox,
+    next_message: Callable[[], Awaitable[str | bytes | None]],
+    send_text: Callable[[str], Awaitable[None]],
+    send_close: Callable[[int, str], Awaitable[None]],
+    *,
+    ended: str,
+    send_failed: Callable[[SendFailed], str] = str,
+) -> None:
+    """Run one connection until it ends: each message from ``next_message`` (None once the peer
+    has gone, the session closed) goes to the session; the session's messages go out through
+    the writer task. The loop and the writer share one task group, so that however the
+    connection ends (the peer leaves, a send fails, the caller is cancelled) neither outlives
+    it. The session is then closed with ``ended``, or with ``send_failed(error)`` when a send
+    failed; the writer gets :data:`FLUSH_TIMEOUT_S` to send what is queued and the close."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            writer = group.create_task(_write(outbox, send_text, send_close), name="capnweb writer")
+            try:
+                while (message := await next_message()) is not None:
+                    if isinstance(message, bytes):
+                        try:
+                            message = message.decode()
+                        except UnicodeDecodeError:
+                            session.abort(RpcError("Error", "bad RPC message: binary frame is not UTF-8"))
+                            continue
+                    session.receive(message)
+                    del message  # a large message is not kept alive until the next one
+            finally:
+                if session.closed is None:
+                    failed = writer.exception() if writer.done() and not writer.cancelled() else None
+                    session.close(send_failed(failed) if isinstance(failed, SendFailed) else ended)
+                outbox.close(1000, "")
+                await _finish(writer)
+    except* SendFailed:
+        pass  # the connection is over; the session was closed with the reason
 
 
 async def serve_websocket(
@@ -119,30 +173,19 @@ async def serve_websocket(
     async def send_close(code: int, reason: str) -> None:
         await send({"type": "websocket.close", "code": code, "reason": reason})
 
-    writer: asyncio.Future[Any] = asyncio.ensure_future(outbox.run(send_text, send_close))
-    try:
+    async def next_message() -> str | bytes | None:
         while True:
             event = await receive()
             kind = event["type"]
             if kind == "websocket.receive":
-                text = event.get("text")
-                if text is None:
-                    try:
-                        text = (event.get("bytes") or b"").decode()
-                    except UnicodeDecodeError:
-                        session.abort(RpcError("Error", "bad RPC message: binary frame is not UTF-8"))
-                        continue
-                session.receive(text)
-                del event, text  # a large message is not kept alive until the next one
-            elif kind == "websocket.disconnect":
+                text: str | None = event.get("text")
+                return text if text is not None else (event.get("bytes") or b"")
+            if kind == "websocket.disconnect":
                 outbox.gone = True
                 session.close(f"the peer closed the WebSocket ({event.get('code', 1005)})")
-                break
-    finally:
-        if session.closed is None:
-            session.close("the server ended the connection")
-        outbox.close(1000, "")
-        await _finish(writer)
+                return None
+
+    await _connection(session, outbox, next_message, send_text, send_close, ended="the server ended the connection")
 
 
 class WebSocketClient:
@@ -220,29 +263,32 @@ class WebSocketClient:
                 async def send_close(code: int, reason: str) -> None:
                     await ws.close(code, reason)
 
-                writer: asyncio.Future[Any] = asyncio.ensure_future(outbox.run(ws.send, send_close))
-                try:
-                    while True:
-                        try:
-                            message = await ws.recv()
-                        except ConnectionClosed as exc:
-                            outbox.gone = True
-                            code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (1006, "")
-                            session.close(f"Peer closed WebSocket: {code} {reason}".rstrip())
-                            break
-                        if isinstance(message, bytes):
-                            try:
-                                message = message.decode()
-                            except UnicodeDecodeError:
-                                session.abort(RpcError("Error", "bad RPC message: binary frame is not UTF-8"))
-                                continue
-                        session.receive(message)
-                        del message
-                finally:
-                    if session.closed is None:
-                        session.close("the client closed the connection")
-                    outbox.close(1000, "")
-                    await _finish(writer)
+                def peer_closed(exc: ConnectionClosed) -> str:
+                    code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (1006, "")
+                    return f"Peer closed WebSocket: {code} {reason}".rstrip()
+
+                async def next_message() -> str | bytes | None:
+                    try:
+                        return await ws.recv()
+                    except ConnectionClosed as exc:
+                        outbox.gone = True
+                        assert session is not None
+                        session.close(peer_closed(exc))
+                        return None
+
+                def send_failed(error: SendFailed) -> str:
+                    cause = error.__cause__
+                    return peer_closed(cause) if isinstance(cause, ConnectionClosed) else str(error)
+
+                await _connection(
+                    session,
+                    outbox,
+                    next_message,
+                    ws.send,
+                    send_close,
+                    ended="the client closed the connection",
+                    send_failed=send_failed,
+                )
             finally:
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(ws.close(), FLUSH_TIMEOUT_S)
