@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import httpx
 import pybase64
 
 from sandbox_core import Sandbox
@@ -359,18 +360,59 @@ def floor_server_main(mode: str) -> int:
     return 0
 
 
-class FloorServer:
-    """``run.py --floor-server MODE`` in a subprocess, for the duration of a ``with`` block."""
+#: The bare app of the idle-RSS floor, run as ``python -c``: hypercorn on uvloop answering every
+#: request with an empty 200, importing nothing of the sandbox (run.py itself imports the client).
+BARE_APP = """
+import asyncio, socket, sys
+import uvloop
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
 
-    def __init__(self, mode: Literal["app", "bash"], startup_timeout: float = 30.0) -> None:
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
+
+async def main():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    sock.setblocking(False)
+    host, port = sock.getsockname()
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.accesslog = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(sys.stdin.fileno(), stop.set)
+    print(f"http://{host}:{port}", flush=True)
+    await serve(app, config, shutdown_trigger=stop.wait)
+
+uvloop.run(main())
+"""
+
+
+class FloorServer:
+    """``run.py --floor-server MODE`` in a subprocess, for the duration of a ``with`` block
+    (``bare``: :data:`BARE_APP` instead)."""
+
+    def __init__(self, mode: Literal["app", "bash", "bare"], startup_timeout: float = 30.0) -> None:
         self.mode = mode
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
     def __enter__(self) -> FloorServer:
+        argv = ["-c", BARE_APP] if self.mode == "bare" else [os.path.abspath(__file__), "--floor-server", self.mode]
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--floor-server", self.mode],
+            [sys.executable, *argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,  # its stderr is ours: a failure shows in the bench's log
         )
@@ -465,10 +507,22 @@ class BareBash:
 # figures ----------------------------------------------------------------------------------------
 
 
-@figure(Metric("idle_rss", "idle server RSS (fresh, after one ping)", "MB", target=30, upstream=260), at_start=True)
+@figure(
+    Metric("idle_rss", "idle server RSS (fresh, after one ping)", "MB", target=30, upstream=260),
+    Metric("idle_rss_floor", "floor: bare hypercorn+uvloop app's idle RSS (after one request)", "MB"),
+    Metric("idle_rss_ratio", "idle server RSS over that floor", "x", target=1.25),
+    at_start=True,
+)
 async def idle_rss(ctx: Ctx) -> dict[str, float]:
-    """The freshly started server, idle after answering one ping (no session shell started yet)."""
-    return {"idle_rss": rss_mb(ctx.pid)}
+    """The freshly started server, idle after answering one ping (no session shell started yet),
+    and the same of a bare hypercorn+uvloop app (:data:`BARE_APP`, which imports nothing of ours)."""
+    ours = rss_mb(ctx.pid)
+    with FloorServer("bare") as floor:
+        assert floor.proc is not None
+        async with httpx.AsyncClient(base_url=floor.url, timeout=30) as client:
+            (await client.get("/api/ping")).raise_for_status()
+        bare = rss_mb(floor.proc.pid)
+    return {"idle_rss": ours, "idle_rss_floor": bare, "idle_rss_ratio": ours / bare}
 
 
 @figure(
