@@ -20,6 +20,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import pytest
+from helpers_inprocess import in_process_plugins
 
 from sandbox_core import hypercorn_fixes
 from sandbox_core.config import Config, ServerConfig
@@ -118,7 +119,9 @@ def servers_in_this_process(*configs: Config) -> Iterator[list[int]]:
             for config in configs:
                 up: asyncio.Future[str] = loop.create_future()
                 servers.append(
-                    asyncio.ensure_future(serve(config, shutdown_trigger=stop.wait, on_started=up.set_result))
+                    asyncio.ensure_future(
+                        serve(config, shutdown_trigger=stop.wait, on_started=up.set_result, pm=in_process_plugins())
+                    )
                 )
                 done, _ = await asyncio.wait([up, servers[-1]], timeout=30, return_when=asyncio.FIRST_COMPLETED)
                 assert up in done, "a server did not start"

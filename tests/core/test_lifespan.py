@@ -2,9 +2,9 @@
 starts with the server and stops with it, and services declare ``startup()``/``aclose()``.
 
 The server runs in this process (``sandbox_core.server.serve``, the real one, on a free
-loopback port) with one more plugin registered through ``make_plugin_manager(plugins=...)``: a
-transport ``lifetest`` whose lifespan opens a TCP listener of its own (it greets and hangs up)
-and a service ``lifelog`` that records its start and stop, both writing to one journal.
+loopback port) with one more plugin registered beside the http transport and the utils service
+(``helpers_inprocess``): a transport ``lifetest`` whose lifespan opens a TCP listener of its own
+(it greets and hangs up) and a service ``lifelog`` that records its start and stop, both writing to one journal.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers_inprocess import in_process_plugins
 
 from sandbox_core.config import Config
 from sandbox_core.hookspecs import hookimpl
-from sandbox_core.plugins import make_plugin_manager
 from sandbox_core.registry import ServiceContext, ServiceRegistry, ServiceSpec, operation
 from sandbox_core.server import serve
 from sandbox_core.transport import ServerContext, ServerMount, TransportSpec
@@ -129,7 +129,7 @@ async def test_a_transport_listener_starts_and_stops_with_the_server(tmp_path: P
         writer.close()
         seen["ping"] = await asyncio.wait_for(_get(url, "/api/ping"), 10)
 
-    pm = make_plugin_manager(plugins=[("lifetest", plugin)])
+    pm = in_process_plugins(("lifetest", plugin))
     await asyncio.wait_for(serve(_config(tmp_path), shutdown_trigger=use_then_stop, on_started=on_started, pm=pm), 60)
 
     # started before the server said it serves, with the services already up
@@ -155,7 +155,7 @@ async def test_a_lifespan_that_fails_to_start_stops_the_server_cleanly(tmp_path:
     async def never() -> None:
         await asyncio.Event().wait()
 
-    pm = make_plugin_manager(plugins=[("lifetest", plugin)])
+    pm = in_process_plugins(("lifetest", plugin))
     with pytest.raises(RuntimeError, match="the listener cannot start"):
         await asyncio.wait_for(serve(_config(tmp_path), shutdown_trigger=never, on_started=started.append, pm=pm), 60)
     assert started == []  # it never served
