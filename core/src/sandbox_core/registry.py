@@ -292,7 +292,6 @@ class ServiceRegistry:
         self._hooks = hooks
         self._services: dict[str, object] = {}
         self._ops: dict[tuple[str, str], Operation] = {}
-        self._started = False
         #: the services are being stopped (:meth:`aclose` has begun)
         self.closing = False
         #: SIGTERM to SIGKILL, in seconds, for the processes a service ends while it stops
@@ -312,7 +311,6 @@ class ServiceRegistry:
             if isinstance(service, SupportsStartup):  # the optional lifecycle (see Service)
                 await service.startup()
             self._index(name, service)
-        self._started = True
 
     async def aclose(self) -> None:
         """Stop every service at once; a service's failure is logged and stops no other."""

@@ -337,13 +337,3 @@ class PtyEndpoint:
         self._closing = True
         for conn in list(self._connections):
             conn.shut(1001, "Server shutting down")
-
-
-async def pty_app(
-    scope: Scope, receive: Receive, send: Send, registry: ServiceRegistry, *, replay_bytes: int | None = None
-) -> None:
-    """Serve one ``/ws/pty`` connection (an ASGI websocket scope) with ``registry``'s terminals.
-
-    For a server, prefer one :class:`PtyEndpoint` per mount: its ``aclose`` closes the open
-    terminal sockets at shutdown instead of leaving them to the server's graceful timeout."""
-    await PtyEndpoint(registry, replay_bytes=replay_bytes)(scope, receive, send)
