@@ -262,7 +262,8 @@ async def test_long_lists_are_encoded_in_batches_to_the_same_json() -> None:
     import msgspec
 
     from sandbox_core.contract.models.files import FileInfo, ListFilesResult
-    from sandbox_transport_http.server import BATCH_ITEMS, BatchedJSONResponse, json_response
+    from sandbox_core.json_batches import BATCH_ITEMS
+    from sandbox_transport_http.server import BatchedJSONResponse, json_response
 
     entry = {"name": "f", "absolutePath": "/t/f", "relativePath": "f", "type": "file", "size": 1}
     entry |= {"modifiedAt": "2026-01-01T00:00:00.000000Z", "mode": "rw-r--r--"}
@@ -279,7 +280,8 @@ async def test_long_lists_are_encoded_in_batches_to_the_same_json() -> None:
     await response({}, None, send)
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     assert body == msgspec.json.encode(result)
-    assert len(sent) == 1 + 1 + 3 + 1  # start, head, three batches, tail
+    assert len(sent) == 1 + 1 + 3 + 1 + 1  # start, head, three batches, tail, end of body
+    assert [m.get("more_body", False) for m in sent[1:]] == [True] * 5 + [False]
     small = ListFilesResult(success=True, path="/t", files=files[:3], count=3, timestamp="now")
     assert not isinstance(json_response(small), BatchedJSONResponse)
 

@@ -9,6 +9,7 @@ OPTIONS is answered for any path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from sandbox_core.config import ConfigError
 from sandbox_core.contract.routes import TABLE
 from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.intake import ByteBudget, Hold, read_body
+from sandbox_core.json_batches import LongList, split_long_list
 from sandbox_core.registry import ServiceRegistry
 from sandbox_core.router import EventStream, Reply, Router, RouteRequest, announces_body, stream_error_event
 from sandbox_core.sse import encode_event
@@ -98,41 +100,28 @@ class JSONResponse:
         await send({"type": "http.response.body", "body": self.body})
 
 
-#: A result with a list longer than this is encoded in batches of this many items, the event
-#: loop running other requests between two batches (a listing of 100k entries is ~30 MB of JSON).
-BATCH_ITEMS = 2048
-
-
 def json_response(body: Any, status: int = 200) -> JSONResponse | BatchedJSONResponse:
-    if isinstance(body, msgspec.Struct):
-        for name in body.__struct_fields__:
-            items = getattr(body, name)
-            if isinstance(items, list) and len(items) > BATCH_ITEMS:
-                return BatchedJSONResponse(body, name, items, status)
+    long_list = split_long_list(body)
+    if long_list is not None:
+        return BatchedJSONResponse(long_list, status)
     return JSONResponse(_encoder.encode(body), status)
 
 
 class BatchedJSONResponse:
     """A JSON answer whose long list is encoded and sent in batches (chunked transfer), so that
-    encoding a large answer never holds the event loop for long: the rest of the body is
-    encoded once with a placeholder in the list's place, then split around it."""
+    encoding a large answer never holds the event loop for long (see :mod:`sandbox_core.json_batches`)."""
 
-    def __init__(self, body: msgspec.Struct, name: str, items: list[Any], status: int) -> None:
-        placeholder = f"sandbox-batched-{id(items)}-{time.monotonic_ns()}"
-        whole = _encoder.encode(msgspec.structs.replace(body, **{name: [placeholder]}))
-        self.head, _, self.tail = whole.partition(b'"' + placeholder.encode() + b'"')
-        self.items = items
+    def __init__(self, body: LongList, status: int) -> None:
+        self.body = body
         self.status = status
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         headers = [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*")]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        await send({"type": "http.response.body", "body": self.head, "more_body": True})
-        for start in range(0, len(self.items), BATCH_ITEMS):
-            batch = _encoder.encode(self.items[start : start + BATCH_ITEMS])[1:-1]  # without [ ]
-            await send({"type": "http.response.body", "body": b"," + batch if start else batch, "more_body": True})
-            await asyncio.sleep(0)  # others' turn
-        await send({"type": "http.response.body", "body": self.tail})
+        async with contextlib.aclosing(self.body.chunks()) as chunks:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 
 
 def error_response(err: SandboxError, operation: str | None = None) -> JSONResponse:

@@ -32,7 +32,6 @@ import collections
 import contextlib
 import itertools
 import os
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
@@ -44,6 +43,7 @@ import structlog
 from sandbox_core.contract.routes import TABLE
 from sandbox_core.edge import load_token
 from sandbox_core.errors import ErrorCode, SandboxError
+from sandbox_core.json_batches import split_long_list
 from sandbox_core.router import EventStream, Reply, Router, RouteRequest, Target, stream_error_event
 from sandbox_core.transport import ServerContext, ServerMount
 
@@ -74,10 +74,6 @@ INTERNAL = 1011
 
 #: A close frame that cannot be sent within this long (the client does not read) is given up.
 CLOSE_TIMEOUT_S = 1.0
-
-#: A result with a list longer than this is encoded in batches of this many items, the event
-#: loop running other requests between two batches (a listing of 100k entries is ~30 MB of JSON).
-BATCH_ITEMS = 2048
 
 _encoder = msgspec.json.Encoder()
 _frame_decoder = msgspec.json.Decoder(InFrame)
@@ -169,23 +165,11 @@ def response_frame(rid: FrameId, status: int, body: Any = msgspec.UNSET) -> str:
 
 async def reply_frame(rid: FrameId, status: int, body: Any) -> str:
     """The ``response`` frame of a JSON answer; a long list in it is encoded in batches, the
-    event loop serving other requests in between (the frame itself is sent whole)."""
-    if isinstance(body, msgspec.Struct):
-        for name in body.__struct_fields__:
-            items = getattr(body, name)
-            if isinstance(items, list) and len(items) > BATCH_ITEMS:
-                placeholder = f"sandbox-batched-{id(items)}-{time.monotonic_ns()}"
-                whole = _encoder.encode(
-                    ResponseFrame(id=rid, status=status, body=msgspec.structs.replace(body, **{name: [placeholder]}))
-                )
-                head, _, tail = whole.partition(b'"' + placeholder.encode() + b'"')
-                parts = [head]
-                for start in range(0, len(items), BATCH_ITEMS):
-                    batch = _encoder.encode(items[start : start + BATCH_ITEMS])[1:-1]  # without [ ]
-                    parts.append(b"," + batch if start else batch)
-                    await asyncio.sleep(0)  # others' turn
-                parts.append(tail)
-                return b"".join(parts).decode()
+    event loop serving other requests in between (the frame itself is sent whole; see
+    :mod:`sandbox_core.json_batches`)."""
+    long_list = split_long_list(body, lambda outer: ResponseFrame(id=rid, status=status, body=outer))
+    if long_list is not None:
+        return (await long_list.encode()).decode()
     return response_frame(rid, status, body)
 
 
