@@ -20,34 +20,29 @@ every message, detail and log line, git's own stderr included (:func:`redact`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
 import shutil
-import signal
 import time
 import urllib.parse
 
 import msgspec
 
 from sandbox_core.clock import now_iso
-from sandbox_core.config import user_environment
 from sandbox_core.contract.models.git import GitCheckoutResult
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.registry import ServiceContext, operation
 
+from . import tools
 from .files.paths import check_cwd
 from .params import GitDepth, NonNegativeInt, PositiveMs
-from .proctree import kill_group, signal_group
 from .sessions import SessionsService, check_session_id
-from .spawn import Child, read_bounded, spawn
 
 MAX_URL_LENGTH = 2048
 MAX_PATH_LENGTH = 4096
 DEFAULT_TIMEOUT_MS = 600_000
 FALLBACK_REPO_NAME = "repository"
-_STDERR_LIMIT = 64 * 1024
 _BRANCH_TIMEOUT_S = 30.0
 
 # ``scheme://userinfo@``: everything up to the last ``@`` of the URL token is hidden, so a
@@ -196,90 +191,34 @@ class GitService:
         settings: GitSettings = ctx.settings
         self.grace = settings.kill_grace_ms / 1000
 
-    def _env(self) -> dict[str, str]:
-        env = user_environment()
-        env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C"})
-        return env
-
     def _cwd_of(self, session_id: str) -> str:
         cwd = self.workspace
         if self.registry.has("sessions"):
             cwd = self.registry.get("sessions", SessionsService).cwd_of(session_id)
         return cwd
 
-    def _start(self, argv: list[str], cwd: str) -> tuple[Child, int, int]:
-        """Start git in its own process group, stdout and stderr on two non-blocking pipes
-        (their read ends are returned); from "/" when ``cwd`` is no directory."""
-        (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
-        try:
-            proc = spawn(
-                argv,
-                stdout=out_w,
-                stderr=err_w,
-                cwd=cwd if os.path.isdir(cwd) else "/",
-                env=self._env(),
-                start_new_session=True,
-            )
-        except BaseException:
-            os.close(out_r)
-            os.close(err_r)
-            raise
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-        os.set_blocking(out_r, False)
-        os.set_blocking(err_r, False)
-        return proc, out_r, err_r
+    @staticmethod
+    def _start_dir(cwd: str) -> str:
+        """Where git starts: ``cwd``, or "/" when that is no directory."""
+        return cwd if os.path.isdir(cwd) else "/"
 
-    async def _run(self, argv: list[str], cwd: str, time_limit: float) -> tuple[int | None, bytes, bytes, bool]:
-        """Run git; (exit code, stdout, stderr, timed out). The process group ends with the call.
-
-        ``time_limit`` (seconds) is a kill deadline, not a cancellation timeout: when it passes
-        before git has exited and closed its output, its process group gets SIGTERM, then SIGKILL
-        after the grace period, and the call returns with timed out set.
-        """
+    async def _run(self, argv: list[str], cwd: str, time_limit: float) -> tools.ToolRun:
+        """Run git from ``cwd`` (from "/" when that is no directory); ``time_limit`` (seconds) is a
+        kill deadline, not a cancellation timeout (see :func:`sandbox_services.tools.run`)."""
         try:
-            proc, out_r, err_r = self._start(argv, cwd)
+            return await tools.run(argv, time_limit=time_limit, grace=self.grace, cwd=self._start_dir(cwd))
         except FileNotFoundError:
             raise SandboxError(
                 ErrorCode.GIT_OPERATION_FAILED, "git is not installed in the sandbox", {"command": argv[0]}
             ) from None
-        out_task = asyncio.create_task(read_bounded(out_r, _STDERR_LIMIT))
-        err_task = asyncio.create_task(read_bounded(err_r, _STDERR_LIMIT))
-        exit_task = asyncio.create_task(proc.wait())
-        tasks = (out_task, err_task, exit_task)
-        try:
-            try:
-                _, pending = await asyncio.wait(tasks, timeout=time_limit)
-                timed_out = bool(pending)
-                if timed_out:
-                    await kill_group(proc.pid, grace=self.grace)
-                    await proc.wait()
-                    # a descendant that left the group could still hold a pipe: bounded wait
-                    await asyncio.wait((out_task, err_task), timeout=max(self.grace, 1.0))
-            finally:
-                if proc.returncode is None:  # cancelled (the caller went away): end git too
-                    signal_group(proc.pid, signal.SIGKILL)
-                    await proc.wait()
-        finally:
-            for task in tasks:
-                task.cancel()
-            try:
-                await asyncio.gather(*tasks, return_exceptions=True)
-            finally:
-                os.close(out_r)
-                os.close(err_r)
-        out = out_task.result() if not out_task.cancelled() else b""
-        err = err_task.result() if not err_task.cancelled() else b""
-        return proc.returncode, out, err, timed_out
 
     async def _current_branch(self, target: str) -> str | None:
         try:
-            code, out, _, timed_out = await self._run(["git", "branch", "--show-current"], target, _BRANCH_TIMEOUT_S)
+            done = await self._run(["git", "branch", "--show-current"], target, _BRANCH_TIMEOUT_S)
         except SandboxError:
             return None
-        branch = out.decode("utf-8", errors="replace").strip()
-        return branch if code == 0 and not timed_out and branch else None
+        branch = done.stdout.decode("utf-8", errors="replace").strip()
+        return branch if done.exit_code == 0 and not done.timed_out and branch else None
 
     def _target(self, repo_url: str, target_dir: str | None, cwd: str) -> tuple[str, bool]:
         """The clone's directory, and whether something is already there (then a timed-out
@@ -321,8 +260,9 @@ class GitService:
         argv += ["--", repo_url, target]
         started = time.monotonic()
         self.log.info("git.clone", repository=shown, target_dir=target, branch=branch, depth=depth, session_id=sid)
-        code, _, raw_err, timed_out = await self._run(argv, cwd, timeout_ms / 1000)
-        stderr = redact(raw_err.decode("utf-8", errors="replace"), repo_url).strip()
+        done = await self._run(argv, cwd, timeout_ms / 1000)
+        code, timed_out = done.exit_code, done.timed_out
+        stderr = redact(done.stderr.decode("utf-8", errors="replace"), repo_url).strip()
         details = {"repository": shown, "targetDir": target, "exitCode": code, "stderr": stderr}
         if timed_out:
             if not existed:
