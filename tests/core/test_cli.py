@@ -159,7 +159,8 @@ def test_version_names_core_and_each_installed_plugin(tmp_path: Path) -> None:
     assert lines[0] == f"sandbox-core {version('sandbox-core')}"
     plugins = {line.split()[0]: line.split()[1:] for line in lines[1:]}
     assert plugins["http"] == ["sandbox-transport-http", version("sandbox-transport-http")]
-    assert plugins["services"] == ["sandbox-services", version("sandbox-services")]
+    for service in ("sessions", "commands", "files", "interpreter"):  # each service is a plugin of its own
+        assert plugins[service] == ["sandbox-services", version("sandbox-services")]
     assert "greeter" not in plugins  # a test-only plugin, not loaded unless asked for
 
 

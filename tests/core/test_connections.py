@@ -18,6 +18,7 @@ import h2.connection
 import h2.events
 import pytest
 
+from sandbox_core.plugins import installed_plugins
 from sandbox_core.testing import ServerProcess, installed_transports
 from sandbox_core.testing.procs import status_kib
 
@@ -300,7 +301,10 @@ def test_shutdown_with_open_connections_is_quiet_and_on_time() -> None:
             ",".join(installed_transports()),
             "no transport is installed: install one, for example sandbox-transport-http",
         ),
-        ("services", "install sandbox-services"),
+        (  # every service of sandbox-services (each is a plugin of its own)
+            ",".join(sorted(p.name for p in installed_plugins() if p.distribution == "sandbox-services")),
+            "install sandbox-services",
+        ),
     ],
 )
 def test_a_server_with_nothing_to_serve_refuses_to_start(disabled: str, message: str) -> None:

@@ -5,6 +5,7 @@ run between two batches."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import msgspec
 import pytest
@@ -30,7 +31,7 @@ class Frame(msgspec.Struct):
 
 
 def listing(count: int) -> Listing:
-    entries = [Entry(f"é-{i}-\"q\"", i) for i in range(count)]
+    entries = [Entry(f'é-{i}-"q"', i) for i in range(count)]
     return Listing(before='a "head" ✓', entries=entries, after_count=count, tags=["x"])
 
 
@@ -41,6 +42,7 @@ async def test_the_pieces_join_to_the_whole_encoding(count: int) -> None:
     assert split is not None and split.items is body.entries
     chunks = [chunk async for chunk in split.chunks()]
     assert b"".join(chunks) == msgspec.json.encode(body)
+    assert msgspec.json.decode(b"".join(chunks), type=Listing).after_count == count
     assert len(chunks) == 2 + -(-count // BATCH_ITEMS)  # head, each batch, tail
     assert await split.encode() == msgspec.json.encode(body)
 
@@ -76,4 +78,4 @@ async def test_other_tasks_run_between_two_batches() -> None:
         await asyncio.gather(task, return_exceptions=True)
     batches = seen[1:-1]
     assert len(batches) == 4
-    assert all(later > earlier for earlier, later in zip(batches, batches[1:], strict=False)), seen
+    assert all(later > earlier for earlier, later in itertools.pairwise(batches)), seen

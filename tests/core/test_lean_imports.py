@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,16 +69,16 @@ NOT_IN_SERVER = [
 CLIENT_MODULES = ["sandbox_core.contract.client", "sandbox_transport_http.client", "sandbox_transport_ws.client"]
 
 
-@pytest.fixture(scope="module")
-def server_modules(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    tmp = tmp_path_factory.mktemp("lean")
-    env = {k: v for k, v in os.environ.items() if k not in ("SANDBOX_CONFIG", "SANDBOX_DISABLED_PLUGINS")}
+def serve_and_list_modules(tmp: Path, **env: str) -> list[str]:
+    """The modules a server (default config, ``env`` added to the environment) has imported
+    once it has served one request."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("SANDBOX_CONFIG", "SANDBOX_DISABLED_PLUGINS")}
     result = subprocess.run(
         [sys.executable, "-c", SERVE_AND_LIST_MODULES, str(tmp)],
         capture_output=True,
         text=True,
         cwd=tmp,  # no sandbox.toml here: the default config
-        env=env,
+        env={**clean, **env},
         timeout=90,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -86,6 +87,11 @@ def server_modules(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     assert '"status":"healthy"' in out["answer"]
     modules: list[str] = out["modules"]
     return modules
+
+
+@pytest.fixture(scope="module")
+def server_modules(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    return serve_and_list_modules(tmp_path_factory.mktemp("lean"))
 
 
 def test_the_server_really_served(server_modules: list[str]) -> None:
@@ -102,6 +108,19 @@ def test_the_server_does_not_import(server_modules: list[str], package: str) -> 
 @pytest.mark.parametrize("module", CLIENT_MODULES)
 def test_the_server_does_not_import_client_code(server_modules: list[str], module: str) -> None:
     assert module not in server_modules
+
+
+def test_a_service_left_out_is_never_imported(server_modules: list[str], tmp_path: Path) -> None:
+    """Each service is a plugin of its own: one left out by SANDBOX_DISABLED_PLUGINS costs the
+    server nothing, not even its import."""
+
+    def interpreter(modules: list[str]) -> list[str]:
+        package = "sandbox_services.interpreter"
+        return [m for m in modules if m == package or m.startswith(package + ".")]
+
+    assert interpreter(server_modules)  # served with every service, the server imports it
+    without = serve_and_list_modules(tmp_path, SANDBOX_DISABLED_PLUGINS="interpreter")
+    assert "sandbox_services.sessions" in without and interpreter(without) == []
 
 
 def run_python(code: str) -> str:

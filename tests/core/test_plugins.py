@@ -37,7 +37,7 @@ def test_every_hook_is_documented() -> None:
 def test_installed_plugins_load() -> None:
     pm = make_plugin_manager()
     names = {info.name for info in plugin_info(pm)}
-    assert {"services", "http"} <= names
+    assert {"sessions", "utils", "http"} <= names
     hooks = Hooks(pm)
     assert {"sessions", "commands", "utils"} <= set(hooks.services())
     assert "http" in hooks.transports()
@@ -92,7 +92,7 @@ def test_duplicate_service_is_an_error() -> None:
     pm = make_plugin_manager(plugins=[("dup", Dup())])
     with pytest.raises(PluginLoadError, match="registered twice") as info:
         Hooks(pm).services()
-    assert f"plugin 'services' (sandbox-services {version('sandbox-services')})" in str(info.value)
+    assert f"plugin 'utils' (sandbox-services {version('sandbox-services')})" in str(info.value)
     assert "plugin 'dup' (registered directly" in str(info.value)
 
 

@@ -4,6 +4,7 @@ registry, with only the files service (absolute paths need no session)."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -24,10 +25,9 @@ MiB = 1024 * 1024
 
 
 async def files_registry(workspace: Path, **settings: Any) -> ServiceRegistry:
-    specs = Hooks(make_plugin_manager()).services()
-    reg = ServiceRegistry(
-        {"files": specs["files"]}, settings={"files": FilesSettings(**settings)}, workspace=str(workspace)
-    )
+    # the files service alone: it requires the sessions service (for relative paths), left out here
+    files = dataclasses.replace(Hooks(make_plugin_manager()).services()["files"], requires=())
+    reg = ServiceRegistry({"files": files}, settings={"files": FilesSettings(**settings)}, workspace=str(workspace))
     await reg.start()
     return reg
 

@@ -21,10 +21,14 @@ def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
+def written(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
 async def wait_for_pids(path: Path, count: int) -> list[Proc]:
     """The ``count`` pids the tool wrote to ``path`` (one a line), as running processes."""
     for _ in range(500):
-        lines = path.read_text().split() if path.exists() else []
+        lines = written(path)
         if len(lines) >= count:
             return [Proc.of(int(pid)) for pid in lines[:count]]
         await asyncio.sleep(0.01)

@@ -5,11 +5,13 @@ home of its own (servers too, see ``PtyServer``), so the machine's rc files play
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+import functools
+from collections.abc import Callable
 
 import pytest
 from helpers_pty import PtyServer
+
+from sandbox_core.testing.plugin import ServerFactory
 
 
 @pytest.fixture(autouse=True)
@@ -18,27 +20,12 @@ def empty_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
 
 
 @pytest.fixture(scope="module")
-def pty_server() -> Iterator[PtyServer]:
+def pty_server(sandbox_module_server_factory: ServerFactory) -> PtyServer:
     """One server for a module's tests (each test uses sessions of its own)."""
-    server = PtyServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    return sandbox_module_server_factory(PtyServer)
 
 
 @pytest.fixture
-def pty_server_factory() -> Iterator[Callable[..., PtyServer]]:
+def pty_server_factory(sandbox_server_factory: ServerFactory) -> Callable[..., PtyServer]:
     """Servers with settings of a test's own, stopped after it."""
-    started: list[PtyServer] = []
-
-    def start(**kwargs: Any) -> PtyServer:
-        server = PtyServer(**kwargs).start()
-        started.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
+    return functools.partial(sandbox_server_factory, PtyServer)

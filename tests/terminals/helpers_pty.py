@@ -8,9 +8,7 @@ import contextlib
 import ctypes
 import json
 import os
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,12 +22,11 @@ from wsproto.events import BytesMessage, TextMessage
 
 from sandbox_core.plugins import Hooks, make_plugin_manager
 from sandbox_core.registry import ServiceRegistry
-from sandbox_core.testing import ServerProcess, _die_with_parent_and_adopt_orphans, _NotReady
+from sandbox_core.testing import ServerProcess
+from sandbox_core.testing.plugin import TEST_CONFIG
 from sandbox_services import procfs
 
 SERVE_WITH_PTY = str(Path(__file__).with_name("serve_with_pty.py"))
-#: Server settings of these tests: a short grace keeps them quick.
-CONFIG: dict[str, Any] = {"services": {"sessions": {"kill_grace_ms": 500}}}
 
 
 class PtyServer(ServerProcess):
@@ -37,7 +34,7 @@ class PtyServer(ServerProcess):
     through ``serve_with_pty.py``; everything else as :class:`ServerProcess`."""
 
     def __init__(self, **kwargs: Any) -> None:
-        config = dict(kwargs.pop("config", None) or CONFIG)
+        config = dict(kwargs.pop("config", None) or TEST_CONFIG)
         config.setdefault("server", {})
         config["server"] = {**config["server"], "transports": ["http", "ptytest"]}
         super().__init__(config=config, subreaper=True, **kwargs)
@@ -46,41 +43,8 @@ class PtyServer(ServerProcess):
         if "HOME" not in (kwargs.get("env") or {}):
             self.env["HOME"] = self._tmp.name
 
-    def start(self) -> PtyServer:
-        env = {**self.env, "SANDBOX_CONFIG": str(self.config_path)}
-        ready, ready_w = os.pipe()
-        try:
-            try:
-                self.proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        SERVE_WITH_PTY,
-                        "serve",
-                        "--config",
-                        str(self.config_path),
-                        "--ready-fd",
-                        f"{ready_w}",
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    env=env,
-                    cwd=self._tmp.name,
-                    start_new_session=True,
-                    pass_fds=(ready_w,),
-                    preexec_fn=_die_with_parent_and_adopt_orphans,
-                )
-            finally:
-                os.close(ready_w)
-            self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-            self._reader.start()
-            self.url = self._wait_ready(ready)
-        except _NotReady as exc:
-            code = self.stop()
-            raise RuntimeError(f"server did not start: {exc} (exit code {code}):\n" + "\n".join(self.log)) from None
-        finally:
-            os.close(ready)
-        return self
+    def command(self, ready_fd: int) -> list[str]:
+        return [sys.executable, SERVE_WITH_PTY, "serve", "--config", str(self.config_path), "--ready-fd", str(ready_fd)]
 
 
 def unique(prefix: str = "t") -> str:

@@ -1,6 +1,7 @@
 """Fixtures of the ws transport tests.
 
-Their server is their own, one per test module (``ws_server``), not the suite's shared one, and
+Their server is their own, one per test module (``ws_server``: the shipped
+``sandbox_module_server``), not the suite's shared one, and
 they use no transport-parametrised fixture, so pytest never moves them among other folders'
 tests: a test elsewhere that runs the sessions service in the test process ends every child
 process of it when the service closes (the sessions service is a child subreaper and ends what
@@ -9,24 +10,20 @@ it adopted), a server the test process started included.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from helpers_ws import RawWs
 
 from sandbox_core import Sandbox
 from sandbox_core.testing import ServerProcess
-from sandbox_core.testing.plugin import TEST_CONFIG
 
 
 @pytest.fixture(scope="module")
-def ws_server() -> Iterator[ServerProcess]:
-    """A server with every installed transport, shared by the tests of one module."""
-    server = ServerProcess(config=TEST_CONFIG).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def ws_server(sandbox_module_server: ServerProcess) -> ServerProcess:
+    """A server with every installed transport, shared by the tests of one module (the shipped
+    ``sandbox_module_server``)."""
+    return sandbox_module_server
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import typing
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from graphlib import CycleError, TopologicalSorter
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload, runtime_checkable
 
 import msgspec
@@ -71,8 +72,9 @@ class WireName:
 @runtime_checkable
 class SupportsStartup(Protocol):
     """A service with work to do before it is called: the registry awaits its ``startup()``
-    once, after every service is built and before any operation of it is served (in the
-    order the services were registered; one that fails stops the server from starting)."""
+    once, after every service is built and before any operation of it is served (those a
+    service requires first, else in the order the services were registered; one that fails
+    stops the server from starting)."""
 
     async def startup(self) -> None: ...
 
@@ -94,12 +96,17 @@ class Service(SupportsStartup, SupportsAclose, Protocol):
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """What a plugin registers: a name, a factory taking a ServiceContext, optional settings type."""
+    """What a plugin registers: a name, a factory taking a ServiceContext, optional settings type.
+
+    ``requires`` names the services this one reaches through ``registry.get`` and cannot work
+    without: the registry refuses to start without them (one left out by
+    ``SANDBOX_DISABLED_PLUGINS``, or not installed), and starts them before this one."""
 
     name: str
     factory: Callable[[ServiceContext], object]
     settings: type[msgspec.Struct] | None = None
     description: str = ""
+    requires: tuple[str, ...] = ()
 
 
 @dataclass
@@ -267,6 +274,35 @@ def _build_params(service: str, func: Callable[..., Any]) -> tuple[type[msgspec.
     return struct, tuple(names)
 
 
+def start_order(specs: Mapping[str, ServiceSpec]) -> list[str]:
+    """The services' names, each after those it requires (otherwise in the order given).
+
+    Raises :class:`~sandbox_core.plugins.PluginLoadError` naming each service whose required
+    service is missing (not installed, or left out by ``SANDBOX_DISABLED_PLUGINS``) and every
+    service that would have to be left out with it, or a cycle of requirements."""
+    from .plugins import PluginLoadError  # the plugin manager imports this module
+
+    missing = {name: [need for need in spec.requires if need not in specs] for name, spec in specs.items()}
+    missing = {name: needs for name, needs in missing.items() if needs}
+    if missing:
+        broken = set(missing)  # and, in turn, whatever requires a broken service
+        while grown := {name for name, spec in specs.items() if name not in broken and broken & set(spec.requires)}:
+            broken |= grown
+        needs = "; ".join(
+            f"service {name!r} requires {', '.join(repr(need) for need in sorted(needs))}"
+            for name, needs in sorted(missing.items())
+        )
+        absent = sorted({need for needs in missing.values() for need in needs})
+        raise PluginLoadError(
+            f"{needs}, which no plugin registers (not installed, or left out by SANDBOX_DISABLED_PLUGINS): "
+            f"enable {', '.join(absent)}, or leave out {', '.join(sorted(broken))} as well"
+        )
+    try:
+        return list(TopologicalSorter({name: spec.requires for name, spec in specs.items()}).static_order())
+    except CycleError as exc:
+        raise PluginLoadError(f"services require each other in a cycle: {' -> '.join(exc.args[1])}") from None
+
+
 class ServiceRegistry:
     """Holds the running services and dispatches operation calls to them.
 
@@ -300,6 +336,10 @@ class ServiceRegistry:
     # lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Build every service (those a service requires before it), then run each one's
+        optional ``startup()`` in the same order. A service whose required service is missing
+        stops it all before anything is built (:class:`~sandbox_core.plugins.PluginLoadError`)."""
+        self.specs = {name: self.specs[name] for name in start_order(self.specs)}
         tune_malloc()  # the services' large requests give their memory back (see sandbox_core.memory)
         for name, spec in self.specs.items():
             settings = self._settings.get(name)

@@ -203,10 +203,14 @@ class Router:
 
     def match(self, method: str, path: str) -> Target | Reply:
         """The operation ``method path`` calls, or the error reply: 405 for a known path with
-        another method, 404 for anything else."""
+        another method, 404 for anything else (a contract route of a service the server does not
+        run, one left out by ``SANDBOX_DISABLED_PLUGINS``, included)."""
         route, path_params, known = self.table.match(method, path)
         if route is not None:
-            return Target(self.registry.operation(route.service, route.operation), route, path_params)
+            try:
+                return Target(self.registry.operation(route.service, route.operation), route, path_params)
+            except SandboxError as err:
+                return error_reply(err, f"{route.service}.{route.operation}")
         if known:
             return error_reply(
                 SandboxError(

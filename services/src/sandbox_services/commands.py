@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
 from sandbox_core.clock import now_iso
@@ -18,8 +18,9 @@ from sandbox_core.contract.models import (
     StdoutEvent,
 )
 from sandbox_core.contract.models.processes import ProcessStartResult
+from sandbox_core.hookspecs import hookimpl
 from sandbox_core.memory import trim_after
-from sandbox_core.registry import ServiceContext, operation
+from sandbox_core.registry import ServiceContext, ServiceSpec, operation
 
 from .output import Gap, decode_utf8
 from .params import Env, PositiveMs
@@ -131,3 +132,17 @@ class CommandsService:
             reader.close()
             if not job.done:
                 await job.kill(self.sessions.grace)
+
+
+@hookimpl
+def sandbox_register_services(register: Callable[[ServiceSpec], None]) -> None:
+    """The ``commands`` plugin (entry point): this service alone."""
+    register(
+        ServiceSpec(
+            "commands",
+            CommandsService,
+            None,
+            "run commands, whole or streamed",
+            requires=("sessions", "processes"),
+        )
+    )

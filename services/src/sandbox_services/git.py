@@ -26,13 +26,15 @@ import re
 import shutil
 import time
 import urllib.parse
+from collections.abc import Callable
 
 import msgspec
 
 from sandbox_core.clock import now_iso
 from sandbox_core.contract.models.git import GitCheckoutResult
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
-from sandbox_core.registry import ServiceContext, operation
+from sandbox_core.hookspecs import hookimpl
+from sandbox_core.registry import ServiceContext, ServiceSpec, operation
 
 from . import tools
 from .files.paths import check_cwd
@@ -297,3 +299,9 @@ class GitService:
             target_dir=target,
             timestamp=now_iso(),
         )
+
+
+@hookimpl
+def sandbox_register_services(register: Callable[[ServiceSpec], None]) -> None:
+    """The ``git`` plugin (entry point): this service alone."""
+    register(ServiceSpec("git", GitService, GitSettings, "clone git repositories"))

@@ -1,4 +1,12 @@
-"""Registers the services with the host."""
+"""Every service of sandbox-services at once, for a host that registers them by hand (a test's
+``make_plugin_manager(load_entry_points=False, plugins=[("services", sandbox_services.plugin)])``).
+
+An installed server does not use this module: each service is a plugin of its own, its own entry
+point in the ``sandbox`` group named as the service (``sessions = "sandbox_services.sessions"``,
+..., ``interpreter = "sandbox_services.interpreter_plugin"``), so that
+``SANDBOX_DISABLED_PLUGINS`` leaves out one service alone. Registering this module as well as
+the entry points registers every service twice, which is an error.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +15,25 @@ from collections.abc import Callable
 from sandbox_core.hookspecs import hookimpl
 from sandbox_core.registry import ServiceSpec
 
-from .backup import BackupService, BackupSettings
-from .commands import CommandsService
-from .files import FilesService, FilesSettings
-from .git import GitService, GitSettings
-from .interpreter import InterpreterService, InterpreterSettings
-from .ports import PortsService, PortsSettings
-from .processes import ProcessesService, ProcessSettings
-from .sessions import SessionSettings, SessionsService
-from .terminals import TerminalSettings, TerminalsService
-from .utils import UtilsService
-from .watch import WatchService, WatchSettings
+from . import backup, commands, files, git, interpreter_plugin, ports, processes, sessions, terminals, utils, watch
+
+#: Each service's plugin module, in the order its services are registered.
+SERVICE_PLUGINS = (
+    sessions,
+    commands,
+    utils,
+    processes,
+    ports,
+    git,
+    files,
+    terminals,
+    interpreter_plugin,
+    watch,
+    backup,
+)
 
 
 @hookimpl
 def sandbox_register_services(register: Callable[[ServiceSpec], None]) -> None:
-    register(ServiceSpec("sessions", SessionsService, SessionSettings, "persistent shell sessions"))
-    register(ServiceSpec("commands", CommandsService, None, "run commands, whole or streamed"))
-    register(ServiceSpec("utils", UtilsService, None, "ping and version"))
-    register(ServiceSpec("processes", ProcessesService, ProcessSettings, "background processes with bounded output"))
-    register(ServiceSpec("ports", PortsService, PortsSettings, "wait for a local port to be ready"))
-    register(ServiceSpec("git", GitService, GitSettings, "clone git repositories"))
-    register(ServiceSpec("files", FilesService, FilesSettings, "read, write, stream and list files"))
-    register(ServiceSpec("terminals", TerminalsService, TerminalSettings, "a shared interactive terminal per session"))
-    register(ServiceSpec("interpreter", InterpreterService, InterpreterSettings, "code contexts: Python kernels, Node"))
-    register(ServiceSpec("watch", WatchService, WatchSettings, "watch directories for changes (inotify)"))
-    register(ServiceSpec("backup", BackupService, BackupSettings, "directories to squashfs archives and back"))
+    for plugin in SERVICE_PLUGINS:
+        plugin.sandbox_register_services(register)

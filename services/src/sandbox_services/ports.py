@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -30,7 +30,8 @@ from sandbox_core.contract.models.ports import (
     PortWatchingEvent,
 )
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
-from sandbox_core.registry import ServiceContext, operation
+from sandbox_core.hookspecs import hookimpl
+from sandbox_core.registry import ServiceContext, ServiceSpec, operation
 
 from .params import HttpStatus, PositiveMs
 from .processes import ProcessesService, ProcessRecord
@@ -206,3 +207,9 @@ class PortsService:
         finally:
             if exited is not None:
                 await _cancel(exited)
+
+
+@hookimpl
+def sandbox_register_services(register: Callable[[ServiceSpec], None]) -> None:
+    """The ``ports`` plugin (entry point): this service alone."""
+    register(ServiceSpec("ports", PortsService, PortsSettings, "wait for a local port to be ready"))

@@ -15,7 +15,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
 import msgspec
@@ -38,8 +38,9 @@ from sandbox_core.contract.models.processes import (
     ProcessStatus,
 )
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
+from sandbox_core.hookspecs import hookimpl
 from sandbox_core.memory import trim_after
-from sandbox_core.registry import ServiceContext, operation
+from sandbox_core.registry import ServiceContext, ServiceSpec, operation
 
 from .jobs import Job
 from .output import Gap, decode_utf8
@@ -305,3 +306,17 @@ class ProcessesService:
             f"Process completed with exit code {code}" if code is not None else "Process ended with unknown status"
         )
         yield ExitEvent(process_id=id, timestamp=now_iso(), exit_code=code, data=message)
+
+
+@hookimpl
+def sandbox_register_services(register: Callable[[ServiceSpec], None]) -> None:
+    """The ``processes`` plugin (entry point): this service alone."""
+    register(
+        ServiceSpec(
+            "processes",
+            ProcessesService,
+            ProcessSettings,
+            "background processes with bounded output",
+            requires=("sessions",),
+        )
+    )

@@ -26,7 +26,8 @@ from sandbox_core.clock import now_iso
 from sandbox_core.config import user_environment
 from sandbox_core.contract.models import SessionCreated, SessionDeleted, SessionInfo, SessionList
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
-from sandbox_core.registry import ServiceContext, operation
+from sandbox_core.hookspecs import hookimpl
+from sandbox_core.registry import ServiceContext, ServiceSpec, operation
 
 from .cgroups import Cgroup, open_tree
 from .inotify import DirectoryWatcher
@@ -686,3 +687,9 @@ class SessionsService:
     async def list(self) -> SessionList:
         """The ids of every session."""
         return SessionList(success=True, sessions=sorted(self.sessions), timestamp=now_iso())
+
+
+@hookimpl
+def sandbox_register_services(register: Callable[[ServiceSpec], None]) -> None:
+    """The ``sessions`` plugin (entry point): this service alone."""
+    register(ServiceSpec("sessions", SessionsService, SessionSettings, "persistent shell sessions"))

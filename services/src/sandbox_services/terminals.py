@@ -47,7 +47,8 @@ from sandbox_core.contract.models.terminals import (
     TerminalReplay,
 )
 from sandbox_core.errors import ErrorCode, SandboxError, not_found, validation_error
-from sandbox_core.registry import ServiceContext, operation
+from sandbox_core.hookspecs import hookimpl
+from sandbox_core.registry import ServiceContext, ServiceSpec, operation
 
 from .output import Gap, OutputRing, RingReader
 from .params import PositiveInt, PositiveSeconds
@@ -510,3 +511,17 @@ class TerminalsService:
         self._touch(term)
         term.resize(cols, rows)
         return TerminalAck(success=True, session_id=term.session_id)
+
+
+@hookimpl
+def sandbox_register_services(register: Callable[[ServiceSpec], None]) -> None:
+    """The ``terminals`` plugin (entry point): this service alone."""
+    register(
+        ServiceSpec(
+            "terminals",
+            TerminalsService,
+            TerminalSettings,
+            "a shared interactive terminal per session",
+            requires=("sessions",),
+        )
+    )

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from ..plugins import Hooks, make_plugin_manager
 
@@ -203,22 +203,27 @@ class ServerProcess:
                 received += chunk
         return received.decode("utf-8", errors="replace").strip()
 
-    def start(self) -> ServerProcess:
+    def command(self, ready_fd: int) -> list[str]:
+        """The server's command line: ``sandbox serve`` with this config, reporting its URL on
+        ``ready_fd``. A subclass may run another entry point that takes the same arguments."""
+        return [
+            sys.executable,
+            "-m",
+            "sandbox_core.cli",
+            "serve",
+            "--config",
+            str(self.config_path),
+            "--ready-fd",
+            str(ready_fd),
+        ]
+
+    def start(self) -> Self:
         env = {**self.env, "SANDBOX_CONFIG": str(self.config_path)}
         ready, ready_w = os.pipe()
         try:
             try:
                 self.proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "sandbox_core.cli",
-                        "serve",
-                        "--config",
-                        str(self.config_path),
-                        "--ready-fd",
-                        str(ready_w),
-                    ],
+                    self.command(ready_w),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
@@ -265,7 +270,7 @@ class ServerProcess:
         self._tmp.cleanup()
         return proc.returncode
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -2,15 +2,20 @@
 that start real servers, and the ``transports`` marker.
 
 * ``sandbox_server``: one server per test session with every installed transport.
-* ``sandbox_server_factory``: start servers with chosen transports and config; stopped after the test.
+* ``sandbox_module_server``: one such server per test module (for tests that must not share a
+  server with other modules' tests).
+* ``sandbox_server_factory``: start servers with chosen transports and config; stopped after the
+  test. ``sandbox_server_factory(MyServer, ...)`` starts a :class:`ServerProcess` subclass.
+* ``sandbox_module_server_factory``: the same, its servers stopped after the test module.
 * ``sandbox_transport``: parametrised over every installed transport with a client side.
 * ``sandbox``: an open :class:`~sandbox_core.contract.client.Sandbox` on ``sandbox_server`` over ``sandbox_transport``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Protocol, TypeVar, cast, overload
 
 import pytest
 
@@ -48,21 +53,53 @@ def sandbox_server() -> Iterator[ServerProcess]:
         server.stop()
 
 
-@pytest.fixture
-def sandbox_server_factory() -> Iterator[Callable[..., ServerProcess]]:
+ServerT = TypeVar("ServerT", bound=ServerProcess)
+
+
+class ServerFactory(Protocol):
+    """``factory(**kwargs)`` starts a :class:`ServerProcess` (``config`` defaults to
+    :data:`TEST_CONFIG`; the other keyword arguments are the class's own);
+    ``factory(server_class, **kwargs)`` starts an instance of that subclass the same way."""
+
+    @overload
+    def __call__(self, **kwargs: Any) -> ServerProcess: ...
+    @overload
+    def __call__(self, server_class: type[ServerT], /, **kwargs: Any) -> ServerT: ...
+
+
+@contextlib.contextmanager
+def _servers() -> Iterator[ServerFactory]:
+    """A :class:`ServerFactory` whose servers are all stopped when the context ends."""
     started: list[ServerProcess] = []
 
-    def start(**kwargs: Any) -> ServerProcess:
+    def start(server_class: type[ServerProcess] = ServerProcess, /, **kwargs: Any) -> ServerProcess:
         config = kwargs.pop("config", None) or TEST_CONFIG
-        server = ServerProcess(config=config, **kwargs).start()
-        started.append(server)
-        return server
+        server = server_class(config=config, **kwargs)
+        started.append(server)  # stopped at the end even if it fails to start
+        return server.start()
 
     try:
-        yield start
+        yield cast(ServerFactory, start)
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture
+def sandbox_server_factory() -> Iterator[ServerFactory]:
+    with _servers() as factory:
+        yield factory
+
+
+@pytest.fixture(scope="module")
+def sandbox_module_server_factory() -> Iterator[ServerFactory]:
+    with _servers() as factory:
+        yield factory
+
+
+@pytest.fixture(scope="module")
+def sandbox_module_server(sandbox_module_server_factory: ServerFactory) -> ServerProcess:
+    return sandbox_module_server_factory()
 
 
 @pytest.fixture

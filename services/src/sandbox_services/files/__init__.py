@@ -20,6 +20,19 @@ body), :mod:`.listing` (directory listings, capped at ``max_list_entries``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from sandbox_core.hookspecs import hookimpl
+from sandbox_core.registry import ServiceSpec
+
 from .service import FilesService, FilesSettings
 
 __all__ = ["FilesService", "FilesSettings"]
+
+
+@hookimpl
+def sandbox_register_services(register: Callable[[ServiceSpec], None]) -> None:
+    """The ``files`` plugin (entry point): this service alone."""
+    register(
+        ServiceSpec("files", FilesService, FilesSettings, "read, write, stream and list files", requires=("sessions",))
+    )
