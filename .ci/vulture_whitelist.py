@@ -74,11 +74,3 @@ _._pipe_uuid
 _._pipe_flag
 _._setup_pipe_in
 _._setup_pipe_out
-
-# Reported in code others are changing at the time of writing (plugins/rpc, the interpreter,
-# the capnweb interop peer), left to them: delete each line with its code, or give its reason.
-_._devaluate_and_send  # plugins/rpc capnweb/session.py
-_.follow_local  # plugins/rpc capnweb/targets.py
-_.BY_NAME  # plugins/rpc methods.py
-_._reply_waiters  # services interpreter/kernel.py
-_.js_scenarios  # tests/interop/capnweb_peer.py

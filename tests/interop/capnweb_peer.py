@@ -196,15 +196,6 @@ def run_js_client(
     return out
 
 
-def js_scenarios() -> dict[str, dict[str, Any]]:
-    """The scenarios of ``capnweb_client.mjs``: name -> {"batch": bool}."""
-    proc = subprocess.run(
-        [_node(), str(HERE / "capnweb_client.mjs"), "--list"], cwd=HERE, capture_output=True, text=True, timeout=30
-    )
-    listed: dict[str, dict[str, Any]] = json.loads(proc.stdout)
-    return listed
-
-
 # --------------------------------------------------------------------------------------------------
 # our engine's side: TestApi and its server
 

@@ -421,9 +421,6 @@ METHODS: tuple[Method, ...] = (
     Method("watch", "checkChanges", "watch", "check_changes", (Spread("request"),)),
 )
 
-#: (getter, method name) → Method
-BY_NAME: dict[tuple[str, str], Method] = {(m.getter, m.name): m for m in METHODS}
-
 #: (service, operation) → the Method the Python client uses for it
 BY_OPERATION: dict[tuple[str, str], Method] = {
     (m.service, m.operation): m for m in METHODS if m.client and m.slots is not None and m.constant is None

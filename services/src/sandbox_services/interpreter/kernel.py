@@ -116,7 +116,6 @@ class KernelExecutor(Executor):
         self._zmq: Any = None  # the client's ZeroMQ context, its sockets bounded
         self._tasks: list[asyncio.Task[None]] = []
         self._alive = False
-        self._reply_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     @property
     def alive(self) -> bool:

@@ -209,13 +209,6 @@ class RpcSession:
         self._send_text(text)
         return len(text)
 
-    def _devaluate_and_send(self, build: Callable[[Devaluator], list[Any]]) -> int:
-        dev = Devaluator(self)
-        size = self._send(build(dev))
-        for hook in dev.after_send:
-            hook()
-        return size
-
     def _alloc_import(self, entry_future: asyncio.Future[Any] | None, *, stream: bool = False) -> Import:
         entry = Import(self._next_import, entry_future, stream=stream)
         self._imports[entry.id] = entry

@@ -9,7 +9,7 @@ only its own keys; on a list only non-negative integer indexes; on anything else
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from .values import UNDEFINED, RpcError
@@ -54,13 +54,6 @@ def get_property(value: Any, name: object) -> Any:
             return value[name]
         return UNDEFINED
     return UNDEFINED
-
-
-def follow_local(value: Any, path: Sequence[object]) -> Any:
-    """Walk ``path`` on a local value (stops at the first remote stub: see the session)."""
-    for name in path:
-        value = get_property(value, name)
-    return value
 
 
 def callable_at(parent: Any, name: object) -> Callable[..., Any]:
