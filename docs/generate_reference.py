@@ -127,6 +127,31 @@ def render() -> str:
         ["code", "HTTP status", "client exception", "suggestion"],
         ([f"`{code.value}`", str(code.status), _error_class(code), code.suggestion] for code in ErrorCode),
     )
+    lines += [
+        "",
+        "Some answers carry a code with another status than its entry's (the body's `httpStatus` is",
+        "the status sent; the client raises the code's class either way):",
+        "",
+    ]
+    lines += _table(
+        ["code", "sent as", "when"],
+        [
+            ["`UNKNOWN_ERROR`", "404", "no route or WebSocket endpoint at the path"],
+            [
+                "`VALIDATION_FAILED`",
+                "413",
+                "a request body or rpc batch over its size limit, refused from its Content-Length",
+            ],
+            ["`VALIDATION_FAILED`", "408", "a request body whose bytes stop coming for `server.body_timeout`"],
+            [
+                "`RESOURCE_BUSY`",
+                "503",
+                "the server's budget of incoming bytes (`server.max_body_bytes_total`) has no room in time, or a ws "
+                "connection already runs `transports.ws.max_in_flight` requests (409 is for a busy resource: a file, "
+                "too many sessions, processes, contexts or watched directories)",
+            ],
+        ],
+    )
     return "\n".join(lines) + "\n"
 
 
