@@ -725,7 +725,7 @@ async def rpc_streams(ctx: Ctx) -> dict[str, float]:
     (``encoding: 'none'``: a ReadableStream of raw bytes); both checked byte for byte (sha256)."""
     import hashlib
 
-    from sandbox_transport_rpc.capnweb import ReadableStream, WebSocketClient
+    from capnweb import ReadableStream, WebSocketClient
 
     size = (32 if ctx.quick else 256) * 1024 * 1024
     chunk = os.urandom(1024 * 1024)

@@ -33,9 +33,9 @@ from typing import Any
 
 import pytest
 
+from capnweb import ReadableStream, RpcError, RpcTarget
 from sandbox_core.server import answer_lifespan
 from sandbox_transport_rpc import capnweb
-from sandbox_transport_rpc.capnweb import ReadableStream, RpcError, RpcTarget
 
 HERE = Path(__file__).parent
 VECTORS = HERE / "vectors"

@@ -22,7 +22,7 @@ from capnweb_peer import node_capnweb_server as node_capnweb_server  # the fixtu
 from capnweb_peer import py_capnweb_server as py_capnweb_server  # the fixture
 from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
 
-from sandbox_transport_rpc.capnweb import (
+from capnweb import (
     INVALID_DATE,
     UNDEFINED,
     ReadableStream,

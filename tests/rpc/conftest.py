@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from capnweb import RpcStub, WebSocketClient
 from sandbox_core import Sandbox
 from sandbox_core.testing import ServerProcess
 from sandbox_core.testing.plugin import TEST_CONFIG
-from sandbox_transport_rpc.capnweb import RpcStub, WebSocketClient
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from sandbox_transport_rpc.capnweb import ReadableStream, RpcError
+from capnweb import ReadableStream, RpcError
 
 #: One SSE frame as the contract's RPC streams send it: an optional ``event:`` line, one ``data:`` line.
 FRAME = re.compile(rb"(?:event: ([a-z_]+)\n)?data: ([^\n]*)\n\n")

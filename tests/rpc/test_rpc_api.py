@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from helpers_rpc import events, frames, read_all, rejection, sid
 
+from capnweb import UNDEFINED, RpcStub, http_batch_session
 from sandbox_core.registry import ServiceSpec
 from sandbox_core.testing import ServerProcess
-from sandbox_transport_rpc.capnweb import UNDEFINED, RpcStub, http_batch_session
 
 TS = "timestamp"
 

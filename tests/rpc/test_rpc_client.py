@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from helpers_rpc import sid, wait_for
 
+from capnweb import SessionClosed, WebSocketClient
 from sandbox_core import Sandbox
 from sandbox_core.contract.models import StartEvent
 from sandbox_core.errors import AccessDenied, ProcessNotFound, SandboxError, TransportError, ValidationFailed
 from sandbox_core.testing import ServerProcess
 from sandbox_core.testing.plugin import TEST_CONFIG
-from sandbox_transport_rpc.capnweb import SessionClosed, WebSocketClient
 from sandbox_transport_rpc.client import RpcClientTransport, rpc_url
 from sandbox_transport_rpc.settings import RpcSettings
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from helpers_rpc import FRAME, sid, wait_for
 
+from capnweb import ReadableStream, RpcStub
 from sandbox_core.testing import ServerProcess
 from sandbox_core.testing.procs import Proc, reset_peak, status_kib
-from sandbox_transport_rpc.capnweb import ReadableStream, RpcStub
 
 MiB = 1024 * 1024
 

@@ -19,9 +19,9 @@ import httpx
 import pytest
 from helpers_watch import SAFETY_S, touch
 
+from capnweb import ReadableStream, RpcError, RpcStub, WebSocketClient
 from sandbox_core.testing import ServerProcess, assert_error
 from sandbox_core.testing.plugin import TEST_CONFIG
-from sandbox_transport_rpc.capnweb import ReadableStream, RpcError, RpcStub, WebSocketClient
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from capnweb import UNDEFINED, ReadableStream, RpcError, RpcTarget
 from sandbox_core.clock import now_iso
 from sandbox_core.contract.models.files import FileMetadataEvent
 from sandbox_core.errors import ErrorCode, SandboxError, lookup, validation_error
@@ -36,7 +37,6 @@ from sandbox_core.registry import Operation, ServiceRegistry
 from sandbox_core.router import Done, EventStream, Failed, Params, open_stream, perform, stream_error_event
 from sandbox_core.sse import encode_event
 
-from .capnweb import UNDEFINED, ReadableStream, RpcError, RpcTarget
 from .methods import (
     CONTRACT_GETTERS,
     METHODS,

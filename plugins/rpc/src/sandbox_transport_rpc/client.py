@@ -22,11 +22,7 @@ from typing import Any
 
 import msgspec
 
-from sandbox_core.errors import ErrorCode, SandboxError, TransportError, error_from_code, upgrade_refused
-from sandbox_core.sse import SSEDecoder, SSEError
-from sandbox_core.transport import ClientContext
-
-from .capnweb import (
+from capnweb import (
     HandshakeRefused,
     Limits,
     ReadableStream,
@@ -36,6 +32,10 @@ from .capnweb import (
     SessionClosed,
     WebSocketClient,
 )
+from sandbox_core.errors import ErrorCode, SandboxError, TransportError, error_from_code, upgrade_refused
+from sandbox_core.sse import SSEDecoder, SSEError
+from sandbox_core.transport import ClientContext
+
 from .methods import BY_OPERATION, Method, positional_args
 from .settings import RpcSettings
 

@@ -27,10 +27,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from capnweb import UNDEFINED
 from sandbox_core.clock import now_iso
 from sandbox_core.errors import validation_error
-
-from .capnweb import UNDEFINED
 
 #: The getters of ``SandboxControlAPI`` the contract names, in its order.
 CONTRACT_GETTERS = ("commands", "files", "processes", "ports", "git", "interpreter", "utils", "backup", "watch")

@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from capnweb import Budget, Limits, RpcError, RpcSession, serve_http_batch, serve_websocket
 from sandbox_core.errors import SandboxError
 from sandbox_core.intake import Hold, read_body
 from sandbox_core.memory import trim_after
@@ -31,7 +32,6 @@ from sandbox_core.router import announces_body
 from sandbox_core.transport import ServerContext, ServerMount
 
 from .api import ApiFactory
-from .capnweb import Budget, Limits, RpcError, RpcSession, serve_http_batch, serve_websocket
 from .settings import RpcSettings
 
 log = structlog.get_logger("sandbox.rpc")

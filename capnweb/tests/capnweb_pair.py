@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from sandbox_transport_rpc.capnweb import Limits, RpcSession, RpcStub
+from capnweb import Limits, RpcSession, RpcStub
 
 
 class Pair:

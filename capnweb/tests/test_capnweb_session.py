@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from capnweb_pair import Pair, Raw
 
-from sandbox_transport_rpc.capnweb import Limits, RpcError, RpcTarget, SessionClosed
+from capnweb import Limits, RpcError, RpcTarget, SessionClosed
 
 
 class Counter(RpcTarget):
@@ -349,9 +349,7 @@ async def test_results_and_errors_are_freed_without_the_garbage_collector(pair: 
         await calls()
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
-        ours = [
-            o for o in gc.garbage if type(o).__module__.startswith(("sandbox_transport_rpc", "asyncio", "_asyncio"))
-        ]
+        ours = [o for o in gc.garbage if type(o).__module__.startswith(("capnweb", "asyncio", "_asyncio"))]
         assert ours == []
     finally:
         gc.set_debug(0)

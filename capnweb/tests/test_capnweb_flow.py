@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sandbox_transport_rpc.capnweb.flow import INITIAL_WINDOW, MAX_WINDOW, MIN_WINDOW, FlowController
+from capnweb.flow import INITIAL_WINDOW, MAX_WINDOW, MIN_WINDOW, FlowController
 
 
 class Clock:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import sandbox_transport_rpc.capnweb as capnweb
+import capnweb as capnweb
 
 PACKAGE = Path(capnweb.__file__).parent
 

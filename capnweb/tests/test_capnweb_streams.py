@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from capnweb_pair import Pair, Raw
 
-from sandbox_transport_rpc.capnweb import Limits, ReadableStream, RpcError, RpcTarget, SessionClosed, WritableStream
+from capnweb import Limits, ReadableStream, RpcError, RpcTarget, SessionClosed, WritableStream
 
 CHUNK = 64 * 1024
 
@@ -273,7 +273,7 @@ async def test_the_streams_of_a_session_share_a_budget_past_which_a_write_fails_
 
 
 async def test_sessions_sharing_a_budget_fail_the_stream_that_would_break_it() -> None:
-    from sandbox_transport_rpc.capnweb import Budget
+    from capnweb import Budget
 
     shared = Budget(100_000, label="the test's streams")
     a, b = (Raw(Api(), Limits(shared_stream_buffer=shared)) for _ in range(2))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sandbox_transport_rpc.capnweb import RpcSession, RpcTarget
-from sandbox_transport_rpc.capnweb.websocket import serve_websocket
+from capnweb import RpcSession, RpcTarget
+from capnweb.websocket import serve_websocket
 
 
 class Adder(RpcTarget):

@@ -12,7 +12,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox_transport_rpc.capnweb import (
+from capnweb import (
     INVALID_DATE,
     UNDEFINED,
     BigInt,
@@ -22,7 +22,7 @@ from sandbox_transport_rpc.capnweb import (
     TypedBytes,
     Url,
 )
-from sandbox_transport_rpc.capnweb.codec import Devaluator, Evaluator
+from capnweb.codec import Devaluator, Evaluator
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
