@@ -212,7 +212,13 @@ class BackupSuite:
         await sh(sb, MAKE_TREE.format(d=f"{base}/target"))
         before = await snapshot(sb, f"{base}/target")
         # bin.dat (200 kB of random bytes, stored as they are) has the archive's first data block
-        await sh(sb, f"printf '\\377' | dd of={archive} bs=1 seek=10000 conv=notrunc status=none")
+        # (the byte there plus one, so that it changes whatever the random byte was)
+        await sh(
+            sb,
+            f"b=$(od -An -tu1 -j10000 -N1 {archive}); "
+            f"printf \"$(printf '\\\\%03o' $(( (b + 1) % 256 )))\" "
+            f"| dd of={archive} bs=1 seek=10000 conv=notrunc status=none",
+        )
         with pytest.raises(BackupError) as info:
             await sb.backup.restore_archive(f"{base}/target", archive)
         assert (info.value.code, info.value.status) == ("BACKUP_RESTORE_FAILED", 500)
