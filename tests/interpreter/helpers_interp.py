@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -16,20 +15,8 @@ from sandbox_core.contract.models.interpreter import (
     CodeStdoutEvent,
 )
 from sandbox_core.registry import ServiceRegistry
+from sandbox_core.testing import subreaper
 from sandbox_services import procfs, spawn
-
-_PR_SET_CHILD_SUBREAPER = 36
-_PR_GET_CHILD_SUBREAPER = 37
-
-
-def _subreaper(value: int | None = None) -> int:
-    """This process's child-subreaper flag (set to ``value`` first when given)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if value is not None:
-        libc.prctl(_PR_SET_CHILD_SUBREAPER, value, 0, 0, 0)
-    flag = ctypes.c_int(0)
-    libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)
-    return flag.value
 
 
 @contextlib.contextmanager
@@ -38,13 +25,13 @@ def others_spared() -> Iterator[None]:
     and reaps the children it did not spawn, which here include the servers other fixtures
     started; they are counted as spawned meanwhile, and the subreaper flag is put back after."""
     others = set(procfs.children(os.getpid())) - spawn._SPAWNED
-    was_subreaper = _subreaper()
+    was_subreaper = subreaper()
     spawn._SPAWNED.update(others)
     try:
         yield
     finally:
         spawn._SPAWNED.difference_update(others)
-        _subreaper(was_subreaper)
+        subreaper(was_subreaper)
 
 
 async def create(registry: ServiceRegistry, language: str = "python", **params: Any) -> str:

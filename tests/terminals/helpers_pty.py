@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import sys
@@ -22,7 +21,7 @@ from wsproto.events import BytesMessage, TextMessage
 
 from sandbox_core.plugins import Hooks, make_plugin_manager
 from sandbox_core.registry import ServiceRegistry
-from sandbox_core.testing import ServerProcess
+from sandbox_core.testing import ServerProcess, subreaper
 from sandbox_core.testing.plugin import TEST_CONFIG
 from sandbox_services import procfs
 
@@ -121,20 +120,6 @@ async def raw_pty(
         yield RawPty(ws)
 
 
-_PR_SET_CHILD_SUBREAPER = 36
-_PR_GET_CHILD_SUBREAPER = 37
-
-
-def _subreaper(value: int | None = None) -> int:
-    """This process's child-subreaper flag (set to ``value`` first when given)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if value is not None:
-        libc.prctl(_PR_SET_CHILD_SUBREAPER, value, 0, 0, 0)
-    flag = ctypes.c_int(0)
-    libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)
-    return flag.value
-
-
 @contextlib.asynccontextmanager
 async def registry_of(workspace: Path, **settings: msgspec.Struct) -> AsyncIterator[ServiceRegistry]:
     """A started in-process registry of the sessions, processes, commands and terminals services.
@@ -151,7 +136,7 @@ async def registry_of(workspace: Path, **settings: msgspec.Struct) -> AsyncItera
     names = ("sessions", "processes", "commands", "terminals")
     registry = ServiceRegistry({n: specs[n] for n in names}, settings=settings, workspace=str(workspace))
     others = set(procfs.children(os.getpid())) - spawn._SPAWNED
-    was_subreaper = _subreaper()
+    was_subreaper = subreaper()
     spawn._SPAWNED.update(others)
     try:
         await registry.start()
@@ -161,7 +146,7 @@ async def registry_of(workspace: Path, **settings: msgspec.Struct) -> AsyncItera
             await registry.aclose()
     finally:
         spawn._SPAWNED.difference_update(others)
-        _subreaper(was_subreaper)
+        subreaper(was_subreaper)
 
 
 async def wait_for(predicate: Callable[[], bool], within: float = 10.0) -> None:

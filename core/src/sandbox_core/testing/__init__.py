@@ -105,6 +105,19 @@ def _prctl(option: int, arg: int) -> None:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
 
 
+_PR_GET_CHILD_SUBREAPER = 37
+
+
+def subreaper(value: int | None = None) -> int:
+    """This process's child-subreaper flag, set to ``value`` first when given: a test that runs
+    a service making the process a subreaper puts the flag back afterwards."""
+    if value is not None:
+        _prctl(_PR_SET_CHILD_SUBREAPER, value)
+    flag = ctypes.c_int(0)
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)
+    return flag.value
+
+
 def _die_with_parent() -> None:
     """In the child before exec: get SIGTERM when the test process dies, so an interrupted
     test run never leaves a server behind (Linux ``PR_SET_PDEATHSIG``)."""
