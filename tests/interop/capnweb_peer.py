@@ -33,9 +33,9 @@ from typing import Any
 
 import pytest
 
+import capnweb
 from capnweb import ReadableStream, RpcError, RpcTarget
 from sandbox_core.server import answer_lifespan
-from sandbox_transport_rpc import capnweb
 
 HERE = Path(__file__).parent
 VECTORS = HERE / "vectors"
