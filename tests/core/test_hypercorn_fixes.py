@@ -70,33 +70,27 @@ def test_each_fix_is_applied_once_per_process() -> None:
     from hypercorn.asyncio import tcp_server
     from hypercorn.protocol import ProtocolWrapper, h2, h11, ws_stream
 
+    def methods() -> list[object]:
+        """The hypercorn methods the fixes replace, as they are now."""
+        return [
+            tcp_server.TCPServer._read_data,
+            tcp_server.TCPServer._close,
+            ProtocolWrapper.handle,
+            h11.H11Protocol.handle,
+            h11.H11Protocol._check_protocol,
+            ws_stream.WSStream.handle,
+            ws_stream.WSStream._send_pings,
+            ws_stream.WSStream._handle_events,
+            h2.StreamBuffer.pop,
+        ]
+
     hypercorn_fixes.apply()
-    patched = [
-        tcp_server.TCPServer._read_data,
-        tcp_server.TCPServer._close,
-        ProtocolWrapper.handle,
-        h11.H11Protocol.handle,
-        h11.H11Protocol._check_protocol,
-        ws_stream.WSStream.handle,
-        ws_stream.WSStream._send_pings,
-        ws_stream.WSStream._handle_events,
-        h2.StreamBuffer.pop,
-    ]
+    patched = methods()
     assert all("hypercorn_fixes" in method.__module__ for method in patched)
     hypercorn_fixes.apply()
     for fix in hypercorn_fixes.FIXES:
         fix()
-    again = [
-        tcp_server.TCPServer._read_data,
-        tcp_server.TCPServer._close,
-        ProtocolWrapper.handle,
-        h11.H11Protocol.handle,
-        h11.H11Protocol._check_protocol,
-        ws_stream.WSStream.handle,
-        ws_stream.WSStream._send_pings,
-        ws_stream.WSStream._handle_events,
-        h2.StreamBuffer.pop,
-    ]
+    again = methods()
     assert again == patched, "a fix was applied twice: hypercorn's methods were wrapped again"
 
 

@@ -8,6 +8,7 @@ third-party plugin, or a newer server) is still carried, with status 500 and the
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -395,8 +396,6 @@ def upgrade_refused(url: str, transport: str, status: int, body: bytes = b"") ->
     """The error for a WebSocket upgrade the server answered with an HTTP status instead:
     the server's own error when its body is the contract's (401/403 from the edge; 404 naming
     the transports it serves), else one saying what the status usually means."""
-    import json
-
     sent: dict[str, Any] = {}
     try:
         decoded = json.loads(body) if body else None
