@@ -52,11 +52,17 @@ class ByteBudget:
             status=503,
         )
 
+    def take_now(self, size: int) -> bool:
+        """Hold ``size`` more bytes if there is room now and nobody waits for room; whether it did."""
+        if not self._waiters and self.held + size <= self.total:
+            self.held += size
+            return True
+        return False
+
     async def take(self, size: int, wait: float | None = None) -> None:
         """Hold ``size`` more bytes, waiting for room up to ``wait`` seconds (default: the
         budget's); :meth:`busy`'s error when there is none by then."""
-        if not self._waiters and self.held + size <= self.total:
-            self.held += size
+        if self.take_now(size):
             return
         if size > self.total:  # it could never fit: no use waiting
             raise self.busy()
@@ -108,6 +114,13 @@ class Hold:
     async def take(self, size: int) -> None:
         await self.budget.take(size)
         self.held += size
+
+    def take_now(self, size: int) -> bool:
+        """Hold ``size`` more bytes if the budget has room now (and nobody waits); whether it did."""
+        if self.budget.take_now(size):
+            self.held += size
+            return True
+        return False
 
     def release(self) -> int:
         """Give everything back; the number of bytes given back."""
@@ -179,6 +192,8 @@ async def read_body(
                     deadline.reschedule(loop.time() + timeout)
 
             async def take(size: int) -> None:
+                if hold.take_now(size):
+                    return
                 deadline.reschedule(None)  # waiting for room is the server's time, not the client's
                 await hold.take(size)
                 more_time()
@@ -191,8 +206,9 @@ async def read_body(
                 try:
                     while True:
                         message = await receive()
-                        more_time()
                         chunk, more = _chunk(message)
+                        if more:  # the deadline counts from the last bytes (the last ones need none)
+                            more_time()
                         end = size + len(chunk)
                         if end > length:  # h11 does not let this happen; never write past the buffer
                             raise body_too_large(limit, end, setting)

@@ -227,18 +227,30 @@ def too_deep(raw: bytes | bytearray | memoryview | Mapping[str, Any] | None) -> 
 _KEEP = (bytes, bytearray, memoryview, datetime.datetime, datetime.date, datetime.time, uuid.UUID, decimal.Decimal)
 
 
+#: (Python name, wire name) of each field of a parameter struct type, as :func:`_struct_values`
+#: reads them (``msgspec.structs.fields`` evaluates the type's annotations on every call).
+_FIELD_NAMES: dict[type[msgspec.Struct], tuple[tuple[str, str], ...]] = {}
+
+
+def _field_names(kind: type[msgspec.Struct]) -> tuple[tuple[str, str], ...]:
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = _FIELD_NAMES[kind] = tuple((f.name, f.encode_name) for f in msgspec.structs.fields(kind))
+    return names
+
+
 def _struct_values(struct: msgspec.Struct) -> dict[str, Any]:
     """A parameter struct as the mapping :meth:`ServiceRegistry.decode` takes (wire names; nested
     structs as mappings, so their constraints are checked again; a ``msgspec.Raw`` value and a
     value of a type msgspec cannot turn into builtins, such as a stream, kept as they are)."""
     values: dict[str, Any] = {}
-    for f in msgspec.structs.fields(struct):
-        value = getattr(struct, f.name)
+    for name, wire in _field_names(type(struct)):
+        value = getattr(struct, name)
         if not isinstance(value, msgspec.Raw):
             # not a msgspec value (an async iterable of bytes): kept, the field's type checks it
             with contextlib.suppress(TypeError):
                 value = msgspec.to_builtins(value, builtin_types=_KEEP)
-        values[f.encode_name] = value
+        values[wire] = value
     return values
 
 
@@ -434,6 +446,13 @@ class ServiceRegistry:
         except RecursionError:  # msgspec's own limit on nesting: never a 500
             raise too_deep(raw) from None
 
+    def replace(self, op: Operation, params: msgspec.Struct, changes: Mapping[str, Any]) -> msgspec.Struct:
+        """``params`` (the operation's parameter struct) with the wire-named ``changes``, all of
+        it validated again as :meth:`decode` validates a mapping."""
+        values = _struct_values(params)
+        values.update(changes)
+        return self.decode(op, values)
+
     def bind(
         self,
         op: Operation,
@@ -448,15 +467,15 @@ class ServiceRegistry:
         ``VALIDATION_FAILED`` naming its field; more positional arguments than parameters, or a
         parameter given both ways, is ``VALIDATION_FAILED`` too. A positional value for which
         ``omit`` is true is left out (its parameter keeps its default: "not given")."""
-        fields = msgspec.structs.fields(op.params)
-        if len(args) > len(fields):
+        wires = [wire for _, wire in _field_names(op.params)]
+        if len(args) > len(wires):
             raise validation_error(
-                f"{op.qualname} takes at most {len(fields)} positional argument{'s' if len(fields) != 1 else ''}"
-                f" ({', '.join(f.encode_name for f in fields) or 'none'}), got {len(args)}",
+                f"{op.qualname} takes at most {len(wires)} positional argument{'s' if len(wires) != 1 else ''}"
+                f" ({', '.join(wires) or 'none'}), got {len(args)}",
                 "arguments",
             )
         values: dict[str, Any] = {
-            f.encode_name: value for f, value in zip(fields, args, strict=False) if omit is None or not omit(value)
+            wire: value for wire, value in zip(wires, args, strict=False) if omit is None or not omit(value)
         }
         for key, value in (kwargs or {}).items():
             if key in values:
@@ -512,9 +531,14 @@ class ServiceRegistry:
         op = self.operation(service, name)
         if op.streaming:
             raise validation_error(f"Operation {op.qualname} is a stream", "operation")
-        struct = self._params(op, params, args)
+        return await self.invoke(op, self._params(op, params, args))
+
+    async def invoke(self, op: Operation, params: msgspec.Struct) -> object:
+        """Call the unary operation ``op`` with ``params`` as :meth:`decode` or :meth:`bind` made
+        them, so already validated (a struct built in Python is not: give it to :meth:`call`,
+        which validates it again); raises SandboxError only."""
         try:
-            result: object = await op.func(**self.kwargs(op, struct))
+            result: object = await op.func(**self.kwargs(op, params))
             return result
         except SandboxError:
             raise
@@ -536,7 +560,12 @@ class ServiceRegistry:
         struct = self._params(op, params, args)
         if not op.streaming:
             raise validation_error(f"Operation {op.qualname} is not a stream", "operation")
-        return self._guard(op, op.func(**self.kwargs(op, struct)))
+        return self.open(op, struct)
+
+    def open(self, op: Operation, params: msgspec.Struct) -> AsyncGenerator[object, None]:
+        """Open the streaming operation ``op`` with ``params`` as :meth:`decode` or :meth:`bind`
+        made them (see :meth:`invoke`); iterating yields its events; errors are SandboxError."""
+        return self._guard(op, op.func(**self.kwargs(op, params)))
 
     async def _guard(self, op: Operation, agen: AsyncIterator[object]) -> AsyncGenerator[object, None]:
         try:

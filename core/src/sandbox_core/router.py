@@ -120,8 +120,8 @@ class Failed:
 #: What :func:`perform` answers.
 Outcome: TypeAlias = Done | Failed | EventStream
 
-#: An operation's parameters, as the registry takes them (a mapping by wire names is decoded by
-#: the registry, a parameter struct validated again).
+#: An operation's parameters: a mapping by wire names (the registry decodes it), or the struct the
+#: registry's ``decode`` or ``bind`` made of them (already validated, so not validated again).
 Params: TypeAlias = msgspec.Struct | Mapping[str, Any]
 
 
@@ -160,7 +160,10 @@ def _identity(call: Awaitable[T]) -> Awaitable[T]:
 async def open_stream(registry: ServiceRegistry, op: Operation, params: Params) -> EventStream:
     """Open the streaming operation ``op`` and await its first event, so that a stream which
     fails to start raises its SandboxError here (the stream is closed then)."""
-    events = registry.stream(op.service, op.name, params)
+    if isinstance(params, msgspec.Struct):  # made by the registry's decode or bind: validated
+        events = registry.open(op, params)
+    else:
+        events = registry.stream(op.service, op.name, params)
     try:
         first = await events.__anext__()
     except StopAsyncIteration:
@@ -189,6 +192,8 @@ async def perform(
         bound = params() if callable(params) else params
         if op.streaming if streaming is None else streaming:
             return await open_stream(registry, op, bound)
+        if isinstance(bound, msgspec.Struct):  # made by the registry's decode or bind: validated
+            return Done(await guard(registry.invoke(op, bound)))
         return Done(await guard(registry.call(op.service, op.name, bound)))
     except SandboxError as err:
         return Failed(err)
@@ -274,9 +279,7 @@ class Router:
             params = self.registry.decode(op, body)
             del body  # what the params need of it, they hold (a large body is not kept twice)
             if target.path_params:
-                fields: dict[str, Any] = msgspec.to_builtins(params)
-                fields.update(target.path_params)
-                params = self.registry.decode(op, fields)
+                params = self.registry.replace(op, params, target.path_params)
         else:
             raw: dict[str, Any] = dict(target.path_params)
             if route is not None:
@@ -286,8 +289,8 @@ class Router:
             params = self.registry.decode(op, raw, strict=False)
         if route is not None and route.session_fallback and getattr(params, "session_id", None) is None:
             sid = header_session_id(request.headers, request.query)
-            if sid is not None:
-                params.session_id = sid  # type: ignore[attr-defined]
+            if sid is not None:  # validated as if the body had it
+                params = self.registry.replace(op, params, {"sessionId": sid})
         return params
 
 
