@@ -211,6 +211,13 @@ class AccessDenied(SandboxError):
     default_code = "UNAUTHORIZED"
 
 
+class IdempotencyKeyReused(SandboxError):
+    """An ``idempotencyKey`` sent again with other parameters (another command, another
+    operation) within its window. Not part of the upstream contract."""
+
+    default_code = "IDEMPOTENCY_KEY_REUSED"
+
+
 class ContainerUnavailable(SandboxError):
     default_code = "CONTAINER_UNAVAILABLE"
 
@@ -359,6 +366,13 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "UNAUTHORIZED", 401, AccessDenied, "Send the server's token as `Authorization: Bearer <token>`"
     HOST_NOT_ALLOWED = "HOST_NOT_ALLOWED", 403, AccessDenied, "Add the host to server.allowed_hosts"
     ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED", 403, AccessDenied, "Add the page's origin to server.allowed_origins"
+    # at-most-once requests (ours: upstream has no idempotency keys; see sandbox_services.idempotency)
+    IDEMPOTENCY_KEY_REUSED = (
+        "IDEMPOTENCY_KEY_REUSED",
+        409,
+        IdempotencyKeyReused,
+        "Use a new idempotencyKey for a different request; reuse a key only to retry the same one",
+    )
 
 
 def lookup(code: str) -> ErrorCode | None:

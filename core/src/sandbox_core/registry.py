@@ -324,6 +324,10 @@ class ServiceRegistry:
     While it runs, :attr:`closing` is true, and a service ending processes gives them at most
     :attr:`stop_grace` seconds between SIGTERM and SIGKILL (the server sets it from
     ``server.shutdown_timeout``, so that the whole stop fits in it).
+
+    :attr:`runtime_id` names this run of the services: a fresh random id each time a registry
+    is made (each server start), which ``utils.ping`` and ``utils.version`` report, so that a
+    client can tell that the handles it holds (process ids, ...) belong to an earlier run.
     """
 
     def __init__(
@@ -340,6 +344,8 @@ class ServiceRegistry:
         self._hooks = hooks
         self._services: dict[str, object] = {}
         self._ops: dict[tuple[str, str], Operation] = {}
+        #: this run of the services: 16 random hex digits, new at every server start
+        self.runtime_id = uuid.uuid4().hex[:16]
         #: the services are being stopped (:meth:`aclose` has begun)
         self.closing = False
         #: SIGTERM to SIGKILL, in seconds, for the processes a service ends while it stops

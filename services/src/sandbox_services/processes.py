@@ -42,12 +42,15 @@ from sandbox_core.hookspecs import hookimpl
 from sandbox_core.memory import trim_after
 from sandbox_core.registry import ServiceContext, ServiceSpec, operation
 
+from .idempotency import IdempotencyKey, IdempotencyTable
 from .jobs import Job
 from .output import Gap, decode_utf8
-from .params import Env, NonNegativeInt, PositiveInt, PositiveMs
+from .params import Env, NonNegativeInt, PositiveInt, PositiveMs, PositiveSeconds
 from .sessions import SessionsService, check_env, check_session_id
 
 _PROCESS_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+#: A generated process id: ``proc_<ms>_<runtimeId>_<random>`` (so one of an earlier runtime is known as such)
+_GENERATED_ID = re.compile(r"^proc_[0-9]+_([0-9a-f]{16})_[0-9a-f]{6}$")
 
 
 class ProcessSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -56,6 +59,10 @@ class ProcessSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     output_ring_bytes: PositiveInt = 1024 * 1024  # output held per process
     max_finished: NonNegativeInt = 256  # finished records kept
     max_running: PositiveInt = 1024
+    # ours: at-most-once requests (``idempotencyKey`` of execute, execute_stream and start)
+    idempotency_window_s: PositiveSeconds = 600.0  # a key is held this long after its request ended
+    idempotency_max_keys: PositiveInt = 4096  # keys held, oldest out first
+    idempotency_max_bytes: PositiveInt = 16 * 1024 * 1024  # bytes held (keys and remembered results)
 
 
 def status_of(job: Job) -> ProcessStatus:
@@ -118,6 +125,12 @@ class ProcessesService:
         self.log = ctx.log
         self.records: dict[str, ProcessRecord] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
+        #: the ``idempotencyKey`` table of this service and the commands service
+        self.idempotency = IdempotencyTable(
+            window_s=self.settings.idempotency_window_s,
+            max_keys=self.settings.idempotency_max_keys,
+            max_bytes=self.settings.idempotency_max_bytes,
+        )
 
     @property
     def sessions(self) -> SessionsService:
@@ -151,7 +164,7 @@ class ProcessesService:
         if not command.strip():
             raise SandboxError(ErrorCode.INVALID_COMMAND, "Command must not be empty", {"command": command})
         if process_id is None:
-            process_id = f"proc_{int(time.time() * 1000)}_{os.urandom(3).hex()}"
+            process_id = f"proc_{int(time.time() * 1000)}_{self.registry.runtime_id}_{os.urandom(3).hex()}"
         check_process_id(process_id)
         existing = self.records.get(process_id)
         if existing is not None and not existing.done:
@@ -196,10 +209,26 @@ class ProcessesService:
     def _get(self, process_id: str) -> ProcessRecord:
         record = self.records.get(process_id)
         if record is None:
-            raise SandboxError(
-                ErrorCode.PROCESS_NOT_FOUND, f"Process {process_id} not found", {"processId": process_id}
-            )
+            raise self.not_found(process_id)
         return record
+
+    def not_found(self, process_id: str) -> SandboxError:
+        """404 for a process this runtime does not know, saying when it is one of an earlier runtime."""
+        runtime = self.registry.runtime_id
+        details = {"processId": process_id, "runtimeId": runtime}
+        generated = _GENERATED_ID.match(process_id)
+        if generated is not None and generated.group(1) != runtime:
+            details["processRuntimeId"] = generated.group(1)
+            message = (
+                f"Process {process_id} belongs to an earlier runtime ({generated.group(1)}): the server has"
+                f" restarted since, and its processes are gone (current runtime {runtime})"
+            )
+        else:
+            message = (
+                f"Process {process_id} not found in this runtime ({runtime}); processes of an earlier runtime"
+                " are gone after a restart, and finished ones are kept only up to a limit"
+            )
+        return SandboxError(ErrorCode.PROCESS_NOT_FOUND, message, details)
 
     # operations ----------------------------------------------------------------------------
 
@@ -215,6 +244,7 @@ class ProcessesService:
         encoding: str | None = None,
         auto_cleanup: bool | None = None,
         origin: Literal["user", "internal"] = "user",
+        idempotency_key: IdempotencyKey | None = None,
     ) -> ProcessStartResult:
         """Start a background process from the session's state; returns its id and pid.
 
@@ -222,18 +252,30 @@ class ProcessesService:
         Accepted and ignored, as upstream: ``encoding`` (output is always decoded as UTF-8, invalid
         bytes replaced) and ``auto_cleanup`` (finished records are kept up to ``max_finished``,
         oldest dropped first, whatever it says).
+
+        ``idempotency_key`` (ours): a second start with the same key within
+        ``idempotency_window_s`` starts nothing and answers the first one's result (the same
+        process id and pid) or error; with other parameters it is 409 ``IDEMPOTENCY_KEY_REUSED``.
         """
-        record = await self.spawn(
-            command,
-            session_id=session_id,
-            process_id=process_id,
-            timeout_ms=timeout_ms,
-            env=env,
-            cwd=cwd,
-            origin=origin,
-        )
-        return ProcessStartResult(
-            success=True, process_id=record.id, pid=record.job.pid, command=command, timestamp=now_iso()
+
+        async def run() -> ProcessStartResult:
+            record = await self.spawn(
+                command,
+                session_id=session_id,
+                process_id=process_id,
+                timeout_ms=timeout_ms,
+                env=env,
+                cwd=cwd,
+                origin=origin,
+            )
+            return ProcessStartResult(
+                success=True, process_id=record.id, pid=record.job.pid, command=command, timestamp=now_iso()
+            )
+
+        params: dict[str, object] = {"command": command, "sessionId": session_id, "processId": process_id}
+        params.update(timeoutMs=timeout_ms, env=env, cwd=cwd)
+        return await self.idempotency.once(
+            idempotency_key, "processes.start", params, run, lambda r: len(r.process_id) + len(r.command)
         )
 
     @operation

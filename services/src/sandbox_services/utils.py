@@ -26,16 +26,18 @@ def _version() -> str:
 class UtilsService:
     def __init__(self, ctx: ServiceContext) -> None:
         self._version = _version()
+        self._runtime_id = ctx.registry.runtime_id
 
     @operation
     async def ping(self) -> Pong:
-        """Liveness: always healthy while the server answers."""
-        return Pong(success=True, status="healthy", message="pong", timestamp=now_iso())
+        """Liveness: always healthy while the server answers. ``runtimeId`` (ours) names this run of
+        the server: it changes when the server restarts, and with it every process id it knew."""
+        return Pong(success=True, status="healthy", message="pong", timestamp=now_iso(), runtime_id=self._runtime_id)
 
     @operation
     async def version(self) -> VersionInfo:
-        """The server's version (``SANDBOX_VERSION`` when set)."""
-        return VersionInfo(success=True, version=self._version, timestamp=now_iso())
+        """The server's version (``SANDBOX_VERSION`` when set), and ``runtimeId`` as :meth:`ping`."""
+        return VersionInfo(success=True, version=self._version, timestamp=now_iso(), runtime_id=self._runtime_id)
 
 
 @hookimpl

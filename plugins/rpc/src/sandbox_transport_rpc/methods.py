@@ -234,6 +234,10 @@ def _version(result: Any) -> Any:
     return result.get("version", "unknown") if isinstance(result, dict) else result
 
 
+def _runtime_id(result: Any) -> Any:
+    return result.get("runtimeId") if isinstance(result, dict) else None
+
+
 def _unwrap_ping(result: Any) -> Any:
     return {"success": True, "status": result, "message": "pong", "timestamp": now_iso()}
 
@@ -306,8 +310,11 @@ def _log_event(event: dict[str, Any]) -> dict[str, Any] | None:
     return event
 
 
-EXEC_OPTIONS = Spread("options", ("timeoutMs", "env", "cwd", "origin"))
-PROCESS_OPTIONS = Spread("options", ("processId", "timeoutMs", "env", "cwd", "encoding", "autoCleanup", "origin"))
+# ``idempotencyKey`` is ours (not upstream's): see sandbox_services.idempotency
+EXEC_OPTIONS = Spread("options", ("timeoutMs", "env", "cwd", "origin", "idempotencyKey"))
+PROCESS_OPTIONS = Spread(
+    "options", ("processId", "timeoutMs", "env", "cwd", "encoding", "autoCleanup", "origin", "idempotencyKey")
+)
 
 METHODS: tuple[Method, ...] = (
     # commands
@@ -371,8 +378,12 @@ METHODS: tuple[Method, ...] = (
     ),
     Method("utils", "listSessions", "sessions", "list", ()),
     Method("utils", "deleteSession", "sessions", "delete", ("sessionId",)),
-    Method("utils", "ping", "utils", "ping", (), shape=_ping, unwrap=_unwrap_ping),
-    Method("utils", "getVersion", "utils", "version", (), shape=_version, unwrap=_unwrap_version),
+    # the contract answers ping and getVersion with a bare string, which has no room for the
+    # runtimeId: the Python client calls them by the generic call (the whole result)
+    Method("utils", "ping", "utils", "ping", (), shape=_ping, unwrap=_unwrap_ping, client=False),
+    Method("utils", "getVersion", "utils", "version", (), shape=_version, unwrap=_unwrap_version, client=False),
+    # ours: this run of the server (the runtimeId of utils.ping and utils.version)
+    Method("utils", "getRuntimeId", "utils", "version", (), shape=_runtime_id, client=False),
     Method("utils", "getCommands", "utils", "commands", (), constant=list),
     # interpreter, backup, watch: their services come from other plugins; until one registers
     # the service, these reject with UNKNOWN_ERROR 404 naming it. Operations are the methods'

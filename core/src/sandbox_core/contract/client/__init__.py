@@ -63,10 +63,16 @@ def _command_params(
     timeout_ms: int | None,
     env: Mapping[str, str | None] | None,
     cwd: str | None,
+    idempotency_key: str | None = None,
 ) -> dict[str, object]:
     """The wire parameters every way of running a command shares (None values left out)."""
     return _params(
-        command=command, sessionId=session_id, timeoutMs=timeout_ms, env=dict(env) if env is not None else None, cwd=cwd
+        command=command,
+        sessionId=session_id,
+        timeoutMs=timeout_ms,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        idempotencyKey=idempotency_key,
     )
 
 
@@ -213,13 +219,17 @@ class Sandbox:
         timeout_ms: int | None = None,
         env: Mapping[str, str | None] | None = None,
         cwd: str | None = None,
+        idempotency_key: str | None = None,
     ) -> ExecResult:
-        """Run a command in a session (``default`` when none) and return its result."""
+        """Run a command in a session (``default`` when none) and return its result.
+
+        ``idempotency_key`` (1-128 characters): a retry with the same key runs nothing and gets
+        the first request's result (or error), waiting for it while it still runs."""
         return await self.call_as(
             ExecResult,
             "commands",
             "execute",
-            **_command_params(command, session_id, timeout_ms, env, cwd),
+            **_command_params(command, session_id, timeout_ms, env, cwd, idempotency_key),
         )
 
     def exec_stream(
@@ -230,13 +240,17 @@ class Sandbox:
         timeout_ms: int | None = None,
         env: Mapping[str, str | None] | None = None,
         cwd: str | None = None,
+        idempotency_key: str | None = None,
     ) -> AsyncGenerator[AnyExecEvent, None]:
-        """Run a command and yield its typed events as they happen: start, stdout/stderr, complete."""
+        """Run a command and yield its typed events as they happen: start, stdout/stderr, complete.
+
+        With ``idempotency_key`` the command outlives the stream, and a retry with the same key
+        runs nothing: it replays the first stream from the start of the command's output."""
         return _typed(
             self._transport.stream(
                 "commands",
                 "execute_stream",
-                _command_params(command, session_id, timeout_ms, env, cwd),
+                _command_params(command, session_id, timeout_ms, env, cwd, idempotency_key),
             ),
             AnyExecEvent,
         )
@@ -337,6 +351,14 @@ class Sandbox:
 
     async def version(self) -> str:
         return (await self.call_as(VersionInfo, "utils", "version")).version
+
+    async def runtime_id(self) -> str:
+        """This run of the server: it changes when the server restarts, and with it every process
+        id the server knew (``call_as(Pong, "utils", "ping")`` has it as ``runtime_id`` too)."""
+        runtime = (await self.call_as(Pong, "utils", "ping")).runtime_id
+        if runtime is None:
+            raise TransportError(ErrorCode.RPC_TRANSPORT_ERROR, "The server did not say its runtimeId")
+        return runtime
 
 
 class SessionHandle:

@@ -34,13 +34,16 @@ class ProcessesAPI:
         timeout_ms: int | None = None,
         env: Mapping[str, str | None] | None = None,
         cwd: str | None = None,
+        idempotency_key: str | None = None,
     ) -> ProcessStartResult:
-        """Start ``command`` in the background (from the session's state); returns its id and pid."""
+        """Start ``command`` in the background (from the session's state); returns its id and pid.
+
+        ``idempotency_key``: a retry with the same key starts nothing and gets the same process."""
         return await self._sb.call_as(
             ProcessStartResult,
             "processes",
             "start",
-            **_command_params(command, session_id, timeout_ms, env, cwd),
+            **_command_params(command, session_id, timeout_ms, env, cwd, idempotency_key),
             **_params(processId=process_id),
         )
 

@@ -59,12 +59,16 @@ class Pong(Model):
     status: str
     message: str
     timestamp: str
+    #: ours (not upstream's): this run of the server, new at every start (see ``ServiceRegistry``)
+    runtime_id: str | None = None
 
 
 class VersionInfo(Model):
     success: bool
     version: str
     timestamp: str
+    #: ours (not upstream's): as :attr:`Pong.runtime_id`
+    runtime_id: str | None = None
 
 
 # Exec stream events (contract section b1). ``type`` is the tag.
