@@ -324,6 +324,28 @@ async def test_generic_operations_on_contract_getters(api: RpcStub, tmp_path: Pa
     assert isinstance(listed["sessions"], list)
 
 
+async def test_runtime_id_and_idempotency_keys(api: RpcStub) -> None:
+    """Ours: ``utils.getRuntimeId()`` (the contract's ``ping`` and ``getVersion`` stay bare
+    strings), and ``idempotencyKey`` in the options of execute, executeStream and startProcess."""
+    runtime = await api.utils.getRuntimeId()
+    assert isinstance(runtime, str) and len(runtime) == 16
+    assert (await api.utils.version())["runtimeId"] == runtime == (await api.call("utils", "ping"))["runtimeId"]
+    assert await api.utils.ping() == "healthy" and isinstance(await api.utils.getVersion(), str)
+    key = sid("key")
+    first = await api.commands.execute("echo $RANDOM", None, {"idempotencyKey": key})
+    assert await api.commands.execute("echo $RANDOM", None, {"idempotencyKey": key}) == first
+    started = await api.processes.startProcess("true", None, {"idempotencyKey": key + "p"})
+    again = await api.processes.startProcess("true", None, {"idempotencyKey": key + "p"})
+    assert (again["processId"], again["pid"]) == (started["processId"], started["pid"])
+    assert runtime in started["processId"]
+    err = await rejection(api.commands.execute("echo other", None, {"idempotencyKey": key}))
+    assert err.props["code"] == "IDEMPOTENCY_KEY_REUSED" and err.props["details"]["idempotencyKey"] == key
+    stream = events(await read_all(await api.commands.executeStream("echo other", None, {"idempotencyKey": key})))
+    assert [e["type"] for e in stream] == ["error"] and stream[0]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    err = await rejection(api.processes.startProcess("true", None, {"idempotencyKey": "k" * 129}))
+    assert err.props["code"] == "VALIDATION_FAILED" and err.props["details"]["field"] == "idempotencyKey"
+
+
 async def test_a_third_party_service_is_a_getter(api: RpcStub) -> None:
     assert await api.greeter.hello("ada") == {"greeting": "hello ada"}
     assert await api.greeter.hello("ada", True) == {"greeting": "hello ada!"}

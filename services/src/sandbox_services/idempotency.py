@@ -26,7 +26,7 @@ from typing import Annotated, Any, TypeVar, cast
 import msgspec
 from msgspec import Meta
 
-from sandbox_core.errors import ErrorCode, SandboxError
+from sandbox_core.errors import ErrorCode, IdempotencyKeyReused, SandboxError
 
 T = TypeVar("T")
 
@@ -106,7 +106,7 @@ class IdempotencyTable:
             if entry is None:
                 break
             if entry.fingerprint != wanted:
-                raise SandboxError(
+                raise IdempotencyKeyReused(
                     ErrorCode.IDEMPOTENCY_KEY_REUSED,
                     f"idempotencyKey {key!r} was used within the last {self.window_s:g} s for another request"
                     f" (other parameters or another operation than this {operation})",

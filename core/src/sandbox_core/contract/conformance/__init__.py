@@ -19,6 +19,7 @@ from sandbox_core.contract.conformance.files import FilesSuite
 from sandbox_core.contract.conformance.git import GitSuite
 from sandbox_core.contract.conformance.interpreter import InterpreterSuite
 from sandbox_core.contract.conformance.limits import LimitsSuite
+from sandbox_core.contract.conformance.once import OnceSuite
 from sandbox_core.contract.conformance.ports import PortsSuite
 from sandbox_core.contract.conformance.processes import ProcessesSuite
 from sandbox_core.contract.conformance.sessions import SessionsSuite
@@ -29,6 +30,7 @@ class ConformanceSuite(
     CommandsSuite,
     SessionsSuite,
     ProcessesSuite,
+    OnceSuite,
     PortsSuite,
     GitSuite,
     FilesSuite,
