@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from sandbox_core.contract.additions import ADDITIONS
 from sandbox_core.contract.routes import GENERIC_PREFIX, ROUTES
 from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.routing import Route
@@ -90,6 +91,16 @@ def render() -> str:
         "Any other path is 404 `UNKNOWN_ERROR` with the error body below (its `context` names the",
         "`path`, the `method` and the `transports` the server serves); a known path with another",
         "method is 405.",
+        "",
+        "## Our additions (not upstream's)",
+        "",
+        "Fields, answers and rpc methods the upstream contract does not have, from",
+        "`sandbox_core.contract.additions.ADDITIONS` (the README's section on where we differ from",
+        "upstream tells the rest).",
+        "",
+    ]
+    lines += _table(["where", "name", "what"], ([a.where, a.name, a.what] for a in ADDITIONS))
+    lines += [
         "",
         "## WebSocket and RPC endpoints",
         "",

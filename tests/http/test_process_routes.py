@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import httpx
 
-from sandbox_core.testing import ServerProcess
+from sandbox_core.testing import ServerProcess, assert_error
 
 
 async def sse(client: httpx.AsyncClient, method: str, path: str, **kwargs: object) -> list[dict[str, object]]:
@@ -69,3 +69,34 @@ def test_finished_records_are_bounded(sandbox_server_factory: Callable[..., Serv
         ids = [p["id"] for p in client.get("/api/process/list").json()["processes"]]
         assert ids == ["f3", "f4", "f5"]
         assert client.get("/api/process/f0").status_code == 404
+
+
+async def test_runtime_id_and_a_process_of_an_earlier_runtime(http: httpx.AsyncClient) -> None:
+    """Ours: ``runtimeId`` in ping and version; a generated id of another runtime is a 404 saying so."""
+    runtime = (await http.get("/api/ping")).json()["runtimeId"]
+    assert (await http.get("/api/version")).json()["runtimeId"] == runtime
+    started = (await http.post("/api/process/start", json={"command": "true"})).json()
+    assert started["processId"].split("_")[2] == runtime
+    stale = f"proc_1_{'0' * 16}_abcdef"
+    body = assert_error(await http.get(f"/api/process/{stale}"), 404, "PROCESS_NOT_FOUND")
+    assert body["context"] == {"processId": stale, "runtimeId": runtime, "processRuntimeId": "0" * 16}
+    assert "earlier runtime" in body["message"]
+    body = assert_error(await http.delete(f"/api/process/{stale}"), 404, "PROCESS_NOT_FOUND")
+    assert body["context"]["runtimeId"] == runtime
+
+
+async def test_idempotency_key_on_the_wire(http: httpx.AsyncClient) -> None:
+    key = f"k-{uuid.uuid4().hex}"
+    request = {"command": "echo $RANDOM$RANDOM", "sessionId": "__DISABLE_SESSION__", "idempotencyKey": key}
+    first = (await http.post("/api/execute", json=request)).json()
+    assert (await http.post("/api/execute", json=request)).json() == first
+    body = assert_error(
+        await http.post("/api/execute", json={**request, "command": "true"}), 409, "IDEMPOTENCY_KEY_REUSED"
+    )
+    assert body["context"]["idempotencyKey"] == key and key in body["message"]
+    for route in ("/api/execute", "/api/process/start", "/api/execute/stream"):
+        for bad in ("", "k" * 129, "k" * 10_240, 7):
+            body = assert_error(
+                await http.post(route, json={"command": "true", "idempotencyKey": bad}), 400, "VALIDATION_FAILED"
+            )
+            assert body["context"]["field"] == "idempotencyKey", (route, body)
