@@ -80,7 +80,7 @@ async def test_runtime_id_and_a_process_of_an_earlier_runtime(http: httpx.AsyncC
     stale = f"proc_1_{'0' * 16}_abcdef"
     body = assert_error(await http.get(f"/api/process/{stale}"), 404, "PROCESS_NOT_FOUND")
     assert body["context"] == {"processId": stale, "runtimeId": runtime, "processRuntimeId": "0" * 16}
-    assert "earlier runtime" in body["message"]
+    assert "belongs to an earlier runtime" in body["message"]
     body = assert_error(await http.delete(f"/api/process/{stale}"), 404, "PROCESS_NOT_FOUND")
     assert body["context"]["runtimeId"] == runtime
 

@@ -117,7 +117,8 @@ def test_processes_errors(node_runner: Run, sandbox_server: ServerProcess) -> No
             "PROCESS_NOT_FOUND",
             404,
         ), (step, error)
-        assert error["context"] == {"processId": "interop-no-such-process"}
+        assert error["context"]["processId"] == "interop-no-such-process"
+        assert set(error["context"]) == {"processId", "runtimeId"}  # runtimeId: ours
     empty = result["emptyCommand"]["error"]
     assert (empty["name"], empty["code"], empty["httpStatus"]) == ("CommandError", "INVALID_COMMAND", 400)
     bad_id = result["badId"]["error"]

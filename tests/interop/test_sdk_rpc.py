@@ -346,7 +346,8 @@ def test_kill_processes(scenario: Scenario) -> None:
 
     for key in ("getMissing", "killMissing", "streamMissing"):
         error = rpc_error(r[key], "PROCESS_NOT_FOUND")
-        assert error["details"] == {"processId": f"rpc-nope-{tag}"}
+        assert error["details"]["processId"] == f"rpc-nope-{tag}"
+        assert set(error["details"]) == {"processId", "runtimeId"}  # runtimeId: ours
     rpc_error(r["startEmpty"], "INVALID_COMMAND")
 
 

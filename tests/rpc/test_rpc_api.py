@@ -197,10 +197,15 @@ async def test_process_methods(api: RpcStub) -> None:
 
 
 async def test_process_not_found_as_upstream(api: RpcStub) -> None:
-    """``["error","Error","Process nope not found",null,{"code":...,"details":{...}}]`` (section d)."""
+    """``["error","Error","Process nope not found",null,{"code":...,"details":{...}}]`` (section d);
+    the details' ``runtimeId`` is ours."""
     err = await rejection(api.processes.getProcess("nope"))
-    assert (err.name, err.props) == ("Error", {"code": "PROCESS_NOT_FOUND", "details": {"processId": "nope"}})
-    assert "nope" in err.message
+    runtime = await api.utils.getRuntimeId()
+    assert (err.name, err.props) == (
+        "Error",
+        {"code": "PROCESS_NOT_FOUND", "details": {"processId": "nope", "runtimeId": runtime}},
+    )
+    assert err.message.startswith("Process nope not found")
 
 
 # ports, git --------------------------------------------------------------------------------------

@@ -82,7 +82,8 @@ def test_url() -> None:
 async def test_errors_are_typed(sb: Sandbox) -> None:
     with pytest.raises(ProcessNotFound) as info:
         await sb.processes.get("nope")
-    assert (info.value.code, info.value.status, info.value.details) == ("PROCESS_NOT_FOUND", 404, {"processId": "nope"})
+    details = {"processId": "nope", "runtimeId": await sb.runtime_id()}
+    assert (info.value.code, info.value.status, info.value.details) == ("PROCESS_NOT_FOUND", 404, details)
     with pytest.raises(ValidationFailed) as invalid:
         await sb.exec("true", timeout_ms=-1)
     assert invalid.value.details["field"] == "timeoutMs"

@@ -220,13 +220,13 @@ class ProcessesService:
         if generated is not None and generated.group(1) != runtime:
             details["processRuntimeId"] = generated.group(1)
             message = (
-                f"Process {process_id} belongs to an earlier runtime ({generated.group(1)}): the server has"
-                f" restarted since, and its processes are gone (current runtime {runtime})"
+                f"Process {process_id} not found: it belongs to an earlier runtime ({generated.group(1)}); the"
+                f" server has restarted since and its processes are gone (current runtime {runtime})"
             )
         else:
             message = (
-                f"Process {process_id} not found in this runtime ({runtime}); processes of an earlier runtime"
-                " are gone after a restart, and finished ones are kept only up to a limit"
+                f"Process {process_id} not found (runtime {runtime}; processes of an earlier runtime are gone"
+                " after a restart, and finished ones are kept only up to a limit)"
             )
         return SandboxError(ErrorCode.PROCESS_NOT_FOUND, message, details)
 

@@ -146,7 +146,7 @@ class OnceSuite(SleeperFixture):
                 with pytest.raises(ProcessNotFound) as info:
                     await within(call(old.process_id))
                 error = info.value
-                assert error.status == 404 and "earlier runtime" in error.message, error
+                assert error.status == 404 and "belongs to an earlier runtime" in error.message, error
                 assert error.details.get("runtimeId") == runtime, error
                 assert error.details.get("processRuntimeId") == old_runtime, error
             with pytest.raises(ProcessNotFound) as unknown:  # an id of the caller's own choice
