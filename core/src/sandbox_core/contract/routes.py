@@ -62,6 +62,10 @@ ROUTES: list[Route] = [
     Route("DELETE", "/api/process/{id}", "processes", "kill"),
     Route("GET", "/api/process/{id}/logs", "processes", "logs"),
     Route("GET", "/api/process/{id}/stream", "processes", "stream_logs", stream=True, query=("offset",)),
+    # ours: a process's stdin, any signal, its terminal's size
+    Route("POST", "/api/process/{id}/stdin", "processes", "write_stdin"),
+    Route("POST", "/api/process/{id}/signal", "processes", "signal"),
+    Route("POST", "/api/process/{id}/resize", "processes", "resize"),
     # interpreter routes
     Route("GET", "/api/interpreter/health", "interpreter", "health"),
     Route("POST", "/api/contexts", "interpreter", "create_code_context"),

@@ -307,7 +307,10 @@ def _log_event(event: dict[str, Any]) -> dict[str, Any] | None:
 
 
 EXEC_OPTIONS = Spread("options", ("timeoutMs", "env", "cwd", "origin"))
-PROCESS_OPTIONS = Spread("options", ("processId", "timeoutMs", "env", "cwd", "encoding", "autoCleanup", "origin"))
+PROCESS_OPTIONS = Spread(
+    "options",
+    ("processId", "timeoutMs", "env", "cwd", "encoding", "autoCleanup", "origin", "argv", "stdin", "pty"),
+)
 
 METHODS: tuple[Method, ...] = (
     # commands
@@ -349,6 +352,17 @@ METHODS: tuple[Method, ...] = (
     Method(
         "processes", "streamProcessLogs", "processes", "stream_logs", ("id",), event_filter=_log_event, client=False
     ),
+    # ours: startProcess's argv, stdin and pty options; stdin, any signal, a terminal's size
+    Method(
+        "processes",
+        "writeStdin",
+        "processes",
+        "write_stdin",
+        ("id", "data", Spread("options", ("encoding", "eof", "timeoutMs"))),
+    ),
+    Method("processes", "closeStdin", "processes", "close_stdin", ("id",)),
+    Method("processes", "signal", "processes", "signal", ("id", "signal")),
+    Method("processes", "resize", "processes", "resize", ("id", "cols", "rows")),
     # ports
     Method("ports", "watchPort", "ports", "watch_port", (Spread("request"),)),
     # git

@@ -20,7 +20,7 @@ from sandbox_core.contract.conformance.git import GitSuite
 from sandbox_core.contract.conformance.interpreter import InterpreterSuite
 from sandbox_core.contract.conformance.limits import LimitsSuite
 from sandbox_core.contract.conformance.ports import PortsSuite
-from sandbox_core.contract.conformance.processes import ProcessesSuite
+from sandbox_core.contract.conformance.processes import DrivenProcessesSuite, ProcessesSuite
 from sandbox_core.contract.conformance.sessions import SessionsSuite
 from sandbox_core.contract.conformance.watch import WatchSuite
 
@@ -29,6 +29,7 @@ class ConformanceSuite(
     CommandsSuite,
     SessionsSuite,
     ProcessesSuite,
+    DrivenProcessesSuite,
     PortsSuite,
     GitSuite,
     FilesSuite,
