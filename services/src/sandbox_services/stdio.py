@@ -38,6 +38,8 @@ from .spawn import set_once
 #: util-linux ``setsid``: it makes a process with a terminal the leader of a session of its own
 #: with that terminal as its controlling terminal (``-c``); None where it is not installed.
 SETSID = shutil.which("setsid")
+#: The size asked for a stdin pipe's kernel buffer (the system's ``pipe-max-size`` caps it).
+PIPE_BYTES = 1024 * 1024
 #: The signals a caller may send: 1 to 64 (``SIGRTMAX`` on Linux), by number or name.
 SIGNAL_MAX = 64
 
@@ -233,6 +235,8 @@ class Input:
 def open_pipe() -> Input:
     """A stdin pipe: the server writes, the process opens the read end by path."""
     r, w = os.pipe()
+    with contextlib.suppress(OSError):  # fewer wake-ups per large write (kernel memory, bounded)
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     os.set_blocking(w, False)
     return Input(w, pty=False, keep=r)
 

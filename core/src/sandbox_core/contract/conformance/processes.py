@@ -3,6 +3,7 @@ stdin, any signal, a terminal per process, awaiting-input."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -422,3 +423,35 @@ class DrivenProcessesSuite:
             assert info.value.details.get("field") == field
         finally:
             await sandbox.processes.kill(name)
+
+    async def test_concurrent_writes_do_not_interleave(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start(argv=["cat"], stdin="pipe", process_id=name, timeout_ms=60_000)
+        size = 300_000  # each over a pipe's default buffer: each write waits for cat on the way
+        await asyncio.gather(
+            sandbox.processes.write_stdin(name, "a" * size), sandbox.processes.write_stdin(name, "b" * size)
+        )
+        await sandbox.processes.close_stdin(name)
+        assert await wait_done(sandbox, name) == 0
+        out = joined(await collect(sandbox.processes.stream_logs(name, offset=0)), LogStdoutEvent)
+        assert out in ("a" * size + "b" * size, "b" * size + "a" * size)
+
+    async def test_an_untrapped_signal_ends_the_command_with_its_status(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start("echo up; sleep 60", process_id=name)
+        await output_until(sandbox, name, "up\n")
+        await sandbox.processes.signal(name, "SIGUSR1")
+        assert await wait_done(sandbox, name) == 128 + 10  # reported by the job's leader, which survives
+        assert (await sandbox.processes.get(name)).status == "failed"
+
+    async def test_awaiting_input_on_a_pty(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start(
+            argv=["bash", "-c", 'read -p "name? " x; echo "hi $x"'], pty=(80, 24), process_id=name, timeout_ms=60_000
+        )
+        async for event in sandbox.processes.stream_logs(name):
+            if isinstance(event, AwaitingInputEvent):
+                await sandbox.processes.write_stdin(name, "bob\r")
+            if isinstance(event, ExitEvent):
+                assert event.exit_code == 0
+        assert "hi bob" in (await sandbox.processes.logs(name)).stdout
