@@ -213,7 +213,7 @@ async def server_rss_kib(sandbox: Sandbox) -> int:
     return int(result.stdout)
 
 
-class DrivenProcessesSuite:
+class DrivenProcessesSuite(SleeperFixture):
     """Ours: argv, stdin, any signal, a terminal per process, awaiting-input."""
 
     async def test_argv_arrives_verbatim_from_the_session_state(self, sandbox: Sandbox) -> None:
@@ -455,3 +455,12 @@ class DrivenProcessesSuite:
             if isinstance(event, ExitEvent):
                 assert event.exit_code == 0
         assert "hi bob" in (await sandbox.processes.logs(name)).stdout
+
+    async def test_a_pty_process_is_killed_with_its_tree(self, sandbox: Sandbox, sleepers: MakeSleeper) -> None:
+        name = pid_name()
+        sleeper = sleepers()
+        await sandbox.processes.start(f"{sleeper.command}; :", pty=(80, 24), process_id=name)
+        pid = await sleeper.started(sandbox)
+        await sandbox.processes.kill(name)
+        assert (await sandbox.processes.get(name)).status == "killed"
+        assert not await sleeper.running(sandbox, pid)
