@@ -455,9 +455,10 @@ class ProcessesService:
     async def _with_waits(
         self, id: str, watch: InputWatch, items: AsyncGenerator[Gap | Text, None], reader: RingReader
     ) -> AsyncIterator[AnyLogEvent]:
-        """The output events, and an ``awaiting_input`` event for each wait for input that
-        begins while the stream runs, once the output written before it has been sent."""
-        seen = watch.waits
+        """The output events, and an ``awaiting_input`` event for the wait for input under way
+        when the stream starts and each one that begins while it runs, once the output written
+        before it has been sent."""
+        seen = watch.waits - 1 if watch.waiting else watch.waits  # a wait under way is told too
         pending: int | None = None  # the offset of a wait not yet told
         item_task: asyncio.Future[Gap | Text] | None = None
         wait_task: asyncio.Future[None] | None = None

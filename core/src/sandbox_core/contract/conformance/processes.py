@@ -464,3 +464,18 @@ class DrivenProcessesSuite(SleeperFixture):
         await sandbox.processes.kill(name)
         assert (await sandbox.processes.get(name)).status == "killed"
         assert not await sleeper.running(sandbox, pid)
+
+    async def test_a_stream_opened_during_a_wait_tells_it(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start("echo ask; read x; echo got", stdin="pipe", process_id=name, timeout_ms=60_000)
+        for _ in range(1000):  # the server sees the wait (it checks every 100 ms by default)
+            if (await sandbox.processes.get(name)).awaiting_input:
+                break
+            await asyncio.sleep(0.02)
+        events = []
+        async for event in sandbox.processes.stream_logs(name, offset=0):
+            events.append(event)
+            if isinstance(event, AwaitingInputEvent):
+                await sandbox.processes.write_stdin(name, "\n")
+        assert [type(e) for e in events].count(AwaitingInputEvent) == 1
+        assert joined(events, LogStdoutEvent) == "ask\ngot\n"
