@@ -4,6 +4,7 @@ stdin, any signal, a terminal per process, awaiting-input."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 
 import pytest
@@ -323,16 +324,21 @@ class DrivenProcessesSuite(SleeperFixture):
             await sandbox.processes.signal(name, "SIGUSR1")
         assert (info.value.code, info.value.status) == ("PROCESS_NOT_RUNNING", 409)
 
-    async def test_pty_is_the_controlling_terminal_and_resizes(self, sandbox: Sandbox) -> None:
+    @pytest.mark.parametrize("session", ["s", SESSIONLESS])
+    async def test_pty_is_the_controlling_terminal_and_resizes(self, sandbox: Sandbox, session: str) -> None:
         name = pid_name()
         await sandbox.processes.start(
             "tty; stty size; [ -t 0 ] && echo ctty=$(ps -o tty= -p $$); read x; stty size",
             pty=(80, 24),
             process_id=name,
             timeout_ms=60_000,
+            session_id=sid() if session == "s" else session,
         )
         out, end = await output_until(sandbox, name, "ctty=")
         assert "/dev/pts/" in out and "24 80" in out
+        await output_until(sandbox, name, "\n", offset=end - 1)  # the whole ctty= line
+        out = (await sandbox.processes.logs(name)).stdout
+        assert re.search(r"ctty=pts/\d", out), f"no controlling terminal: {out!r}"
         await sandbox.processes.resize(name, 100, 30)
         await sandbox.processes.write_stdin(name, "\n")
         out, _ = await output_until(sandbox, name, "30 100", offset=end)
