@@ -831,6 +831,53 @@ async def stream_first_byte(ctx: Ctx) -> dict[str, float]:
     return {"stream_first_byte": statistics.median(samples), "stream_no_stdout": missing}
 
 
+@figure(
+    Metric("stdin_cat", "stdin through `cat` (1 MiB writes, output to its ring)", "MiB/s", target=50, better="higher"),
+    Metric("stdin_cat_rss", "server RSS growth during it", "MB", target=32),
+)
+async def stdin_cat(ctx: Ctx) -> dict[str, float]:
+    """``processes.start(argv=["cat"], stdin="pipe")``, then 1 MiB ``write_stdin`` calls (bytes:
+    base64 on the wire) and EOF; timed until ``cat`` has exited, its output length checked."""
+    sb, size, chunk = ctx.sb, (16 if ctx.quick else 128) * 1024 * 1024, os.urandom(1024 * 1024)
+    name = f"bench-stdin-{os.getpid()}-{time.monotonic_ns()}"
+    await sb.processes.start(argv=["cat"], stdin="pipe", process_id=name, session_id="bench-stdin")
+    async with RssSampler(ctx.pid) as rss:
+        t0 = time.perf_counter()
+        for _ in range(size // len(chunk)):
+            await sb.processes.write_stdin(name, chunk)
+        await sb.processes.close_stdin(name)
+        end = 0
+        async for event in sb.processes.stream_logs(name, offset=size - 1):
+            if isinstance(event, LogStdoutEvent):
+                end = event.offset
+        elapsed = time.perf_counter() - t0
+    if end != size:
+        raise RuntimeError(f"cat wrote {end} bytes of {size}")
+    return {"stdin_cat": size / 1024 / 1024 / elapsed, "stdin_cat_rss": rss.growth}
+
+
+@figure(Metric("argv_first_byte", "argv process (`echo hi`, no shell), first output byte, median", "ms", target=10))
+async def argv_first_byte(ctx: Ctx) -> dict[str, float]:
+    """``processes.start(argv=["echo", "hi"])`` in a session, then its log stream to the first
+    stdout event: median of 100 after 10 warm-up runs."""
+    sb, sid = ctx.sb, "bench-argv"
+    await sb.create_session(sid)
+
+    async def once(i: int) -> float:
+        t0 = time.perf_counter()
+        started = await sb.processes.start(argv=["echo", "hi"], session_id=sid, process_id=f"bench-argv-{i}")
+        async for event in sb.processes.stream_logs(started.process_id):
+            if isinstance(event, LogStdoutEvent):
+                elapsed = (time.perf_counter() - t0) * 1000
+                if event.data != "hi\n":
+                    raise RuntimeError(f"unexpected stdout {event.data!r}")
+                return elapsed
+        raise RuntimeError("the argv process ended without stdout")
+
+    runs = [await once(i) for i in range(ctx.n(10) + ctx.n(100))][ctx.n(10) :]
+    return {"argv_first_byte": statistics.median(runs)}
+
+
 @figure(Metric("exec_20mb", "exec producing 20 MB of stdout, median", "s", target=0.5, upstream=1.16))
 async def exec_20mb(ctx: Ctx) -> dict[str, float]:
     sb, sid, size = ctx.sb, "bench-20mb", 20_000_000

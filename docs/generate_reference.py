@@ -19,6 +19,7 @@ from sandbox_core.contract.additions import ADDITIONS
 from sandbox_core.contract.routes import GENERIC_PREFIX, ROUTES
 from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.routing import Route
+from sandbox_transport_rpc.methods import METHODS
 from sandbox_transport_rpc.server import PATH as RPC_PATH
 from sandbox_transport_ws.pty import PATH as PTY_PATH
 from sandbox_transport_ws.server import PATHS as WS_PATHS
@@ -69,7 +70,7 @@ def render() -> str:
         "",
     ]
     lines += _table(
-        ["method", "path", "operation", "answer", "parameters"],
+        ["method", "path", "operation", "answer", "parameters", "ours (not upstream's)"],
         (
             [
                 route.method,
@@ -77,6 +78,7 @@ def render() -> str:
                 f"`{route.service}.{route.operation}`",
                 "SSE stream" if route.stream else "JSON",
                 _route_notes(route),
+                route.ours,
             ]
             for route in ROUTES
         ),
@@ -123,6 +125,25 @@ def render() -> str:
             ["rpc", f"`{RPC_PATH}`", "Cap'n Web over WebSocket: the `SandboxControlAPI` object tree"],
             ["rpc", f"`POST {RPC_PATH}`", "Cap'n Web HTTP batch: the same calls, one batch per request"],
         ],
+    )
+    lines += [
+        "",
+        "RPC methods of `SandboxControlAPI` that are ours, not upstream's, in whole or in part (from",
+        "`sandbox_transport_rpc.methods.METHODS`; arguments positional, an options object last):",
+        "",
+    ]
+    lines += _table(
+        ["method", "arguments", "operation", "ours"],
+        (
+            [
+                f"`{method.qualname}`",
+                ", ".join(f"`{slot}`" if isinstance(slot, str) else f"`{slot.name}`" for slot in method.slots or ()),
+                f"`{method.service}.{method.operation}`",
+                method.ours,
+            ]
+            for method in METHODS
+            if method.ours
+        ),
     )
     lines += [
         "",

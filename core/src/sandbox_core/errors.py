@@ -305,6 +305,26 @@ class ErrorCode(StrEnum):
         ProcessError,
         "Use another process id or kill the running one",
     )
+    # ours: a process's stdin, signals and terminal
+    PROCESS_STDIN_UNAVAILABLE = (
+        "PROCESS_STDIN_UNAVAILABLE",
+        409,
+        ProcessError,
+        "Start the process with stdin 'pipe' (or a pty), and write before it exits or its stdin is closed",
+    )
+    PROCESS_STDIN_TIMEOUT = (
+        "PROCESS_STDIN_TIMEOUT",
+        408,
+        ProcessError,
+        "The process is not reading its stdin; write less at a time or raise the write's timeoutMs",
+    )
+    PROCESS_NOT_RUNNING = (
+        "PROCESS_NOT_RUNNING",
+        409,
+        ProcessError,
+        "The process has exited; a signal or resize reaches only a running process",
+    )
+    PROCESS_NO_TERMINAL = "PROCESS_NO_TERMINAL", 409, ProcessError, "Start the process with a pty to resize it"
     PROCESS_PERMISSION_DENIED = "PROCESS_PERMISSION_DENIED", 403, ProcessError
     PROCESS_ERROR = "PROCESS_ERROR", 500, ProcessError
     PROCESS_READY_TIMEOUT = "PROCESS_READY_TIMEOUT", 408, ProcessReadyTimeout

@@ -30,8 +30,8 @@ from typing import Any, TypeAlias, TypeVar
 import msgspec
 
 from .clock import now_iso
-from .errors import ErrorCode, SandboxError, not_found
-from .registry import Operation, ServiceRegistry
+from .errors import ErrorCode, SandboxError, not_found, validation_error
+from .registry import Operation, ServiceRegistry, validation_from_msgspec
 from .routing import Route, RouteTable
 
 T = TypeVar("T")
@@ -276,10 +276,19 @@ class Router:
                     f"The request body must be a JSON object, not {type(body).__name__}",
                     {"field": "body"},
                 )
+            if target.path_params:  # (``POST /api/process/{id}/stdin``): the path's values join the body's
+                if not isinstance(body, Mapping):
+                    try:
+                        body = msgspec.json.decode(body)
+                    except msgspec.DecodeError as exc:
+                        raise validation_from_msgspec(exc) from None
+                    except RecursionError:
+                        raise validation_error("The request body is nested too deeply", "body") from None
+                    if not isinstance(body, dict):
+                        raise validation_error("The request body must be a JSON object", "body")
+                body = {**body, **target.path_params}
             params = self.registry.decode(op, body)
             del body  # what the params need of it, they hold (a large body is not kept twice)
-            if target.path_params:
-                params = self.registry.replace(op, params, target.path_params)
         else:
             raw: dict[str, Any] = dict(target.path_params)
             if route is not None:

@@ -25,6 +25,8 @@ class Route:
     wrap: Callable[[Any], Any] | None = None
     unwrap: Callable[[Any], Any] | None = None
     pattern: re.Pattern[str] | None = field(default=None, compare=False)
+    #: what of the route is ours, not upstream's (the generated reference says so): "" none of it
+    ours: str = field(default="", compare=False)
 
     @property
     def path_params(self) -> tuple[str, ...]:

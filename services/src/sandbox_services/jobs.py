@@ -27,6 +27,7 @@ from .orphans import end_adopted
 from .output import Kind, OutputRing
 from .proctree import kill_tree, remember_tree, signal_group
 from .spawn import Child, read_nonblocking
+from .stdio import Input
 
 log = structlog.get_logger("sandbox.jobs")
 
@@ -69,12 +70,16 @@ class Job:
         self.on_done: list[Callable[[Job], None]] = []
         self._attached = False
         self._early_exit: tuple[int | None, str] | None = None
+        self.input: Input | None = None  # a stdin pipe or a terminal the server writes
+        self.argv: list[str] | None = None  # started without a shell: its argument list
+        self._child: Child | None = None  # a process we spawned ourselves (sessionless)
 
     # plumbing ----------------------------------------------------------------------------
 
-    def attach(self, out_fd: int, err_fd: int) -> None:
-        """Start reading the job's output pipes (already non-blocking)."""
-        self._fds = {out_fd: "stdout", err_fd: "stderr"}
+    def attach(self, out_fd: int, err_fd: int | None) -> None:
+        """Start reading the job's output pipes (already non-blocking; a terminal's master
+        alone: its output is stdout)."""
+        self._fds = {out_fd: "stdout"} if err_fd is None else {out_fd: "stdout", err_fd: "stderr"}
         self._attached = True
         self._resume()
         if self._early_exit is not None:
@@ -133,6 +138,8 @@ class Job:
     def watch_child(self, child: Child) -> None:
         """Finish with ``child``'s exit code when it exits (a process we spawned), unless killed."""
 
+        self._child = child
+
         def exited(code: int) -> None:
             if not self.killed:  # kill() finishes it with the signal it used
                 self.finish(code)
@@ -185,6 +192,8 @@ class Job:
             os.close(self._pidfd)
             self._pidfd = -1
         self._drain()
+        if self.input is not None:  # writes now fail at once; a terminal's output still drains
+            self.input.release()
         if note:
             self.ring.write("stderr", note.encode())
         if self.timed_out:
@@ -197,6 +206,37 @@ class Job:
         self._resume()  # keep reading (and discarding) until the pipes close
         for callback in self.on_done:
             callback(self)
+
+    def _still_ours(self) -> bool:
+        """Whether the job's leader has not been reaped: its pid, and so the number of its
+        process group, cannot have been given to another process (a pgid is not reused while
+        any member lives, and the leader, alive or a zombie, is one)."""
+        if self._child is not None:  # our own child: reaped only by us
+            return self._child.returncode is None
+        if self._pidfd >= 0:  # the session shell's child: the shell reaps it, the pidfd tells
+            try:
+                signal.pidfd_send_signal(self._pidfd, 0)
+            except ProcessLookupError:
+                return False
+            return True
+        return False
+
+    def send_signal(self, sig: int) -> bool:
+        """Send ``sig`` to the job's process group (the tree it started; with a terminal, also
+        the terminal's foreground group). False when the job has ended: its group number may
+        then belong to another process, so nothing is sent."""
+        if self.done or self.pid is None or not self._still_ours():
+            return False
+        if self.group:
+            signal_group(self.pid, sig)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+        if self.input is not None and self.input.pty:
+            foreground = self.input.foreground_group()  # a live group: the terminal holds it
+            if foreground is not None and foreground != self.pid:
+                signal_group(foreground, sig)
+        return True
 
     async def kill(self, grace: float = 2.0) -> None:
         """SIGTERM the job's whole tree, SIGKILL after ``grace``; it ends as 143 or 137."""
@@ -226,6 +266,8 @@ class Job:
                 await self._expiry
         for fd in list(self._fds):
             self._close_fd(fd)
+        if self.input is not None:
+            self.input.release()
         if self._pidfd >= 0:
             asyncio.get_running_loop().remove_reader(self._pidfd)
             os.close(self._pidfd)

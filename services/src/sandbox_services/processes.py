@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import os
 import re
+import shlex
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Literal
 
 import msgspec
@@ -23,6 +24,7 @@ import msgspec
 from sandbox_core.clock import iso_ms, now_iso
 from sandbox_core.contract.models.processes import (
     AnyLogEvent,
+    AwaitingInputEvent,
     ExitEvent,
     LogGapEvent,
     LogStderrEvent,
@@ -34,8 +36,14 @@ from sandbox_core.contract.models.processes import (
     ProcessKilled,
     ProcessList,
     ProcessLogs,
+    ProcessResized,
+    ProcessSignalled,
     ProcessStartResult,
     ProcessStatus,
+    ProcessStdinWritten,
+    PtySize,
+    StdinMode,
+    TerminalDimension,
 )
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.hookspecs import hookimpl
@@ -44,9 +52,10 @@ from sandbox_core.registry import ServiceContext, ServiceSpec, operation
 
 from .idempotency import IdempotencyKey, IdempotencyTable
 from .jobs import Job
-from .output import Gap, decode_utf8
+from .output import Gap, RingReader, Text, decode_utf8
 from .params import Env, NonNegativeInt, PositiveInt, PositiveMs, PositiveSeconds
 from .sessions import SessionsService, check_env, check_session_id
+from .stdio import InputWatch, decode_data, parse_signal
 
 _PROCESS_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 #: A generated process id: ``proc_<ms>_<runtimeId>_<random>`` (so one of an earlier runtime is known as such)
@@ -59,6 +68,11 @@ class ProcessSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     output_ring_bytes: PositiveInt = 1024 * 1024  # output held per process
     max_finished: NonNegativeInt = 256  # finished records kept
     max_running: PositiveInt = 1024
+    #: how long a stdin write may wait for a process that does not read (its ``timeoutMs``
+    #: overrides it per call)
+    stdin_timeout_ms: PositiveMs = 30_000
+    #: how often a running process with a stdin pipe or a terminal is checked for a wait on it
+    input_poll_ms: PositiveMs = 100
     # ours: at-most-once requests (``idempotencyKey`` of execute, execute_stream and start)
     idempotency_window_s: PositiveSeconds = 600.0  # a key is held this long after its request ended
     idempotency_max_keys: PositiveInt = 4096  # keys held, oldest out first
@@ -78,6 +92,17 @@ def status_of(job: Job) -> ProcessStatus:
     return "failed"
 
 
+def check_argv(argv: list[str]) -> list[str]:
+    if not argv:
+        raise validation_error("argv must name a program: it is empty", "argv")
+    for index, word in enumerate(argv):
+        if "\x00" in word:
+            raise validation_error(f"argv[{index}] contains NUL, which no argument can hold", "argv")
+    if not argv[0]:
+        raise validation_error("argv[0] (the program) must not be empty", "argv")
+    return argv
+
+
 def check_process_id(process_id: str) -> str:
     if not _PROCESS_ID.match(process_id):
         raise validation_error("processId must be 1-128 characters of letters, digits, '.', '_' or '-'", "processId")
@@ -88,6 +113,7 @@ class ProcessRecord:
     def __init__(self, process_id: str, job: Job) -> None:
         self.id = process_id
         self.job = job
+        self.watch: InputWatch | None = None  # whether it waits for input (stdin pipe or terminal)
 
     @property
     def done(self) -> bool:
@@ -115,6 +141,10 @@ class ProcessRecord:
             end_time=iso_ms(job.ended_at) if job.ended_at is not None else None,
             exit_code=job.exit_code,
             session_id=job.session_id,
+            argv=job.argv,
+            stdin="pipe" if job.input is not None and not job.input.pty else None,
+            pty=True if job.input is not None and job.input.pty else None,
+            awaiting_input=None if self.watch is None else self.watch.waiting,
         )
 
 
@@ -152,16 +182,21 @@ class ProcessesService:
         cwd: str | None = None,
         origin: Literal["user", "internal"] = "user",
         streamed: bool = False,
+        argv: list[str] | None = None,
+        stdin: bool = False,
+        pty: tuple[int, int] | None = None,
     ) -> ProcessRecord:
         """Start ``command`` as a process record (the lock of its session is held only until it has a pid).
 
         ``streamed``: the command of an exec stream (see :meth:`SessionsService.launch`).
+        ``argv``, ``stdin``, ``pty``: see :meth:`SessionsService.launch` (``command`` is then
+        the display name of ``argv``).
 
         ``timeout_ms`` ends it (exit code 124) in a session as well as sessionless; ``origin`` is
         only logged (``process.started``), as upstream."""
         sid = check_session_id(session_id)
         check_env(env)
-        if not command.strip():
+        if argv is None and not command.strip():
             raise SandboxError(ErrorCode.INVALID_COMMAND, "Command must not be empty", {"command": command})
         if process_id is None:
             process_id = f"proc_{int(time.time() * 1000)}_{self.registry.runtime_id}_{os.urandom(3).hex()}"
@@ -186,11 +221,25 @@ class ProcessesService:
             timeout_ms=timeout_ms,
             ring_bytes=self.settings.output_ring_bytes,
             streamed=streamed,
+            argv=argv,
+            stdin=stdin,
+            pty=pty,
         )
         record = ProcessRecord(process_id, job)
         if existing is not None:
             self._finished.pop(process_id, None)
         self.records[process_id] = record
+        if job.input is not None and job.pid is not None and not job.done:
+            ring, piped = job.ring, job.input
+            record.watch = InputWatch(
+                job.pid,
+                piped.identity,
+                lambda: ring.end,
+                self.settings.input_poll_ms / 1000,
+                fed=lambda: piped.written,
+                unread=piped.unread,
+            )
+            record.watch.start()
         job.on_done.append(lambda _job: self._finish(record))
         if job.done:
             self._finish(record)
@@ -198,6 +247,8 @@ class ProcessesService:
         return record
 
     def _finish(self, record: ProcessRecord) -> None:
+        if record.watch is not None:
+            record.watch.stop()
         if self.records.get(record.id) is not record:
             return
         self._finished[record.id] = None
@@ -235,7 +286,7 @@ class ProcessesService:
     @operation
     async def start(
         self,
-        command: str,
+        command: str | None = None,
         session_id: str | None = None,
         process_id: str | None = None,
         timeout_ms: PositiveMs | None = None,
@@ -244,6 +295,9 @@ class ProcessesService:
         encoding: str | None = None,
         auto_cleanup: bool | None = None,
         origin: Literal["user", "internal"] = "user",
+        argv: list[str] | None = None,
+        stdin: StdinMode = "null",
+        pty: PtySize | None = None,
         idempotency_key: IdempotencyKey | None = None,
     ) -> ProcessStartResult:
         """Start a background process from the session's state; returns its id and pid.
@@ -253,30 +307,115 @@ class ProcessesService:
         bytes replaced) and ``auto_cleanup`` (finished records are kept up to ``max_finished``,
         oldest dropped first, whatever it says).
 
+        Ours: ``argv`` instead of ``command`` (exactly one of them) runs that program, looked up
+        on PATH, with those arguments and no shell parsing at all. ``stdin``: ``"null"`` (the
+        default: ``/dev/null``, never an open stdin to block on) or ``"pipe"`` (written with
+        :meth:`write_stdin`). ``pty`` (``{cols, rows}``): it runs on a terminal of its own as its
+        controlling terminal; the terminal's output is its stdout, stdin writes are keystrokes
+        (a ``command`` then runs in ``bash -c``: the session's cwd and exported variables).
+
         ``idempotency_key`` (ours): a second start with the same key within
         ``idempotency_window_s`` starts nothing and answers the first one's result (the same
         process id and pid) or error; with other parameters it is 409 ``IDEMPOTENCY_KEY_REUSED``.
         """
+        if (command is None) == (argv is None):
+            raise validation_error("Give exactly one of command and argv", "argv" if argv is not None else "command")
+        if argv is not None:
+            check_argv(argv)
+            command = shlex.join(argv)
+        assert command is not None
+        text = command
 
         async def run() -> ProcessStartResult:
             record = await self.spawn(
-                command,
+                text,
                 session_id=session_id,
                 process_id=process_id,
                 timeout_ms=timeout_ms,
                 env=env,
                 cwd=cwd,
                 origin=origin,
+                argv=argv,
+                stdin=stdin == "pipe",
+                pty=(pty.cols, pty.rows) if pty is not None else None,
             )
             return ProcessStartResult(
-                success=True, process_id=record.id, pid=record.job.pid, command=command, timestamp=now_iso()
+                success=True, process_id=record.id, pid=record.job.pid, command=text, timestamp=now_iso()
             )
 
-        params: dict[str, object] = {"command": command, "sessionId": session_id, "processId": process_id}
-        params.update(timeoutMs=timeout_ms, env=env, cwd=cwd)
+        params: dict[str, object] = {"command": text, "argv": argv, "sessionId": session_id, "processId": process_id}
+        params.update(timeoutMs=timeout_ms, env=env, cwd=cwd, stdin=stdin, pty=pty)
         return await self.idempotency.once(
             idempotency_key, "processes.start", params, run, lambda r: len(r.process_id) + len(r.command)
         )
+
+    @operation
+    async def write_stdin(
+        self,
+        id: str,
+        data: str = "",
+        encoding: Literal["utf-8", "base64"] = "utf-8",
+        eof: bool = False,
+        timeout_ms: PositiveMs | None = None,
+    ) -> ProcessStdinWritten:
+        """Ours: write ``data`` to the process's stdin pipe (or terminal: keystrokes), then with
+        ``eof`` close it (a terminal: its end-of-file character). A process that does not read
+        makes the call wait, up to ``timeout_ms`` (default: the ``stdin_timeout_ms`` setting),
+        then 408 PROCESS_STDIN_TIMEOUT; writes to one process take turns. A process without a
+        stdin pipe, one that has exited, or a closed stdin: 409 PROCESS_STDIN_UNAVAILABLE."""
+        payload = decode_data(data, encoding)
+        record = self._get(id)
+        job = record.job
+        if job.input is None:
+            raise SandboxError(
+                ErrorCode.PROCESS_STDIN_UNAVAILABLE,
+                f"Process {id} has no stdin to write: start it with stdin 'pipe' or a pty",
+                {"processId": id, "reason": "not piped"},
+            )
+        timeout = (timeout_ms or self.settings.stdin_timeout_ms) / 1000
+        written = await job.input.write(id, payload, eof, limit=timeout)
+        return ProcessStdinWritten(success=True, process_id=id, written=written, eof=eof, timestamp=now_iso())
+
+    @operation
+    async def close_stdin(self, id: str) -> ProcessStdinWritten:
+        """Ours: close the process's stdin (EOF); as :meth:`write_stdin` with no data and ``eof``."""
+        return await self.write_stdin(id, eof=True)
+
+    @operation
+    async def signal(self, id: str, signal: str | int) -> ProcessSignalled:
+        """Ours: send ``signal`` (a name such as ``"SIGUSR1"``, or a number 1-64) to the process's
+        group: the tree it started, nothing else (with a pty, also its terminal's foreground
+        group). A process that has ended is 409 PROCESS_NOT_RUNNING: its group may be gone and
+        its number another's, so nothing is sent."""
+        number = parse_signal(signal)
+        record = self._get(id)
+        if not record.job.send_signal(number):
+            raise SandboxError(
+                ErrorCode.PROCESS_NOT_RUNNING,
+                f"Process {id} is not running ({record.status}): no signal sent",
+                {"processId": id, "status": record.status},
+            )
+        self.log.info("process.signalled", process_id=id, signal=number)
+        return ProcessSignalled(success=True, process_id=id, signal=number, timestamp=now_iso())
+
+    @operation
+    async def resize(self, id: str, cols: TerminalDimension, rows: TerminalDimension) -> ProcessResized:
+        """Ours: resize the process's terminal (its foreground programs get SIGWINCH). A process
+        without a pty is 409 PROCESS_NO_TERMINAL; one that has exited, 409 PROCESS_NOT_RUNNING."""
+        record = self._get(id)
+        job = record.job
+        if job.input is None or not job.input.pty:
+            raise SandboxError(
+                ErrorCode.PROCESS_NO_TERMINAL, f"Process {id} has no terminal to resize", {"processId": id}
+            )
+        if job.done or job.input.ended:
+            raise SandboxError(
+                ErrorCode.PROCESS_NOT_RUNNING,
+                f"Process {id} is not running ({record.status})",
+                {"processId": id, "status": record.status},
+            )
+        job.input.resize(cols, rows)
+        return ProcessResized(success=True, process_id=id, cols=cols, rows=rows, timestamp=now_iso())
 
     @operation
     async def list(self, status: ProcessStatus | None = None) -> ProcessList:
@@ -337,17 +476,68 @@ class ProcessesService:
         if offset is not None and offset > ring.end:
             reader.position = offset  # a future offset: wait for it
         async with contextlib.aclosing(decode_utf8(reader)) as items:
-            async for item in items:
-                if isinstance(item, Gap):
-                    yield LogGapEvent(process_id=id, timestamp=now_iso(), start=item.start, end=item.end)
-                else:
-                    cls = LogStdoutEvent if item.kind == "stdout" else LogStderrEvent
-                    yield cls(process_id=id, timestamp=now_iso(), data=item.text, offset=item.end)
+            if record.watch is None:
+                async for item in items:
+                    yield self._log_event(id, item)
+            else:
+                async for event in self._with_waits(id, record.watch, items, reader):
+                    yield event
         code = await record.wait()
         message = (
             f"Process completed with exit code {code}" if code is not None else "Process ended with unknown status"
         )
         yield ExitEvent(process_id=id, timestamp=now_iso(), exit_code=code, data=message)
+
+    @staticmethod
+    def _log_event(id: str, item: Gap | Text) -> AnyLogEvent:
+        if isinstance(item, Gap):
+            return LogGapEvent(process_id=id, timestamp=now_iso(), start=item.start, end=item.end)
+        cls = LogStdoutEvent if item.kind == "stdout" else LogStderrEvent
+        return cls(process_id=id, timestamp=now_iso(), data=item.text, offset=item.end)
+
+    async def _with_waits(
+        self, id: str, watch: InputWatch, items: AsyncGenerator[Gap | Text, None], reader: RingReader
+    ) -> AsyncIterator[AnyLogEvent]:
+        """The output events, and an ``awaiting_input`` event for the wait for input under way
+        when the stream starts and each one that begins while it runs, once the output written
+        before it has been sent."""
+        seen = watch.waits - 1 if watch.waiting else watch.waits  # a wait under way is told too
+        pending: int | None = None  # the offset of a wait not yet told
+        item_task: asyncio.Future[Gap | Text] | None = None
+        wait_task: asyncio.Future[None] | None = None
+        try:
+            while True:
+                if item_task is None:
+                    item_task = asyncio.ensure_future(anext(items))
+                if wait_task is None and pending is None and not watch.stopped:
+                    wait_task = asyncio.ensure_future(watch.next_wait(seen))
+                await asyncio.wait([t for t in (item_task, wait_task) if t is not None], return_when="FIRST_COMPLETED")
+                if item_task.done():
+                    try:
+                        item = item_task.result()
+                    except StopAsyncIteration:
+                        break
+                    item_task = None
+                    yield self._log_event(id, item)
+                if wait_task is not None and wait_task.done():
+                    wait_task = None
+                    if watch.waits > seen:
+                        seen = watch.waits
+                        pending = watch.wait_offset
+                if pending is not None and (item_task is None or not item_task.done()) and reader.position >= pending:
+                    yield AwaitingInputEvent(process_id=id, timestamp=now_iso(), offset=pending)
+                    pending = None
+        finally:
+            for task in (item_task, wait_task):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await task
+
+    async def aclose(self) -> None:
+        for record in self.records.values():
+            if record.watch is not None:
+                await record.watch.aclose()
 
 
 @hookimpl

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,6 +38,7 @@ from .output import Gap
 from .params import NonNegativeInt, PositiveInt, PositiveMs, PositiveSeconds
 from .shell import Shell, ShellExited, take_markers
 from .spawn import spawn
+from .stdio import SETSID, open_pipe, open_pty
 
 DISABLE_SESSION = "__DISABLE_SESSION__"
 #: In the environment of every process a session starts (and of a job's): how what escaped
@@ -455,29 +457,60 @@ class SessionsService:
         timeout_ms: int | None = None,
         ring_bytes: int | None = None,
         streamed: bool = False,
+        argv: list[str] | None = None,
+        stdin: bool = False,
+        pty: tuple[int, int] | None = None,
     ) -> Job:
         """Start a job from the session's current state and return it once it has a pid.
 
         A ``streamed`` job (an exec stream's command) is the session's: if the session's shell
-        dies while it runs, it ends with the shell's status (see :meth:`_finish_with_shell`)."""
+        dies while it runs, it ends with the shell's status (see :meth:`_finish_with_shell`).
+
+        ``argv``: run that program with those arguments, no shell parsing (``command`` is then
+        only its display name). ``stdin``: its standard input is a pipe the server writes
+        (:attr:`Job.input`), else ``/dev/null``. ``pty`` (cols, rows): it runs on a terminal of
+        its own, its controlling terminal, whose output is its stdout (see :mod:`.stdio`)."""
+        if pty is not None and SETSID is None:
+            raise SandboxError(
+                ErrorCode.PROCESS_ERROR, "A terminal per process needs util-linux `setsid`, which is not installed"
+            )
         if session_id == DISABLE_SESSION:
-            return await self._spawn(command, env=env, cwd=cwd, timeout_ms=timeout_ms, ring_bytes=ring_bytes)
-        check_command(command)
+            return await self._spawn(
+                command,
+                env=env,
+                cwd=cwd,
+                timeout_ms=timeout_ms,
+                ring_bytes=ring_bytes,
+                argv=argv,
+                stdin=stdin,
+                pty=pty,
+            )
+        if argv is None:
+            check_command(command)
         session = self.get_or_create(session_id)
         job = self._new_job(command, session_id, ring_bytes)
+        job.argv = argv
         env = {**(env or {}), JOB_MARK: str(job.tag)}
         job.cwd = cwd
         job.group = True  # job control: the shell starts it as a process group of its own
         job.cgroup = self._new_cgroup(job)
         fifo_out = os.path.join(self._fifo_dir, f"{job.tag}.out")
         fifo_err = os.path.join(self._fifo_dir, f"{job.tag}.err")
+        fifos = (fifo_out, fifo_err)
         gate = os.path.join(self._fifo_dir, f"{job.tag}.go")  # the job waits there (see Shell.launch)
         fds: list[int] = []
         gate_fd = -1
+        master = -1
         try:
-            for path in (fifo_out, fifo_err):
-                os.mkfifo(path, 0o600)
-                fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+            if pty is not None:
+                job.input, master = open_pty(*pty)
+                fifo_out = fifo_err = job.input.path  # the job opens the terminal for all three
+            else:
+                if stdin:
+                    job.input = open_pipe()
+                for path in (fifo_out, fifo_err):
+                    os.mkfifo(path, 0o600)
+                    fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
             os.mkfifo(gate, 0o600)
             gate_fd = os.open(gate, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)  # a writer: the job's open never waits
             session.last_used = time.monotonic()
@@ -495,6 +528,9 @@ class SessionsService:
                         cwd=cwd,
                         cgroup_procs=job.cgroup.procs if job.cgroup is not None else None,
                         gate=gate,
+                        argv=argv,
+                        stdin=job.input.path if job.input is not None else "/dev/null",
+                        setsid=SETSID if pty is not None else None,
                     )
                 except ShellExited as exc:
                     session.shell = None
@@ -505,8 +541,12 @@ class SessionsService:
         except BaseException:
             for fd in fds:
                 os.close(fd)
+            if job.input is not None:
+                job.input.release()
+            if master >= 0:
+                os.close(master)
             self.jobs.pop(job.tag, None)
-            _unlink(fifo_out, fifo_err, gate)  # the gate first gone, then closed: a job started
+            _unlink(*fifos, gate)  # the gate first gone, then closed: a job started
             if gate_fd >= 0:  # meanwhile reads its end (or cannot open it) and exits unrun
                 os.close(gate_fd)
             raise
@@ -514,10 +554,13 @@ class SessionsService:
         # the job opens its FIFOs itself, so they stay linked (and the gate open) until it has ended
         def release(_: Job) -> None:
             os.close(gate_fd)
-            _unlink(fifo_out, fifo_err, gate)
+            _unlink(*fifos, gate)
 
         job.on_done.append(release)
-        job.attach(fds[0], fds[1])
+        if master >= 0:
+            job.attach(master, None)
+        else:
+            job.attach(fds[0], fds[1])
         job.watch_pid(self._on_job_pid_exit)
         if timeout_ms:
             job.set_timeout(timeout_ms / 1000, self.grace)
@@ -532,19 +575,38 @@ class SessionsService:
         cwd: str | None,
         timeout_ms: int | None,
         ring_bytes: int | None,
+        argv: list[str] | None = None,
+        stdin: bool = False,
+        pty: tuple[int, int] | None = None,
     ) -> Job:
-        """A sessionless job: a fresh ``bash -c`` in its own process group."""
+        """A sessionless job: a fresh ``bash -c`` in its own process group (with ``argv``, a
+        bash that execs it: no parsing, and a missing program is 127 as in a session)."""
         for name, value in (("command", command), ("cwd", cwd or "")):
             if "\x00" in value:  # an argv or cwd cannot hold NUL
                 raise validation_error(f"{name} must not contain NUL", name)
+        words = argv
         argv, cwd = _sessionless_argv(command, cwd)
+        if words is not None and argv[2] != _CD_FAILED:
+            argv = ["bash", "-c", 'exec -- "$@"', "bash", *words]
         job = self._new_job(command, None, ring_bytes)
+        job.argv = words
         job.group = True  # a session of its own, so a group of its own
         job.cgroup = self._new_cgroup(job)
+        if pty is not None:  # setsid makes it a session's leader with the terminal as its own
+            assert SETSID is not None
+            argv = [SETSID, "-c", "-w", "--", *argv]
         if job.cgroup is not None:  # sh moves itself into the job's cgroup, then becomes the command
             argv = ["sh", "-c", '{ echo 0 > "$0"; } 2>/dev/null; exec "$@"', job.cgroup.procs, *argv]
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        master = -1
+        if pty is not None:
+            job.input, master = open_pty(*pty)
+            out_r, out_w = master, os.dup(job.input.keep)
+            err_r, err_w = -1, os.dup(job.input.keep)
+        else:
+            if stdin:
+                job.input = open_pipe()
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
         full_env = {
             **user_environment(),
             **{k: v for k, v in (env or {}).items() if v is not None},
@@ -552,11 +614,20 @@ class SessionsService:
         }
         try:
             proc = spawn(
-                argv, stdout=out_w, stderr=err_w, cwd=cwd or self.workspace, env=full_env, start_new_session=True
+                argv,
+                stdin=job.input.keep if job.input is not None else subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                cwd=cwd or self.workspace,
+                env=full_env,
+                start_new_session=pty is None,  # (setsid makes the session itself)
             )
         except OSError as exc:
             os.close(out_r)
-            os.close(err_r)
+            if err_r >= 0:
+                os.close(err_r)
+            if job.input is not None:
+                job.input.release()
             self.jobs.pop(job.tag, None)
             raise SandboxError(
                 ErrorCode.COMMAND_EXECUTION_ERROR, f"Failed to start command: {exc}", {"command": command, "cwd": cwd}
@@ -565,9 +636,10 @@ class SessionsService:
             os.close(out_w)
             os.close(err_w)
         os.set_blocking(out_r, False)
-        os.set_blocking(err_r, False)
+        if err_r >= 0:
+            os.set_blocking(err_r, False)
         job.pid = proc.pid
-        job.attach(out_r, err_r)
+        job.attach(out_r, err_r if err_r >= 0 else None)
         job.watch_child(proc)
         if timeout_ms:
             job.set_timeout(timeout_ms / 1000, self.grace)

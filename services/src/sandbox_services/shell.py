@@ -42,7 +42,7 @@ import secrets
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -63,6 +63,8 @@ WATCHDOG_MAX = 0.5
 
 
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]+")
+#: The signals a job's leader catches (all but KILL, STOP and CHLD): see :meth:`Shell.launch`.
+_LEADER_TRAPS = " ".join(str(n) for n in range(1, 65) if n not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD))
 
 
 def quote(text: str) -> str:
@@ -720,12 +722,28 @@ class Shell:
         cwd: str | None = None,
         cgroup_procs: str | None = None,
         gate: str | None = None,
+        argv: Sequence[str] | None = None,
+        stdin: str = "/dev/null",
+        setsid: str | None = None,
     ) -> int:
         """Start ``command`` as a job of its own (a process group) writing to the two FIFOs;
         return its pid. The FIFOs' read ends must already be open, and stay linked until the job
         ends. Its status is then the name of a file ``<markers>r.<status>`` (``<markers>c``:
         ``cwd`` could not be entered), read with :func:`take_markers`. With ``cgroup_procs`` (a
         cgroup's ``cgroup.procs``), the command's subshell moves itself there before it runs.
+
+        With ``argv``, the job runs that program (looked up on PATH) with those arguments and no
+        shell parsing at all: every word is single-quoted into ``\\builtin exec -- 'w0' 'w1' ...``
+        (so the text is never script), and ``command`` is only its name in the records. ``stdin``
+        is the path the command's standard input is opened from (the output paths may be a
+        terminal too); with ``setsid`` (util-linux ``setsid``), the command runs as the leader of
+        a session of its own with its standard input as controlling terminal (a ``command`` then
+        runs in ``bash -c``: the session's cwd and exported variables, not its functions).
+
+        The job's first process (the group's leader, which waits for the command and writes its
+        status) catches every catchable signal and does nothing with it, so a signal sent to the
+        group reaches the command and its status is still reported; the command itself starts
+        with the default dispositions (a subshell resets traps).
 
         With ``gate`` (a FIFO the caller holds open), the job first reads a line from it and
         runs nothing until then, and exits at its end of file: so the command cannot run before
@@ -735,8 +753,17 @@ class Shell:
         move = ""
         if cgroup_procs is not None:  # "0" moves the writer; `builtin` so that no function named printf matters
             move = f"\\unset -f builtin; \\builtin printf 0 >{quote(cgroup_procs)} 2>/dev/null\n"
+        if argv is not None:
+            target = "-- " + " ".join(quote(word) for word in argv)
+            run = f"\\builtin exec {target}"
+        else:
+            target = f"-- bash -c {quote(command)}"
+            run = f"\\builtin eval {quote(command)}"
+        if setsid is not None:
+            run = f"\\builtin exec {quote(setsid)} -c -w {target}"
         body = (  # a subshell of its own, so that an `exit` in the command still leaves its status
-            f"( {move}{setup}\\builtin eval {quote(command)}\n) </dev/null >{quote(fifo_out)} 2>{quote(fifo_err)}\n"
+            f"\\builtin trap : {_LEADER_TRAPS}\n"
+            f"( {move}{setup}{run}\n) <{quote(stdin)} >{quote(fifo_out)} 2>{quote(fifo_err)}\n"
             f'>|"{markers}r.$?"\n'
         )
         if cwd is not None:

@@ -55,13 +55,25 @@ ROUTES: list[Route] = [
     Route("POST", "/api/exists", "files", "exists"),
     Route("POST", "/api/port-watch", "ports", "watch_port", stream=True),
     Route("POST", "/api/git/checkout", "git", "checkout", session_fallback=True),
-    Route("POST", "/api/process/start", "processes", "start"),
+    Route("POST", "/api/process/start", "processes", "start", ours="fields `argv`, `stdin`, `pty`"),
     Route("GET", "/api/process/list", "processes", "list", query=("status",)),
     Route("DELETE", "/api/process/kill-all", "processes", "kill_all"),
-    Route("GET", "/api/process/{id}", "processes", "get"),
+    Route("GET", "/api/process/{id}", "processes", "get", ours="fields `argv`, `stdin`, `pty`, `awaitingInput`"),
     Route("DELETE", "/api/process/{id}", "processes", "kill"),
     Route("GET", "/api/process/{id}/logs", "processes", "logs"),
-    Route("GET", "/api/process/{id}/stream", "processes", "stream_logs", stream=True, query=("offset",)),
+    Route(
+        "GET",
+        "/api/process/{id}/stream",
+        "processes",
+        "stream_logs",
+        stream=True,
+        query=("offset",),
+        ours="`offset`, events `gap` and `awaiting_input`",
+    ),
+    # ours: a process's stdin, any signal, its terminal's size
+    Route("POST", "/api/process/{id}/stdin", "processes", "write_stdin", ours="all"),
+    Route("POST", "/api/process/{id}/signal", "processes", "signal", ours="all"),
+    Route("POST", "/api/process/{id}/resize", "processes", "resize", ours="all"),
     # interpreter routes
     Route("GET", "/api/interpreter/health", "interpreter", "health"),
     Route("POST", "/api/contexts", "interpreter", "create_code_context"),
@@ -71,7 +83,7 @@ ROUTES: list[Route] = [
     # watch routes
     Route("POST", "/api/watch", "watch", "watch", stream=True),
     Route("POST", "/api/watch/check", "watch", "check_changes"),
-    Route("POST", "/api/watch/list", "watch", "list"),  # ours (diagnostics): the active watches
+    Route("POST", "/api/watch/list", "watch", "list", ours="all (diagnostics: the active watches)"),
     # backup routes
     Route("POST", "/api/backup/create", "backup", "create_archive", session_fallback=True),
     Route("POST", "/api/backup/restore", "backup", "restore_archive", session_fallback=True),

@@ -105,6 +105,8 @@ class Method:
     #: whether the Python client sends the facade's operation through this method (False: the
     #: contract's result lacks what the facade needs; the client uses the generic call)
     client: bool = True
+    #: what of the method is ours, not upstream's (the generated reference lists it): "" none
+    ours: str = ""
 
     @property
     def qualname(self) -> str:
@@ -310,10 +312,24 @@ def _log_event(event: dict[str, Any]) -> dict[str, Any] | None:
     return event
 
 
-# ``idempotencyKey`` is ours (not upstream's): see sandbox_services.idempotency
+# ``idempotencyKey``, ``argv``, ``stdin`` and ``pty`` are ours (not upstream's): see
+# sandbox_services.idempotency and sandbox_services.processes
 EXEC_OPTIONS = Spread("options", ("timeoutMs", "env", "cwd", "origin", "idempotencyKey"))
 PROCESS_OPTIONS = Spread(
-    "options", ("processId", "timeoutMs", "env", "cwd", "encoding", "autoCleanup", "origin", "idempotencyKey")
+    "options",
+    (
+        "processId",
+        "timeoutMs",
+        "env",
+        "cwd",
+        "encoding",
+        "autoCleanup",
+        "origin",
+        "idempotencyKey",
+        "argv",
+        "stdin",
+        "pty",
+    ),
 )
 
 METHODS: tuple[Method, ...] = (
@@ -347,7 +363,14 @@ METHODS: tuple[Method, ...] = (
     Method("files", "listFiles", "files", "list_files", ("path", "sessionId", "options")),
     Method("files", "exists", "files", "exists", ("path", "sessionId")),
     # processes (listProcesses' optional status filter is ours: upstream takes no argument)
-    Method("processes", "startProcess", "processes", "start", ("command", "sessionId", PROCESS_OPTIONS)),
+    Method(
+        "processes",
+        "startProcess",
+        "processes",
+        "start",
+        ("command", "sessionId", PROCESS_OPTIONS),
+        ours="options `argv`, `stdin`, `pty`",
+    ),
     Method("processes", "listProcesses", "processes", "list", ("status",)),
     Method("processes", "getProcess", "processes", "get", ("id",)),
     Method("processes", "killProcess", "processes", "kill", ("id",)),
@@ -356,6 +379,18 @@ METHODS: tuple[Method, ...] = (
     Method(
         "processes", "streamProcessLogs", "processes", "stream_logs", ("id",), event_filter=_log_event, client=False
     ),
+    # ours: startProcess's argv, stdin and pty options; stdin, any signal, a terminal's size
+    Method(
+        "processes",
+        "writeStdin",
+        "processes",
+        "write_stdin",
+        ("id", "data", Spread("options", ("encoding", "eof", "timeoutMs"))),
+        ours="all",
+    ),
+    Method("processes", "closeStdin", "processes", "close_stdin", ("id",), ours="all"),
+    Method("processes", "signal", "processes", "signal", ("id", "signal"), ours="all"),
+    Method("processes", "resize", "processes", "resize", ("id", "cols", "rows"), ours="all"),
     # ports
     Method("ports", "watchPort", "ports", "watch_port", (Spread("request"),)),
     # git

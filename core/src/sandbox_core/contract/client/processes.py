@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
-from typing import TYPE_CHECKING
+import base64
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
 
 from sandbox_core.contract.client import _command_params, _params, _typed
 from sandbox_core.contract.models.processes import (
@@ -14,7 +15,10 @@ from sandbox_core.contract.models.processes import (
     ProcessKilled,
     ProcessList,
     ProcessLogs,
+    ProcessResized,
+    ProcessSignalled,
     ProcessStartResult,
+    ProcessStdinWritten,
 )
 
 if TYPE_CHECKING:
@@ -27,25 +31,69 @@ class ProcessesAPI:
 
     async def start(
         self,
-        command: str,
+        command: str | None = None,
         *,
+        argv: Sequence[str] | None = None,
         session_id: str | None = None,
         process_id: str | None = None,
         timeout_ms: int | None = None,
         env: Mapping[str, str | None] | None = None,
         cwd: str | None = None,
+        stdin: Literal["null", "pipe"] | None = None,
+        pty: tuple[int, int] | None = None,
         idempotency_key: str | None = None,
     ) -> ProcessStartResult:
         """Start ``command`` in the background (from the session's state); returns its id and pid.
 
+        Ours: ``argv`` instead of ``command`` runs a program with no shell parsing; ``stdin="pipe"``
+        lets :meth:`write_stdin` feed it; ``pty=(cols, rows)`` runs it on a terminal of its own;
         ``idempotency_key``: a retry with the same key starts nothing and gets the same process."""
+        params = _command_params(command or "", session_id, timeout_ms, env, cwd, idempotency_key)
+        if command is None:
+            params.pop("command")
         return await self._sb.call_as(
             ProcessStartResult,
             "processes",
             "start",
-            **_command_params(command, session_id, timeout_ms, env, cwd, idempotency_key),
-            **_params(processId=process_id),
+            **params,
+            **_params(
+                processId=process_id,
+                argv=list(argv) if argv is not None else None,
+                stdin=stdin,
+                pty={"cols": pty[0], "rows": pty[1]} if pty is not None else None,
+            ),
         )
+
+    async def write_stdin(
+        self, process_id: str, data: str | bytes = "", *, eof: bool = False, timeout_ms: int | None = None
+    ) -> int:
+        """Write ``data`` (text as UTF-8, bytes as they are) to the process's stdin, waiting while it
+        does not read (up to ``timeout_ms``); with ``eof``, close it after. Returns the bytes written."""
+        if isinstance(data, bytes):
+            text, encoding = base64.b64encode(data).decode("ascii"), "base64"
+        else:
+            text, encoding = data, None
+        result = await self._sb.call_as(
+            ProcessStdinWritten,
+            "processes",
+            "write_stdin",
+            id=process_id,
+            data=text,
+            **_params(encoding=encoding, eof=eof or None, timeoutMs=timeout_ms),
+        )
+        return result.written
+
+    async def close_stdin(self, process_id: str) -> None:
+        """Close the process's stdin (EOF; with a terminal, its end-of-file keystroke)."""
+        await self._sb.call_as(ProcessStdinWritten, "processes", "close_stdin", id=process_id)
+
+    async def signal(self, process_id: str, signal: str | int) -> int:
+        """Send ``signal`` (``"SIGUSR1"`` or a number 1-64) to the process's group; its number."""
+        return (await self._sb.call_as(ProcessSignalled, "processes", "signal", id=process_id, signal=signal)).signal
+
+    async def resize(self, process_id: str, cols: int, rows: int) -> None:
+        """Resize the process's terminal (started with ``pty``)."""
+        await self._sb.call_as(ProcessResized, "processes", "resize", id=process_id, cols=cols, rows=rows)
 
     async def list(self, status: str | None = None) -> list[ProcessInfo]:
         return (await self._sb.call_as(ProcessList, "processes", "list", **_params(status=status))).processes

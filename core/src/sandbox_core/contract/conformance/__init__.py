@@ -21,7 +21,7 @@ from sandbox_core.contract.conformance.interpreter import InterpreterSuite
 from sandbox_core.contract.conformance.limits import LimitsSuite
 from sandbox_core.contract.conformance.once import OnceSuite
 from sandbox_core.contract.conformance.ports import PortsSuite
-from sandbox_core.contract.conformance.processes import ProcessesSuite
+from sandbox_core.contract.conformance.processes import DrivenProcessesSuite, ProcessesSuite
 from sandbox_core.contract.conformance.sessions import SessionsSuite
 from sandbox_core.contract.conformance.watch import WatchSuite
 
@@ -30,6 +30,7 @@ class ConformanceSuite(
     CommandsSuite,
     SessionsSuite,
     ProcessesSuite,
+    DrivenProcessesSuite,
     OnceSuite,
     PortsSuite,
     GitSuite,

@@ -1,15 +1,19 @@
-"""Conformance of the processes service: start, list, get, kill, logs, log streams."""
+"""Conformance of the processes service: start, list, get, kill, logs, log streams; and ours: argv,
+stdin, any signal, a terminal per process, awaiting-input."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
 
 import pytest
 
 from sandbox_core.contract.client import Sandbox
-from sandbox_core.contract.conformance.helpers import MakeSleeper, SleeperFixture, collect, sid
+from sandbox_core.contract.conformance.helpers import SESSIONLESS, MakeSleeper, SleeperFixture, collect, joined, sid
 from sandbox_core.contract.models import StartEvent
 from sandbox_core.contract.models.processes import (
+    AwaitingInputEvent,
     ExitEvent,
     LogGapEvent,
     LogStderrEvent,
@@ -17,6 +21,7 @@ from sandbox_core.contract.models.processes import (
     ProcessInfoEvent,
 )
 from sandbox_core.errors import ProcessError, ProcessNotFound, SandboxError, ValidationFailed
+from sandbox_core.testing import ServerProcess
 
 
 def pid_name(prefix: str = "p") -> str:
@@ -186,3 +191,297 @@ class ProcessesSuite(SleeperFixture):
         await sandbox.processes.start(sleepers().command, process_id=name, session_id=s)
         assert (await sandbox.exec("echo free", session_id=s)).stdout == "free"
         await sandbox.processes.kill(name)
+
+
+async def output_until(sandbox: Sandbox, process_id: str, want: str, *, offset: int | None = None) -> tuple[str, int]:
+    """Follow the log stream until its output contains ``want`` (or the process ends); the
+    output so far and the offset just past it."""
+    out, end = "", offset or 0
+    async for event in sandbox.processes.stream_logs(process_id, offset=offset):
+        if isinstance(event, LogStdoutEvent | LogStderrEvent):
+            out += event.data
+            end = event.offset
+            if want in out:
+                break
+    assert want in out, f"{want!r} never came: {out!r}"
+    return out, end
+
+
+async def server_rss_kib(sandbox: Sandbox) -> int:
+    """The server's resident memory (a sessionless command's parent is the server itself)."""
+    result = await sandbox.exec("awk '/^VmRSS:/ {print $2}' /proc/$PPID/status", session_id=SESSIONLESS)
+    assert result.exit_code == 0 and result.stdout.strip().isdigit(), result
+    return int(result.stdout)
+
+
+class DrivenProcessesSuite(SleeperFixture):
+    """Ours: argv, stdin, any signal, a terminal per process, awaiting-input."""
+
+    async def test_argv_arrives_verbatim_from_the_session_state(self, sandbox: Sandbox) -> None:
+        s = sid()
+        await sandbox.exec("export FROM_SESSION=kept", session_id=s)
+        words = ["it's", "$HOME", "a\nb", '"q"', "`x`", "*", ""]
+        name = pid_name()
+        await sandbox.processes.start(argv=["printf", "[%s]", *words], process_id=name, session_id=s)
+        assert await wait_done(sandbox, name) == 0
+        assert (await sandbox.processes.logs(name)).stdout == "".join(f"[{w}]" for w in words)
+        info = await sandbox.processes.get(name)
+        assert info.argv == ["printf", "[%s]", *words]
+        name = pid_name()
+        await sandbox.processes.start(
+            argv=["sh", "-c", 'echo "$FROM_SESSION $X"; pwd'], env={"X": "y"}, cwd="/usr", process_id=name, session_id=s
+        )
+        assert await wait_done(sandbox, name) == 0
+        assert (await sandbox.processes.logs(name)).stdout == "kept y\n/usr\n"
+        name = pid_name()
+        await sandbox.processes.start(argv=["no-such-program-here"], process_id=name, session_id=s)
+        assert await wait_done(sandbox, name) == 127
+
+    async def test_argv_sessionless(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start(argv=["printf", "%s", "$X 'y'"], process_id=name, session_id=SESSIONLESS)
+        assert await wait_done(sandbox, name) == 0
+        assert (await sandbox.processes.logs(name)).stdout == "$X 'y'"
+
+    @pytest.mark.parametrize("session", ["s", SESSIONLESS])
+    async def test_stdin_round_trip_through_cat(self, sandbox: Sandbox, session: str) -> None:
+        name = pid_name()
+        await sandbox.processes.start(
+            argv=["cat"], stdin="pipe", process_id=name, session_id=sid() if session == "s" else session
+        )
+        assert await sandbox.processes.write_stdin(name, "hello\n") == 6
+        await output_until(sandbox, name, "hello\n")
+        await sandbox.processes.write_stdin(name, b"\x00\xffbytes\n", eof=True)
+        assert await wait_done(sandbox, name) == 0
+        stdout = (await sandbox.processes.logs(name)).stdout
+        assert stdout == "hello\n\x00\ufffdbytes\n"
+
+    async def test_stdin_through_python_input(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start("python3 -c 'print(input().upper())'", stdin="pipe", process_id=name)
+        await sandbox.processes.write_stdin(name, "shout\n")
+        assert await wait_done(sandbox, name) == 0
+        assert (await sandbox.processes.logs(name)).stdout == "SHOUT\n"
+
+    async def test_eof_ends_wc(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start("wc -c", stdin="pipe", process_id=name)
+        await sandbox.processes.write_stdin(name, b"x" * 300_000)
+        await sandbox.processes.close_stdin(name)
+        assert await wait_done(sandbox, name) == 0
+        assert (await sandbox.processes.logs(name)).stdout.strip() == "300000"
+
+    async def test_stdin_default_is_null(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start("cat; echo done", process_id=name)
+        assert await wait_done(sandbox, name) == 0  # cat read /dev/null: no open stdin to block on
+        with pytest.raises(ProcessError) as info:
+            await sandbox.processes.write_stdin(name, "x")
+        assert (info.value.code, info.value.status) == ("PROCESS_STDIN_UNAVAILABLE", 409)
+
+    async def test_stdin_closed_or_exited_is_409(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start("cat >/dev/null; sleep 30", stdin="pipe", process_id=name)
+        await sandbox.processes.close_stdin(name)
+        with pytest.raises(ProcessError) as closed:
+            await sandbox.processes.write_stdin(name, "late")
+        assert (closed.value.code, closed.value.status) == ("PROCESS_STDIN_UNAVAILABLE", 409)
+        assert "closed" in str(closed.value)
+        await sandbox.processes.kill(name)
+        with pytest.raises(ProcessError) as exited:
+            await sandbox.processes.write_stdin(name, "late")
+        assert (exited.value.code, exited.value.status) == ("PROCESS_STDIN_UNAVAILABLE", 409)
+        assert "exited" in str(exited.value)
+
+    async def test_a_process_that_does_not_read_makes_a_write_wait_then_fail(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start("sleep 60", stdin="pipe", process_id=name)
+        before = await server_rss_kib(sandbox)
+        for _ in range(3):
+            with pytest.raises(ProcessError) as info:
+                await sandbox.processes.write_stdin(name, b"z" * (4 << 20), timeout_ms=500)
+            assert (info.value.code, info.value.status) == ("PROCESS_STDIN_TIMEOUT", 408)
+            assert 0 <= info.value.details["written"] < 4 << 20
+        after = await server_rss_kib(sandbox)
+        assert after - before < 32 * 1024, f"the server grew by {after - before} KiB"
+        assert (await sandbox.processes.get(name)).status == "running"
+        await sandbox.processes.kill(name)
+
+    async def test_signal_by_name_and_by_number(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start(
+            "trap 'echo got' USR1; echo ready; while :; do sleep 0.05; done", process_id=name, timeout_ms=60_000
+        )
+        _, end = await output_until(sandbox, name, "ready\n")
+        assert await sandbox.processes.signal(name, "SIGUSR1") == 10
+        _, end = await output_until(sandbox, name, "got\n", offset=end)
+        assert await sandbox.processes.signal(name, 10) == 10
+        await output_until(sandbox, name, "got\n", offset=end)
+        assert (await sandbox.processes.get(name)).status == "running"
+        await sandbox.processes.signal(name, "TERM")
+        assert await wait_done(sandbox, name) == 143
+        with pytest.raises(ProcessError) as info:
+            await sandbox.processes.signal(name, "SIGUSR1")
+        assert (info.value.code, info.value.status) == ("PROCESS_NOT_RUNNING", 409)
+
+    @pytest.mark.parametrize("session", ["s", SESSIONLESS])
+    async def test_pty_is_the_controlling_terminal_and_resizes(self, sandbox: Sandbox, session: str) -> None:
+        name = pid_name()
+        await sandbox.processes.start(
+            "tty; stty size; [ -t 0 ] && echo ctty=$(ps -o tty= -p $$); read x; stty size",
+            pty=(80, 24),
+            process_id=name,
+            timeout_ms=60_000,
+            session_id=sid() if session == "s" else session,
+        )
+        out, end = await output_until(sandbox, name, "ctty=")
+        assert "/dev/pts/" in out and "24 80" in out
+        await output_until(sandbox, name, "\n", offset=end - 1)  # the whole ctty= line
+        out = (await sandbox.processes.logs(name)).stdout
+        assert re.search(r"ctty=pts/\d", out), f"no controlling terminal: {out!r}"
+        await sandbox.processes.resize(name, 100, 30)
+        await sandbox.processes.write_stdin(name, "\n")
+        out, _ = await output_until(sandbox, name, "30 100", offset=end)
+        assert await wait_done(sandbox, name) == 0
+        info = await sandbox.processes.get(name)
+        assert info.pty is True
+
+    async def test_resize_without_a_pty_is_409(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start("sleep 30", process_id=name)
+        with pytest.raises(ProcessError) as info:
+            await sandbox.processes.resize(name, 100, 30)
+        assert (info.value.code, info.value.status) == ("PROCESS_NO_TERMINAL", 409)
+        await sandbox.processes.kill(name)
+
+    async def test_awaiting_input_from_read(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start(
+            'echo ask; read x; echo "got $x"', stdin="pipe", process_id=name, timeout_ms=60_000
+        )
+        events = []
+        async for event in sandbox.processes.stream_logs(name):
+            events.append(event)
+            if isinstance(event, AwaitingInputEvent):
+                assert (await sandbox.processes.get(name)).awaiting_input is True
+                await sandbox.processes.write_stdin(name, "yes\n")
+        kinds = [type(e) for e in events]
+        assert kinds.count(AwaitingInputEvent) == 1
+        assert joined(events, LogStdoutEvent) == "ask\ngot yes\n"
+        assert kinds.index(AwaitingInputEvent) > kinds.index(LogStdoutEvent)  # after "ask"
+        assert isinstance(events[-1], ExitEvent) and events[-1].exit_code == 0
+        assert (await sandbox.processes.get(name)).awaiting_input is False
+
+    async def test_a_handle_resumes_from_a_second_client(
+        self, sandbox: Sandbox, sandbox_server: ServerProcess, sandbox_transport: str
+    ) -> None:
+        name = pid_name()
+        async with Sandbox(sandbox_server.url, transport=sandbox_transport) as first:
+            await first.processes.start(argv=["cat"], stdin="pipe", process_id=name)
+            await first.processes.write_stdin(name, "one\n")
+            _, end = await output_until(first, name, "one\n")
+        async with Sandbox(sandbox_server.url, transport=sandbox_transport) as second:
+            assert name in {p.id for p in await second.processes.list(status="running")}
+            await second.processes.write_stdin(name, "two\n")
+            out, _ = await output_until(second, name, "two\n", offset=end)
+            assert out == "two\n"
+            await second.processes.signal(name, "SIGTERM")
+            assert await wait_done(second, name) == 143
+
+    @pytest.mark.parametrize(
+        ("params", "field"),
+        [
+            ({"command": "true", "argv": ["true"]}, "argv"),
+            ({"argv": []}, "argv"),
+            ({"argv": ["echo", "a\x00b"]}, "argv"),
+            ({"command": "true", "pty": {"cols": 0, "rows": 24}}, "pty.cols"),
+            ({"command": "true", "pty": {"cols": 100000, "rows": 24}}, "pty.cols"),
+            ({"command": "true", "stdin": "file"}, "stdin"),
+        ],
+    )
+    async def test_bad_start_is_400_naming_the_field(
+        self, sandbox: Sandbox, params: dict[str, object], field: str
+    ) -> None:
+        with pytest.raises(ValidationFailed) as info:
+            await sandbox.call("processes", "start", **params)
+        assert info.value.details.get("field") == field
+
+    @pytest.mark.parametrize(
+        ("operation", "params", "field"),
+        [
+            ("signal", {"signal": 0}, "signal"),
+            ("signal", {"signal": 65}, "signal"),
+            ("signal", {"signal": "SIGFOO"}, "signal"),
+            ("resize", {"cols": 0, "rows": 24}, "cols"),
+            ("resize", {"cols": 100000, "rows": 24}, "cols"),
+            ("write_stdin", {"data": "***", "encoding": "base64"}, "data"),
+            ("write_stdin", {"data": "x", "encoding": "latin-1"}, "encoding"),
+        ],
+    )
+    async def test_bad_calls_are_400_naming_the_field(
+        self, sandbox: Sandbox, operation: str, params: dict[str, object], field: str
+    ) -> None:
+        name = pid_name()
+        await sandbox.processes.start("sleep 30", stdin="pipe", process_id=name)
+        try:
+            with pytest.raises(ValidationFailed) as info:
+                await sandbox.call("processes", operation, id=name, **params)
+            assert info.value.details.get("field") == field
+        finally:
+            await sandbox.processes.kill(name)
+
+    async def test_concurrent_writes_do_not_interleave(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start(argv=["cat"], stdin="pipe", process_id=name, timeout_ms=60_000)
+        size = 300_000  # each over a pipe's default buffer: each write waits for cat on the way
+        await asyncio.gather(
+            sandbox.processes.write_stdin(name, "a" * size), sandbox.processes.write_stdin(name, "b" * size)
+        )
+        await sandbox.processes.close_stdin(name)
+        assert await wait_done(sandbox, name) == 0
+        out = joined(await collect(sandbox.processes.stream_logs(name, offset=0)), LogStdoutEvent)
+        assert out in ("a" * size + "b" * size, "b" * size + "a" * size)
+
+    async def test_an_untrapped_signal_ends_the_command_with_its_status(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start("echo up; sleep 60", process_id=name)
+        await output_until(sandbox, name, "up\n")
+        await sandbox.processes.signal(name, "SIGUSR1")
+        assert await wait_done(sandbox, name) == 128 + 10  # reported by the job's leader, which survives
+        assert (await sandbox.processes.get(name)).status == "failed"
+
+    async def test_awaiting_input_on_a_pty(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start(
+            argv=["bash", "-c", 'read -p "name? " x; echo "hi $x"'], pty=(80, 24), process_id=name, timeout_ms=60_000
+        )
+        async for event in sandbox.processes.stream_logs(name):
+            if isinstance(event, AwaitingInputEvent):
+                await sandbox.processes.write_stdin(name, "bob\r")
+            if isinstance(event, ExitEvent):
+                assert event.exit_code == 0
+        assert "hi bob" in (await sandbox.processes.logs(name)).stdout
+
+    async def test_a_pty_process_is_killed_with_its_tree(self, sandbox: Sandbox, sleepers: MakeSleeper) -> None:
+        name = pid_name()
+        sleeper = sleepers()
+        await sandbox.processes.start(f"{sleeper.command}; :", pty=(80, 24), process_id=name)
+        pid = await sleeper.started(sandbox)
+        await sandbox.processes.kill(name)
+        assert (await sandbox.processes.get(name)).status == "killed"
+        assert not await sleeper.running(sandbox, pid)
+
+    async def test_a_stream_opened_during_a_wait_tells_it(self, sandbox: Sandbox) -> None:
+        name = pid_name()
+        await sandbox.processes.start("echo ask; read x; echo got", stdin="pipe", process_id=name, timeout_ms=60_000)
+        for _ in range(1000):  # the server sees the wait (it checks every 100 ms by default)
+            if (await sandbox.processes.get(name)).awaiting_input:
+                break
+            await asyncio.sleep(0.02)
+        events = []
+        async for event in sandbox.processes.stream_logs(name, offset=0):
+            events.append(event)
+            if isinstance(event, AwaitingInputEvent):
+                await sandbox.processes.write_stdin(name, "\n")
+        assert [type(e) for e in events].count(AwaitingInputEvent) == 1
+        assert joined(events, LogStdoutEvent) == "ask\ngot\n"

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+
+from msgspec import Meta
 
 from sandbox_core.contract.models import Model
 
 ProcessStatus = Literal["starting", "running", "completed", "failed", "killed", "error"]
+#: ``stdin`` of a process start (ours): ``null`` (``/dev/null``, the default) or a ``pipe`` the
+#: caller writes with ``POST /api/process/{id}/stdin``.
+StdinMode = Literal["null", "pipe"]
+#: A terminal's width or height in characters (ours).
+TerminalDimension = Annotated[int, Meta(ge=1, le=65535)]
+
+
+class PtySize(Model, forbid_unknown_fields=True):
+    """``pty`` of a process start (ours): run it on a terminal of this size."""
+
+    cols: TerminalDimension
+    rows: TerminalDimension
 
 
 class ProcessInfo(Model):
@@ -18,6 +32,12 @@ class ProcessInfo(Model):
     end_time: str | None = None
     exit_code: int | None = None
     session_id: str | None = None
+    # ours (not upstream's): how it was started, and whether it now waits for input
+    argv: list[str] | None = None
+    stdin: StdinMode | None = None
+    pty: bool | None = None
+    #: a process with a stdin pipe or a terminal: whether it is blocked reading it now
+    awaiting_input: bool | None = None
 
 
 class ProcessStartResult(Model):
@@ -60,6 +80,35 @@ class ProcessLogs(Model):
     timestamp: str
 
 
+class ProcessStdinWritten(Model):
+    """Ours: the answer of a stdin write."""
+
+    success: bool
+    process_id: str
+    written: int
+    eof: bool
+    timestamp: str
+
+
+class ProcessSignalled(Model):
+    """Ours: the answer of a signal sent to a process's group."""
+
+    success: bool
+    process_id: str
+    signal: int
+    timestamp: str
+
+
+class ProcessResized(Model):
+    """Ours: the answer of a terminal resize."""
+
+    success: bool
+    process_id: str
+    cols: int
+    rows: int
+    timestamp: str
+
+
 class LogEvent(Model, tag_field="type"):
     process_id: str
     timestamp: str
@@ -87,6 +136,13 @@ class LogGapEvent(LogEvent, tag="gap"):
     end: int
 
 
+class AwaitingInputEvent(LogEvent, tag="awaiting_input"):
+    """Ours: the process (one of its tree) is blocked reading its stdin pipe or terminal; once
+    per wait, after the output written before the wait began (``offset``)."""
+
+    offset: int
+
+
 class ExitEvent(LogEvent, tag="exit"):
     exit_code: int | None = None
     data: str | None = None
@@ -96,4 +152,6 @@ class LogErrorEvent(LogEvent, tag="error"):
     data: str
 
 
-AnyLogEvent = ProcessInfoEvent | LogStdoutEvent | LogStderrEvent | LogGapEvent | ExitEvent | LogErrorEvent
+AnyLogEvent = (
+    ProcessInfoEvent | LogStdoutEvent | LogStderrEvent | LogGapEvent | AwaitingInputEvent | ExitEvent | LogErrorEvent
+)
