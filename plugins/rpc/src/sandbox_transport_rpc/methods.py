@@ -307,6 +307,9 @@ def _log_event(event: dict[str, Any]) -> dict[str, Any] | None:
 
 
 EXEC_OPTIONS = Spread("options", ("timeoutMs", "env", "cwd", "origin"))
+#: ``readFile``'s options; ``offset``, ``length`` and ``tailLines`` are ours (ranged and tail
+#: reads), and so is the options argument of ``readFileStream`` (upstream takes none).
+READ_OPTIONS = Spread("options", ("encoding", "offset", "length", "tailLines"))
 PROCESS_OPTIONS = Spread("options", ("processId", "timeoutMs", "env", "cwd", "encoding", "autoCleanup", "origin"))
 
 METHODS: tuple[Method, ...] = (
@@ -327,10 +330,10 @@ METHODS: tuple[Method, ...] = (
         "readFile",
         "files",
         "read",
-        ("path", "sessionId", Spread("options", ("encoding",))),
+        ("path", "sessionId", READ_OPTIONS),
         answer=Answer.FILE,
     ),
-    Method("files", "readFileStream", "files", "read_stream", ("path", "sessionId")),
+    Method("files", "readFileStream", "files", "read_stream", ("path", "sessionId", READ_OPTIONS)),
     Method("files", "writeFile", "files", "write", ("path", "content", "sessionId", Spread("options", ("encoding",)))),
     Method("files", "writeFileStream", "files", "write_file_stream", ("path", "data", "sessionId")),
     Method("files", "deleteFile", "files", "delete", ("path", "sessionId")),

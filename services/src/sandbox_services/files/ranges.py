@@ -1,0 +1,128 @@
+"""Ranged and tail reads: which bytes of a file a read covers. Blocking: call in a worker thread.
+
+A range is ``offset`` (bytes; negative counts from the end, and a start before the file's
+first byte is its first byte) and ``length`` (clipped at the end of the file); ``tail_lines``
+is the last N lines, as ``tail -n N`` counts them: a final newline ends the last line, it does
+not start an empty one. The tail is found by reading backwards from the end in blocks, so its
+cost is the size of the tail, not of the file.
+
+A range read as text (``encoding`` utf-8, or a text file read without one) never cuts a
+character: its start moves forward past the continuation bytes of a character that began
+before it, and its end moves back to the start of a character it would cut (forward to the
+end of that character instead when moving back would leave nothing of a non-empty range).
+Each edge moves at most 3 bytes, and the answer's ``offset`` and ``length`` are the bytes
+actually read, so the next page starts at ``offset + length``. Base64 ranges are exact.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sandbox_core.errors import validation_error
+
+#: Bytes read per step of a backward tail scan.
+TAIL_BLOCK = 64 * 1024
+#: The longest UTF-8 character, in bytes.
+_UTF8_MAX = 4
+
+
+def check_options(offset: int | None, length: int | None, tail_lines: int | None) -> bool:
+    """Whether the options ask for a range or a tail (400 naming the field that conflicts)."""
+    if tail_lines is not None:
+        for name, value in (("offset", offset), ("length", length)):
+            if value is not None:
+                raise validation_error(
+                    f"Invalid field '{name}': tailLines reads the end of the file, it takes no {name}", name
+                )
+        return True
+    return offset is not None or length is not None
+
+
+def pread_full(fd: int, size: int, position: int) -> bytes:
+    """Up to ``size`` bytes at ``position``: fewer only at the end of the file."""
+    data = os.pread(fd, size, position)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, position + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def span(fd: int, size: int, offset: int | None, length: int | None) -> tuple[int, int]:
+    """``(start, end)`` of the range; an ``offset`` past the end is 400 naming ``offset``."""
+    start = 0 if offset is None else offset
+    if start < 0:
+        start = max(0, size + start)
+    elif start > size:
+        raise validation_error(
+            f"Invalid field 'offset': {offset} is past the end of the file ({size} bytes)",
+            "offset",
+            offset=offset,
+            totalSize=size,
+        )
+    end = size if length is None else min(size, start + length)
+    return start, end
+
+
+def tail_start(fd: int, size: int, lines: int, cap: int | None = None, block: int = TAIL_BLOCK) -> int | None:
+    """Where the last ``lines`` lines of the file begin, reading backwards from ``size`` in
+    blocks; None once the tail is known to be longer than ``cap`` bytes (the scan stops there)."""
+    if lines == 0 or size == 0:
+        return size
+    end = size - 1 if os.pread(fd, 1, size - 1) == b"\n" else size  # the last newline ends the last line
+    pos = end
+    need = lines
+    while pos > 0:
+        low = max(0, pos - block)
+        data = pread_full(fd, pos - low, low)
+        index = len(data)
+        while need:
+            index = data.rfind(b"\n", 0, index)
+            if index < 0:
+                break
+            need -= 1
+        if need == 0:
+            start = low + index + 1
+            return None if cap is not None and size - start > cap else start
+        if cap is not None and size - low > cap:
+            return None
+        pos = low
+    return 0
+
+
+def _continuation(byte: int) -> bool:
+    return byte & 0xC0 == 0x80
+
+
+def char_edges(fd: int, start: int, end: int, size: int) -> tuple[int, int]:
+    """``(start, end)`` moved so that the range cuts no UTF-8 character (see the module doc)."""
+    if start >= end:
+        return start, end
+    if start > 0:
+        head = os.pread(fd, _UTF8_MAX - 1, start)
+        skip = 0
+        while skip < len(head) and _continuation(head[skip]):
+            skip += 1
+        start += skip
+    if end < size:
+        low = max(0, end - (_UTF8_MAX - 1))
+        around = os.pread(fd, end - low + _UTF8_MAX - 1, low)  # 3 bytes either side of the end
+        at = end - low
+        back = 0
+        while back < _UTF8_MAX - 1 and 0 <= at - back < len(around) and _continuation(around[at - back]):
+            back += 1
+        if back and at - back >= 0 and not _continuation(around[at - back]):
+            if end - back > start:
+                end -= back
+            else:  # moving back leaves nothing: take the whole character
+                forward = 0
+                while at + forward < len(around) and _continuation(around[at + forward]):
+                    forward += 1
+                end += forward
+    return start, max(start, min(end, size))
