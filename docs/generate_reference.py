@@ -43,6 +43,8 @@ def _route_notes(route: Route) -> str:
     notes += [f"query `{key}`" for key in route.query]
     if route.session_fallback:
         notes.append("`sessionId` from the body, else from the request's headers or query")
+    if route.ours:
+        notes.append(f"ours (not upstream's): {route.ours}")
     return "; ".join(notes)
 
 

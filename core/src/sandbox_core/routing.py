@@ -24,6 +24,8 @@ class Route:
     query: tuple[str, ...] = ()
     wrap: Callable[[Any], Any] | None = None
     unwrap: Callable[[Any], Any] | None = None
+    #: what of this route is ours, not the contract's (its request and answer fields), for the reference
+    ours: str = ""
     pattern: re.Pattern[str] | None = field(default=None, compare=False)
 
     @property

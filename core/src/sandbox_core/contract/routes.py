@@ -36,6 +36,9 @@ def _data_list(key: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
 
 _session_list = _data_list("sessions")
 
+#: The ranged and tail reads' fields (ours).
+_RANGES = "`offset` (bytes, negative from the end), `length`, `tailLines`"
+
 ROUTES: list[Route] = [
     Route("POST", "/api/execute", "commands", "execute", session_fallback=True),
     Route("POST", "/api/execute/stream", "commands", "execute_stream", stream=True, session_fallback=True),
@@ -44,8 +47,17 @@ ROUTES: list[Route] = [
     Route("POST", "/api/session/delete", "sessions", "delete"),
     Route("GET", "/api/ping", "utils", "ping"),
     Route("GET", "/api/version", "utils", "version"),
-    Route("POST", "/api/read", "files", "read"),
-    Route("POST", "/api/read/stream", "files", "read_stream", stream=True),
+    Route(
+        "POST", "/api/read", "files", "read", ours=_RANGES + "; the answer then adds `offset`, `length`, `totalSize`"
+    ),
+    Route(
+        "POST",
+        "/api/read/stream",
+        "files",
+        "read_stream",
+        stream=True,
+        ours=_RANGES + ", `encoding`; the `metadata` event then adds `offset`, `length`, `totalSize`",
+    ),
     Route("POST", "/api/write", "files", "write"),
     Route("POST", "/api/delete", "files", "delete"),
     Route("POST", "/api/rename", "files", "rename"),

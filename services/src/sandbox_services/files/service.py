@@ -182,9 +182,9 @@ class FilesService:
             is_binary=read.encoding == "base64",
             mime_type=read.mime,
             size=read.length,
-            offset=read.offset,
-            length=read.length,
-            total_size=read.total,
+            offset=None if window is None else read.offset,  # a whole read has the contract's shape
+            length=None if window is None else read.length,
+            total_size=None if window is None else read.total,
         )
 
     @staticmethod

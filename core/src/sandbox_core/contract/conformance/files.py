@@ -352,8 +352,10 @@ class FilesSuite(SleeperFixture):
             assert isinstance(meta, FileMetadataEvent) and isinstance(done, FileCompleteEvent)
             assert (meta.offset, meta.length, meta.total_size, meta.size) == (start, end - start, size, size)
             assert joined(events, FileChunkEvent) == text[start:end] and done.bytes_read == end - start
-        whole = await sandbox.files.read(path)  # a whole read says it too
-        assert (whole.offset, whole.length, whole.total_size) == (0, size, size)
+        whole = await sandbox.files.read(path)  # a whole read has the contract's shape
+        assert (whole.offset, whole.length, whole.total_size, whole.size) == (None, None, None, size)
+        events = await collect(sandbox.files.read_stream(path))
+        assert isinstance(events[0], FileMetadataEvent) and events[0].offset is None
 
     async def test_range_and_tail_options_refused_name_the_field(self, sandbox: Sandbox, scratch: str) -> None:
         path = f"{scratch}/r.txt"

@@ -16,9 +16,9 @@ FileType = Literal["file", "directory", "symlink", "other"]
 class ReadFileResult(Model):
     """``POST /api/read``: ``content`` is base64 exactly when ``is_binary`` (``encoding == "base64"``).
 
-    ``size`` is the bytes of ``content`` (decoded). Ours, not upstream's: ``offset`` (the
-    absolute start of the bytes read), ``length`` (how many) and ``total_size`` (the file's
-    size), sent on every read; a whole read is offset 0 and the file's size."""
+    ``size`` is the bytes of ``content`` (decoded). Ours, not upstream's, sent on a ranged or
+    tail read only: ``offset`` (the absolute start of the bytes read), ``length`` (how many)
+    and ``total_size`` (the file's size)."""
 
     success: bool
     path: str
