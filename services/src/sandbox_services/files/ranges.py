@@ -70,30 +70,56 @@ def span(fd: int, size: int, offset: int | None, length: int | None) -> tuple[in
     return start, end
 
 
-def tail_start(fd: int, size: int, lines: int, cap: int | None = None, block: int = TAIL_BLOCK) -> int | None:
-    """Where the last ``lines`` lines of the file begin, reading backwards from ``size`` in
-    blocks; None once the tail is known to be longer than ``cap`` bytes (the scan stops there)."""
-    if lines == 0 or size == 0:
-        return size
-    end = size - 1 if os.pread(fd, 1, size - 1) == b"\n" else size  # the last newline ends the last line
-    pos = end
-    need = lines
-    while pos > 0:
-        low = max(0, pos - block)
-        data = pread_full(fd, pos - low, low)
-        index = len(data)
-        while need:
-            index = data.rfind(b"\n", 0, index)
-            if index < 0:
-                break
-            need -= 1
-        if need == 0:
-            start = low + index + 1
-            return None if cap is not None and size - start > cap else start
-        if cap is not None and size - low > cap:
-            return None
-        pos = low
-    return 0
+class TailScan:
+    """Finds where the last ``lines`` lines of a file of ``size`` bytes begin, reading backwards
+    from the end in blocks, at most about ``budget`` bytes per :meth:`step` (so a caller can stop
+    between steps: a tail of a file without newlines is the whole file). With ``cap``, the scan
+    stops as soon as the tail is known to be longer than ``cap`` bytes (``too_long``)."""
+
+    def __init__(self, size: int, lines: int, cap: int | None = None, block: int = TAIL_BLOCK) -> None:
+        self.size = size
+        self.need = lines
+        self.cap = cap
+        self.block = block
+        self.pos = -1  # the scan goes on below this offset (-1: not started)
+        self.start: int | None = size if lines == 0 or size == 0 else None
+        self.too_long = False
+
+    @property
+    def done(self) -> bool:
+        return self.start is not None or self.too_long
+
+    def step(self, fd: int, budget: int) -> bool:
+        """Scan on, about ``budget`` bytes; whether the scan is done."""
+        if self.done:
+            return True
+        if self.pos < 0:  # a final newline ends the last line, it does not start an empty one
+            self.pos = self.size - 1 if os.pread(fd, 1, self.size - 1) == b"\n" else self.size
+        scanned = 0
+        while self.pos > 0 and scanned < budget:
+            low = max(0, self.pos - self.block)
+            data = pread_full(fd, self.pos - low, low)
+            index = len(data)
+            while self.need:
+                index = data.rfind(b"\n", 0, index)
+                if index < 0:
+                    break
+                self.need -= 1
+            if self.need == 0:
+                start = low + index + 1
+                if self.cap is not None and self.size - start > self.cap:
+                    self.too_long = True
+                else:
+                    self.start = start
+                return True
+            if self.cap is not None and self.size - low > self.cap:
+                self.too_long = True
+                return True
+            scanned += self.pos - low
+            self.pos = low
+        if self.pos <= 0:
+            self.start = 0  # fewer lines than asked: all of the file
+        return self.done
 
 
 def _continuation(byte: int) -> bool:

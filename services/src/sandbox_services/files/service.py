@@ -45,7 +45,7 @@ from .fdio import Handle, head, open_read, read_full, write_all
 from .listing import list_tree
 from .mime import SNIFF_BYTES, guess_mime, is_text_mime
 from .paths import resolve_path
-from .ranges import char_edges, check_options, pread_full, span, tail_start
+from .ranges import TailScan, char_edges, check_options, pread_full, span
 
 EncodingParam = Literal["utf-8", "utf8", "base64"]
 #: About what one listed entry costs in memory and on the wire (for when to trim the heap).
@@ -139,10 +139,12 @@ class FilesService:
         offset, length, lines = window
         mime = guess_mime(full, head(fd))
         if lines is not None:
-            start = tail_start(fd, size, lines, cap=limit)
-            if start is None:
+            scan = TailScan(size, lines, cap=limit)
+            while not scan.step(fd, self.settings.io_batch_bytes):
+                pass  # bounded by the cap
+            if scan.start is None:
                 raise self._too_large(full, size, f"the tail of {lines} lines of {full} (at least {limit + 1} bytes)")
-            end = size
+            start, end = scan.start, size
         else:
             start, end = span(fd, size, offset, length)
             if encoding != "base64" and (encoding is not None or is_text_mime(mime)):
@@ -187,16 +189,22 @@ class FilesService:
             total_size=None if window is None else read.total,
         )
 
-    @staticmethod
-    def _span(fd: int, size: int, window: Window, text: bool) -> tuple[int, int]:
-        """``(start, end)`` of a stream's range or tail (no cap: a stream has none)."""
+    async def _span(self, handle: Handle, size: int, window: Window, text: bool) -> tuple[int, int]:
+        """``(start, end)`` of a stream's range or tail (no cap: a stream has none). A tail is
+        scanned ``io_batch_bytes`` per worker-thread hop, so a stream closed meanwhile stops it."""
         offset, length, lines = window
-        if lines is not None:
-            start = tail_start(fd, size, lines)
-            assert start is not None
-            return start, size
-        start, end = span(fd, size, offset, length)
-        return char_edges(fd, start, end, size) if text else (start, end)
+        if lines is None:
+
+            def edges(fd: int) -> tuple[int, int]:
+                start, end = span(fd, size, offset, length)
+                return char_edges(fd, start, end, size) if text else (start, end)
+
+            return await run_sync(handle.run, edges)
+        scan = TailScan(size, lines)
+        while not await run_sync(handle.run, scan.step, self.settings.io_batch_bytes):
+            pass
+        assert scan.start is not None
+        return scan.start, size
 
     @operation
     async def read_stream(
@@ -235,7 +243,7 @@ class FilesService:
             start, end = 0, None
             if window is not None:
                 try:
-                    start, end = await run_sync(handle.run, self._span, st.st_size, window, not binary)
+                    start, end = await self._span(handle, st.st_size, window, not binary)
                 except OSError as exc:
                     err = fs_error(exc, full, "file.read")
                     yield FileErrorEvent(error=err.message, code=err.code)
@@ -314,7 +322,7 @@ class FilesService:
             start, end = 0, None
             if window is not None:
                 try:
-                    start, end = await run_sync(handle.run, self._span, st.st_size, window, False)
+                    start, end = await self._span(handle, st.st_size, window, False)
                 except OSError as exc:
                     raise fs_error(exc, full, "file.read") from None
             while True:

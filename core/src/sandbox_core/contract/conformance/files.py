@@ -468,6 +468,23 @@ class FilesSuite(SleeperFixture):
             at = page.offset + page.length
         assert "".join(pages) == text
 
+    async def test_the_read_limit_applies_to_the_range_not_the_file(self, sandbox: Sandbox, scratch: str) -> None:
+        """A 1 MiB range of a 10 GB file is read (a whole read is 413); a tail longer than the
+        limit is 413, found without scanning the whole file (it has no newline at all)."""
+        path = f"{scratch}/huge.bin"
+        await sh(sandbox, f"truncate -s 10G '{path}' && printf 'end' >> '{path}'")  # sparse
+        size = 10 * 1024**3 + 3
+        await fails(sandbox.files.read(path), "FILE_TOO_LARGE", 413)
+        mib = 1024 * 1024
+        middle = await sandbox.files.read(path, offset=5 * 1024**3, length=mib, encoding="base64")
+        assert (middle.offset, middle.length, middle.total_size) == (5 * 1024**3, mib, size)
+        assert base64.b64decode(middle.content) == bytes(mib)
+        last = await sandbox.files.read(path, offset=-5, encoding="base64")
+        assert base64.b64decode(last.content) == b"\0\0end" and last.offset == size - 5
+        error = await fails(sandbox.files.read(path, tail_lines=1), "FILE_TOO_LARGE", 413)
+        assert isinstance(error, FileSystemError)
+        await fails(sandbox.files.read(path, length=33 * mib), "FILE_TOO_LARGE", 413)  # the range itself is over
+
     async def test_ranged_and_tail_reads_of_a_large_file_keep_server_memory_flat(
         self, sandbox: Sandbox, scratch: str
     ) -> None:
