@@ -20,6 +20,8 @@ import os
 
 from sandbox_core.errors import validation_error
 
+from .fdio import pread_full
+
 #: Bytes read per step of a backward tail scan.
 TAIL_BLOCK = 64 * 1024
 #: The longest UTF-8 character, in bytes.
@@ -38,23 +40,7 @@ def check_options(offset: int | None, length: int | None, tail_lines: int | None
     return offset is not None or length is not None
 
 
-def pread_full(fd: int, size: int, position: int) -> bytes:
-    """Up to ``size`` bytes at ``position``: fewer only at the end of the file."""
-    data = os.pread(fd, size, position)
-    if len(data) == size or not data:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < size:
-        more = os.pread(fd, size - got, position + got)
-        if not more:
-            break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
-
-
-def span(fd: int, size: int, offset: int | None, length: int | None) -> tuple[int, int]:
+def span(size: int, offset: int | None, length: int | None) -> tuple[int, int]:
     """``(start, end)`` of the range; an ``offset`` past the end is 400 naming ``offset``."""
     start = 0 if offset is None else offset
     if start < 0:

@@ -41,11 +41,11 @@ from ..sessions import SessionsService, check_session_id
 from .atomic import commit, finish, prepare_write
 from .content import Content
 from .errors import fs_error, oserror
-from .fdio import Handle, head, open_read, read_full, write_all
+from .fdio import Handle, head, open_read, pread_full, read_full, write_all
 from .listing import list_tree
 from .mime import SNIFF_BYTES, guess_mime, is_text_mime
 from .paths import resolve_path
-from .ranges import TailScan, char_edges, check_options, pread_full, span
+from .ranges import TailScan, char_edges, check_options, span
 
 EncodingParam = Literal["utf-8", "utf8", "base64"]
 #: About what one listed entry costs in memory and on the wire (for when to trim the heap).
@@ -146,7 +146,7 @@ class FilesService:
                 raise self._too_large(full, size, f"the tail of {lines} lines of {full} (at least {limit + 1} bytes)")
             start, end = scan.start, size
         else:
-            start, end = span(fd, size, offset, length)
+            start, end = span(size, offset, length)
             if encoding != "base64" and (encoding is not None or is_text_mime(mime)):
                 start, end = char_edges(fd, start, end, size)
         if end - start > limit:
@@ -196,7 +196,7 @@ class FilesService:
         if lines is None:
 
             def edges(fd: int) -> tuple[int, int]:
-                start, end = span(fd, size, offset, length)
+                start, end = span(size, offset, length)
                 return char_edges(fd, start, end, size) if text else (start, end)
 
             return await run_sync(handle.run, edges)
