@@ -973,6 +973,36 @@ async def file_read_stream(ctx: Ctx) -> dict[str, float]:
 
 
 @figure(
+    Metric("tail_1gb", "tail of a 1 GB file (`tailLines: 200`), median", "ms", target=10),
+    Metric("tail_1gb_rss", "server RSS growth during the tails", "MB", target=20),
+)
+async def tail_1gb(ctx: Ctx) -> dict[str, float]:
+    """``files.read(path, tail_lines=200)`` of a 1 GB log (sparse: 999 MB of hole, then 1 MB of
+    100-byte lines, so no GB is written; read as UTF-8, since its head sniffs as binary); median
+    of 50 after 5 warm-up reads, content checked."""
+    sb, sid = ctx.sb, "bench-files"
+    path = f"/tmp/bench-tail-{os.getpid()}.log"
+    line = "x" * 99 + "\n"
+    check(
+        await sb.exec(f"truncate -s 999000000 {path} && yes '{'x' * 99}' | head -c 1000000 >> {path}", session_id=sid)
+    )
+    try:
+        for _ in range(5):
+            await sb.files.read(path, tail_lines=200, encoding="utf-8")
+        times: list[float] = []
+        async with RssSampler(ctx.pid) as rss:
+            for _ in range(ctx.n(50, 10)):
+                t0 = time.perf_counter()
+                read = await sb.files.read(path, tail_lines=200, encoding="utf-8")
+                times.append(time.perf_counter() - t0)
+                if read.content != line * 200 or read.total_size != 1_000_000_000:
+                    raise RuntimeError(f"tail read {read.length} bytes of {read.total_size}")
+    finally:
+        await sb.files.delete(path)
+    return {"tail_1gb": statistics.median(times) * 1000, "tail_1gb_rss": rss.growth}
+
+
+@figure(
     Metric("slow_reader_rss", "RSS growth, slow reader of an endless printer (3 s)", "MB", target=64), before_load=True
 )
 async def slow_reader(ctx: Ctx) -> dict[str, float]:

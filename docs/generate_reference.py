@@ -15,7 +15,6 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from sandbox_core.contract.additions import ADDITIONS
 from sandbox_core.contract.routes import GENERIC_PREFIX, ROUTES
 from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.routing import Route
@@ -94,15 +93,8 @@ def render() -> str:
         "`path`, the `method` and the `transports` the server serves); a known path with another",
         "method is 405.",
         "",
-        "## Our additions (not upstream's)",
-        "",
-        "Fields, answers and rpc methods the upstream contract does not have, from",
-        "`sandbox_core.contract.additions.ADDITIONS` (the README's section on where we differ from",
-        "upstream tells the rest).",
-        "",
-    ]
-    lines += _table(["where", "name", "what"], ([a.where, a.name, a.what] for a in ADDITIONS))
-    lines += [
+        "The last column says what of a route is ours, not upstream's (the README's section on where",
+        "we differ from upstream tells how each behaves).",
         "",
         "## WebSocket and RPC endpoints",
         "",

@@ -146,6 +146,41 @@ async def test_read_stream_framing_text(http: httpx.AsyncClient, scratch: str) -
     ]
 
 
+async def test_ranged_and_tail_reads_on_the_wire(http: httpx.AsyncClient, scratch: str) -> None:
+    """Ours: ``offset``/``length``/``tailLines`` in the body; a ranged answer adds ``offset``,
+    ``length`` and ``totalSize`` (a whole read keeps the contract's keys, see above)."""
+    path = f"{scratch}/lines.txt"
+    await anyio.Path(path).write_text("line1\nline2\nline3\n")
+    body = (await http.post("/api/read", json={"path": path, "offset": -6, "length": 5})).json()
+    assert {k: body[k] for k in ("content", "offset", "length", "totalSize", "size")} == {
+        "content": "line3",
+        "offset": 12,
+        "length": 5,
+        "totalSize": 18,
+        "size": 5,
+    }
+    async with http.stream("POST", "/api/read/stream", json={"path": path, "tailLines": 2}) as response:
+        assert response.status_code == 200
+        events = sse_events(await response.aread())
+    assert events == [
+        {
+            "type": "metadata",
+            "mimeType": "text/plain",
+            "size": 18,
+            "isBinary": False,
+            "encoding": "utf-8",
+            "offset": 6,
+            "length": 12,
+            "totalSize": 18,
+        },
+        {"type": "chunk", "data": "line2\nline3\n"},
+        {"type": "complete", "bytesRead": 12},
+    ]
+    for route in ("/api/read", "/api/read/stream"):  # refused before any event: a 400, not in-band
+        error = assert_error(await http.post(route, json={"path": path, "offset": 19}), 400, "VALIDATION_FAILED")
+        assert (error["context"]["field"], error["context"]["totalSize"]) == ("offset", 18)
+
+
 async def test_read_stream_binary_chunk_sizes(http: httpx.AsyncClient, scratch: str) -> None:
     data = os.urandom(150_000)
     path = f"{scratch}/blob.bin"
@@ -229,6 +264,10 @@ async def test_error_bodies(http: httpx.AsyncClient, scratch: str) -> None:
         ("/api/list-files", {"path": "/tmp", "options": {"recursive": 1}}, "options.recursive"),
         ("/api/list-files", {"path": "/tmp", "options": []}, "options"),
         ("/api/exists", {"path": "/tmp", "sessionId": "  "}, "sessionId"),
+        ("/api/read", {"path": "/tmp/x", "offset": "1"}, "offset"),
+        ("/api/read", {"path": "/tmp/x", "length": 1.5}, "length"),
+        ("/api/read", {"path": "/tmp/x", "tailLines": -1}, "tailLines"),
+        ("/api/read/stream", {"path": "/tmp/x", "tailLines": 1, "offset": 0}, "offset"),
     ],
 )
 async def test_bad_bodies_are_400_naming_the_field(

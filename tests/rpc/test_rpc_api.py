@@ -167,6 +167,30 @@ async def test_read_file_stream_and_encoding_none(api: RpcStub, tmp_path: Path) 
     assert result["size"] == 0 and await read_all(result["content"]) == b""
 
 
+async def test_read_file_ranges_and_tails(api: RpcStub, tmp_path: Path) -> None:
+    """Ours: ``offset``, ``length`` and ``tailLines`` in ``readFile``'s options (also with
+    ``{encoding: 'none'}``, whose bytes are the range exactly) and in ``readFileStream``'s."""
+    path = tmp_path / "r.txt"
+    path.write_bytes("one\ntwo é\nthree\n".encode())  # "é" is bytes 8 and 9
+    result = await api.files.readFile(str(path), None, {"offset": 4, "length": 4})
+    assert (result["content"], result["offset"], result["length"], result["totalSize"]) == ("two ", 4, 4, 17)
+    result = await api.files.readFile(str(path), None, {"tailLines": 2})
+    assert (result["content"], result["offset"], result["length"]) == ("two é\nthree\n", 4, 13)
+    result = await api.files.readFile(str(path), None, {"encoding": "none", "offset": 9, "length": 3})
+    assert keys(result) == {"success", "path", "size", "mimeType", TS, "content", "offset", "length", "totalSize"}
+    assert (result["offset"], result["length"], result["totalSize"], result["size"]) == (9, 3, 17, 17)
+    assert await read_all(result["content"]) == b"\xa9\nt"  # exact bytes: half of "é" included
+    result = await api.files.readFile(str(path), None, {"encoding": "none", "tailLines": 1})
+    assert (result["offset"], result["length"]) == (11, 6) and await read_all(result["content"]) == b"three\n"
+    found = events(await read_all(await api.files.readFileStream(str(path), None, {"offset": -6})))
+    assert [e["type"] for e in found] == ["metadata", "chunk", "complete"]
+    assert (found[0]["offset"], found[0]["length"], found[1]["data"]) == (11, 6, "three\n")
+    err = await rejection(api.files.readFile(str(path), None, {"encoding": "none", "offset": 18}))
+    assert (err.props["code"], err.props["details"]["field"]) == ("VALIDATION_FAILED", "offset")
+    err = await rejection(api.files.readFile(str(path), None, {"tailLines": 1, "length": 1}))
+    assert (err.props["code"], err.props["details"]["field"]) == ("VALIDATION_FAILED", "length")
+
+
 # processes ---------------------------------------------------------------------------------------
 
 

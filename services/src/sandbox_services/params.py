@@ -30,3 +30,5 @@ HttpStatus = Annotated[int, Meta(ge=100, le=599)]
 GitDepth = Annotated[int, Meta(gt=0, le=2**31 - 1)]
 #: Per-command environment: a None value is skipped (as the contract's ``undefined``).
 Env = dict[str, str | None]
+#: A byte offset into a file: negative counts from the end (-``MAX_INT64`` to ``MAX_INT64``).
+FileOffset = Annotated[int, Meta(ge=-MAX_INT64, le=MAX_INT64)]

@@ -36,16 +36,36 @@ def _data_list(key: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
 
 _session_list = _data_list("sessions")
 
+#: The ranged and tail reads' fields (ours).
+_RANGES = "`offset` (bytes, negative from the end), `length`, `tailLines`"
+
 ROUTES: list[Route] = [
-    Route("POST", "/api/execute", "commands", "execute", session_fallback=True),
-    Route("POST", "/api/execute/stream", "commands", "execute_stream", stream=True, session_fallback=True),
+    Route("POST", "/api/execute", "commands", "execute", session_fallback=True, ours="field `idempotencyKey`"),
+    Route(
+        "POST",
+        "/api/execute/stream",
+        "commands",
+        "execute_stream",
+        stream=True,
+        session_fallback=True,
+        ours="field `idempotencyKey`",
+    ),
     Route("POST", "/api/session/create", "sessions", "create"),
     Route("GET", "/api/session/list", "sessions", "list", wrap=_session_list[0], unwrap=_session_list[1]),
     Route("POST", "/api/session/delete", "sessions", "delete"),
-    Route("GET", "/api/ping", "utils", "ping"),
-    Route("GET", "/api/version", "utils", "version"),
-    Route("POST", "/api/read", "files", "read"),
-    Route("POST", "/api/read/stream", "files", "read_stream", stream=True),
+    Route("GET", "/api/ping", "utils", "ping", ours="answer field `runtimeId`"),
+    Route("GET", "/api/version", "utils", "version", ours="answer field `runtimeId`"),
+    Route(
+        "POST", "/api/read", "files", "read", ours=_RANGES + "; the answer then adds `offset`, `length`, `totalSize`"
+    ),
+    Route(
+        "POST",
+        "/api/read/stream",
+        "files",
+        "read_stream",
+        stream=True,
+        ours=_RANGES + ", `encoding`; the `metadata` event then adds `offset`, `length`, `totalSize`",
+    ),
     Route("POST", "/api/write", "files", "write"),
     Route("POST", "/api/delete", "files", "delete"),
     Route("POST", "/api/rename", "files", "rename"),
@@ -55,7 +75,7 @@ ROUTES: list[Route] = [
     Route("POST", "/api/exists", "files", "exists"),
     Route("POST", "/api/port-watch", "ports", "watch_port", stream=True),
     Route("POST", "/api/git/checkout", "git", "checkout", session_fallback=True),
-    Route("POST", "/api/process/start", "processes", "start", ours="fields `argv`, `stdin`, `pty`"),
+    Route("POST", "/api/process/start", "processes", "start", ours="fields `argv`, `stdin`, `pty`, `idempotencyKey`"),
     Route("GET", "/api/process/list", "processes", "list", query=("status",)),
     Route("DELETE", "/api/process/kill-all", "processes", "kill_all"),
     Route("GET", "/api/process/{id}", "processes", "get", ours="fields `argv`, `stdin`, `pty`, `awaitingInput`"),

@@ -192,7 +192,8 @@ class ApiRunner:
         del params["encoding"]
         data = await open_stream(self.registry, self.registry.operation("files", "read_bytes"), params)
         try:
-            meta = await open_stream(self.registry, self.registry.operation("files", "read_stream"), params)
+            exact = {**params, "encoding": "base64"}  # the range's edges as the bytes have them
+            meta = await open_stream(self.registry, self.registry.operation("files", "read_stream"), exact)
             await meta.aclose()
         except BaseException:
             await data.aclose()
@@ -202,7 +203,7 @@ class ApiRunner:
             await data.aclose()
             message = getattr(metadata, "error", "the file changed while it was opened")
             raise SandboxError(ErrorCode.FILESYSTEM_ERROR, str(message), {"path": params.get("path")})
-        return {
+        answer: dict[str, Any] = {
             "success": True,
             "path": params["path"],
             "size": metadata.size,
@@ -210,6 +211,9 @@ class ApiRunner:
             "timestamp": now_iso(),
             "content": ReadableStream(data.each()),
         }
+        if metadata.offset is not None:  # ours: a ranged or tail read says which bytes it sends
+            answer.update(offset=metadata.offset, length=metadata.length, totalSize=metadata.total_size)
+        return answer
 
 
 async def _call_back(slot: Callbacks, callbacks: Mapping[str, Any], stream: EventStream) -> None:

@@ -315,6 +315,9 @@ def _log_event(event: dict[str, Any]) -> dict[str, Any] | None:
 # ``idempotencyKey``, ``argv``, ``stdin`` and ``pty`` are ours (not upstream's): see
 # sandbox_services.idempotency and sandbox_services.processes
 EXEC_OPTIONS = Spread("options", ("timeoutMs", "env", "cwd", "origin", "idempotencyKey"))
+#: ``readFile``'s options; ``offset``, ``length`` and ``tailLines`` are ours (ranged and tail
+#: reads), and so is the options argument of ``readFileStream`` (upstream takes none).
+READ_OPTIONS = Spread("options", ("encoding", "offset", "length", "tailLines"))
 PROCESS_OPTIONS = Spread(
     "options",
     (
@@ -334,7 +337,14 @@ PROCESS_OPTIONS = Spread(
 
 METHODS: tuple[Method, ...] = (
     # commands
-    Method("commands", "execute", "commands", "execute", ("command", "sessionId", EXEC_OPTIONS)),
+    Method(
+        "commands",
+        "execute",
+        "commands",
+        "execute",
+        ("command", "sessionId", EXEC_OPTIONS),
+        ours="option `idempotencyKey`",
+    ),
     Method(
         "commands",
         "executeStream",
@@ -343,6 +353,7 @@ METHODS: tuple[Method, ...] = (
         ("command", "sessionId", EXEC_OPTIONS),
         event_lines=True,
         errors_in_band=True,
+        ours="option `idempotencyKey`",
     ),
     # files
     Method(
@@ -350,10 +361,18 @@ METHODS: tuple[Method, ...] = (
         "readFile",
         "files",
         "read",
-        ("path", "sessionId", Spread("options", ("encoding",))),
+        ("path", "sessionId", READ_OPTIONS),
         answer=Answer.FILE,
+        ours="options `offset`, `length`, `tailLines`; the answer's `offset`, `length`, `totalSize`",
     ),
-    Method("files", "readFileStream", "files", "read_stream", ("path", "sessionId")),
+    Method(
+        "files",
+        "readFileStream",
+        "files",
+        "read_stream",
+        ("path", "sessionId", READ_OPTIONS),
+        ours="the `options` argument (`encoding`, `offset`, `length`, `tailLines`)",
+    ),
     Method("files", "writeFile", "files", "write", ("path", "content", "sessionId", Spread("options", ("encoding",)))),
     Method("files", "writeFileStream", "files", "write_file_stream", ("path", "data", "sessionId")),
     Method("files", "deleteFile", "files", "delete", ("path", "sessionId")),
@@ -369,7 +388,7 @@ METHODS: tuple[Method, ...] = (
         "processes",
         "start",
         ("command", "sessionId", PROCESS_OPTIONS),
-        ours="options `argv`, `stdin`, `pty`",
+        ours="options `argv`, `stdin`, `pty`, `idempotencyKey`",
     ),
     Method("processes", "listProcesses", "processes", "list", ("status",)),
     Method("processes", "getProcess", "processes", "get", ("id",)),
@@ -418,7 +437,7 @@ METHODS: tuple[Method, ...] = (
     Method("utils", "ping", "utils", "ping", (), shape=_ping, unwrap=_unwrap_ping, client=False),
     Method("utils", "getVersion", "utils", "version", (), shape=_version, unwrap=_unwrap_version, client=False),
     # ours: this run of the server (the runtimeId of utils.ping and utils.version)
-    Method("utils", "getRuntimeId", "utils", "version", (), shape=_runtime_id, client=False),
+    Method("utils", "getRuntimeId", "utils", "version", (), shape=_runtime_id, client=False, ours="all"),
     Method("utils", "getCommands", "utils", "commands", (), constant=list),
     # interpreter, backup, watch: their services come from other plugins; until one registers
     # the service, these reject with UNKNOWN_ERROR 404 naming it. Operations are the methods'

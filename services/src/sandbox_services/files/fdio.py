@@ -79,6 +79,22 @@ def read_full(fd: int, size: int) -> bytes:
     return b"".join(parts)
 
 
+def pread_full(fd: int, size: int, position: int) -> bytes:
+    """Up to ``size`` bytes at ``position``: fewer only at the end of the file."""
+    data = os.pread(fd, size, position)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, position + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """Write all of ``data``, however many ``write`` calls it takes."""
     view = memoryview(data)

@@ -8,7 +8,7 @@ import os
 import shutil
 import stat
 from collections.abc import AsyncIterable, AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 import msgspec
 import pybase64
@@ -36,18 +36,48 @@ from sandbox_core.memory import trim_after
 from sandbox_core.registry import ServiceContext, operation
 
 from ..offload import run_sync
+from ..params import FileOffset, NonNegativeInt
 from ..sessions import SessionsService, check_session_id
 from .atomic import commit, finish, prepare_write
 from .content import Content
 from .errors import fs_error, oserror
-from .fdio import Handle, head, open_read, read_full, write_all
+from .fdio import Handle, head, open_read, pread_full, read_full, write_all
 from .listing import list_tree
 from .mime import SNIFF_BYTES, guess_mime, is_text_mime
 from .paths import resolve_path
+from .ranges import TailScan, char_edges, check_options, span
 
 EncodingParam = Literal["utf-8", "utf8", "base64"]
 #: About what one listed entry costs in memory and on the wire (for when to trim the heap).
 _ENTRY_BYTES = 400
+
+
+#: A read's range options: ``(offset, length, tail_lines)`` (see :mod:`.ranges`).
+Window = tuple[int | None, int | None, int | None]
+
+
+class _Read(NamedTuple):
+    """What a read answers: the content and the bytes it is (``offset``, ``length`` of ``total``)."""
+
+    content: str
+    encoding: Encoding
+    mime: str
+    offset: int
+    length: int
+    total: int
+
+
+def _encode(data: bytes, encoding: str | None, mime: str, offset: int, total: int) -> _Read:
+    """``data`` as text or base64: as ``encoding`` says, else text for a text MIME type that is UTF-8."""
+    if encoding != "base64":
+        if encoding is not None:
+            return _Read(data.decode("utf-8", errors="replace"), "utf-8", mime, offset, len(data), total)
+        if is_text_mime(mime):
+            try:
+                return _Read(data.decode("utf-8"), "utf-8", mime, offset, len(data), total)
+            except UnicodeDecodeError:
+                pass  # text by name but not UTF-8: send it exactly, as base64
+    return _Read(pybase64.b64encode_as_string(data), "base64", mime, offset, len(data), total)
 
 
 class FilesSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -75,16 +105,22 @@ class FilesService:
 
     # read ------------------------------------------------------------------------------------
 
-    def _read_whole(self, full: str, encoding: str | None) -> tuple[str, Encoding, bool, str, int]:
+    def _too_large(self, full: str, size: int, what: str) -> SandboxError:
+        limit = self.settings.max_read_bytes
+        return SandboxError(
+            ErrorCode.FILE_TOO_LARGE,
+            f"File too large: {what} is {size} bytes, the limit is {limit} (use the read stream, or a smaller range)",
+            {"path": full, "operation": "file.read", "size": size, "limit": limit},
+        )
+
+    def _read_whole(self, full: str, encoding: str | None, window: Window | None) -> _Read:
         limit = self.settings.max_read_bytes
         fd, st = open_read(full)
         try:
+            if window is not None:
+                return self._read_range(fd, st.st_size, full, encoding, window)
             if st.st_size > limit:
-                raise SandboxError(
-                    ErrorCode.FILE_TOO_LARGE,
-                    f"File too large: {full} is {st.st_size} bytes, the limit is {limit} (use the read stream)",
-                    {"path": full, "operation": "file.read", "size": st.st_size, "limit": limit},
-                )
+                raise self._too_large(full, st.st_size, full)
             data = read_full(fd, limit + 1)
         finally:
             os.close(fd)
@@ -95,44 +131,98 @@ class FilesService:
                 {"path": full, "operation": "file.read", "limit": limit},
             )
         mime = guess_mime(full, lambda: data[:SNIFF_BYTES])
-        if encoding == "base64":
-            return pybase64.b64encode_as_string(data), "base64", True, mime, len(data)
-        if encoding is not None:
-            return data.decode("utf-8", errors="replace"), "utf-8", False, mime, len(data)
-        if is_text_mime(mime):
-            try:
-                return data.decode("utf-8"), "utf-8", False, mime, len(data)
-            except UnicodeDecodeError:
-                pass  # text by name but not UTF-8: send it exactly, as base64
-        return pybase64.b64encode_as_string(data), "base64", True, mime, len(data)
+        return _encode(data, encoding, mime, 0, len(data))
+
+    def _read_range(self, fd: int, size: int, full: str, encoding: str | None, window: Window) -> _Read:
+        """The bytes of ``window`` (a range or a tail; see :mod:`.ranges`), at most ``max_read_bytes``."""
+        limit = self.settings.max_read_bytes
+        offset, length, lines = window
+        mime = guess_mime(full, head(fd))
+        if lines is not None:
+            scan = TailScan(size, lines, cap=limit)
+            while not scan.step(fd, self.settings.io_batch_bytes):
+                pass  # bounded by the cap
+            if scan.start is None:
+                raise self._too_large(full, size, f"the tail of {lines} lines of {full} (at least {limit + 1} bytes)")
+            start, end = scan.start, size
+        else:
+            start, end = span(size, offset, length)
+            if encoding != "base64" and (encoding is not None or is_text_mime(mime)):
+                start, end = char_edges(fd, start, end, size)
+        if end - start > limit:
+            raise self._too_large(full, end - start, f"the range {start}-{end} of {full}")
+        data = pread_full(fd, end - start, start)
+        return _encode(data, encoding, mime, start, size)
 
     @operation
     async def read(
-        self, path: str, encoding: EncodingParam | None = None, session_id: str | None = None
+        self,
+        path: str,
+        encoding: EncodingParam | None = None,
+        session_id: str | None = None,
+        offset: FileOffset | None = None,
+        length: NonNegativeInt | None = None,
+        tail_lines: NonNegativeInt | None = None,
     ) -> ReadFileResult:
-        """The whole file as UTF-8 text or base64 (by MIME type unless ``encoding`` says); max 32 MiB."""
+        """The file as UTF-8 text or base64 (by MIME type unless ``encoding`` says); max 32 MiB.
+
+        Ours: ``offset`` (negative: from the end) and ``length`` read a range, ``tail_lines`` the
+        last lines (see :mod:`.ranges`); the limit then applies to the bytes read, not the file."""
+        window = (offset, length, tail_lines) if check_options(offset, length, tail_lines) else None
         full = self.resolve(path, session_id)
         try:
-            content, enc, binary, mime, size = await run_sync(self._read_whole, full, encoding)
+            read = await run_sync(self._read_whole, full, encoding, window)
         except OSError as exc:
             raise fs_error(exc, full, "file.read") from None
-        trim_after(size)
+        trim_after(read.length)
         return ReadFileResult(
             success=True,
             path=path,
-            content=content,
+            content=read.content,
             timestamp=now_iso(),
-            encoding=enc,
-            is_binary=binary,
-            mime_type=mime,
-            size=size,
+            encoding=read.encoding,
+            is_binary=read.encoding == "base64",
+            mime_type=read.mime,
+            size=read.length,
+            offset=None if window is None else read.offset,  # a whole read has the contract's shape
+            length=None if window is None else read.length,
+            total_size=None if window is None else read.total,
         )
 
+    async def _span(self, handle: Handle, size: int, window: Window, text: bool) -> tuple[int, int]:
+        """``(start, end)`` of a stream's range or tail (no cap: a stream has none). A tail is
+        scanned ``io_batch_bytes`` per worker-thread hop, so a stream closed meanwhile stops it."""
+        offset, length, lines = window
+        if lines is None:
+
+            def edges(fd: int) -> tuple[int, int]:
+                start, end = span(size, offset, length)
+                return char_edges(fd, start, end, size) if text else (start, end)
+
+            return await run_sync(handle.run, edges)
+        scan = TailScan(size, lines)
+        while not await run_sync(handle.run, scan.step, self.settings.io_batch_bytes):
+            pass
+        assert scan.start is not None
+        return scan.start, size
+
     @operation
-    async def read_stream(self, path: str, session_id: str | None = None) -> AsyncIterator[AnyFileStreamEvent]:
+    async def read_stream(
+        self,
+        path: str,
+        session_id: str | None = None,
+        offset: FileOffset | None = None,
+        length: NonNegativeInt | None = None,
+        tail_lines: NonNegativeInt | None = None,
+        encoding: EncodingParam | None = None,
+    ) -> AsyncIterator[AnyFileStreamEvent]:
         """The file as events: metadata, chunks of 65 535 raw bytes (base64 or text), complete.
 
-        Filesystem errors are an in-band ``error`` event; a malformed path raises before the stream."""
+        Ours: ``offset``, ``length`` and ``tail_lines`` as for :meth:`read` (no size cap; the
+        range is fixed when the file is opened) and ``encoding`` (default: by MIME type).
+        Filesystem errors are an in-band ``error`` event; a malformed path, conflicting options
+        or an ``offset`` past the end raise before the stream."""
+        window = (offset, length, tail_lines) if check_options(offset, length, tail_lines) else None
         full = self.resolve(path, session_id)
         chunk = self.settings.chunk_bytes
         batch = max(chunk, self.settings.io_batch_bytes)
@@ -149,9 +239,23 @@ class FilesService:
                 mime = await run_sync(handle.run, lambda fd: guess_mime(full, head(fd)))
             except OSError:
                 mime = "application/octet-stream"
-            binary = not is_text_mime(mime)
+            binary = encoding == "base64" or (encoding is None and not is_text_mime(mime))
+            start, end = 0, None
+            if window is not None:
+                try:
+                    start, end = await self._span(handle, st.st_size, window, not binary)
+                except OSError as exc:
+                    err = fs_error(exc, full, "file.read")
+                    yield FileErrorEvent(error=err.message, code=err.code)
+                    return
             yield FileMetadataEvent(
-                mime_type=mime, size=st.st_size, is_binary=binary, encoding="base64" if binary else "utf-8"
+                mime_type=mime,
+                size=st.st_size,
+                is_binary=binary,
+                encoding="base64" if binary else "utf-8",
+                offset=None if end is None else start,
+                length=None if end is None else end - start,
+                total_size=None if end is None else st.st_size,
             )
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
@@ -159,16 +263,19 @@ class FilesService:
                 out: list[str] = []
                 got = 0
                 while got < batch:
-                    data = read_full(fd, chunk)
+                    position = start + total + got
+                    want = chunk if end is None else min(chunk, end - position)
+                    data = pread_full(fd, want, position) if want > 0 else b""
                     got += len(data)
+                    eof = len(data) < want or (end is not None and position + len(data) >= end)
                     if binary:
                         if data:
                             out.append(pybase64.b64encode_as_string(data))
                     else:
-                        text = decoder.decode(data, final=len(data) < chunk)
+                        text = decoder.decode(data, final=eof)
                         if text:
                             out.append(text)
-                    if len(data) < chunk:
+                    if eof:
                         return out, got, True
                 return out, got, False
 
@@ -190,29 +297,47 @@ class FilesService:
             trim_after(total)
 
     @operation
-    async def read_bytes(self, path: str, session_id: str | None = None) -> AsyncIterator[bytes]:
-        """The file's raw bytes in chunks of at most ``io_batch_bytes``, no size cap (for rpc streams).
+    async def read_bytes(
+        self,
+        path: str,
+        session_id: str | None = None,
+        offset: FileOffset | None = None,
+        length: NonNegativeInt | None = None,
+        tail_lines: NonNegativeInt | None = None,
+    ) -> AsyncIterator[bytes]:
+        """The file's raw bytes in chunks of at most ``io_batch_bytes``, no size cap (for rpc streams);
+        ``offset``, ``length`` and ``tail_lines`` as for :meth:`read` (the range's bytes, exactly).
 
         Errors raise SandboxError (before the first chunk when the file cannot be opened)."""
+        window = (offset, length, tail_lines) if check_options(offset, length, tail_lines) else None
         full = self.resolve(path, session_id)
         size = self.settings.io_batch_bytes
         try:
-            fd, _ = await run_sync(open_read, full)
+            fd, st = await run_sync(open_read, full)
         except OSError as exc:
             raise fs_error(exc, full, "file.read") from None
         handle = Handle(fd)
         total = 0
         try:
-            while True:
+            start, end = 0, None
+            if window is not None:
                 try:
-                    data = await run_sync(handle.run, read_full, size)
+                    start, end = await self._span(handle, st.st_size, window, False)
+                except OSError as exc:
+                    raise fs_error(exc, full, "file.read") from None
+            while True:
+                want = size if end is None else min(size, end - start - total)
+                if want <= 0:
+                    break
+                try:
+                    data = await run_sync(handle.run, pread_full, want, start + total)
                 except OSError as exc:
                     raise fs_error(exc, full, "file.read") from None
                 if not data:
                     break
                 total += len(data)
                 yield data
-                if len(data) < size:
+                if len(data) < want:
                     break
         finally:
             handle.close()

@@ -35,17 +35,59 @@ class FilesAPI:
         self._sb = sandbox
 
     async def read(
-        self, path: str, *, encoding: Encoding | None = None, session_id: str | None = None
+        self,
+        path: str,
+        *,
+        encoding: Encoding | None = None,
+        offset: int | None = None,
+        length: int | None = None,
+        tail_lines: int | None = None,
+        session_id: str | None = None,
     ) -> ReadFileResult:
-        """The whole file (at most 32 MiB): text as UTF-8, binary as base64 (see ``is_binary``)."""
+        """The file (at most 32 MiB read): text as UTF-8, binary as base64 (see ``is_binary``).
+
+        ``offset`` (bytes; negative counts from the end) and ``length`` read a range of it,
+        ``tail_lines`` its last lines (not with ``offset`` or ``length``); the result's
+        ``offset``, ``length`` and ``total_size`` say which bytes came. A text range never cuts
+        a character: its edges move to character boundaries (at most 3 bytes each)."""
         return await self._sb.call_as(
-            ReadFileResult, "files", "read", **_params(path=path, encoding=encoding, sessionId=session_id)
+            ReadFileResult,
+            "files",
+            "read",
+            **_params(
+                path=path, encoding=encoding, offset=offset, length=length, tailLines=tail_lines, sessionId=session_id
+            ),
         )
 
-    def read_stream(self, path: str, *, session_id: str | None = None) -> AsyncGenerator[AnyFileStreamEvent, None]:
-        """The file as typed events: metadata, chunks (base64 when binary), complete; or one error event."""
+    def read_stream(
+        self,
+        path: str,
+        *,
+        encoding: Encoding | None = None,
+        offset: int | None = None,
+        length: int | None = None,
+        tail_lines: int | None = None,
+        session_id: str | None = None,
+    ) -> AsyncGenerator[AnyFileStreamEvent, None]:
+        """The file as typed events: metadata, chunks (base64 when binary), complete; or one error event.
+
+        ``offset``, ``length`` and ``tail_lines`` as for :meth:`read`, without a size limit (the
+        metadata event then says the range's ``offset``, ``length`` and ``total_size``);
+        ``encoding`` forces text or base64 chunks (default: by the file's MIME type)."""
         return _typed(
-            self._sb.stream("files", "read_stream", **_params(path=path, sessionId=session_id)), AnyFileStreamEvent
+            self._sb.stream(
+                "files",
+                "read_stream",
+                **_params(
+                    path=path,
+                    encoding=encoding,
+                    offset=offset,
+                    length=length,
+                    tailLines=tail_lines,
+                    sessionId=session_id,
+                ),
+            ),
+            AnyFileStreamEvent,
         )
 
     async def write(

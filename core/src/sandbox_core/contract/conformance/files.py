@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from sandbox_core.contract.client import Sandbox
-from sandbox_core.contract.conformance.helpers import SESSIONLESS, MakeSleeper, SleeperFixture, collect, sid
+from sandbox_core.contract.conformance.helpers import SESSIONLESS, MakeSleeper, SleeperFixture, collect, joined, sid
 from sandbox_core.contract.models.files import FileChunkEvent, FileCompleteEvent, FileErrorEvent, FileMetadataEvent
 from sandbox_core.errors import FileNotFound, FileSystemError, SandboxError, ValidationFailed
 
@@ -29,6 +29,22 @@ async def sh(sandbox: Sandbox, command: str, session_id: str = SESSIONLESS) -> s
     result = await sandbox.exec(command, session_id=session_id, timeout_ms=30_000)
     assert result.exit_code == 0, result
     return result.stdout.rstrip("\n")
+
+
+async def sh_exact(sandbox: Sandbox, command: str) -> str:
+    """Run a command on the server (no session state) and return its stdout exactly; it must succeed."""
+    result = await sandbox.exec(command, session_id=SESSIONLESS, timeout_ms=30_000)
+    assert result.exit_code == 0, result
+    return result.stdout
+
+
+async def server_memory(sandbox: Sandbox, *, reset: bool = False) -> tuple[int, int]:
+    """The server's ``(VmRSS, VmHWM)`` in bytes, read in the sandbox (a sessionless command's
+    parent is the server); ``reset`` first resets its peak to its RSS where the kernel allows."""
+    prefix = "echo 5 > /proc/$PPID/clear_refs 2>/dev/null; " if reset else ""
+    out = await sh_exact(sandbox, f"{prefix}grep -E '^(VmRSS|VmHWM):' /proc/$PPID/status")
+    figures = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in out.splitlines()}
+    return figures["VmRSS"], figures["VmHWM"]
 
 
 async def fails(coro: Any, code: str, status: int) -> SandboxError:
@@ -305,6 +321,203 @@ class FilesSuite(SleeperFixture):
         assert "not found" in events[0].error.lower()
         events = await collect(sandbox.files.read_stream(scratch))
         assert len(events) == 1 and isinstance(events[0], FileErrorEvent)
+
+    # ---- ranged and tail reads (ours) ------------------------------------------------------
+
+    async def test_ranged_reads(self, sandbox: Sandbox, scratch: str) -> None:
+        """``offset`` and ``length`` read that range (the answer says which bytes it holds);
+        a negative offset counts from the end, a length past the end is clipped."""
+        text = "".join(f"{i:04d}\n" for i in range(1000))  # 5 000 bytes, 5 per line
+        path = f"{scratch}/r.txt"
+        await sandbox.files.write(path, text)
+        size = len(text)
+        cases = [  # (offset, length) -> (start, end)
+            ((0, 10), (0, 10)),  # the start
+            ((2500, 15), (2500, 2515)),  # the middle
+            ((size - 5, 5), (size - 5, size)),  # the end
+            ((-10, None), (size - 10, size)),  # from the end
+            ((-10, 3), (size - 10, size - 7)),
+            ((-(size + 100), 4), (0, 4)),  # before the start: from the first byte
+            ((4990, 1000), (4990, size)),  # past the end: clipped
+            ((size, None), (size, size)),  # at the end: nothing
+            ((None, 7), (0, 7)),
+            ((123, 0), (123, 123)),
+        ]
+        for (offset, length), (start, end) in cases:
+            read = await sandbox.files.read(path, offset=offset, length=length)
+            assert (read.content, read.encoding) == (text[start:end], "utf-8"), (offset, length)
+            assert (read.offset, read.length, read.total_size, read.size) == (start, end - start, size, end - start)
+            events = await collect(sandbox.files.read_stream(path, offset=offset, length=length))
+            meta, done = events[0], events[-1]
+            assert isinstance(meta, FileMetadataEvent) and isinstance(done, FileCompleteEvent)
+            assert (meta.offset, meta.length, meta.total_size, meta.size) == (start, end - start, size, size)
+            assert joined(events, FileChunkEvent) == text[start:end] and done.bytes_read == end - start
+        whole = await sandbox.files.read(path)  # a whole read has the contract's shape
+        assert (whole.offset, whole.length, whole.total_size, whole.size) == (None, None, None, size)
+        events = await collect(sandbox.files.read_stream(path))
+        assert isinstance(events[0], FileMetadataEvent) and events[0].offset is None
+
+    async def test_range_and_tail_options_refused_name_the_field(self, sandbox: Sandbox, scratch: str) -> None:
+        path = f"{scratch}/r.txt"
+        await sandbox.files.write(path, "abc\n")
+        refused: list[tuple[dict[str, Any], str]] = [
+            ({"offset": 5}, "offset"),  # past the end
+            ({"offset": 2**62}, "offset"),
+            ({"offset": 2**63}, "offset"),  # out of range
+            ({"offset": -(2**63)}, "offset"),
+            ({"tail_lines": 2**63}, "tailLines"),
+            ({"length": -1}, "length"),
+            ({"tail_lines": -1}, "tailLines"),
+            ({"offset": 0, "tail_lines": 2}, "offset"),  # a tail has no offset
+            ({"length": 2, "tail_lines": 2}, "length"),
+        ]
+        for kwargs, field in refused:
+            error = await fails(sandbox.files.read(path, **kwargs), "VALIDATION_FAILED", 400)
+            assert error.details.get("field") == field, (kwargs, error)
+            error = await fails(collect(sandbox.files.read_stream(path, **kwargs)), "VALIDATION_FAILED", 400)
+            assert error.details.get("field") == field, (kwargs, error)
+        assert (await sandbox.files.read(path)).content == "abc\n"  # nothing else changed
+
+    async def test_tail_lines(self, sandbox: Sandbox, scratch: str) -> None:
+        """``tail_lines`` counts lines as ``tail -n`` does: a final newline ends the last line."""
+        lines = [f"line {i} é" for i in range(1, 2001)]
+        ended, unended, empty = f"{scratch}/ended.txt", f"{scratch}/unended.txt", f"{scratch}/empty.txt"
+        await sandbox.files.write(ended, "\n".join(lines) + "\n")
+        await sandbox.files.write(unended, "\n".join(lines))
+        await sandbox.files.write(empty, "")
+        for path, tail, n, expected in [
+            (ended, "\n", 3, "line 1998 é\nline 1999 é\nline 2000 é\n"),
+            (unended, "", 3, "line 1998 é\nline 1999 é\nline 2000 é"),
+            (ended, "\n", 1, "line 2000 é\n"),
+            (ended, "\n", 0, ""),
+            (ended, "\n", 1500, "\n".join(lines[-1500:]) + "\n"),  # more than one block back
+            (ended, "\n", 5000, "\n".join(lines) + "\n"),  # more lines than the file has: all of it
+            (unended, "", 5000, "\n".join(lines)),
+            (empty, "", 4, ""),
+        ]:
+            total = len(("\n".join(lines) + tail).encode()) if path != empty else 0
+            read = await sandbox.files.read(path, tail_lines=n)
+            assert read.content == expected, (path, n)
+            assert (read.offset, read.length, read.total_size) == (
+                total - len(expected.encode()),
+                len(expected.encode()),
+                total,
+            )
+            assert read.content == await sh_exact(sandbox, f"tail -n {n} '{path}'"), (path, n)
+            events = await collect(sandbox.files.read_stream(path, tail_lines=n))
+            assert joined(events, FileChunkEvent) == expected
+            meta = events[0]
+            assert isinstance(meta, FileMetadataEvent) and meta.offset == read.offset and meta.length == read.length
+        one = f"{scratch}/one.txt"
+        await sandbox.files.write(one, "\n")
+        assert (await sandbox.files.read(one, tail_lines=1)).content == "\n"
+        assert (await sandbox.files.read(one, tail_lines=2)).content == "\n"
+
+    async def test_binary_ranges_are_exact_base64(self, sandbox: Sandbox, scratch: str) -> None:
+        data = os.urandom(200_000)
+        path = f"{scratch}/r.bin"
+        await sandbox.files.write(path, data)
+        for offset, length in [(0, 1), (1, 100_001), (-7, None), (199_999, 50), (70_000, 65_536)]:
+            read = await sandbox.files.read(path, offset=offset, length=length)
+            start = offset if offset >= 0 else len(data) + offset
+            end = len(data) if length is None else min(len(data), start + length)
+            assert (read.encoding, read.is_binary, read.offset, read.length) == ("base64", True, start, end - start)
+            assert base64.b64decode(read.content) == data[start:end]
+            events = await collect(sandbox.files.read_stream(path, offset=offset, length=length))
+            assert isinstance(events[0], FileMetadataEvent) and events[0].is_binary
+            chunks = [e.data for e in events if isinstance(e, FileChunkEvent)]
+            assert b"".join(base64.b64decode(c) for c in chunks) == data[start:end]
+        lines = b"\x00\xff bin\n" * 10
+        await sandbox.files.write(f"{scratch}/lines.bin", lines)
+        read = await sandbox.files.read(f"{scratch}/lines.bin", tail_lines=2)
+        assert read.encoding == "base64" and base64.b64decode(read.content) == b"\x00\xff bin\n" * 2
+
+    async def test_text_ranges_never_cut_a_character(self, sandbox: Sandbox, scratch: str) -> None:
+        """A range read as text moves its edges to character boundaries (at most 3 bytes each):
+        its start past a cut character, its end back before one (forward, when that would leave
+        nothing). ``offset + length`` is the next page's start."""
+        text = "aé日🙂b"  # 1, 2, 3 and 4 bytes
+        raw = text.encode()
+        path = f"{scratch}/u.txt"
+        await sandbox.files.write(path, text)
+        for (offset, length), (start, end) in [
+            ((0, 2), (0, 1)),  # "a" and half of "é": the end moves back
+            ((2, 3), (3, 6)),  # inside "é": the start moves on; "日" whole
+            ((3, 1), (3, 6)),  # the first byte of "日": nothing whole, so the whole character
+            ((4, 1), (6, 6)),  # a byte inside "日": nothing, from the character after it
+            ((7, 100), (10, 11)),  # inside "🙂": the start moves past it
+            ((6, 5), (6, 11)),  # "🙂b", to the end
+            ((6, 3), (6, 10)),  # 3 of the 4 bytes of "🙂": the whole character
+            ((5, 5), (6, 10)),  # both edges move
+        ]:
+            read = await sandbox.files.read(path, offset=offset, length=length)
+            assert (read.content, read.offset, read.length) == (raw[start:end].decode(), start, end - start), (
+                offset,
+                length,
+            )
+            events = await collect(sandbox.files.read_stream(path, offset=offset, length=length))
+            assert joined(events, FileChunkEvent) == raw[start:end].decode()
+            exact = await sandbox.files.read(path, offset=offset, length=length, encoding="base64")
+            wanted = raw[offset : offset + length]
+            assert (base64.b64decode(exact.content), exact.offset, exact.length) == (wanted, offset, len(wanted))
+        pages, at = [], 0  # paging a text file by offset + length reassembles it
+        while at < len(raw):
+            page = await sandbox.files.read(path, offset=at, length=3)
+            assert page.offset is not None and page.length
+            pages.append(page.content)
+            at = page.offset + page.length
+        assert "".join(pages) == text
+
+    async def test_the_read_limit_applies_to_the_range_not_the_file(self, sandbox: Sandbox, scratch: str) -> None:
+        """A 1 MiB range of a 10 GB file is read (a whole read is 413); a tail longer than the
+        limit is 413, found without scanning the whole file (it has no newline at all)."""
+        path = f"{scratch}/huge.bin"
+        await sh(sandbox, f"truncate -s 10G '{path}' && printf 'end' >> '{path}'")  # sparse
+        size = 10 * 1024**3 + 3
+        await fails(sandbox.files.read(path), "FILE_TOO_LARGE", 413)
+        mib = 1024 * 1024
+        middle = await sandbox.files.read(path, offset=5 * 1024**3, length=mib, encoding="base64")
+        assert (middle.offset, middle.length, middle.total_size) == (5 * 1024**3, mib, size)
+        assert base64.b64decode(middle.content) == bytes(mib)
+        last = await sandbox.files.read(path, offset=-5, encoding="base64")
+        assert base64.b64decode(last.content) == b"\0\0end" and last.offset == size - 5
+        error = await fails(sandbox.files.read(path, tail_lines=1), "FILE_TOO_LARGE", 413)
+        assert isinstance(error, FileSystemError)
+        await fails(sandbox.files.read(path, length=33 * mib), "FILE_TOO_LARGE", 413)  # the range itself is over
+
+    async def test_ranged_and_tail_reads_of_a_large_file_keep_server_memory_flat(
+        self, sandbox: Sandbox, scratch: str
+    ) -> None:
+        """A 100 MB file (over the 32 MiB read limit): a 1 MiB range, the tail, and a 40 MB
+        range streamed, with the server's resident memory growing less than 20 MB. The limit
+        applies to the bytes read, not the file (a whole read is still 413)."""
+        path = f"{scratch}/big.log"
+        line = "x" * 99 + "\n"
+        await sh(sandbox, f"yes '{'x' * 99}' | head -c 100000000 > '{path}'")
+        await fails(sandbox.files.read(path), "FILE_TOO_LARGE", 413)
+        await sandbox.files.read(path, offset=-10, length=5)  # warm up the paths measured
+        await collect(sandbox.files.read_stream(path, tail_lines=1))
+        base, peak = await server_memory(sandbox, reset=True)
+        exact = peak - base < 1024 * 1024  # the peak was reset: it is the true peak from here
+        mib = 1024 * 1024
+        middle = await sandbox.files.read(path, offset=50_000_000, length=mib)
+        assert (middle.offset, middle.length, middle.total_size) == (50_000_000, mib, 100_000_000)
+        assert middle.content == (line * (mib // 100 + 1))[:mib]
+        tail = await sandbox.files.read(path, tail_lines=1000)
+        assert tail.content == line * 1000 and tail.offset == 100_000_000 - 100_000
+        last = await sandbox.files.read(path, offset=-mib)
+        assert last.length == mib and last.content.endswith(line)
+        got = 0
+        async for event in sandbox.files.read_stream(path, offset=10_000_000, length=40_000_000):
+            if isinstance(event, FileChunkEvent):
+                got += len(event.data)
+            assert not isinstance(event, FileErrorEvent), event
+        assert got == 40_000_000
+        tail_events = await collect(sandbox.files.read_stream(path, tail_lines=5000))
+        assert joined(tail_events, FileChunkEvent) == line * 5000
+        rss, peak = await server_memory(sandbox)
+        grown = (peak if exact else rss) - base
+        assert grown < 20 * 1024 * 1024, f"the server grew {grown / 1e6:.1f} MB (peak measured: {exact})"
 
     # ---- limits and error codes ------------------------------------------------------------
 

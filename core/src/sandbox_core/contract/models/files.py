@@ -14,7 +14,11 @@ FileType = Literal["file", "directory", "symlink", "other"]
 
 
 class ReadFileResult(Model):
-    """``POST /api/read``: ``content`` is base64 exactly when ``is_binary`` (``encoding == "base64"``)."""
+    """``POST /api/read``: ``content`` is base64 exactly when ``is_binary`` (``encoding == "base64"``).
+
+    ``size`` is the bytes of ``content`` (decoded). Ours, not upstream's, sent on a ranged or
+    tail read only: ``offset`` (the absolute start of the bytes read), ``length`` (how many)
+    and ``total_size`` (the file's size)."""
 
     success: bool
     path: str
@@ -24,6 +28,9 @@ class ReadFileResult(Model):
     is_binary: bool
     mime_type: str
     size: int
+    offset: int | None = None
+    length: int | None = None
+    total_size: int | None = None
 
 
 class WriteFileResult(Model):
@@ -113,10 +120,16 @@ class FileStreamEvent(Model, tag_field="type"):
 
 
 class FileMetadataEvent(FileStreamEvent, tag="metadata"):
+    """``size`` is the file's size. Ours, on a ranged or tail stream only: ``offset`` and
+    ``length`` (the bytes the stream sends) and ``total_size`` (the file's size, as ``size``)."""
+
     mime_type: str
     size: int
     is_binary: bool
     encoding: Encoding
+    offset: int | None = None
+    length: int | None = None
+    total_size: int | None = None
 
 
 class FileChunkEvent(FileStreamEvent, tag="chunk"):
