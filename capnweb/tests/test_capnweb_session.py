@@ -4,7 +4,9 @@ errors, map, the end of a session, and what a hostile peer's messages do."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from typing import Any
 
 import pytest
@@ -32,6 +34,12 @@ class Counter(RpcTarget):
 
     def __rpc_dispose__(self) -> None:
         Counter.disposed += 1
+
+
+class Held:
+    """Something a call's frame holds (weakly referenced by the test)."""
+
+    last: weakref.ref[Held] | None = None
 
 
 class Api(RpcTarget):
@@ -81,6 +89,15 @@ class Api(RpcTarget):
 
     def crash(self) -> None:
         raise ValueError("python error")
+
+    async def failHolding(self) -> None:
+        held = Held()  # a local of the failing call's frame, as a large argument would be
+        Held.last = weakref.ref(held)
+        try:
+            await asyncio.sleep(0)
+            raise KeyError("inner")
+        except KeyError:
+            raise RpcError("Error", "failed while holding something") from None
 
     def listUsers(self) -> list[dict[str, Any]]:
         return [{"name": "ann"}, {"name": "bob"}]
@@ -228,6 +245,17 @@ async def test_tables_do_not_grow_over_10000_calls(pair: Pair) -> None:
         await pair.api.callMe(lambda x: x, 1)
     await pair.settle()
     assert (pair.client.stats(), pair.server.stats()) == before
+
+
+async def test_a_failed_call_waiting_for_its_pull_keeps_its_error_not_its_frames(pair: Pair) -> None:
+    # the export of a call lives until the peer pulls and releases it; its error must not keep
+    # the frames it was raised through, and with them the call's arguments and locals
+    promise = pair.api.failHolding()
+    await pair.settle()
+    gc.collect()
+    assert Held.last is not None and Held.last() is None
+    with pytest.raises(RpcError, match="failed while holding something"):
+        await promise
 
 
 async def test_releasing_an_unfinished_call_cancels_it(pair: Pair) -> None:

@@ -48,9 +48,25 @@ _DETACHED: set[asyncio.Task[Any]] = set()
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
-    """Mark a future's exception as seen (a session ends many futures nobody awaits)."""
-    if not fut.cancelled():
-        fut.exception()
+    """Mark a future's exception as seen (a session ends many futures nobody awaits), and let
+    go of the frames it was raised through: a failed call's future lives in the exports table
+    until the peer releases it, and those frames hold the call's arguments (megabytes, for a
+    large one). What is sent of an error is its name, message and properties."""
+    if not fut.cancelled() and (exc := fut.exception()) is not None:
+        _drop_frames(exc)
+
+
+def _drop_frames(exc: BaseException) -> None:
+    """Clear the traceback of ``exc`` and of every exception it was raised from or during."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        todo += [current.__cause__, current.__context__]
 
 
 class Import:

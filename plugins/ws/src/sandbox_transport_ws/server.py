@@ -44,6 +44,7 @@ from sandbox_core.contract.routes import TABLE
 from sandbox_core.edge import load_token
 from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.json_batches import split_long_list
+from sandbox_core.memory import trim_after
 from sandbox_core.router import EventStream, Reply, Router, RouteRequest, Target, stream_error_event
 from sandbox_core.transport import ServerContext, ServerMount
 
@@ -370,6 +371,7 @@ class Connection:
     # requests -----------------------------------------------------------------------------------
 
     async def run(self, rid: FrameId, target: Target, request: RouteRequest) -> None:
+        size = len(request.body) if isinstance(request.body, memoryview) else 0
         try:
             outcome = await self.app.router.run(target, request)
             del request
@@ -383,6 +385,8 @@ class Connection:
             log.error("ws.request_failed", conn=self.number, path=target.op.qualname, error=repr(exc), exc_info=exc)
             with contextlib.suppress(Closed):
                 await self.queue.put(error_frame(INTERNAL_ERROR, "Internal server error", rid, status=500))
+        finally:
+            trim_after(size)  # a large request's memory goes back to the system once it is done
 
     async def pump(self, rid: FrameId, stream: EventStream) -> None:
         """Each event as a ``stream`` frame, then the final ``response``. Each frame waits for room
