@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from helpers_files import files_registry
 
 from sandbox_core.errors import SandboxError
-from sandbox_core.plugins import Hooks, make_plugin_manager
 from sandbox_core.registry import ServiceRegistry
 from sandbox_services.files.ranges import TailScan
 
@@ -20,11 +20,9 @@ MiB = 1024 * 1024
 
 @pytest.fixture
 async def registry(tmp_path: Path) -> AsyncIterator[ServiceRegistry]:
-    specs = Hooks(make_plugin_manager()).services()
     workspace = tmp_path / "workspace"
     workspace.mkdir()
-    reg = ServiceRegistry(specs, settings={}, workspace=str(workspace))
-    await reg.start()
+    reg = await files_registry(workspace)
     try:
         yield reg
     finally:

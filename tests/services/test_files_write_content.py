@@ -4,7 +4,6 @@ registry, with only the files service (absolute paths need no session)."""
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import os
@@ -15,21 +14,12 @@ from typing import Any
 
 import pybase64
 import pytest
+from helpers_files import files_registry
 
 from sandbox_core.errors import SandboxError
-from sandbox_core.plugins import Hooks, make_plugin_manager
 from sandbox_core.registry import ServiceRegistry
-from sandbox_services.files import FilesSettings
 
 MiB = 1024 * 1024
-
-
-async def files_registry(workspace: Path, **settings: Any) -> ServiceRegistry:
-    # the files service alone: it requires the sessions service (for relative paths), left out here
-    files = dataclasses.replace(Hooks(make_plugin_manager()).services()["files"], requires=())
-    reg = ServiceRegistry({"files": files}, settings={"files": FilesSettings(**settings)}, workspace=str(workspace))
-    await reg.start()
-    return reg
 
 
 @pytest.fixture
