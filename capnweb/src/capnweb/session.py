@@ -65,7 +65,7 @@ def _drop_frames(exc: BaseException) -> None:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        current.__traceback__ = None
+        current.with_traceback(None)
         todo += [current.__cause__, current.__context__]
 
 
