@@ -96,6 +96,33 @@ def render() -> str:
         "The last column says what of a route is ours, not upstream's (the README's section on where",
         "we differ from upstream tells how each behaves).",
         "",
+        "## Probes and metrics (transport `http`, ours)",
+        "",
+        "With a token configured, the probes (`sandbox_core.edge.PROBES`) need none; everything else does.",
+        "",
+    ]
+    lines += _table(
+        ["method", "path", "token", "answer"],
+        [
+            [
+                "GET",
+                "`/api/ready`",
+                "not needed",
+                'readiness: 200 `{"success": true, "status": "ready", "timestamp": ...}` while the server serves; '
+                "503 `SHUTTING_DOWN` from the moment it begins to shut down (for `server.drain_delay` seconds it "
+                "still serves everything else)",
+            ],
+            [
+                "GET",
+                "`/api/ping`",
+                "not needed",
+                "liveness: with the token (or none configured) the `utils.ping` answer; without it "
+                '`{"success": true, "status": "healthy", "message": "pong", "timestamp": ...}` and nothing more',
+            ],
+        ],
+    )
+    lines += [
+        "",
         "## WebSocket and RPC endpoints",
         "",
         "Served by the other transports, when they are installed and enabled (a WebSocket upgrade to",

@@ -346,6 +346,9 @@ class ServiceRegistry:
         self._ops: dict[tuple[str, str], Operation] = {}
         #: this run of the services: 16 random hex digits, new at every server start
         self.runtime_id = uuid.uuid4().hex[:16]
+        #: the server has begun to shut down (SIGTERM): readiness answers 503 from then on, while
+        #: requests already running go on (set before :attr:`closing`)
+        self.draining = False
         #: the services are being stopped (:meth:`aclose` has begun)
         self.closing = False
         #: SIGTERM to SIGKILL, in seconds, for the processes a service ends while it stops

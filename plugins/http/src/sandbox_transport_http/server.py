@@ -18,8 +18,10 @@ from urllib.parse import parse_qsl
 import msgspec
 import structlog
 
+from sandbox_core.clock import now_iso
 from sandbox_core.config import ConfigError
 from sandbox_core.contract.routes import TABLE
+from sandbox_core.edge import ANONYMOUS
 from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.intake import ByteBudget, Hold, read_body
 from sandbox_core.json_batches import LongList, split_long_list
@@ -55,6 +57,8 @@ SSE_RAW_HEADERS = [
 ]
 
 _encoder = msgspec.json.Encoder()
+#: The probes the http transport answers itself (readiness; liveness asked without the token).
+PROBE_PATHS = frozenset({"/api/ready", "/api/ping"})
 
 
 class Response:
@@ -250,6 +254,10 @@ class HttpApp:
             return OPTIONS_RESPONSE
         if method == "GET" and request.path == "/":
             return ROOT_RESPONSE
+        if method == "GET" and request.path in PROBE_PATHS:
+            probe = self.probe(request)
+            if probe is not None:
+                return probe
         target = self.router.match(method, request.path)
         if isinstance(target, Reply):
             return json_response(target.body, target.status)
@@ -263,6 +271,23 @@ class HttpApp:
         if isinstance(outcome, EventStream):
             return SSEResponse(outcome.events, outcome.first, self.settings.sse_heartbeat_s)
         return json_response(outcome.body, outcome.status)
+
+    def probe(self, request: Request) -> JSONResponse | None:
+        """Readiness (``GET /api/ready``): 200 while the server serves, 503 ``SHUTTING_DOWN``
+        from the moment it begins to shut down. Liveness (``GET /api/ping``) asked without the
+        server's token (the edge lets probes through, :data:`sandbox_core.edge.PROBES`): up, and
+        nothing more (no ``runtimeId``); with the token (or none configured) it is the ``utils.ping``
+        operation (None: the route answers)."""
+        if request.path == "/api/ready":
+            if self.registry.draining:
+                return error_response(
+                    SandboxError(ErrorCode.SHUTTING_DOWN, "The server is shutting down: it takes no new work")
+                )
+            return JSONResponse(_encoder.encode({"success": True, "status": "ready", "timestamp": now_iso()}), 200)
+        if request.scope.get(ANONYMOUS):
+            body = {"success": True, "status": "healthy", "message": "pong", "timestamp": now_iso()}
+            return JSONResponse(_encoder.encode(body), 200)
+        return None
 
     async def read_body(self, request: Request) -> bytes | bytearray:
         """The whole body (:func:`sandbox_core.intake.read_body`): 413 before any of it is read
