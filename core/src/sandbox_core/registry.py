@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 from .errors import ErrorCode, SandboxError, not_found, validation_error
 from .memory import tune_malloc
+from .metrics import Metrics
 
 log = structlog.get_logger("sandbox.registry")
 
@@ -337,8 +338,12 @@ class ServiceRegistry:
         settings: Mapping[str, object],
         workspace: str,
         hooks: Hooks | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.specs = dict(specs)
+        #: this server's metrics (:mod:`sandbox_core.metrics`): services register what they
+        #: report there (off unless given: the server gives one as ``[server] metrics`` says)
+        self.metrics = metrics if metrics is not None else Metrics(enabled=False)
         self.workspace = workspace
         self._settings = dict(settings)
         self._hooks = hooks

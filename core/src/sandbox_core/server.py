@@ -22,6 +22,7 @@ from .config import Config, ConfigError, describe_setting, enabled_transports, s
 from .edge import ANONYMOUS, PROBES, EdgePolicy, header, is_loopback, load_token
 from .errors import SandboxError, not_found
 from .intake import ByteBudget
+from .metrics import Metrics
 from .plugins import Hooks, make_plugin_manager
 from .registry import ServiceRegistry
 from .router import announces_body
@@ -210,7 +211,11 @@ async def build_runtime(config: Config, pm: Any = None) -> Runtime:
         if name not in transport_specs:
             raise ConfigError(f"[transports.{name}]: unknown transport {name!r}; installed: {sorted(transport_specs)}")
     registry = ServiceRegistry(
-        service_specs, settings=service_settings(config, service_specs), workspace=config.workspace(), hooks=hooks
+        service_specs,
+        settings=service_settings(config, service_specs),
+        workspace=config.workspace(),
+        hooks=hooks,
+        metrics=Metrics(enabled=config.server.metrics),
     )
     await registry.start()
     budget = ByteBudget(config.server.max_body_bytes_total, config.server.body_wait_timeout)
