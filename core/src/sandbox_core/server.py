@@ -226,7 +226,12 @@ async def build_runtime(config: Config, pm: Any = None) -> Runtime:
             if spec.server is None:
                 raise ConfigError(f"server.transports: transport {name!r} has no server side")
             ctx = ServerContext(
-                registry, settings[name], config, budget=budget, body_timeout=config.server.body_timeout
+                registry,
+                settings[name],
+                config,
+                budget=budget,
+                body_timeout=config.server.body_timeout,
+                metrics=registry.metrics,
             )
             mounts[name] = spec.server(ctx)
     except BaseException:

@@ -25,7 +25,7 @@ from sandbox_core.edge import ANONYMOUS
 from sandbox_core.errors import ErrorCode, SandboxError, not_found
 from sandbox_core.intake import ByteBudget, Hold, read_body
 from sandbox_core.json_batches import LongList, split_long_list
-from sandbox_core.metrics import CONNECTIONS, TRANSPORT
+from sandbox_core.metrics import CONNECTIONS, TRANSPORT, Metrics
 from sandbox_core.registry import ServiceRegistry
 from sandbox_core.router import EventStream, Reply, Router, RouteRequest, announces_body, stream_error_event
 from sandbox_core.sse import encode_event
@@ -227,13 +227,14 @@ class HttpApp:
         settings: HttpSettings,
         budget: ByteBudget | None = None,
         body_timeout: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.registry = registry
         self.settings = settings
         self.budget = budget if budget is not None else ByteBudget()
         self.body_timeout = body_timeout
         self.router = Router(registry, TABLE)
-        self.metrics = registry.metrics
+        self.metrics = metrics if metrics is not None else Metrics(enabled=False)
         self.in_flight = 0  # requests being answered (sandbox_open_connections{transport="http"})
         self.metrics.source(CONNECTIONS, lambda: [(("http",), self.in_flight)])
         self.bytes_in = self.metrics.byte_counter("http", "in")
@@ -414,5 +415,5 @@ def make_server(ctx: ServerContext) -> ServerMount:
             f"{budget.setting} ({budget.total}) is below transports.http.max_body_bytes "
             f"({settings.max_body_bytes}): the largest body could never be read"
         )
-    app = HttpApp(ctx.registry, settings, budget, ctx.body_timeout)
+    app = HttpApp(ctx.registry, settings, budget, ctx.body_timeout, ctx.metrics)
     return ServerMount(app=app, http_paths=("/api/",), catch_all=True)

@@ -68,7 +68,7 @@ class RpcApp:
         self.sessions: set[RpcSession] = set()
         self.connections: set[asyncio.Future[None]] = set()
         self.closing = False
-        metrics = self.registry.metrics
+        metrics = ctx.metrics
         metrics.source(CONNECTIONS, lambda: [(("rpc",), len(self.connections))])
         self.bytes_in = metrics.byte_counter("rpc", "in")
         self.bytes_out = metrics.byte_counter("rpc", "out")

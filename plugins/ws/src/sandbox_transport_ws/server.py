@@ -45,7 +45,7 @@ from sandbox_core.edge import load_token
 from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.json_batches import split_long_list
 from sandbox_core.memory import trim_after
-from sandbox_core.metrics import CONNECTIONS, TRANSPORT
+from sandbox_core.metrics import CONNECTIONS, TRANSPORT, Metrics
 from sandbox_core.router import EventStream, Reply, Router, RouteRequest, Target, stream_error_event
 from sandbox_core.transport import ServerContext, ServerMount
 
@@ -431,14 +431,16 @@ class Connection:
 class WsApp:
     """The ASGI app of ``/ws`` and ``/api/ws``: one :class:`Connection` per socket."""
 
-    def __init__(self, registry: Any, settings: WsSettings, *, token: bool = False) -> None:
+    def __init__(
+        self, registry: Any, settings: WsSettings, *, token: bool = False, metrics: Metrics | None = None
+    ) -> None:
         self.router = Router(registry, TABLE)
         self.settings = settings
         self.token = token  # with a token, Authorization is a credential, never a session id
         self.connections: set[Connection] = set()
         self.closing = False
         self._numbers = itertools.count(1)
-        metrics = registry.metrics
+        metrics = metrics if metrics is not None else Metrics(enabled=False)
         metrics.source(CONNECTIONS, lambda: [(("ws",), len(self.connections))])
         self.bytes_in = metrics.byte_counter("ws", "in")
         self.bytes_out = metrics.byte_counter("ws", "out")
@@ -508,7 +510,8 @@ class Mount:
 
 def make_server(ctx: ServerContext) -> ServerMount:
     settings: WsSettings = ctx.settings if ctx.settings is not None else WsSettings()
-    mount = Mount(WsApp(ctx.registry, settings, token=_has_token(ctx.config)), PtyEndpoint(ctx.registry))
+    routes = WsApp(ctx.registry, settings, token=_has_token(ctx.config), metrics=ctx.metrics)
+    mount = Mount(routes, PtyEndpoint(ctx.registry))
     return ServerMount(
         app=mount,
         websocket_paths=(*PATHS, PTY_PATH),
