@@ -639,6 +639,36 @@ async def exec_echo(ctx: Ctx) -> dict[str, float]:
     }
 
 
+@figure(
+    Metric("exec_metrics_on", "session exec `echo hi`, metrics on (the default), median", "ms"),
+    Metric("exec_metrics_off", "session exec `echo hi`, a server with `metrics = false`, median", "ms"),
+    Metric("exec_metrics_on_over_off", "session exec `echo hi`, metrics on over off", "x", target=1.05),
+)
+async def exec_metrics(ctx: Ctx) -> dict[str, float]:
+    """What the metrics cost an exec: the same calls on this server (metrics on) and on a second
+    one with ``[server] metrics = false``, same transport and client class, interleaved in rounds
+    so that both see the same machine (as :func:`exec_and_floors`)."""
+    sid = "bench-metrics"
+    warmup, timed, rounds = ctx.n(200), ctx.n(2000), 10
+    per = max(timed // rounds, 1)
+    on: list[float] = []
+    off: list[float] = []
+    with ServerProcess(transports=[ctx.transport], config={"server": {"metrics": False}}) as quiet:
+        async with Sandbox(quiet.url, transport=ctx.transport) as off_sb:
+            for client in (ctx.sb, off_sb):
+                await client.create_session(sid)
+                await timed_execs(client, sid, warmup)
+            for _ in range(rounds):
+                on += await timed_execs(ctx.sb, sid, per)
+                off += await timed_execs(off_sb, sid, per)
+    await ctx.sb.delete_session(sid)
+    return {
+        "exec_metrics_on": statistics.median(on),
+        "exec_metrics_off": statistics.median(off),
+        "exec_metrics_on_over_off": statistics.median(on) / statistics.median(off),
+    }
+
+
 def ws_floor_metrics(transport: str) -> tuple[Metric, ...]:
     """The metrics of :func:`exec_over_ws_floor` for ``transport``."""
     t = transport

@@ -43,6 +43,7 @@ from sandbox_core.contract.models.interpreter import (
     LanguageName,
 )
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
+from sandbox_core.metrics import CONTEXTS, Reading
 from sandbox_core.registry import ServiceContext, WireName, operation
 
 from ..cgroups import CgroupTree, open_tree
@@ -108,11 +109,19 @@ def kind_of(language: Language) -> str:
 
 
 class InterpreterService:
+    def _by_language(self) -> Reading:
+        """The contexts held, by language (each language, 0 included), for ``sandbox_interpreter_contexts``."""
+        counts = dict.fromkeys(self._pools, 0)
+        for state in list(self.contexts.values()):
+            counts[state.language] = counts.get(state.language, 0) + 1
+        return [((language,), count) for language, count in counts.items()]
+
     def __init__(self, ctx: ServiceContext) -> None:
         self.settings: InterpreterSettings = ctx.settings
         self.workspace = ctx.workspace
         self.log = ctx.log
         self.contexts: dict[str, CodeContextState] = {}
+        ctx.registry.metrics.source(CONTEXTS, self._by_language)
         self._pools: dict[str, list[Executor]] = {"python": [], "node": []}
         self._filling: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
