@@ -156,3 +156,23 @@ def test_default_transports_are_every_installed_one(tmp_path: Path) -> None:
     installed = Hooks(make_plugin_manager()).transports()
     config = load_config(write(tmp_path, ""))
     assert enabled_transports(config, installed) == sorted(installed)
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"), [("1", True), ("true", True), ("YES", True), ("0", False), ("no", False)]
+)
+def test_allow_unauthenticated_from_the_environment(tmp_path: Path, value: str, allowed: bool) -> None:
+    config = load_config(
+        write(tmp_path, "[server]\nallow_unauthenticated = true\n" if not allowed else ""),
+        env={"SANDBOX_ALLOW_UNAUTHENTICATED": value},
+    )
+    assert config.server.allow_unauthenticated is allowed
+    assert config.origins == {"server.allow_unauthenticated": "SANDBOX_ALLOW_UNAUTHENTICATED"}
+
+
+def test_allow_unauthenticated_from_the_environment_is_validated(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"server.allow_unauthenticated \(from SANDBOX_ALLOW_UNAUTHENTICATED\).*'maybe'"
+    ):
+        load_config(write(tmp_path, ""), env={"SANDBOX_ALLOW_UNAUTHENTICATED": "maybe"})
+    assert load_config(write(tmp_path, ""), env={"SANDBOX_ALLOW_UNAUTHENTICATED": ""}).origins == {}

@@ -160,6 +160,7 @@ async def test_token_from_env_and_file(sandbox_server_factory: ServerFactory, tm
     ("server", "message"),
     [
         ({"host": "0.0.0.0"}, "no token is set"),
+        ({"host": "0.0.0.0"}, "server.allow_unauthenticated = true or SANDBOX_ALLOW_UNAUTHENTICATED=1"),
         ({"token": ""}, "server.token is empty"),
         ({"token": "a", "token_file": "/nonexistent"}, "both set"),
         ({"token_file": "/nonexistent/token"}, "cannot read"),
@@ -181,6 +182,33 @@ def test_non_loopback_without_token_starts_when_allowed() -> None:
     try:
         answer = raw_request(proc.port, b"GET /api/ping HTTP/1.1\r\nHost: anything.example\r\n\r\n", read_timeout=2)
         assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    finally:
+        proc.stop()
+
+
+def test_non_loopback_without_token_starts_with_the_environment_variable() -> None:
+    """SANDBOX_ALLOW_UNAUTHENTICATED=1 (the container's way) does what the setting does; a value
+    that is not a yes or a no stops start-up naming the variable."""
+    proc = ServerProcess(
+        config={"server": {"host": "0.0.0.0"}},
+        startup_timeout=20,
+        env={"SANDBOX_TOKEN": "", "SANDBOX_ALLOW_UNAUTHENTICATED": "1"},
+    )
+    proc.start()
+    try:
+        answer = raw_request(proc.port, b"GET /api/ping HTTP/1.1\r\nHost: anything.example\r\n\r\n", read_timeout=2)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    finally:
+        proc.stop()
+    proc = ServerProcess(
+        config={"server": {"host": "0.0.0.0"}},
+        startup_timeout=20,
+        env={"SANDBOX_TOKEN": "", "SANDBOX_ALLOW_UNAUTHENTICATED": "maybe"},
+    )
+    with pytest.raises(RuntimeError):
+        proc.start()
+    try:
+        assert any("(from SANDBOX_ALLOW_UNAUTHENTICATED)" in line for line in proc.log), list(proc.log)[-5:]
     finally:
         proc.stop()
 

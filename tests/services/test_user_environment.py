@@ -4,6 +4,9 @@ tests/terminals/test_pty_environment.py; interpreter contexts: tests/interpreter
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import httpx
 
 from sandbox_core import Sandbox
@@ -46,5 +49,20 @@ async def test_user_code_never_sees_the_token(sandbox_server_factory: type[Serve
                 logs += event.data
         assert logs.rstrip("\n") == EXPECTED
     # the token still guards the server
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        assert (await http.post("/api/execute", json={"command": "true"})).status_code == 401
+
+
+async def test_the_token_is_not_in_the_servers_proc_environ(sandbox_server_factory: type[ServerProcess]) -> None:
+    """``/proc/<server>/environ`` (what ``ps e`` and ``cat /proc/1/environ`` in a container
+    print) shows SANDBOX_TOKEN blanked; the server still requires and accepts the token."""
+    server = sandbox_server_factory(env={**SERVER_VARS, **PASSED_ON})
+    environ = (await asyncio.to_thread(Path(f"/proc/{server.pid}/environ").read_bytes)).split(b"\0")
+    assert b"SANDBOX_TOKEN=" in environ  # the name stays, its value is gone
+    assert TOKEN.encode() not in b"\0".join(environ)
+    assert b"SBX_USER_VAR=kept" in environ  # the rest of it is left alone
+    async with Sandbox(server.url, transport="http", token=TOKEN) as sb:
+        probe = await sb.exec(f"cat /proc/{server.pid}/environ | tr '\\0' '\\n' | grep -c {TOKEN} || true")
+        assert probe.stdout.strip() == "0"  # user code listing the server's environment: no token
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         assert (await http.post("/api/execute", json={"command": "true"})).status_code == 401

@@ -34,8 +34,9 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from .server import serve
+    from .server import hide_from_proc_environ, serve
 
+    hide_from_proc_environ({"SANDBOX_TOKEN"})  # the token is not in /proc/<server>/environ (ps e)
     ready_fd: int | None = args.ready_fd
     if ready_fd is not None:
         try:

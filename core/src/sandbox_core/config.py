@@ -34,6 +34,12 @@ ENV_OVERRIDES = (
     ("client.token", "SANDBOX_TOKEN"),  # the server reads SANDBOX_TOKEN itself (sandbox_core.edge)
 )
 
+#: (setting, environment variable that overrides it) for yes/no settings: ``1``, ``true`` or
+#: ``yes`` turn it on, ``0``, ``false`` or ``no`` off (any case); anything else is an error
+#: naming the variable. An empty variable is the same as an unset one.
+BOOL_ENV_OVERRIDES = (("server.allow_unauthenticated", "SANDBOX_ALLOW_UNAUTHENTICATED"),)
+_TRUE, _FALSE = frozenset({"1", "true", "yes"}), frozenset({"0", "false", "no"})
+
 
 #: The environment variables the server itself reads (its configuration, its token, its plugin
 #: switches): never passed on to the code it runs for users (see :func:`user_environment`).
@@ -41,6 +47,7 @@ SERVER_ENVIRONMENT = frozenset(
     {
         "SANDBOX_CONFIG",
         "SANDBOX_TOKEN",
+        "SANDBOX_ALLOW_UNAUTHENTICATED",
         "SANDBOX_TRANSPORT",
         "SANDBOX_URL",
         "SANDBOX_DISABLED_PLUGINS",
@@ -232,6 +239,13 @@ def load_config(
     for key, var in ENV_OVERRIDES:
         if env.get(var):
             _set(data, key, env[var])
+            origins[key] = var
+    for key, var in BOOL_ENV_OVERRIDES:
+        raw = env.get(var, "").strip().lower()
+        if raw:
+            if raw not in _TRUE | _FALSE:
+                raise ConfigError(f"{key} (from {var}): expected 1, true, yes, 0, false or no, got {env[var]!r}")
+            _set(data, key, raw in _TRUE)
             origins[key] = var
     for key, (origin, value) in (overrides or {}).items():
         _set(data, key, value)

@@ -8,9 +8,10 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -155,6 +156,33 @@ def _quiet_cancellation(loop: asyncio.AbstractEventLoop, context: dict[str, Any]
     loop.default_exception_handler(context)
 
 
+def hide_from_proc_environ(names: Collection[str]) -> list[str]:
+    """Blank the values of ``names`` in this process's initial environment block, the memory
+    ``/proc/<pid>/environ`` (and ``ps e``) shows, so that the token is not printed by user code
+    that lists every process's environment. ``os.environ`` (a copy made at start-up) keeps
+    them. This is against accidental disclosure only: code running as the same user can still
+    read the server's memory. Returns the names blanked; nothing where ``/proc`` is missing."""
+    try:
+        stat = Path("/proc/self/stat").read_bytes()
+        fields = stat[stat.rindex(b")") + 2 :].split()  # from field 3 (state) on
+        env_start, env_end = int(fields[47]), int(fields[48])  # fields 50 and 51
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(env_start)
+            block = mem.read(env_end - env_start)
+            blanked = []
+            offset = 0
+            for entry in block.split(b"\0"):
+                name, sep, value = entry.partition(b"=")
+                if sep and value and name.decode(errors="replace") in names:
+                    mem.seek(env_start + offset + len(name) + 1)
+                    mem.write(b"\0" * len(value))
+                    blanked.append(name.decode())
+                offset += len(entry) + 1
+            return blanked
+    except (OSError, ValueError, IndexError):
+        return []
+
+
 @dataclass
 class Runtime:
     """Everything a running server holds; built by :func:`build_runtime`."""
@@ -180,8 +208,8 @@ def edge_policy(config: Config, env: Mapping[str, str] | None = None) -> EdgePol
     if token is None and not is_loopback(server.host) and not server.allow_unauthenticated:
         raise ConfigError(
             f"server.host = {server.host!r} is reachable from other machines and no token is set: set "
-            "server.token, server.token_file or SANDBOX_TOKEN (or server.allow_unauthenticated = true "
-            "if the network around the sandbox is trusted)"
+            "server.token, server.token_file or SANDBOX_TOKEN (or, if only trusted peers can reach the "
+            "sandbox, server.allow_unauthenticated = true or SANDBOX_ALLOW_UNAUTHENTICATED=1)"
         )
     return EdgePolicy.build(
         bind_host=server.host, token=token, allowed_hosts=server.allowed_hosts, allowed_origins=server.allowed_origins
