@@ -68,6 +68,24 @@ def test_ci_installs_the_wheels_before_the_tests() -> None:
     assert (ROOT / ".ci" / "wheels").stat().st_mode & 0o111  # executable
 
 
+def test_ci_builds_and_runs_the_image_after_the_tests() -> None:
+    run = (ROOT / ".ci" / "run").read_text()
+    assert ".ci/container" in run and run.index('bash -c "$test_cmd"') < run.rindex(".ci/container")
+    assert (ROOT / ".ci" / "container").stat().st_mode & 0o111  # executable
+
+
+def test_the_image_defaults() -> None:
+    """The Containerfile: a base any engine resolves (no registry host named), never root, the
+    server as PID 1 behind the entry point, SIGTERM to stop, the readiness route as health."""
+    text = (ROOT / "Containerfile").read_text()
+    assert "ARG BASE=debian:bookworm-slim\n" in text
+    assert "\nUSER 1000:1000\n" in text and "\nSTOPSIGNAL SIGTERM\n" in text
+    assert "/api/ready" in text.split("HEALTHCHECK", 1)[1].split("ENTRYPOINT", 1)[0]
+    assert 'CMD ["/opt/sandbox/bin/sandbox", "serve", "--host", "0.0.0.0", "--port", "3000"]' in text
+    entrypoint = (ROOT / "deploy" / "container" / "entrypoint").read_text()
+    assert entrypoint.rstrip().endswith('exec "$@"')
+
+
 def test_the_pytest_plugin_is_opt_in(tmp_path: Path) -> None:
     """Installing sandbox-core changes no other project's tests: its fixtures (and its
     ``anyio_backend``) arrive only with ``-p sandbox_core.testing.plugin``."""

@@ -1,0 +1,125 @@
+"""CI (.ci/container): drive the server in the container with our Python client, from outside.
+
+    SANDBOX_TOKEN=... python3 .ci/container_drive.py URL [--metrics]
+
+On every transport (http, ws, rpc): a command (``id -u`` is 1000), a file round trip, a
+background process with its logs, a Python context; then, through a command run by the
+server, the token is in no environment user code can list (``/proc/1/environ``, ``ps e``), and
+an orphan that exits is reaped (no zombie); ``GET /api/ready`` is 200 without the token; with
+``--metrics``, ``GET /metrics`` parses with prometheus-client's parser. Last, it leaves work
+running for the stop check (a background process, a Python context, a session's command). Prints
+a line per check; exits non-zero at the first failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import urllib.request
+
+from sandbox_core import Sandbox
+from sandbox_core.contract.models.interpreter import CodeResultEvent, CodeStdoutEvent
+
+TRANSPORTS = ("http", "ws", "rpc")
+
+
+def check(cond: bool, what: str) -> None:
+    if not cond:
+        raise SystemExit(f"container-drive: FAILED: {what}")
+
+
+async def drive(url: str, token: str, transport: str) -> None:
+    async with Sandbox(url, transport=transport, token=token) as sb:
+        sid = f"py-{transport}"
+        r = await sb.exec("id -u", session_id=sid)
+        check(r.exit_code == 0 and r.stdout.strip() == "1000", f"{transport}: id -u: {r}")
+        path = f"/workspace/py-{transport}.txt"
+        await sb.files.write(path, f"round trip over {transport} ✓\n", session_id=sid)
+        got = (await sb.files.read(path, session_id=sid)).content
+        check(got == f"round trip over {transport} ✓\n", f"{transport}: file read back {got!r}")
+        pid = f"py-bg-{transport}"
+        await sb.processes.start("echo out; echo err >&2", process_id=pid, session_id=sid)
+        async for _ in sb.processes.stream_logs(pid):
+            pass
+        logs = await sb.processes.logs(pid)
+        check((logs.stdout, logs.stderr) == ("out\n", "err\n"), f"{transport}: process logs {logs}")
+        ctx = await sb.interpreter.create_context("python")
+        printed, results = [], []
+        async for event in sb.interpreter.run_code("import os\nprint(os.getuid())\n6 * 7", context_id=ctx.context_id):
+            if isinstance(event, CodeStdoutEvent):
+                printed.append(event.text)
+            elif isinstance(event, CodeResultEvent):
+                results.append(event.text)
+        check("".join(printed) == "1000\n" and "42" in results, f"{transport}: python context {printed} {results}")
+        await sb.interpreter.delete_context(ctx.context_id)
+        print(f"container-drive: {transport}: command, file round trip, background process, python context: ok")
+
+
+async def token_out_of_reach(url: str, token: str) -> None:
+    """The token is in no environment user code can list: its own, the server's
+    (``/proc/1/environ``, blanked by the server at start) or any process's (``ps e``). (Its
+    memory is another matter: see the README's "Run it in a container".)"""
+    async with Sandbox(url, transport="http", token=token) as sb:
+        r = await sb.exec("cat /proc/1/environ", session_id="secrets")
+        check(r.exit_code == 0 and "SANDBOX_TOKEN=\0" in r.stdout, f"/proc/1/environ: {r}")
+        check(token not in r.stdout, "the token is in /proc/1/environ")
+        r = await sb.exec("env; cat /proc/self/environ; ps -eww e -o args", session_id="secrets")
+        check(r.exit_code == 0 and token not in r.stdout, "the token is in user code's environment or ps e")
+        print("container-drive: the token is not in /proc/1/environ, ps e, or user code's environment: ok")
+
+
+async def orphans_are_reaped(url: str, token: str) -> None:
+    """PID 1 is the server: an orphan that exits (its parent gone first) is reaped, no zombie."""
+    async with Sandbox(url, transport="http", token=token) as sb:
+        script = (
+            "(setsid sleep 0.3 &); sleep 0.5; "
+            "for i in $(seq 50); do z=$(ps -eo stat=,pid=,comm= | awk '$1 ~ /^Z/'); "
+            '[ -z "$z" ] && break; sleep 0.2; done; '
+            'echo "zombies:[$z]"'
+        )
+        r = await sb.exec(script, session_id="orphans")
+        check(r.stdout.strip() == "zombies:[]", f"an orphan was not reaped: {r.stdout!r}")
+        print("container-drive: an orphan that exits is reaped by PID 1 (the server): ok")
+
+
+def probes(url: str, token: str, metrics: bool) -> None:
+    with urllib.request.urlopen(f"{url}/api/ready", timeout=10) as resp:  # no token: a probe
+        check(resp.status == 200, f"/api/ready answered {resp.status}")
+    print("container-drive: GET /api/ready (no token): 200")
+    if not metrics:
+        return
+    from prometheus_client.parser import text_string_to_metric_families
+
+    req = urllib.request.Request(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        text = resp.read().decode()
+    names = [family.name for family in text_string_to_metric_families(text)]
+    check(any(name.startswith("sandbox_") for name in names), f"/metrics has no sandbox_ metric: {names}")
+    print(f"container-drive: GET /metrics: {len(names)} metric families parse")
+
+
+async def leave_work_running(url: str, token: str) -> None:
+    """For the stop check: what SIGTERM must end."""
+    async with Sandbox(url, transport="http", token=token) as sb:
+        await sb.processes.start("sleep 600", process_id="left-running", session_id="stop")
+        await sb.processes.start("(setsid sleep 600 &) ; sleep 600", process_id="left-orphan", session_id="stop")
+        await sb.processes.start(argv=["bash", "-i"], pty=(24, 80), process_id="left-terminal")  # util-linux setsid
+        await sb.interpreter.create_context("python")
+        await sb.interpreter.create_context("javascript")
+        r = await sb.exec("ps -eo uid=,comm= | sort | uniq -c", session_id="stop")
+        print(f"container-drive: left running for the stop check:\n{r.stdout.rstrip()}")
+
+
+async def main() -> None:
+    url, token = sys.argv[1], os.environ["SANDBOX_TOKEN"]
+    for transport in TRANSPORTS:
+        await drive(url, token, transport)
+    await token_out_of_reach(url, token)
+    await orphans_are_reaped(url, token)
+    probes(url, token, "--metrics" in sys.argv[2:])
+    await leave_work_running(url, token)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
