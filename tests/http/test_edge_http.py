@@ -102,7 +102,7 @@ async def test_token_is_required_on_every_route(sandbox_server_factory: ServerFa
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         for method, path, body in [
             ("POST", "/api/execute", {"command": "echo hi"}),
-            ("GET", "/api/ping", None),
+            ("GET", "/api/version", None),  # GET /api/ping and /api/ready are probes: tests/http/test_probes.py
             ("POST", "/api/execute/stream", {"command": "echo hi"}),
             ("GET", "/api/process/list", None),
             ("POST", "/api/utils/ping", {}),
@@ -148,12 +148,12 @@ async def test_token_from_env_and_file(sandbox_server_factory: ServerFactory, tm
     token_file.write_text("from-file\n")
     server = sandbox_server_factory(config={"server": {"token_file": str(token_file)}})
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        assert (await http.get("/api/ping", headers={"Authorization": "Bearer from-file"})).status_code == 200
-        assert (await http.get("/api/ping")).status_code == 401
+        assert (await http.get("/api/version", headers={"Authorization": "Bearer from-file"})).status_code == 200
+        assert (await http.get("/api/version")).status_code == 401
     server = sandbox_server_factory(env={"SANDBOX_TOKEN": "from-env"})
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        assert (await http.get("/api/ping", headers={"Authorization": "Bearer from-env"})).status_code == 200
-        assert (await http.get("/api/ping")).status_code == 401
+        assert (await http.get("/api/version", headers={"Authorization": "Bearer from-env"})).status_code == 200
+        assert (await http.get("/api/version")).status_code == 401
 
 
 @pytest.mark.parametrize(

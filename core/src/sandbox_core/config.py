@@ -69,6 +69,10 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     transports: list[str] | None = None
     log_level: LogLevel = "info"
     shutdown_timeout: Annotated[float, Meta(ge=0)] = 5.0
+    # from SIGTERM, readiness (GET /api/ready) answers 503 while the server keeps serving for this
+    # long, so that a load balancer stops sending before connections close; then shutdown_timeout
+    drain_delay: Annotated[float, Meta(ge=0, le=3600)] = 0.0
+    metrics: bool = True  # GET /metrics (Prometheus text format) and what it counts
     # the edge (sandbox_core.edge): who may talk to the server, and how long a connection may idle
     token: str | None = None  # SANDBOX_TOKEN overrides it; never logged
     token_file: str | None = None  # a file whose first line is the token

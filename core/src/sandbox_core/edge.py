@@ -14,19 +14,36 @@ any transport sees the request).
 * **Token.** With a token configured, every request must carry ``Authorization: Bearer
   <token>`` (compared in constant time); the header is then a credential, no longer read as a
   session id. The token is never logged.
+* **Probes.** The routes in :data:`PROBES` (liveness and readiness, for a load balancer or
+  Kubernetes ``httpGet`` probes, which send no credential) need no token; Host and Origin are
+  checked as for any request. Without the token such a request is marked :data:`ANONYMOUS` in
+  its ASGI scope, and its answer says up or down and nothing more.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import ErrorCode, SandboxError
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+#: The (method, path) pairs of the http requests that need no token: liveness and readiness.
+PROBES: frozenset[tuple[str, str]] = frozenset({("GET", "/api/ping"), ("GET", "/api/ready")})
+#: The ASGI scope key set (True) on a probe that came without the token.
+ANONYMOUS = "sandbox.anonymous"
+
+
+def header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The value of the (ASGI) header ``name`` (lowercase), or None."""
+    for raw_name, raw_value in headers:
+        if raw_name.lower() == name:
+            return raw_value
+    return None
 
 
 def is_loopback(host: str) -> bool:
@@ -98,8 +115,9 @@ class EdgePolicy:
         origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
         return cls(token=token, allowed_hosts=hosts, allowed_origins=origins)
 
-    def check(self, headers: list[tuple[bytes, bytes]]) -> SandboxError | None:
-        """The error to answer a request with these (ASGI) headers, or None to let it through."""
+    def check(self, headers: Iterable[tuple[bytes, bytes]], *, token_exempt: bool = False) -> SandboxError | None:
+        """The error to answer a request with these (ASGI) headers, or None to let it through;
+        ``token_exempt`` (a request of :data:`PROBES`): no token needed, Host and Origin checked."""
         host = origin = authorization = None
         for raw_name, raw_value in headers:
             name = raw_name.lower()
@@ -125,7 +143,7 @@ class EdgePolicy:
                 f"Requests from web pages ({origin!r}) are not allowed on this server",
                 {"origin": origin, "setting": "server.allowed_origins"},
             )
-        if self.token is not None and not self.authorized(authorization):
+        if self.token is not None and not token_exempt and not self.authorized(authorization):
             return SandboxError(
                 ErrorCode.UNAUTHORIZED,
                 "Missing or wrong token: send `Authorization: Bearer <token>`",

@@ -380,6 +380,8 @@ class ErrorCode(StrEnum):
     OPENCODE_STARTUP_FAILED = "OPENCODE_STARTUP_FAILED", 503
     RPC_TRANSPORT_ERROR = "RPC_TRANSPORT_ERROR", 503, TransportError
     CONTAINER_UNAVAILABLE = "CONTAINER_UNAVAILABLE", 503, ContainerUnavailable
+    # ours: the readiness route's answer once the server has begun to shut down
+    SHUTTING_DOWN = "SHUTTING_DOWN", 503, ContainerUnavailable, "The server is stopping: send requests elsewhere"
     UNKNOWN_ERROR = "UNKNOWN_ERROR", 500
     INTERNAL_ERROR = "INTERNAL_ERROR", 500
     # the edge (ours: upstream has no authentication; see sandbox_core.edge)

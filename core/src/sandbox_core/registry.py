@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 from .errors import ErrorCode, SandboxError, not_found, validation_error
 from .memory import tune_malloc
+from .metrics import Metrics
 
 log = structlog.get_logger("sandbox.registry")
 
@@ -337,8 +338,12 @@ class ServiceRegistry:
         settings: Mapping[str, object],
         workspace: str,
         hooks: Hooks | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.specs = dict(specs)
+        #: this server's metrics (:mod:`sandbox_core.metrics`): services register what they
+        #: report there (off unless given: the server gives one as ``[server] metrics`` says)
+        self.metrics = metrics if metrics is not None else Metrics(enabled=False)
         self.workspace = workspace
         self._settings = dict(settings)
         self._hooks = hooks
@@ -346,6 +351,9 @@ class ServiceRegistry:
         self._ops: dict[tuple[str, str], Operation] = {}
         #: this run of the services: 16 random hex digits, new at every server start
         self.runtime_id = uuid.uuid4().hex[:16]
+        #: the server has begun to shut down (SIGTERM): readiness answers 503 from then on, while
+        #: requests already running go on (set before :attr:`closing`)
+        self.draining = False
         #: the services are being stopped (:meth:`aclose` has begun)
         self.closing = False
         #: SIGTERM to SIGKILL, in seconds, for the processes a service ends while it stops

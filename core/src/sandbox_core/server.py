@@ -19,9 +19,10 @@ from hypercorn.asyncio import serve as hypercorn_serve
 
 from . import hypercorn_fixes, memory
 from .config import Config, ConfigError, describe_setting, enabled_transports, service_settings, transport_settings
-from .edge import EdgePolicy, is_loopback, load_token
+from .edge import ANONYMOUS, PROBES, EdgePolicy, header, is_loopback, load_token
 from .errors import SandboxError, not_found
 from .intake import ByteBudget
+from .metrics import Metrics
 from .plugins import Hooks, make_plugin_manager
 from .registry import ServiceRegistry
 from .router import announces_body
@@ -97,10 +98,14 @@ class EdgeApp:
         if kind == "lifespan":
             await answer_lifespan(receive, send)
             return
-        refused = self.policy.check(scope.get("headers", ()))
+        headers = scope.get("headers", ())
+        probe = kind == "http" and (scope.get("method"), scope.get("path")) in PROBES
+        refused = self.policy.check(headers, token_exempt=probe)
         if refused is not None:
             await self.refuse(scope, refused, send)
             return
+        if probe and not self.policy.authorized(header(headers, b"authorization")):
+            scope[ANONYMOUS] = True  # a probe without the token: it learns up or down, nothing more
         if self.policy.token is not None:
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"authorization"]
         app = self.route(kind, scope.get("path", ""))
@@ -206,7 +211,11 @@ async def build_runtime(config: Config, pm: Any = None) -> Runtime:
         if name not in transport_specs:
             raise ConfigError(f"[transports.{name}]: unknown transport {name!r}; installed: {sorted(transport_specs)}")
     registry = ServiceRegistry(
-        service_specs, settings=service_settings(config, service_specs), workspace=config.workspace(), hooks=hooks
+        service_specs,
+        settings=service_settings(config, service_specs),
+        workspace=config.workspace(),
+        hooks=hooks,
+        metrics=Metrics(enabled=config.server.metrics),
     )
     await registry.start()
     budget = ByteBudget(config.server.max_body_bytes_total, config.server.body_wait_timeout)
@@ -217,7 +226,12 @@ async def build_runtime(config: Config, pm: Any = None) -> Runtime:
             if spec.server is None:
                 raise ConfigError(f"server.transports: transport {name!r} has no server side")
             ctx = ServerContext(
-                registry, settings[name], config, budget=budget, body_timeout=config.server.body_timeout
+                registry,
+                settings[name],
+                config,
+                budget=budget,
+                body_timeout=config.server.body_timeout,
+                metrics=registry.metrics,
             )
             mounts[name] = spec.server(ctx)
     except BaseException:
@@ -351,7 +365,10 @@ async def serve(
         """The trigger fired: transports close their connections (bounded), then hypercorn
         waits for what is left."""
         await trigger()
-        log.info("server.shutting_down")
+        runtime.registry.draining = True  # readiness answers 503 from now on
+        log.info("server.shutting_down", drain_delay=config.server.drain_delay)
+        if config.server.drain_delay:  # still serving, not ready: a load balancer stops sending
+            await asyncio.sleep(config.server.drain_delay)
         for mount in runtime.mounts:
             if mount.aclose is not None:
                 try:

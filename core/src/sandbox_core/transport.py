@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import msgspec
 
 from .intake import DEFAULT_BODY_TIMEOUT_S, ByteBudget
+from .metrics import Metrics
 from .registry import ServiceRegistry
 
 
@@ -26,6 +27,9 @@ class ServerContext:
     budget: ByteBudget = field(default_factory=ByteBudget)
     #: ``[server] body_timeout``: a body whose bytes stop coming for this long is given up.
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT_S
+    #: The server's metrics (the registry's): a transport reports its connections there and
+    #: counts the bytes it moves (:mod:`sandbox_core.metrics`). Default: off.
+    metrics: Metrics = field(default_factory=lambda: Metrics(enabled=False))
 
 
 @dataclass(frozen=True)

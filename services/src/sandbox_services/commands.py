@@ -21,6 +21,7 @@ from sandbox_core.contract.models.processes import ProcessStartResult
 from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.hookspecs import hookimpl
 from sandbox_core.memory import trim_after
+from sandbox_core.metrics import COMMANDS_RUNNING
 from sandbox_core.registry import ServiceContext, ServiceSpec, operation
 
 from .idempotency import IdempotencyKey
@@ -46,6 +47,9 @@ def _exec_size(result: ExecResult) -> int:
 class CommandsService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.registry = ctx.registry
+        self.metrics = ctx.registry.metrics
+        self.running = 0  # foreground commands running (sandbox_commands_running)
+        self.metrics.source(COMMANDS_RUNNING, lambda: self.running)
 
     @property
     def sessions(self) -> SessionsService:
@@ -103,12 +107,17 @@ class CommandsService:
         sid = check_session_id(session_id)
         check_env(env)
         started = time.perf_counter()
-        if sid == DISABLE_SESSION:
-            code, out, err = await self.sessions.run_sessionless(command, env=env, cwd=cwd, timeout_ms=timeout_ms)
-            stdout, stderr = _text(out), _text(err)
-        else:
-            code, out, err = await self.sessions.run(sid, command, env=env, cwd=cwd, timeout_ms=timeout_ms)
-            stdout, stderr = _strip_one_newline(_text(out)), _strip_one_newline(_text(err))
+        self.running += 1
+        try:
+            if sid == DISABLE_SESSION:
+                code, out, err = await self.sessions.run_sessionless(command, env=env, cwd=cwd, timeout_ms=timeout_ms)
+                stdout, stderr = _text(out), _text(err)
+            else:
+                code, out, err = await self.sessions.run(sid, command, env=env, cwd=cwd, timeout_ms=timeout_ms)
+                stdout, stderr = _strip_one_newline(_text(out)), _strip_one_newline(_text(err))
+        finally:
+            self.running -= 1
+            self.metrics.observe_exec(time.perf_counter() - started)
         trim_after(len(out) + len(err))
         return ExecResult(
             success=code == 0,
@@ -177,6 +186,7 @@ class CommandsService:
             reader = record.job.ring.reader(0)  # what the ring dropped comes as a gap
         job = record.job
         owned = idempotency_key is None
+        self.running += 1
         try:
             yield StartEvent(
                 command=command, timestamp=now_iso(), session_id=session_id, pid=job.pid, process_id=record.id
@@ -191,6 +201,7 @@ class CommandsService:
             code = await job.wait()
             yield CompleteEvent(timestamp=now_iso(), exit_code=code)
         finally:
+            self.running -= 1
             reader.close()
             if owned and not job.done:
                 await job.kill(self.sessions.grace)

@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import time
+import typing
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Literal
@@ -48,6 +49,7 @@ from sandbox_core.contract.models.processes import (
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.hookspecs import hookimpl
 from sandbox_core.memory import trim_after
+from sandbox_core.metrics import PROCESSES, Reading
 from sandbox_core.registry import ServiceContext, ServiceSpec, operation
 
 from .idempotency import IdempotencyKey, IdempotencyTable
@@ -161,6 +163,14 @@ class ProcessesService:
             max_keys=self.settings.idempotency_max_keys,
             max_bytes=self.settings.idempotency_max_bytes,
         )
+        ctx.registry.metrics.source(PROCESSES, self._by_state)
+
+    def _by_state(self) -> Reading:
+        """The records held, by state (every state, 0 included), for ``sandbox_processes``."""
+        counts = dict.fromkeys(typing.get_args(ProcessStatus), 0)
+        for record in list(self.records.values()):
+            counts[record.status] += 1
+        return [((state,), count) for state, count in counts.items()]
 
     @property
     def sessions(self) -> SessionsService:

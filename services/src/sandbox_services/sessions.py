@@ -28,6 +28,7 @@ from sandbox_core.config import user_environment
 from sandbox_core.contract.models import SessionCreated, SessionDeleted, SessionInfo, SessionList
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
 from sandbox_core.hookspecs import hookimpl
+from sandbox_core.metrics import SESSIONS
 from sandbox_core.registry import ServiceContext, ServiceSpec, operation
 
 from .cgroups import Cgroup, open_tree
@@ -187,6 +188,7 @@ class SessionsService:
         #: the shell each streamed job was started from (until the job ends)
         self._stream_shells: dict[int, Shell] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        ctx.registry.metrics.source(SESSIONS, lambda: len(self.sessions))
 
     async def startup(self) -> None:
         self._fifo_dir = tempfile.mkdtemp(prefix="sbx", dir=_memory_dir())  # short: shells name it often

@@ -10,6 +10,7 @@ from importlib.metadata import version as dist_version
 from sandbox_core.clock import now_iso
 from sandbox_core.contract.models import Pong, VersionInfo
 from sandbox_core.hookspecs import hookimpl
+from sandbox_core.metrics import BUILD_INFO
 from sandbox_core.registry import ServiceContext, ServiceSpec, operation
 
 
@@ -27,6 +28,7 @@ class UtilsService:
     def __init__(self, ctx: ServiceContext) -> None:
         self._version = _version()
         self._runtime_id = ctx.registry.runtime_id
+        ctx.registry.metrics.source(BUILD_INFO, lambda: [((self._version,), 1.0)])
 
     @operation
     async def ping(self) -> Pong:

@@ -11,18 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import msgspec
 import structlog
 
+from sandbox_core.clock import now_iso
 from sandbox_core.config import ConfigError
 from sandbox_core.contract.routes import TABLE
-from sandbox_core.errors import ErrorCode, SandboxError
+from sandbox_core.edge import ANONYMOUS
+from sandbox_core.errors import ErrorCode, SandboxError, not_found
 from sandbox_core.intake import ByteBudget, Hold, read_body
 from sandbox_core.json_batches import LongList, split_long_list
+from sandbox_core.metrics import CONNECTIONS, TRANSPORT, Metrics
 from sandbox_core.registry import ServiceRegistry
 from sandbox_core.router import EventStream, Reply, Router, RouteRequest, announces_body, stream_error_event
 from sandbox_core.sse import encode_event
@@ -55,6 +58,10 @@ SSE_RAW_HEADERS = [
 ]
 
 _encoder = msgspec.json.Encoder()
+#: The Prometheus scrape path.
+METRICS_PATH = "/metrics"
+#: The probes the http transport answers itself (readiness; liveness asked without the token).
+PROBE_PATHS = frozenset({"/api/ready", "/api/ping"})
 
 
 class Response:
@@ -220,29 +227,40 @@ class HttpApp:
         settings: HttpSettings,
         budget: ByteBudget | None = None,
         body_timeout: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.registry = registry
         self.settings = settings
         self.budget = budget if budget is not None else ByteBudget()
         self.body_timeout = body_timeout
         self.router = Router(registry, TABLE)
+        self.metrics = metrics if metrics is not None else Metrics(enabled=False)
+        self.in_flight = 0  # requests being answered (sandbox_open_connections{transport="http"})
+        self.metrics.source(CONNECTIONS, lambda: [(("http",), self.in_flight)])
+        self.bytes_in = self.metrics.byte_counter("http", "in")
+        self.bytes_out = self.metrics.byte_counter("http", "out")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        TRANSPORT.set("http")
+        self.in_flight += 1
         request = Request(scope, receive, self.budget)
         try:
-            response = await self.dispatch(request)
-        except SandboxError as err:
-            response = error_response(err)
-        except Exception as exc:  # a bug of ours: log it, answer without a stack trace
-            log.error("request.failed", path=scope.get("path"), error=repr(exc), exc_info=exc)
-            response = error_response(SandboxError(ErrorCode.INTERNAL_ERROR, "Internal server error"))
+            try:
+                response = await self.dispatch(request)
+            except SandboxError as err:
+                response = error_response(err)
+            except Exception as exc:  # a bug of ours: log it, answer without a stack trace
+                log.error("request.failed", path=scope.get("path"), error=repr(exc), exc_info=exc)
+                response = error_response(SandboxError(ErrorCode.INTERNAL_ERROR, "Internal server error"))
+            finally:
+                request.hold.release()
+            if not request.body_read and announces_body(scope["headers"]):
+                send = _closing(send)  # answered without reading the body (an error, a 404 or 405...)
+            await response(scope, receive, send)
         finally:
-            request.hold.release()
-        if not request.body_read and announces_body(scope["headers"]):
-            send = _closing(send)  # answered without reading the body (an error, a 404 or 405...)
-        await response(scope, receive, send)
+            self.in_flight -= 1
 
     async def dispatch(self, request: Request) -> Response | JSONResponse | BatchedJSONResponse | SSEResponse:
         method = request.method
@@ -250,6 +268,12 @@ class HttpApp:
             return OPTIONS_RESPONSE
         if method == "GET" and request.path == "/":
             return ROOT_RESPONSE
+        if method == "GET" and request.path == METRICS_PATH:
+            return self.exposition()
+        if method == "GET" and request.path in PROBE_PATHS:
+            probe = self.probe(request)
+            if probe is not None:
+                return probe
         target = self.router.match(method, request.path)
         if isinstance(target, Reply):
             return json_response(target.body, target.status)
@@ -261,8 +285,34 @@ class HttpApp:
         )
         del body
         if isinstance(outcome, EventStream):
-            return SSEResponse(outcome.events, outcome.first, self.settings.sse_heartbeat_s)
+            return SSEResponse(outcome.events, outcome.first, self.settings.sse_heartbeat_s, self.bytes_out)
         return json_response(outcome.body, outcome.status)
+
+    def exposition(self) -> Response:
+        """``GET /metrics``: the server's metrics in the Prometheus text format
+        (:mod:`sandbox_core.metrics`); 404 naming the setting when ``[server] metrics = false``."""
+        if not self.metrics.enabled:
+            raise not_found("Metrics are off on this server (server.metrics = false)", setting="server.metrics")
+        body, content_type = self.metrics.exposition()
+        headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+        return Response(200, headers, body)
+
+    def probe(self, request: Request) -> JSONResponse | None:
+        """Readiness (``GET /api/ready``): 200 while the server serves, 503 ``SHUTTING_DOWN``
+        from the moment it begins to shut down. Liveness (``GET /api/ping``) asked without the
+        server's token (the edge lets probes through, :data:`sandbox_core.edge.PROBES`): up, and
+        nothing more (no ``runtimeId``); with the token (or none configured) it is the ``utils.ping``
+        operation (None: the route answers)."""
+        if request.path == "/api/ready":
+            if self.registry.draining:
+                return error_response(
+                    SandboxError(ErrorCode.SHUTTING_DOWN, "The server is shutting down: it takes no new work")
+                )
+            return JSONResponse(_encoder.encode({"success": True, "status": "ready", "timestamp": now_iso()}), 200)
+        if request.scope.get(ANONYMOUS):
+            body = {"success": True, "status": "healthy", "message": "pong", "timestamp": now_iso()}
+            return JSONResponse(_encoder.encode(body), 200)
+        return None
 
     async def read_body(self, request: Request) -> bytes | bytearray:
         """The whole body (:func:`sandbox_core.intake.read_body`): 413 before any of it is read
@@ -278,6 +328,7 @@ class HttpApp:
             timeout=self.body_timeout,
         )
         request.body_read = True
+        self.bytes_in(len(body))
         return body
 
 
@@ -288,10 +339,17 @@ class SSEResponse:
     A slow client slows the stream: each event is sent before the next is pulled.
     """
 
-    def __init__(self, events: AsyncGenerator[Any, None], first: Any, heartbeat: float) -> None:
+    def __init__(
+        self,
+        events: AsyncGenerator[Any, None],
+        first: Any,
+        heartbeat: float,
+        count: Callable[[float], None] | None = None,
+    ) -> None:
         self.events = events
         self.first = first
         self.heartbeat = heartbeat
+        self.count = count  # each event's size (sandbox_stream_bytes_total)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         lock = asyncio.Lock()
@@ -302,6 +360,8 @@ class SSEResponse:
             async with lock:
                 await send({"type": "http.response.body", "body": data, "more_body": True})
                 last = time.monotonic()
+            if self.count is not None:
+                self.count(len(data))
 
         async def pump() -> None:
             try:
@@ -355,5 +415,5 @@ def make_server(ctx: ServerContext) -> ServerMount:
             f"{budget.setting} ({budget.total}) is below transports.http.max_body_bytes "
             f"({settings.max_body_bytes}): the largest body could never be read"
         )
-    app = HttpApp(ctx.registry, settings, budget, ctx.body_timeout)
+    app = HttpApp(ctx.registry, settings, budget, ctx.body_timeout, ctx.metrics)
     return ServerMount(app=app, http_paths=("/api/",), catch_all=True)

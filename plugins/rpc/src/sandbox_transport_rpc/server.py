@@ -28,6 +28,7 @@ from capnweb import Budget, Limits, RpcError, RpcSession, serve_http_batch, serv
 from sandbox_core.errors import SandboxError
 from sandbox_core.intake import Hold, read_body
 from sandbox_core.memory import trim_after
+from sandbox_core.metrics import CONNECTIONS, TRANSPORT
 from sandbox_core.router import announces_body
 from sandbox_core.transport import ServerContext, ServerMount
 
@@ -67,6 +68,10 @@ class RpcApp:
         self.sessions: set[RpcSession] = set()
         self.connections: set[asyncio.Future[None]] = set()
         self.closing = False
+        metrics = ctx.metrics
+        metrics.source(CONNECTIONS, lambda: [(("rpc",), len(self.connections))])
+        self.bytes_in = metrics.byte_counter("rpc", "in")
+        self.bytes_out = metrics.byte_counter("rpc", "out")
 
     @property
     def factory(self) -> ApiFactory:
@@ -76,6 +81,7 @@ class RpcApp:
         return self._factory
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        TRANSPORT.set("rpc")
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
         elif scope["type"] == "http":
@@ -106,6 +112,7 @@ class RpcApp:
                 await _error_response(_closing(scope, send), err)
                 return
             size = len(box[0])
+            self.bytes_in(size)
             await serve_http_batch(scope, receive, send, main=self.factory(), limits=self.limits, body=box.pop())
             trim_after(size)
         finally:
@@ -126,14 +133,20 @@ class RpcApp:
             self.sessions.add(session)
             log.debug("rpc.connected", client=scope.get("client"))
 
+        bytes_in, bytes_out = self.bytes_in, self.bytes_out
+
         async def receive_large(receive: Any = receive) -> Any:
             event = await receive()
-            trim_after(len(event.get("text") or event.get("bytes") or ""))
+            size = len(event.get("text") or event.get("bytes") or "")
+            bytes_in(size)
+            trim_after(size)
             return event
 
         async def send_large(event: Any, send: Any = send) -> None:
             await send(event)
-            trim_after(len(event.get("text") or ""))  # the memory of a large message comes back
+            size = len(event.get("text") or "")
+            bytes_out(size)
+            trim_after(size)  # the memory of a large message comes back
 
         try:
             await serve_websocket(

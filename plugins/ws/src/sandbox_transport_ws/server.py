@@ -45,6 +45,7 @@ from sandbox_core.edge import load_token
 from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.json_batches import split_long_list
 from sandbox_core.memory import trim_after
+from sandbox_core.metrics import CONNECTIONS, TRANSPORT, Metrics
 from sandbox_core.router import EventStream, Reply, Router, RouteRequest, Target, stream_error_event
 from sandbox_core.transport import ServerContext, ServerMount
 
@@ -299,6 +300,7 @@ class Connection:
                         log.warning("ws.frame_too_large", conn=self.number, size=size, limit=limit)
                         self.end(MESSAGE_TOO_BIG, "Frame too large")
                         return
+                    self.app.bytes_in(size)
                     await self.on_frame(data)
                     del data, text, message
                 elif kind == "websocket.disconnect":
@@ -413,11 +415,12 @@ class Connection:
     # frames out ---------------------------------------------------------------------------------
 
     async def _write(self) -> None:
-        send, get = self.send, self.queue.get
+        send, get, count = self.send, self.queue.get, self.app.bytes_out
         try:
             while True:
                 frame = await get()
                 await send({"type": "websocket.send", "text": frame})
+                count(text_size(frame))
         except Closed:
             return
         except Exception as exc:  # the socket failed: nothing sent from now on reaches the client
@@ -428,13 +431,19 @@ class Connection:
 class WsApp:
     """The ASGI app of ``/ws`` and ``/api/ws``: one :class:`Connection` per socket."""
 
-    def __init__(self, registry: Any, settings: WsSettings, *, token: bool = False) -> None:
+    def __init__(
+        self, registry: Any, settings: WsSettings, *, token: bool = False, metrics: Metrics | None = None
+    ) -> None:
         self.router = Router(registry, TABLE)
         self.settings = settings
         self.token = token  # with a token, Authorization is a credential, never a session id
         self.connections: set[Connection] = set()
         self.closing = False
         self._numbers = itertools.count(1)
+        metrics = metrics if metrics is not None else Metrics(enabled=False)
+        metrics.source(CONNECTIONS, lambda: [(("ws",), len(self.connections))])
+        self.bytes_in = metrics.byte_counter("ws", "in")
+        self.bytes_out = metrics.byte_counter("ws", "out")
 
     def frame_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         found = {name.lower(): value for name, value in headers.items()}
@@ -451,6 +460,7 @@ class WsApp:
         if self.closing:
             await send({"type": "websocket.close", "code": GOING_AWAY, "reason": "Server shutting down"})
             return
+        TRANSPORT.set("ws")  # the connection's tasks label what they count with it
         conn = Connection(self, send, next(self._numbers))
         log.debug("ws.connected", conn=conn.number, path=scope.get("path"), client=scope.get("client"))
         self.connections.add(conn)
@@ -500,7 +510,8 @@ class Mount:
 
 def make_server(ctx: ServerContext) -> ServerMount:
     settings: WsSettings = ctx.settings if ctx.settings is not None else WsSettings()
-    mount = Mount(WsApp(ctx.registry, settings, token=_has_token(ctx.config)), PtyEndpoint(ctx.registry))
+    routes = WsApp(ctx.registry, settings, token=_has_token(ctx.config), metrics=ctx.metrics)
+    mount = Mount(routes, PtyEndpoint(ctx.registry))
     return ServerMount(
         app=mount,
         websocket_paths=(*PATHS, PTY_PATH),

@@ -46,6 +46,7 @@ import msgspec
 
 from sandbox_core.contract.models.backup import BackupCompression, BackupCreated, BackupRestored
 from sandbox_core.errors import ErrorCode, SandboxError
+from sandbox_core.metrics import BACKUPS, BACKUPS_RUNNING, Reading
 from sandbox_core.registry import ServiceContext, operation
 
 from ..files.fdio import Handle, open_read
@@ -164,6 +165,26 @@ class BackupService:
         self.time_limit = settings.timeout_ms / 1000
         self.grace = settings.kill_grace_ms / 1000
         self._locks = _Locks()
+        #: backups running and done (by outcome), for the metrics
+        self.running = dict.fromkeys((CREATE, RESTORE), 0)
+        self.done = {(op, outcome): 0 for op in (CREATE, RESTORE) for outcome in ("ok", "failed")}
+        ctx.registry.metrics.source(BACKUPS_RUNNING, lambda: [((op[7:],), n) for op, n in self.running.items()])
+        ctx.registry.metrics.source(BACKUPS, self._done)
+
+    def _done(self) -> Reading:
+        return [((op[7:], outcome), n) for (op, outcome), n in self.done.items()]
+
+    @contextlib.asynccontextmanager
+    async def _tally(self, operation: str) -> AsyncIterator[None]:
+        """Count a backup (``operation``: CREATE or RESTORE) while it runs and once it is done."""
+        self.running[operation] += 1
+        outcome = "failed"
+        try:
+            yield
+            outcome = "ok"
+        finally:
+            self.running[operation] -= 1
+            self.done[operation, outcome] += 1
 
     # create -----------------------------------------------------------------------------------
 
@@ -325,7 +346,7 @@ class BackupService:
         user_lines = self._excludes(excludes or [])
         details: dict[str, Any] = {"dir": dir, "archivePath": archive_path}
         started = time.monotonic()
-        async with self._locks.hold(archive, source):
+        async with self._tally(CREATE), self._locks.hold(archive, source):
             mksquashfs, tmp = await run_sync(self._prepare_create, source, archive, dir, details)
             try:
                 with tempfile.TemporaryFile(dir=os.path.dirname(tmp)) as exclude_file:
@@ -497,7 +518,7 @@ class BackupService:
                 archiveRoot=self.archive_root,
             )
         started = time.monotonic()
-        async with self._locks.hold(archive, target):
+        async with self._tally(RESTORE), self._locks.hold(archive, target):
             handle = await run_sync(self._open_archive, archive, details)
             try:
                 unsquashfs = self._tool(

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import time
+import typing
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from typing import Annotated, Any
@@ -43,6 +44,7 @@ from sandbox_core.contract.models.interpreter import (
     LanguageName,
 )
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
+from sandbox_core.metrics import CONTEXTS, Reading
 from sandbox_core.registry import ServiceContext, WireName, operation
 
 from ..cgroups import CgroupTree, open_tree
@@ -113,6 +115,7 @@ class InterpreterService:
         self.workspace = ctx.workspace
         self.log = ctx.log
         self.contexts: dict[str, CodeContextState] = {}
+        ctx.registry.metrics.source(CONTEXTS, self._by_language)
         self._pools: dict[str, list[Executor]] = {"python": [], "node": []}
         self._filling: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -121,6 +124,13 @@ class InterpreterService:
         self._executors = 0  # executors made so far: the tag of the next one's mark and cgroup
         self._cgroups: CgroupTree | None = None
         self._reaper: Reaper | None = None
+
+    def _by_language(self) -> Reading:
+        """The contexts held, by language (each language, 0 included), for ``sandbox_interpreter_contexts``."""
+        counts = dict.fromkeys(typing.get_args(Language), 0)
+        for state in list(self.contexts.values()):
+            counts[state.language] = counts.get(state.language, 0) + 1
+        return [((language,), count) for language, count in counts.items()]
 
     async def startup(self) -> None:
         self._cgroups = open_tree("interpreter")  # a tree of its own, next to the sessions' one

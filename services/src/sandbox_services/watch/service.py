@@ -49,6 +49,7 @@ from sandbox_core.contract.models.watch import (
     WatchStoppedEvent,
 )
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
+from sandbox_core.metrics import WATCHES
 from sandbox_core.registry import ServiceContext, operation
 
 from ..files.errors import fs_error
@@ -104,6 +105,7 @@ class WatchService:
         self.by_key: dict[tuple[object, ...], Watcher] = {}
         self.by_id: dict[str, Watcher] = {}
         self.budget = DirectoryBudget(self.settings.max_total_directories)
+        ctx.registry.metrics.source(WATCHES, lambda: len(self.by_id))
 
     async def aclose(self) -> None:
         for watcher in list(self.by_id.values()):
