@@ -645,28 +645,31 @@ async def exec_echo(ctx: Ctx) -> dict[str, float]:
     Metric("exec_metrics_on_over_off", "session exec `echo hi`, metrics on over off", "x", target=1.05),
 )
 async def exec_metrics(ctx: Ctx) -> dict[str, float]:
-    """What the metrics cost an exec: the same calls on this server (metrics on) and on a second
-    one with ``[server] metrics = false``, same transport and client class, interleaved in rounds
-    so that both see the same machine (as :func:`exec_and_floors`)."""
+    """What the metrics cost an exec: the same calls on two fresh servers of this transport, one
+    with metrics on (the default) and one with ``[server] metrics = false``, each through a fresh
+    client of the same class, interleaved in rounds so that both see the same machine (as
+    :func:`exec_and_floors`), each first in half of them."""
     sid = "bench-metrics"
     warmup, timed, rounds = ctx.n(200), ctx.n(2000), 10
     per = max(timed // rounds, 1)
-    on: list[float] = []
-    off: list[float] = []
-    with ServerProcess(transports=[ctx.transport], config={"server": {"metrics": False}}) as quiet:
-        async with Sandbox(quiet.url, transport=ctx.transport) as off_sb:
-            for client in (ctx.sb, off_sb):
+    samples: dict[bool, list[float]] = {True: [], False: []}
+    with (
+        ServerProcess(transports=[ctx.transport]) as on_server,
+        ServerProcess(transports=[ctx.transport], config={"server": {"metrics": False}}) as off_server,
+    ):
+        async with (
+            Sandbox(on_server.url, transport=ctx.transport) as on_sb,
+            Sandbox(off_server.url, transport=ctx.transport) as off_sb,
+        ):
+            clients = {True: on_sb, False: off_sb}
+            for client in clients.values():
                 await client.create_session(sid)
                 await timed_execs(client, sid, warmup)
-            for _ in range(rounds):
-                on += await timed_execs(ctx.sb, sid, per)
-                off += await timed_execs(off_sb, sid, per)
-    await ctx.sb.delete_session(sid)
-    return {
-        "exec_metrics_on": statistics.median(on),
-        "exec_metrics_off": statistics.median(off),
-        "exec_metrics_on_over_off": statistics.median(on) / statistics.median(off),
-    }
+            for i in range(rounds):  # each goes first in half the rounds
+                for metrics_on in (True, False) if i % 2 == 0 else (False, True):
+                    samples[metrics_on] += await timed_execs(clients[metrics_on], sid, per)
+    on, off = statistics.median(samples[True]), statistics.median(samples[False])
+    return {"exec_metrics_on": on, "exec_metrics_off": off, "exec_metrics_on_over_off": on / off}
 
 
 def ws_floor_metrics(transport: str) -> tuple[Metric, ...]:

@@ -5,6 +5,7 @@ server does, on every transport; behind the token when one is set; off with ``se
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -89,6 +90,27 @@ async def test_values_move_with_what_the_server_does(sandbox_server_factory: Ser
         assert value(end, "sandbox_sessions") == value(before, "sandbox_sessions")
         assert value(end, "sandbox_processes", state="running") == value(before, "sandbox_processes", state="running")
         assert value(end, "sandbox_commands_running") == 0
+
+
+async def test_contexts_and_backups_are_counted(sandbox_server_factory: ServerFactory, tmp_path: Path) -> None:
+    server = sandbox_server_factory(config={"services": {"backup": {"archive_root": str(tmp_path)}}})
+    async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+        _, before = await scrape(http)
+        created = await http.post("/api/contexts", json={"language": "python"})
+        assert created.status_code == 200, created.text
+        made = await http.post(
+            "/api/backup/create", json={"dir": server.workspace, "archivePath": str(tmp_path / "metrics.sqsh")}
+        )
+        _, after = await scrape(http)
+        contexts = "sandbox_interpreter_contexts"
+        assert value(after, contexts, language="python") == value(before, contexts, language="python") + 1
+        outcome = "ok" if made.status_code == 200 else "failed"  # a machine without mksquashfs fails it
+        backups = "sandbox_backups_total"
+        assert value(after, backups, operation="create", outcome=outcome) == 1
+        assert value(after, "sandbox_backups_running", operation="create") == 0
+        assert (await http.delete(f"/api/contexts/{created.json()['contextId']}")).status_code == 200
+        _, end = await scrape(http)
+        assert value(end, contexts, language="python") == value(before, contexts, language="python")
 
 
 async def test_metrics_need_the_token(sandbox_server_factory: ServerFactory) -> None:

@@ -80,7 +80,8 @@ STREAM_BYTES = MetricSpec(
 CONNECTIONS = MetricSpec(
     "sandbox_open_connections",
     "gauge",
-    "Open connections by transport (ws, rpc: WebSockets; http: requests in flight, an SSE stream while it is open)",
+    "Open connections by transport (ws: WebSockets on /ws and /api/ws, terminals not counted; rpc: WebSockets; "
+    "http: requests in flight, an SSE stream while it is open)",
     ("transport",),
     source="transports",
 )

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import time
+import typing
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from typing import Annotated, Any
@@ -109,13 +110,6 @@ def kind_of(language: Language) -> str:
 
 
 class InterpreterService:
-    def _by_language(self) -> Reading:
-        """The contexts held, by language (each language, 0 included), for ``sandbox_interpreter_contexts``."""
-        counts = dict.fromkeys(self._pools, 0)
-        for state in list(self.contexts.values()):
-            counts[state.language] = counts.get(state.language, 0) + 1
-        return [((language,), count) for language, count in counts.items()]
-
     def __init__(self, ctx: ServiceContext) -> None:
         self.settings: InterpreterSettings = ctx.settings
         self.workspace = ctx.workspace
@@ -130,6 +124,13 @@ class InterpreterService:
         self._executors = 0  # executors made so far: the tag of the next one's mark and cgroup
         self._cgroups: CgroupTree | None = None
         self._reaper: Reaper | None = None
+
+    def _by_language(self) -> Reading:
+        """The contexts held, by language (each language, 0 included), for ``sandbox_interpreter_contexts``."""
+        counts = dict.fromkeys(typing.get_args(Language), 0)
+        for state in list(self.contexts.values()):
+            counts[state.language] = counts.get(state.language, 0) + 1
+        return [((language,), count) for language, count in counts.items()]
 
     async def startup(self) -> None:
         self._cgroups = open_tree("interpreter")  # a tree of its own, next to the sessions' one
