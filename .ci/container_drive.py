@@ -3,12 +3,12 @@
     SANDBOX_TOKEN=... python3 .ci/container_drive.py URL [--metrics]
 
 On every transport (http, ws, rpc): a command (``id -u`` is 1000), a file round trip, a
-background process with its logs, a Python context; then, through a command run by the
-server, the token is in no environment user code can list (``/proc/1/environ``, ``ps e``), and
-an orphan that exits is reaped (no zombie); ``GET /api/ready`` is 200 without the token; with
-``--metrics``, ``GET /metrics`` parses with prometheus-client's parser. Last, it leaves work
-running for the stop check (a background process, a Python context, a session's command). Prints
-a line per check; exits non-zero at the first failure.
+background process with its logs, a Python context. Then: the token is in no environment user
+code can list (``/proc/1/environ``, ``ps e``); an orphan that exits is reaped (no zombie); a
+backup and its restore work; ``GET /api/ready`` is 200 without the token; with ``--metrics``,
+``GET /metrics`` parses with prometheus-client's parser. Last, it leaves work running for the
+stop check (background processes, an orphan, a terminal, Python and JavaScript contexts).
+Prints a line per check; exits non-zero at the first failure.
 """
 
 from __future__ import annotations
@@ -83,6 +83,18 @@ async def orphans_are_reaped(url: str, token: str) -> None:
         print("container-drive: an orphan that exits is reaped by PID 1 (the server): ok")
 
 
+async def backup_round_trip(url: str, token: str) -> None:
+    """A backup (mksquashfs into /var/backups) and its restore (unsquashfs), as uid 1000."""
+    async with Sandbox(url, transport="http", token=token) as sb:
+        await sb.files.write("/workspace/bk/a.txt", "kept\n", session_id="bk")
+        await sb.backup.create_archive("/workspace/bk", "/var/backups/ci.sqfs", session_id="bk")
+        await sb.files.write("/workspace/bk/a.txt", "changed\n", session_id="bk")
+        await sb.backup.restore_archive("/workspace/bk", "/var/backups/ci.sqfs", session_id="bk")
+        got = (await sb.files.read("/workspace/bk/a.txt", session_id="bk")).content
+        check(got == "kept\n", f"restored {got!r}")
+        print("container-drive: backup into /var/backups and restore: ok")
+
+
 def probes(url: str, token: str, metrics: bool) -> None:
     with urllib.request.urlopen(f"{url}/api/ready", timeout=10) as resp:  # no token: a probe
         check(resp.status == 200, f"/api/ready answered {resp.status}")
@@ -117,6 +129,7 @@ async def main() -> None:
         await drive(url, token, transport)
     await token_out_of_reach(url, token)
     await orphans_are_reaped(url, token)
+    await backup_round_trip(url, token)
     probes(url, token, "--metrics" in sys.argv[2:])
     await leave_work_running(url, token)
 
