@@ -650,7 +650,11 @@ class SessionsService:
     async def run_sessionless(
         self, command: str, *, env: Mapping[str, str | None] | None, cwd: str | None, timeout_ms: int | None
     ) -> tuple[int, bytes, bytes]:
-        """Run ``command`` in a fresh shell and collect its raw output (bounded)."""
+        """Run ``command`` in a fresh shell and collect its raw output (bounded).
+
+        The command belongs to its caller: a caller that goes away before it has ended (its task
+        cancelled: the client left, or its deadline passed) ends its process tree (SIGTERM to
+        its process group, SIGKILL after the grace period), as a session's command is ended."""
         timeout = self.timeout_for(None, timeout_ms)
         job = await self._spawn(
             command, env=env, cwd=cwd, timeout_ms=timeout, ring_bytes=2 * self.settings.max_output_bytes
@@ -667,9 +671,11 @@ class SessionsService:
                 room = limit - len(target)
                 if room > 0:
                     target += item.data[:room]
+            code = await job.wait()
         finally:
             reader.close()
-        code = await job.wait()
+            if not job.done:  # the caller left (or failed) before the command ended
+                await job.kill(self.grace)
         return (code if code is not None else -1), bytes(out), bytes(err)
 
     # operations ----------------------------------------------------------------------------
