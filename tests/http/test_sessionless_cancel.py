@@ -21,9 +21,13 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def read_text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
 async def wait_for_file(path: Path) -> str:
     for _ in range(300):
-        text = path.read_text() if path.exists() else ""
+        text = read_text(path)
         if text.endswith("\n"):
             return text
         await asyncio.sleep(0.05)

@@ -25,6 +25,7 @@ import msgspec
 from sandbox_core.clock import iso_ms, now_iso
 from sandbox_core.contract.models.processes import (
     AnyLogEvent,
+    AnyRunEvent,
     AwaitingInputEvent,
     ExitEvent,
     LogGapEvent,
@@ -43,6 +44,10 @@ from sandbox_core.contract.models.processes import (
     ProcessStatus,
     ProcessStdinWritten,
     PtySize,
+    RunExitEvent,
+    RunStartEvent,
+    RunStderrEvent,
+    RunStdoutEvent,
     StdinMode,
     TerminalDimension,
 )
@@ -56,8 +61,11 @@ from .idempotency import IdempotencyKey, IdempotencyTable
 from .jobs import Job
 from .output import Gap, RingReader, Text, decode_utf8
 from .params import Env, NonNegativeInt, PositiveInt, PositiveMs, PositiveSeconds
-from .sessions import SessionsService, check_env, check_session_id
+from .sessions import DISABLE_SESSION, SessionsService, check_env, check_session_id
 from .stdio import InputWatch, decode_data, parse_signal
+
+#: The largest output event of ``run_stream``: a bigger chunk of the ring is cut into pieces of this size.
+RUN_CHUNK_BYTES = 64 * 1024
 
 _PROCESS_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 #: A generated process id: ``proc_<ms>_<runtimeId>_<random>`` (so one of an earlier runtime is known as such)
@@ -358,6 +366,67 @@ class ProcessesService:
         return await self.idempotency.once(
             idempotency_key, "processes.start", params, run, lambda r: len(r.process_id) + len(r.command)
         )
+
+    @operation
+    async def run_stream(
+        self,
+        argv: list[str] | None = None,
+        command: str | None = None,
+        env: Env | None = None,
+        cwd: str | None = None,
+        stdin: StdinMode = "null",
+        pty: PtySize | None = None,
+        timeout_ms: PositiveMs | None = None,
+    ) -> AsyncIterator[AnyRunEvent]:
+        """Ours: run a process that belongs to this stream and yield its output as raw bytes.
+
+        ``argv`` runs that program with no shell parsing, ``command`` a ``bash -c`` line (exactly
+        one of them); sessionless: a fresh process in its own process group, ``cwd`` default the
+        workspace, ``env`` added to the server's user environment. ``stdin`` and ``pty`` as for
+        :meth:`start`; ``timeout_ms`` ends it (exit code 124), default the sessions' command
+        timeout.
+
+        Events: ``start`` (the record's ``processId``, for :meth:`write_stdin`, :meth:`signal`,
+        :meth:`resize`, and its ``pid``), then ``stdout`` / ``stderr`` chunks of bytes as the
+        process writes them (at most 64 KiB each; base64 in JSON; with a pty its terminal's output
+        is ``stdout``), then ``exit`` (its ``exitCode``). Nothing is dropped: a reader that stops
+        reading stops the process at its next write once its output ring is full (its pipes fill),
+        server memory stays bounded. A stream closed before the process ended (the client left,
+        the caller cancelled) ends its process tree: SIGTERM to its group, SIGKILL after the grace
+        period."""
+        if (command is None) == (argv is None):
+            raise validation_error("Give exactly one of command and argv", "argv" if argv is not None else "command")
+        if argv is not None:
+            check_argv(argv)
+            command = shlex.join(argv)
+        assert command is not None
+        record = await self.spawn(
+            command,
+            session_id=DISABLE_SESSION,
+            timeout_ms=self.sessions.timeout_for(None, timeout_ms),
+            env=env,
+            cwd=cwd,
+            argv=argv,
+            stdin=stdin == "pipe",
+            pty=(pty.cols, pty.rows) if pty is not None else None,
+        )
+        job = record.job
+        reader = job.ring.reader(0, blocking=True)  # created before any output is read: from byte 0
+        try:
+            yield RunStartEvent(timestamp=now_iso(), process_id=record.id, pid=job.pid)
+            async for item in reader:
+                if isinstance(item, Gap):  # not for a blocking reader: it is never overtaken
+                    continue
+                event = RunStdoutEvent if item.kind == "stdout" else RunStderrEvent
+                data = item.data
+                for at in range(0, len(data), RUN_CHUNK_BYTES):
+                    yield event(timestamp=now_iso(), data=data[at : at + RUN_CHUNK_BYTES])
+            code = await job.wait()
+            yield RunExitEvent(timestamp=now_iso(), exit_code=code)
+        finally:
+            reader.close()
+            if not job.done:  # the stream was closed (or failed) before the process ended
+                await job.kill(self.sessions.grace)
 
     @operation
     async def write_stdin(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from sandbox_core.contract.client import _command_params, _params, _typed
 from sandbox_core.contract.models.processes import (
     AnyLogEvent,
+    AnyRunEvent,
     ProcessesKilled,
     ProcessGet,
     ProcessInfo,
@@ -62,6 +63,37 @@ class ProcessesAPI:
                 stdin=stdin,
                 pty={"cols": pty[0], "rows": pty[1]} if pty is not None else None,
             ),
+        )
+
+    def run_stream(
+        self,
+        command: str | None = None,
+        *,
+        argv: Sequence[str] | None = None,
+        env: Mapping[str, str | None] | None = None,
+        cwd: str | None = None,
+        stdin: Literal["null", "pipe"] | None = None,
+        pty: tuple[int, int] | None = None,
+        timeout_ms: int | None = None,
+    ) -> AsyncGenerator[AnyRunEvent, None]:
+        """Ours: run ``command`` (or ``argv``, no shell) sessionless as a process owned by this
+        stream: a ``start`` event with its process id, ``stdout``/``stderr`` events of raw bytes,
+        then ``exit``. Closing the stream before the end ends the process tree."""
+        return _typed(
+            self._sb.stream(
+                "processes",
+                "run_stream",
+                **_params(
+                    command=command,
+                    argv=list(argv) if argv is not None else None,
+                    env=dict(env) if env is not None else None,
+                    cwd=cwd,
+                    stdin=stdin,
+                    pty={"cols": pty[0], "rows": pty[1]} if pty is not None else None,
+                    timeoutMs=timeout_ms,
+                ),
+            ),
+            AnyRunEvent,
         )
 
     async def write_stdin(

@@ -21,7 +21,7 @@ from sandbox_core.contract.conformance.interpreter import InterpreterSuite
 from sandbox_core.contract.conformance.limits import LimitsSuite
 from sandbox_core.contract.conformance.once import OnceSuite
 from sandbox_core.contract.conformance.ports import PortsSuite
-from sandbox_core.contract.conformance.processes import DrivenProcessesSuite, ProcessesSuite
+from sandbox_core.contract.conformance.processes import DrivenProcessesSuite, ProcessesSuite, RunStreamSuite
 from sandbox_core.contract.conformance.sessions import SessionsSuite
 from sandbox_core.contract.conformance.watch import WatchSuite
 
@@ -31,6 +31,7 @@ class ConformanceSuite(
     SessionsSuite,
     ProcessesSuite,
     DrivenProcessesSuite,
+    RunStreamSuite,
     OnceSuite,
     PortsSuite,
     GitSuite,

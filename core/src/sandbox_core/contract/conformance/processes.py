@@ -19,6 +19,10 @@ from sandbox_core.contract.models.processes import (
     LogStderrEvent,
     LogStdoutEvent,
     ProcessInfoEvent,
+    RunExitEvent,
+    RunStartEvent,
+    RunStderrEvent,
+    RunStdoutEvent,
 )
 from sandbox_core.errors import ProcessError, ProcessNotFound, SandboxError, ValidationFailed
 from sandbox_core.testing import ServerProcess
@@ -485,3 +489,68 @@ class DrivenProcessesSuite(SleeperFixture):
                 await sandbox.processes.write_stdin(name, "\n")
         assert [type(e) for e in events].count(AwaitingInputEvent) == 1
         assert joined(events, LogStdoutEvent) == "ask\ngot\n"
+
+
+class RunStreamSuite(SleeperFixture):
+    """Ours: ``processes.run_stream``, a process owned by its stream, its output as raw bytes."""
+
+    async def test_run_stream_raw_bytes_in_order_and_exit(self, sandbox: Sandbox) -> None:
+        events = await collect(
+            sandbox.processes.run_stream(argv=["sh", "-c", r"printf '\377\000a'; printf '\376e' >&2; exit 3"])
+        )
+        assert isinstance(events[0], RunStartEvent) and events[0].process_id and isinstance(events[0].pid, int)
+        assert isinstance(events[-1], RunExitEvent) and events[-1].exit_code == 3
+        out = b"".join(e.data for e in events if isinstance(e, RunStdoutEvent))
+        err = b"".join(e.data for e in events if isinstance(e, RunStderrEvent))
+        assert (out, err) == (b"\xff\x00a", b"\xfee")
+        info = await sandbox.processes.get(events[0].process_id)
+        assert (info.status, info.exit_code, info.argv) == (
+            "failed",
+            3,
+            ["sh", "-c", r"printf '\377\000a'; printf '\376e' >&2; exit 3"],
+        )
+
+    async def test_run_stream_stdin_pipe_env_and_cwd(self, sandbox: Sandbox) -> None:
+        stream = sandbox.processes.run_stream('cat; echo "$X"; pwd', stdin="pipe", env={"X": "y"}, cwd="/usr")
+        try:
+            start = await anext(stream)
+            assert isinstance(start, RunStartEvent)
+            await sandbox.processes.write_stdin(start.process_id, b"\x00\xffin\n", eof=True)
+            rest = [event async for event in stream]
+        finally:
+            await stream.aclose()
+        assert b"".join(e.data for e in rest if isinstance(e, RunStdoutEvent)) == b"\x00\xffin\ny\n/usr\n"
+        assert isinstance(rest[-1], RunExitEvent) and rest[-1].exit_code == 0
+
+    async def test_run_stream_pty_output_is_stdout(self, sandbox: Sandbox) -> None:
+        events = await collect(sandbox.processes.run_stream(argv=["stty", "size"], pty=(91, 17)))
+        assert b"".join(e.data for e in events if isinstance(e, RunStdoutEvent)).strip() == b"17 91"
+        assert not any(isinstance(e, RunStderrEvent) for e in events)
+
+    async def test_run_stream_closing_the_stream_ends_the_process(
+        self, sandbox: Sandbox, sleepers: MakeSleeper
+    ) -> None:
+        sleeper = sleepers()
+        stream = sandbox.processes.run_stream(sleeper.command)
+        try:
+            start = await anext(stream)
+            assert isinstance(start, RunStartEvent)
+            pid = await sleeper.started(sandbox)
+        finally:
+            await stream.aclose()  # the client leaves before the process ended
+
+        assert await asyncio.wait_for(wait_done(sandbox, start.process_id), 30) == 143  # SIGTERM
+        assert (await sandbox.processes.get(start.process_id)).status == "killed"
+        assert not await sleeper.running(sandbox, pid)
+
+    async def test_run_stream_bad_input_names_the_field(self, sandbox: Sandbox) -> None:
+        for params, field in (
+            ({"command": "true", "argv": ["true"]}, "argv"),
+            ({}, "command"),
+            ({"argv": []}, "argv"),
+            ({"command": "true", "stdin": "file"}, "stdin"),
+            ({"command": "true", "pty": {"cols": 0, "rows": 5}}, "pty.cols"),
+        ):
+            with pytest.raises(ValidationFailed) as caught:
+                await collect(sandbox.stream("processes", "run_stream", **params))
+            assert caught.value.details.get("field") == field, (params, caught.value)

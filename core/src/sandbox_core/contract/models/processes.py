@@ -155,3 +155,38 @@ class LogErrorEvent(LogEvent, tag="error"):
 AnyLogEvent = (
     ProcessInfoEvent | LogStdoutEvent | LogStderrEvent | LogGapEvent | AwaitingInputEvent | ExitEvent | LogErrorEvent
 )
+
+
+class RunEvent(Model, tag_field="type"):
+    """Ours: an event of ``processes.run_stream``, a process owned by its stream, output as raw bytes."""
+
+    timestamp: str
+
+
+class RunStartEvent(RunEvent, tag="start"):
+    """First: the process record's id (for ``write_stdin``, ``signal``, ``resize``) and its pid."""
+
+    process_id: str
+    pid: int | None = None
+
+
+class RunStdoutEvent(RunEvent, tag="stdout"):
+    """Bytes the process wrote to stdout (with a pty: its terminal's output), as produced; JSON
+    carries them as base64."""
+
+    data: bytes
+
+
+class RunStderrEvent(RunEvent, tag="stderr"):
+    """Bytes the process wrote to stderr, as produced (base64 in JSON)."""
+
+    data: bytes
+
+
+class RunExitEvent(RunEvent, tag="exit"):
+    """Last: the exit code (128 + N for a signal N, 124 after ``timeoutMs``; null when unknown)."""
+
+    exit_code: int | None = None
+
+
+AnyRunEvent = RunStartEvent | RunStdoutEvent | RunStderrEvent | RunExitEvent
