@@ -201,3 +201,23 @@ async def test_read_stream_closes_its_file_when_abandoned(registry: ServiceRegis
     assert len((await stream.__anext__()).data) == 87380
     await stream.aclose()  # type: ignore[attr-defined]
     assert open_fds() == fds
+
+
+async def test_write_stream_mode_sets_the_bits_and_a_bad_one_names_the_field(
+    registry: ServiceRegistry, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "run.sh")
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"#!/bin/sh\n"
+
+    await registry.call("files", "write_file_stream", {"path": path, "data": body(), "mode": "0700"})
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+    await registry.call("files", "write_file_stream", {"path": path, "data": body(), "mode": 0o640})
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    await registry.call("files", "write_file_stream", {"path": path, "data": body()})
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640  # kept without one
+    with pytest.raises(SandboxError) as caught:
+        await registry.call("files", "write_file_stream", {"path": path, "data": body(), "mode": "0o777"})
+    assert (caught.value.code, caught.value.details.get("field")) == ("VALIDATION_FAILED", "mode")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640

@@ -32,3 +32,11 @@ GitDepth = Annotated[int, Meta(gt=0, le=2**31 - 1)]
 Env = dict[str, str | None]
 #: A byte offset into a file: negative counts from the end (-``MAX_INT64`` to ``MAX_INT64``).
 FileOffset = Annotated[int, Meta(ge=-MAX_INT64, le=MAX_INT64)]
+#: A file's permission bits: an octal string (``"0644"``, ``"755"``, ``"04755"``) or a number
+#: (``420``, as JSON has no octal), 0 to ``0o7777``.
+FileMode = Annotated[str, Meta(pattern=r"^0?[0-7]{3,4}$")] | Annotated[int, Meta(ge=0, le=0o7777)]
+
+
+def file_mode(mode: str | int | None) -> int | None:
+    """The permission bits a :data:`FileMode` names (None stays None)."""
+    return int(mode, 8) if isinstance(mode, str) else mode

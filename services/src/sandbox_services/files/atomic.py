@@ -1,4 +1,5 @@
-"""Atomic writes: a temp file beside the target, renamed over it at the end, keeping the old file's mode.
+"""Atomic writes: a temp file beside the target, renamed over it at the end, keeping the old file's mode
+(or taking the one the caller gives).
 
 Parents are created; a device is written in place, never replaced; a FIFO or a socket is
 refused (:class:`~.errors.NotRegularFile`: a write to one could wait forever for a reader).
@@ -38,8 +39,9 @@ def _unlink_quietly(path: str) -> Callable[[], None]:
     return unlink
 
 
-def prepare_write(path: str) -> Target:
-    """Create parents and open a temp file in the target's directory, with the old file's mode."""
+def prepare_write(path: str, mode: int | None = None) -> Target:
+    """Create parents and open a temp file in the target's directory, with ``mode`` if given (a
+    device written in place keeps its own), else the old file's mode."""
     try:
         st: os.stat_result | None = os.stat(path)
     except FileNotFoundError:
@@ -70,6 +72,8 @@ def prepare_write(path: str) -> Target:
             if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
                 with contextlib.suppress(OSError):
                     os.fchown(fd, st.st_uid, st.st_gid)
+        if mode is not None:  # after the chown, which clears set-id bits
+            os.fchmod(fd, mode)
     except BaseException:
         os.close(fd)
         os.unlink(tmp)

@@ -36,7 +36,7 @@ from sandbox_core.memory import trim_after
 from sandbox_core.registry import ServiceContext, operation
 
 from ..offload import run_sync
-from ..params import FileOffset, NonNegativeInt
+from ..params import FileMode, FileOffset, NonNegativeInt, file_mode
 from ..sessions import SessionsService, check_session_id
 from .atomic import commit, finish, prepare_write
 from .content import Content
@@ -347,18 +347,27 @@ class FilesService:
 
     @operation
     async def write(
-        self, path: str, content: msgspec.Raw, encoding: EncodingParam | None = None, session_id: str | None = None
+        self,
+        path: str,
+        content: msgspec.Raw,
+        encoding: EncodingParam | None = None,
+        session_id: str | None = None,
+        mode: FileMode | None = None,
     ) -> WriteFileResult:
         """Write a whole file atomically (temp file and rename), creating parents and keeping its mode.
 
         ``content`` is a JSON string (UTF-8 text, or base64 with ``encoding``), kept as its JSON
-        text and decoded batch by batch into the file (see :mod:`.content`): no whole decoded copy."""
+        text and decoded batch by batch into the file (see :mod:`.content`): no whole decoded copy.
+
+        Ours: ``mode`` (an octal string such as ``"0644"``, or a number up to ``0o7777``) sets the
+        file's permission bits, new or overwritten (not the umask's, not the old file's)."""
         full = self.resolve(path, session_id)
+        bits = file_mode(mode)
         source = Content(content, base64=encoding == "base64", batch=self.settings.io_batch_bytes)
         try:
             await run_sync(source.check)  # bad content is refused before anything is created
             try:
-                target = await run_sync(prepare_write, full)
+                target = await run_sync(prepare_write, full, bits)
             except OSError as exc:
                 raise fs_error(exc, full, "file.write") from None
             batches = source.batches()
@@ -386,17 +395,19 @@ class FilesService:
 
     @operation
     async def write_file_stream(
-        self, path: str, data: AsyncIterable[bytes], session_id: str | None = None
+        self, path: str, data: AsyncIterable[bytes], session_id: str | None = None, mode: FileMode | None = None
     ) -> WriteFileResult:
-        """Write a file from an async iterable of bytes (atomic, parents created, mode kept).
+        """Write a file from an async iterable of bytes (atomic, parents created, mode kept, or
+        ``mode`` as for :meth:`write`).
 
         Memory holds at most one ``io_batch_bytes`` batch plus one incoming chunk."""
         full = self.resolve(path, session_id)
         if not hasattr(data, "__aiter__"):
             raise validation_error("data must be a stream of bytes", "data")
+        bits = file_mode(mode)
         batch = self.settings.io_batch_bytes
         try:
-            target = await run_sync(prepare_write, full)
+            target = await run_sync(prepare_write, full, bits)
         except OSError as exc:
             raise fs_error(exc, full, "file.write") from None
         handle = target.handle
@@ -441,24 +452,37 @@ class FilesService:
     # delete, rename, move, mkdir ----------------------------------------------------------------
 
     @operation
-    async def delete(self, path: str, session_id: str | None = None) -> FileOpResult:
-        """Delete a file or symlink; a directory is 400 IS_DIRECTORY."""
+    async def delete(self, path: str, session_id: str | None = None, recursive: bool | None = None) -> FileOpResult:
+        """Delete a file or symlink (the link itself, never its target); a directory is 400
+        IS_DIRECTORY.
+
+        Ours: ``recursive`` deletes directories too: ``false`` an empty one only (a non-empty one
+        is 409 FILE_EXISTS naming the path), ``true`` a directory with everything in it (symlinks
+        inside are removed, never followed). ``/`` is never deleted recursively (400)."""
         full = self.resolve(path, session_id)
 
         def delete() -> None:
             st = os.lstat(full)
             if stat.S_ISDIR(st.st_mode):
-                raise SandboxError(
-                    ErrorCode.IS_DIRECTORY,
-                    f"Cannot delete directory with deleteFile() at '{full}'. Use exec('rm -rf <path>') instead.",
-                    {"path": full, "operation": "file.delete"},
-                )
+                if recursive and os.path.realpath(full) == "/":
+                    raise validation_error("path must not be / for a recursive delete", "path", path=full)
+                if recursive is None:
+                    raise SandboxError(
+                        ErrorCode.IS_DIRECTORY,
+                        f"Cannot delete directory with deleteFile() at '{full}'. Use exec('rm -rf <path>') instead.",
+                        {"path": full, "operation": "file.delete"},
+                    )
+                if recursive:
+                    shutil.rmtree(full)
+                else:
+                    os.rmdir(full)
+                return
             os.unlink(full)
 
         try:
             await run_sync(delete)
-        except OSError as exc:
-            raise fs_error(exc, full, "file.delete") from None
+        except OSError as exc:  # (inside a recursive delete: the entry that could not be deleted)
+            raise fs_error(exc, exc.filename if isinstance(exc.filename, str) else full, "file.delete") from None
         return FileOpResult(success=True, path=path, timestamp=now_iso())
 
     async def _move(

@@ -91,21 +91,31 @@ class FilesAPI:
         )
 
     async def write(
-        self, path: str, content: str | bytes, *, encoding: Encoding | None = None, session_id: str | None = None
+        self,
+        path: str,
+        content: str | bytes,
+        *,
+        encoding: Encoding | None = None,
+        session_id: str | None = None,
+        mode: str | int | None = None,
     ) -> WriteFileResult:
-        """Write a whole file atomically (parents created, mode kept); ``bytes`` are sent as base64."""
+        """Write a whole file atomically (parents created, mode kept unless ``mode``, ours: an octal
+        string such as ``"0644"`` or a number); ``bytes`` are sent as base64."""
         if isinstance(content, (bytes, bytearray, memoryview)):
             content, encoding = pybase64.b64encode_as_string(content), "base64"
         return await self._sb.call_as(
             WriteFileResult,
             "files",
             "write",
-            **_params(path=path, content=content, encoding=encoding, sessionId=session_id),
+            **_params(path=path, content=content, encoding=encoding, sessionId=session_id, mode=mode),
         )
 
-    async def delete(self, path: str, *, session_id: str | None = None) -> FileOpResult:
-        """Delete a file or symlink (a directory is ``IS_DIRECTORY``)."""
-        return await self._sb.call_as(FileOpResult, "files", "delete", **_params(path=path, sessionId=session_id))
+    async def delete(self, path: str, *, session_id: str | None = None, recursive: bool | None = None) -> FileOpResult:
+        """Delete a file or symlink (a directory is ``IS_DIRECTORY``). Ours: ``recursive=False``
+        deletes an empty directory too (a non-empty one is ``FILE_EXISTS``), ``True`` a whole tree."""
+        return await self._sb.call_as(
+            FileOpResult, "files", "delete", **_params(path=path, sessionId=session_id, recursive=recursive)
+        )
 
     async def rename(self, old_path: str, new_path: str, *, session_id: str | None = None) -> RenameFileResult:
         return await self._sb.call_as(

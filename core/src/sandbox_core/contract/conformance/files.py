@@ -184,6 +184,43 @@ class FilesSuite(SleeperFixture):
         await sandbox.files.delete(f"{scratch}/dirlink")  # the link goes, the directory stays
         assert await sh(sandbox, f"ls -A '{scratch}'") == "dir"
 
+    async def test_delete_recursive_option(self, sandbox: Sandbox, scratch: str) -> None:
+        """Ours: ``recursive`` false deletes an empty directory (a non-empty one is 409 naming
+        it), true a whole tree, its symlinks removed and never followed."""
+        await sh(sandbox, f"mkdir -p '{scratch}/empty' '{scratch}/full/sub' '{scratch}/keep'")
+        await sh(sandbox, f"echo k > '{scratch}/keep/k'; echo x > '{scratch}/full/sub/x'")
+        await sh(sandbox, f"ln -s '{scratch}/keep' '{scratch}/full/link'")
+        assert (await sandbox.files.delete(f"{scratch}/empty", recursive=False)).success
+        conflict = await fails(sandbox.files.delete(f"{scratch}/full", recursive=False), "FILE_EXISTS", 409)
+        assert conflict.details["path"] == f"{scratch}/full"
+        assert (await sandbox.files.delete(f"{scratch}/full", recursive=True)).success
+        assert await sh(sandbox, f"ls -A '{scratch}'; cat '{scratch}/keep/k'") == "keep\nk"
+        await fails(sandbox.files.delete(f"{scratch}/full", recursive=True), "FILE_NOT_FOUND", 404)
+        await sandbox.files.write(f"{scratch}/f.txt", "x")
+        assert (await sandbox.files.delete(f"{scratch}/f.txt", recursive=True)).success  # a file is a file
+        refused = await fails(sandbox.files.delete("/", recursive=True), "VALIDATION_FAILED", 400)
+        assert refused.details["field"] == "path"
+        bad = await fails(
+            sandbox.call("files", "delete", path=f"{scratch}/keep", recursive="yes"), "VALIDATION_FAILED", 400
+        )
+        assert bad.details["field"] == "recursive"
+
+    async def test_write_mode_option(self, sandbox: Sandbox, scratch: str) -> None:
+        """Ours: ``mode`` sets the permission bits of a new or overwritten file; a bad one is 400 naming it."""
+        path = f"{scratch}/m.sh"
+        await sandbox.files.write(path, "#!/bin/sh\necho hi\n", mode="0750")
+        assert await sh(sandbox, f"stat -c %a '{path}'; '{path}'") == "750\nhi"
+        await sandbox.files.write(path, "x", mode=0o604)  # a number; overwriting changes it
+        assert await sh(sandbox, f"stat -c %a '{path}'") == "604"
+        await sandbox.files.write(path, "y")  # without: kept
+        assert await sh(sandbox, f"stat -c %a '{path}'") == "604"
+        for bad in ("0x644", "9", "0888", "rw-r--r--", 0o10000, -1, 1.5, True):
+            error = await fails(
+                sandbox.call("files", "write", path=path, content="z", mode=bad), "VALIDATION_FAILED", 400
+            )
+            assert error.details["field"] == "mode", (bad, error)
+        assert await sh(sandbox, f"cat '{path}'; stat -c %a '{path}'") == "y604"
+
     async def test_rename_and_move(self, sandbox: Sandbox, scratch: str) -> None:
         await sandbox.files.write(f"{scratch}/a.txt", "A")
         renamed = await sandbox.files.rename(f"{scratch}/a.txt", f"{scratch}/b.txt")
