@@ -63,3 +63,45 @@ def resolve_path(path: str, cwd: Callable[[], str], field: str = "path") -> str:
     base = cwd()
     check_cwd(base, path, field)
     return os.path.join(base, path)
+
+
+def _inside(path: str, root: str) -> bool:
+    return root == "/" or path == root or path.startswith(root + "/")
+
+
+def confine_path(path: str, root: str, field: str = "path") -> str:
+    """``path`` taken inside the directory ``root`` (the workspace), or 403 PERMISSION_DENIED.
+
+    The rule of agent-sandbox's sandboxd: a relative path is relative to ``root``; an absolute
+    path already under ``root`` keeps its meaning, any other absolute path is re-rooted there
+    (``/etc/passwd`` is ``<root>/etc/passwd``); empty or ``/`` is ``root`` itself. The result
+    must stay inside ``root`` once symlinks are resolved: its directory is resolved (symlinks
+    and ``..`` as the kernel would), and a symlink as the last component must point inside
+    too, or the path is refused, naming it and ``field``. The answer is the path with its
+    directory resolved and its last component as given (an operation on a link acts on the
+    link). Blocking (it reads symlinks): call it in a worker thread."""
+    if path:
+        check_path(path, field)
+    base = os.path.realpath(root)
+    rel = path
+    if os.path.isabs(path):  # cleaned first, as sandboxd does: "/../x" is "/x"
+        clean = os.path.normpath(path)
+        rel = clean.lstrip("/")
+        for prefix in (os.path.normpath(root), base):
+            if prefix != "/" and _inside(clean, prefix):
+                rel = os.path.relpath(clean, prefix)
+                break
+    joined = os.path.join(base, rel)
+    head, name = os.path.split(joined.rstrip("/") or "/")
+    if name in ("", ".", ".."):  # a directory named by itself: resolve it whole
+        final = resolved = os.path.realpath(joined)
+    else:
+        final = os.path.join(os.path.realpath(head), name)
+        resolved = os.path.realpath(final)  # a symlink's target must be inside too
+    if not (_inside(final, base) and _inside(resolved, base)):
+        raise SandboxError(
+            ErrorCode.PERMISSION_DENIED,
+            f"{field} '{path}' resolves outside the workspace {root} (to {resolved})",
+            {"path": path, "field": field, "root": root, "resolved": resolved, "operation": "path.confine"},
+        )
+    return final

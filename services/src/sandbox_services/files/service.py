@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import errno
 import os
+import re
 import shutil
 import stat
 from collections.abc import AsyncIterable, AsyncIterator
@@ -17,6 +18,7 @@ from msgspec import Meta
 from sandbox_core.clock import now_iso
 from sandbox_core.contract.models.files import (
     AnyFileStreamEvent,
+    ConfinedPath,
     Encoding,
     ExistsResult,
     FileChunkEvent,
@@ -44,10 +46,12 @@ from .errors import fs_error, oserror
 from .fdio import Handle, head, open_read, pread_full, read_full, write_all
 from .listing import list_tree
 from .mime import SNIFF_BYTES, guess_mime, is_text_mime
-from .paths import resolve_path
+from .paths import confine_path, resolve_path
 from .ranges import TailScan, char_edges, check_options, span
 
 EncodingParam = Literal["utf-8", "utf8", "base64"]
+#: The name of a caller's field, given back in an error.
+_FIELD = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 #: About what one listed entry costs in memory and on the wire (for when to trim the heap).
 _ENTRY_BYTES = 400
 
@@ -598,6 +602,19 @@ class FilesService:
         return ListFilesResult(
             success=True, path=path, files=files, count=len(files), timestamp=now_iso(), truncated=truncated
         )
+
+    @operation
+    async def confine(self, path: str, field: str = "path") -> ConfinedPath:
+        """Ours: the path inside the workspace that ``path`` names, by sandboxd's rule (for
+        transports that confine every path and ``cwd`` to the workspace; no other operation uses
+        it): relative to the workspace, an absolute path outside it re-rooted in it, symlinks
+        resolved; one that resolves outside the workspace is 403 PERMISSION_DENIED naming the
+        path and ``field`` (the name the caller's own field has, given back in the error). See
+        :func:`~sandbox_services.files.paths.confine_path`."""
+        if not _FIELD.match(field):
+            raise validation_error("field must be 1-64 letters, digits, '.', '_' or '-'", "field")
+        resolved = await run_sync(confine_path, path, self.registry.workspace, field)
+        return ConfinedPath(success=True, path=path, resolved=resolved, timestamp=now_iso())
 
     @operation
     async def exists(self, path: str, session_id: str | None = None) -> ExistsResult:

@@ -15,6 +15,7 @@ import pybase64
 from sandbox_core.contract.client import _params, _typed
 from sandbox_core.contract.models.files import (
     AnyFileStreamEvent,
+    ConfinedPath,
     ExistsResult,
     FileOpResult,
     ListFilesResult,
@@ -116,6 +117,12 @@ class FilesAPI:
         return await self._sb.call_as(
             FileOpResult, "files", "delete", **_params(path=path, sessionId=session_id, recursive=recursive)
         )
+
+    async def confine(self, path: str, *, field: str | None = None) -> str:
+        """Ours: the path inside the workspace ``path`` names (relative to it, an absolute path
+        outside it re-rooted, symlinks resolved); one resolving outside is ``PERMISSION_DENIED``."""
+        result = await self._sb.call_as(ConfinedPath, "files", "confine", **_params(path=path, field=field))
+        return result.resolved
 
     async def rename(self, old_path: str, new_path: str, *, session_id: str | None = None) -> RenameFileResult:
         return await self._sb.call_as(

@@ -205,6 +205,22 @@ class FilesSuite(SleeperFixture):
         )
         assert bad.details["field"] == "recursive"
 
+    async def test_confine_option(self, sandbox: Sandbox, scratch: str) -> None:
+        """Ours: ``files.confine`` takes a path inside the workspace; outside (``..``, a symlink) is 403."""
+        root = await sh(sandbox, "pwd")  # a sessionless command runs in the workspace
+        assert await sandbox.files.confine("a/b") == f"{root}/a/b"
+        assert await sandbox.files.confine("/etc/passwd") == f"{root}/etc/passwd"
+        link = f"link-{uuid.uuid4().hex}"
+        await sh(sandbox, f"ln -s '{scratch}' '{root}/{link}'")
+        try:
+            for path in ("../x", f"{link}/x", link):
+                with pytest.raises(SandboxError) as info:
+                    await sandbox.files.confine(path, field="cwd")
+                assert (info.value.code, info.value.status) == ("PERMISSION_DENIED", 403)
+                assert (info.value.details["path"], info.value.details["field"]) == (path, "cwd")
+        finally:
+            await sh(sandbox, f"rm -f '{root}/{link}'")
+
     async def test_write_mode_option(self, sandbox: Sandbox, scratch: str) -> None:
         """Ours: ``mode`` sets the permission bits of a new or overwritten file; a bad one is 400 naming it."""
         path = f"{scratch}/m.sh"

@@ -171,3 +171,12 @@ __all__ = [
     "RenameFileResult",
     "WriteFileResult",
 ]
+
+
+class ConfinedPath(Model):
+    """Ours: ``files.confine``: ``path`` as given, ``resolved`` the path inside the workspace it names."""
+
+    success: bool
+    path: str
+    resolved: str
+    timestamp: str
