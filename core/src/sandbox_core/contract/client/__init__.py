@@ -25,6 +25,7 @@ from sandbox_core.config import Config, ConfigError, load_config, transport_sett
 from sandbox_core.contract.models import (
     AnyExecEvent,
     ExecResult,
+    MetadataResult,
     Pong,
     SessionCreated,
     SessionDeleted,
@@ -351,6 +352,11 @@ class Sandbox:
 
     async def version(self) -> str:
         return (await self.call_as(VersionInfo, "utils", "version")).version
+
+    async def metadata(self, prefix: str | None = None) -> dict[str, str]:
+        """Ours: the sandbox's environment variables named ``prefix``... (default ``SANDBOX_``),
+        without secret-looking names and without the server's own."""
+        return (await self.call_as(MetadataResult, "utils", "metadata", **_params(prefix=prefix))).env
 
     async def runtime_id(self) -> str:
         """This run of the server: it changes when the server restarts, and with it every process

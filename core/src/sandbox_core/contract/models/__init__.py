@@ -71,6 +71,16 @@ class VersionInfo(Model):
     runtime_id: str | None = None
 
 
+class MetadataResult(Model):
+    """Ours: ``utils.metadata``: the server's environment variables whose names start with
+    ``prefix``, none with a secret-looking name and none of the server's own."""
+
+    success: bool
+    prefix: str
+    env: dict[str, str]
+    timestamp: str
+
+
 # Exec stream events (contract section b1). ``type`` is the tag.
 
 
