@@ -52,7 +52,7 @@ async def chunks(total: int, size: int, digest: Any) -> AsyncIterator[bytes]:
 async def test_stream_operations_are_indexed(registry: ServiceRegistry) -> None:
     """A parameter typed as an async iterable of bytes does not break the registry's params struct."""
     write = registry.operation("files", "write_file_stream")
-    assert not write.streaming and write.param_names == ("path", "data", "session_id")
+    assert not write.streaming and write.param_names == ("path", "data", "session_id", "mode")
     read = registry.operation("files", "read_bytes")
     assert read.streaming
 
