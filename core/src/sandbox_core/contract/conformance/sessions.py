@@ -158,6 +158,21 @@ class SessionsSuite(SleeperFixture):
         assert (await bounded(sandbox.exec("echo free", session_id=s))).stdout == "free"
         assert not await sleeper.running(sandbox, pid)
 
+    async def test_a_cancelled_sessionless_exec_ends_its_processes(
+        self, sandbox: Sandbox, sleepers: MakeSleeper
+    ) -> None:
+        sleeper = sleepers()
+        task = asyncio.ensure_future(sandbox.exec(f"{sleeper.command} & wait", session_id=SESSIONLESS))
+        pid = await sleeper.started(sandbox)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        for _ in range(300):  # the server learns of the departure, then TERMs the group
+            if not await sleeper.running(sandbox, pid):
+                break
+            await asyncio.sleep(0.05)
+        assert not await sleeper.running(sandbox, pid), "the sessionless command outlived its departed caller"
+
     async def test_an_abandoned_exec_stream_ends_its_command(self, sandbox: Sandbox) -> None:
         stream = sandbox.exec_stream("yes", session_id=sid())
         start = await bounded(stream.__anext__())
