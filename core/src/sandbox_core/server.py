@@ -20,7 +20,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 
 from . import hypercorn_fixes, memory
 from .config import Config, ConfigError, describe_setting, enabled_transports, service_settings, transport_settings
-from .edge import ANONYMOUS, PROBES, EdgePolicy, header, is_loopback, load_token
+from .edge import ANONYMOUS, CREDENTIAL_HEADERS, PROBES, EdgePolicy, bind_refusal, load_token
 from .errors import SandboxError, not_found
 from .intake import ByteBudget
 from .metrics import Metrics
@@ -62,8 +62,9 @@ def _closing(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
 class EdgeApp:
     """The ASGI app hypercorn runs: checks each request against the edge policy (Host, Origin,
     token: :mod:`.edge`), then hands it to the transport that serves its path. A request that
-    passes has its ``Authorization`` header removed when it was the token: transports never see
-    the credential (and never read it as a session id)."""
+    passes has its ``Authorization`` and ``X-Forwarded-Authorization`` headers removed when a
+    token is configured: transports never see the credential (and never read it as a session
+    id). The requests that need no token are :attr:`probes`: the server's and the mounts'."""
 
     def __init__(self, mounts: dict[str, ServerMount], policy: EdgePolicy | None = None) -> None:
         self.policy = policy or EdgePolicy()
@@ -71,6 +72,8 @@ class EdgeApp:
         self.prefixes: list[tuple[str, Callable[..., Any]]] = []
         self.catch_all: Callable[..., Any] | None = None
         self.transports = sorted(mounts)
+        #: the (method, path) pairs that need no token: :data:`~.edge.PROBES` and each mount's own
+        self.probes: frozenset[tuple[str, str]] = PROBES.union(*(m.probes for m in mounts.values()))
         for mount in mounts.values():
             for path in mount.http_paths:
                 if path.endswith("/"):
@@ -100,15 +103,15 @@ class EdgeApp:
             await answer_lifespan(receive, send)
             return
         headers = scope.get("headers", ())
-        probe = kind == "http" and (scope.get("method"), scope.get("path")) in PROBES
+        probe = kind == "http" and (scope.get("method"), scope.get("path")) in self.probes
         refused = self.policy.check(headers, token_exempt=probe)
         if refused is not None:
             await self.refuse(scope, refused, send)
             return
-        if probe and not self.policy.authorized(header(headers, b"authorization")):
+        if probe and not self.policy.authorized_headers(headers):
             scope[ANONYMOUS] = True  # a probe without the token: it learns up or down, nothing more
         if self.policy.token is not None:
-            scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"authorization"]
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() not in CREDENTIAL_HEADERS]
         app = self.route(kind, scope.get("path", ""))
         if app is not None:
             await app(scope, receive, send)
@@ -192,6 +195,8 @@ class Runtime:
     app: EdgeApp
     transports: list[str]
     mounts: list[ServerMount]
+    #: the same mounts by transport name
+    named_mounts: dict[str, ServerMount]
     #: the server's one budget of incoming bytes, shared by every transport
     budget: ByteBudget
 
@@ -205,14 +210,17 @@ def edge_policy(config: Config, env: Mapping[str, str] | None = None) -> EdgePol
         token = load_token(server.token, server.token_file, os.environ if env is None else env)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if token is None and not is_loopback(server.host) and not server.allow_unauthenticated:
-        raise ConfigError(
-            f"server.host = {server.host!r} is reachable from other machines and no token is set: set "
-            "server.token, server.token_file or SANDBOX_TOKEN (or, if only trusted peers can reach the "
-            "sandbox, server.allow_unauthenticated = true or SANDBOX_ALLOW_UNAUTHENTICATED=1)"
-        )
+    refusal = bind_refusal(
+        server.host, token=token is not None, allow_unauthenticated=server.allow_unauthenticated, setting="server.host"
+    )
+    if refusal is not None:
+        raise ConfigError(refusal)
     return EdgePolicy.build(
-        bind_host=server.host, token=token, allowed_hosts=server.allowed_hosts, allowed_origins=server.allowed_origins
+        bind_host=server.host,
+        token=token,
+        allowed_hosts=server.allowed_hosts,
+        allowed_origins=server.allowed_origins,
+        allow_unauthenticated=server.allow_unauthenticated,
     )
 
 
@@ -260,12 +268,13 @@ async def build_runtime(config: Config, pm: Any = None) -> Runtime:
                 budget=budget,
                 body_timeout=config.server.body_timeout,
                 metrics=registry.metrics,
+                policy=policy,
             )
             mounts[name] = spec.server(ctx)
     except BaseException:
         await registry.aclose()
         raise
-    return Runtime(config, registry, EdgeApp(mounts, policy), names, list(mounts.values()), budget)
+    return Runtime(config, registry, EdgeApp(mounts, policy), names, list(mounts.values()), mounts, budget)
 
 
 def websocket_intake(runtime: Runtime) -> hypercorn_fixes.WebsocketIntake:
@@ -281,19 +290,38 @@ def websocket_intake(runtime: Runtime) -> hypercorn_fixes.WebsocketIntake:
     )
 
 
-async def enter_lifespans(mounts: list[ServerMount]) -> list[AbstractAsyncContextManager[object]]:
-    """Enter every mount's :attr:`~ServerMount.lifespan`, in order; when one fails, those
-    entered are exited (in reverse) and its error raised."""
+def listeners_of(value: object, where: str) -> dict[str, str]:
+    """The listeners a lifespan reports with its entered ``value``: a mapping ``{name: url}``
+    (both strings); any other value reports none."""
+    if not isinstance(value, Mapping):
+        return {}
+    bad = [(k, v) for k, v in value.items() if not isinstance(k, str) or not isinstance(v, str) or not k]
+    if bad:
+        raise TypeError(f"{where}: the listeners a lifespan reports are {{name: url}} strings, not {bad[0]!r}")
+    return dict(value)
+
+
+async def enter_lifespans(
+    mounts: Mapping[str, ServerMount],
+) -> tuple[list[AbstractAsyncContextManager[object]], dict[str, str]]:
+    """Enter every mount's :attr:`~ServerMount.lifespan`, in order, and gather the listeners
+    they report (their entered values, :func:`listeners_of`); when one fails, those entered
+    are exited (in reverse) and its error raised."""
     entered: list[AbstractAsyncContextManager[object]] = []
+    listeners: dict[str, str] = {}
     try:
-        for mount in mounts:
+        for name, mount in mounts.items():
             if mount.lifespan is not None:
-                await mount.lifespan.__aenter__()
+                value = await mount.lifespan.__aenter__()
                 entered.append(mount.lifespan)
+                for listener, url in listeners_of(value, f"transport {name!r}").items():
+                    if listener in listeners:
+                        raise ValueError(f"transport {name!r}: a listener named {listener!r} is reported twice")
+                    listeners[listener] = url
     except BaseException:
         await exit_lifespans(entered, None)
         raise
-    return entered
+    return entered, listeners
 
 
 async def exit_lifespans(entered: list[AbstractAsyncContextManager[object]], each_s: float | None) -> None:
@@ -337,7 +365,7 @@ async def serve(
             f"{where}: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}{hint}"
         ) from None
     try:
-        lifespans = await enter_lifespans(runtime.mounts)
+        lifespans, listeners = await enter_lifespans(runtime.named_mounts)
     except BaseException:
         sock.close()
         await runtime.registry.aclose()
@@ -378,6 +406,7 @@ async def serve(
     log.info(
         "server.started",
         url=url,
+        listeners=listeners,
         transports=runtime.transports,
         services=sorted(runtime.registry.specs),
         workspace=runtime.registry.workspace,
