@@ -59,10 +59,45 @@ async def test_the_listeners_a_lifespan_binds_are_logged_and_known_to_the_test(
     sandbox_server_factory: ServerFactory,
 ) -> None:
     server = sandbox_server_factory(ListenerServer)
-    assert list(server.listeners) == ["listentest"]
+    assert sorted(server.listeners) == ["listentest", "listentest-rest"]
     url = server.listeners["listentest"]
     assert url.startswith("tcp://127.0.0.1:") and not url.endswith(f":{server.port}")
     assert await greeting(url) == b"listentest\n"  # the very listener the lifespan bound
+    rest = server.listeners["listentest-rest"]
+    assert rest.startswith("http://127.0.0.1:") and not rest.endswith(f":{server.port}")
+    async with httpx.AsyncClient(base_url=rest, timeout=30) as http:
+        assert (await http.get("/v1/health")).status_code == 200
+
+
+async def test_an_own_http_listener_gets_the_edge_and_the_hardening_of_the_server_port(
+    sandbox_server_factory: ServerFactory,
+) -> None:
+    server = sandbox_server_factory(ListenerServer, config={"server": {"token": TOKEN}})
+    rest = server.listeners["listentest-rest"]
+    async with httpx.AsyncClient(base_url=rest, timeout=30) as http:
+        # its own probe needs no token (and learns it was anonymous); the rest of it does
+        health = await http.get("/v1/health")
+        assert health.status_code == 200 and health.json()["anonymous"] is True
+        assert "server" not in health.headers  # hypercorn as the server's port runs it
+        assert_error(await http.get("/v1/files/x"), 401, "UNAUTHORIZED")
+        assert_error(await http.get("/listentest/health"), 401, "UNAUTHORIZED")  # the port's probe is not this one's
+        assert_error(await http.get("/v1/health", headers={"Host": "evil.example"}), 403, "HOST_NOT_ALLOWED")
+        for credential in ({"Authorization": f"Bearer {TOKEN}"}, {"X-Forwarded-Authorization": f"Bearer {TOKEN}"}):
+            seen = await http.get("/v1/files/x", headers=credential)
+            assert seen.status_code == 200
+            assert not set(seen.json()["headers"]) & {"authorization", "x-forwarded-authorization"}
+    # h2c, off on the server (http2 = false), is refused on this listener as on the port
+    host, port = rest.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 10)
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 20)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 505"), answer[:100]
+    # it stops with the server
+    server.stop()
+    with pytest.raises(OSError):
+        await asyncio.wait_for(asyncio.open_connection(host, int(port)), 10)
 
 
 async def test_a_mount_declares_its_own_probes_and_nothing_more_is_exempt(
@@ -133,6 +168,7 @@ def test_a_transport_listener_follows_the_bind_rule_of_server_host(
     # with a token it starts, bound where it was told
     server = sandbox_server_factory(ListenerServer, config={**wide, "server": {"token": TOKEN}})
     assert server.listeners["listentest"].startswith("tcp://0.0.0.0:")
+    assert server.listeners["listentest-rest"].startswith("http://0.0.0.0:")
 
 
 def test_the_bind_rule_is_one_function_for_the_server_and_transports() -> None:

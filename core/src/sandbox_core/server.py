@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -345,6 +346,107 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def socket_url(sock: socket.socket) -> str:
+    """``http://HOST:PORT`` of a bound socket."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
+
+
+def hypercorn_config(
+    config: Config, sock: socket.socket, intake: hypercorn_fixes.WebsocketIntake, ping_interval: float | None
+) -> Any:
+    """The hardened hypercorn config of one listener of the server (its port, or a transport's
+    own, :func:`serve_listener`), serving on ``sock`` (hypercorn then owns it): the connection
+    fixes with ``[server]``'s settings, WebSocket messages bounded by ``intake``, keep-alive and
+    shutdown times of ``[server]``."""
+    # the fixes' settings are this server's own (two servers in one process keep theirs)
+    policy = hypercorn_fixes.ConnectionPolicy(http2=config.server.http2, header_timeout=config.server.header_timeout)
+    hconfig = hypercorn_fixes.make_config(intake, policy)
+    hconfig.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) the listening socket
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")  # through the root handler, warnings and up
+    # on shutdown, open connections get the shutdown timeout less what ending the services'
+    # processes may take (at most a second of it), so the process is gone within the timeout
+    timeout = config.server.shutdown_timeout
+    hconfig.graceful_timeout = timeout - min(1.0, timeout / 2)
+    # an idle connection (and one whose request head has not fully arrived) is closed after this
+    hconfig.keep_alive_timeout = config.server.keep_alive_timeout
+    hypercorn_fixes.apply()
+    hconfig.keep_alive_max_requests = 10_000_000  # hypercorn's default (1000) recycles busy clients' connections
+    hconfig.include_server_header = False
+    # a path no mount names (nothing is accepted there); each mount's paths have its own limit
+    budget = intake.budget.total if intake.budget is not None else hypercorn_fixes.DEFAULT_MESSAGE_BYTES
+    hconfig.websocket_max_message_size = min(hypercorn_fixes.DEFAULT_MESSAGE_BYTES, budget)
+    hconfig.websocket_ping_interval = ping_interval
+    return hconfig
+
+
+class OwnListener:
+    """A listener :func:`serve_listener` runs: its ``url``, and :meth:`aclose` to stop it."""
+
+    def __init__(self, url: str, task: asyncio.Task[None], stop: asyncio.Event, grace: float) -> None:
+        self.url = url
+        self._task = task
+        self._stop = stop
+        self._grace = grace
+
+    async def aclose(self) -> None:
+        """Stop taking connections and end the open ones (each given the server's shutdown
+        grace); idempotent. Call it from the mount's ``aclose`` to drain with the server's port."""
+        self._stop.set()
+        done, _ = await asyncio.wait([self._task], timeout=max(self._grace, 0.1))
+        if not done:  # hypercorn bounds its own close by the grace: this is a last resort
+            log.warning("transport.listener_stop_timeout", url=self.url)
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=1.0)
+        elif not self._task.cancelled() and self._task.exception() is not None:
+            log.warning("transport.listener_failed", url=self.url, error=repr(self._task.exception()))
+
+
+@contextlib.asynccontextmanager
+async def serve_listener(
+    ctx: ServerContext,
+    app: Callable[..., Any],
+    *,
+    host: str,
+    port: int,
+    setting: str,
+    probes: tuple[tuple[str, str], ...] = (),
+    websocket_paths: tuple[str, ...] = (),
+    websocket_max_message_bytes: int | None = None,
+) -> AsyncIterator[OwnListener]:
+    """Serve the ASGI ``app`` on a listener of its own (``host``:``port``, the transport's
+    ``setting`` names it in errors) with the protections of the server's port: the bind rule
+    of ``server.host`` (:meth:`EdgePolicy.check_bind`), the edge (Host, Origin, token, both
+    credential headers stripped; ``probes`` need no token) for that address, the hypercorn
+    fixes and ``[server]`` times (:func:`hypercorn_config`), WebSocket messages on
+    ``websocket_paths`` bounded and counted against the server's budget. The app receives every
+    http request the edge lets through; it counts the request bodies it holds against
+    ``ctx.budget`` itself, as every transport does. For use in a mount's ``lifespan``: yields
+    the running :class:`OwnListener` (report ``listener.url``), stopped on exit."""
+    ctx.policy.check_bind(host, setting)
+    try:
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot listen on {host}:{port}: {exc.strerror}") from None
+    config = ctx.config
+    limit = websocket_max_message_bytes or hypercorn_fixes.DEFAULT_MESSAGE_BYTES
+    intake = hypercorn_fixes.WebsocketIntake(
+        budget=ctx.budget, stall_timeout=ctx.body_timeout, limits={p: limit for p in websocket_paths}
+    )
+    url = socket_url(sock)
+    mount = ServerMount(app=app, catch_all=True, websocket_paths=websocket_paths, probes=probes)
+    edge = EdgeApp({setting: mount}, ctx.policy.for_bind(host))
+    hconfig = hypercorn_config(config, sock, intake, None)
+    stop = asyncio.Event()
+    task = asyncio.create_task(hypercorn_serve(edge, hconfig, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    listener = OwnListener(url, task, stop, hconfig.graceful_timeout)
+    try:
+        yield listener
+    finally:
+        await listener.aclose()
+
+
 async def serve(
     config: Config,
     *,
@@ -370,31 +472,13 @@ async def serve(
         sock.close()
         await runtime.registry.aclose()
         raise
-    host, port = sock.getsockname()[:2]
-    url = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
-    # the fixes' settings are this server's own (two servers in one process keep theirs)
-    policy = hypercorn_fixes.ConnectionPolicy(http2=config.server.http2, header_timeout=config.server.header_timeout)
-    hconfig = hypercorn_fixes.make_config(websocket_intake(runtime), policy)
-    hconfig.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) the listening socket
-    hconfig.accesslog = None
-    hconfig.errorlog = logging.getLogger("hypercorn.error")  # through the root handler, warnings and up
-    # on shutdown, open connections get the shutdown timeout less what ending the services'
-    # processes may take (at most a second of it), so the process is gone within the timeout
-    timeout = config.server.shutdown_timeout
-    reserve = min(1.0, timeout / 2)
-    hconfig.graceful_timeout = timeout - reserve
-    # the services then stop at once, each giving its processes half the reserve from SIGTERM to
-    # SIGKILL, so that they are all gone (and the process with them) within the timeout
-    runtime.registry.stop_grace = reserve / 2
-    # an idle connection (and one whose request head has not fully arrived) is closed after this
-    hconfig.keep_alive_timeout = config.server.keep_alive_timeout
-    hypercorn_fixes.apply()
-    hconfig.keep_alive_max_requests = 10_000_000  # hypercorn's default (1000) recycles busy clients' connections
-    hconfig.include_server_header = False
-    # a path no mount names (nothing is accepted there); each mount's paths have its own limit
-    hconfig.websocket_max_message_size = min(hypercorn_fixes.DEFAULT_MESSAGE_BYTES, runtime.budget.total)
+    url = socket_url(sock)
     pings = [m.websocket_ping_interval for m in runtime.mounts if m.websocket_ping_interval]
-    hconfig.websocket_ping_interval = min(pings) if pings else None
+    hconfig = hypercorn_config(config, sock, websocket_intake(runtime), min(pings) if pings else None)
+    # the services stop at once after the connections, each giving its processes half the
+    # reserve (hypercorn_config) from SIGTERM to SIGKILL, so that they are all gone (and the
+    # process with them) within the timeout
+    runtime.registry.stop_grace = (config.server.shutdown_timeout - hconfig.graceful_timeout) / 2
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
