@@ -17,9 +17,11 @@ import pytest
 from httpx_ws import aconnect_ws
 
 from sandbox_core.config import ConfigError
-from sandbox_core.edge import CREDENTIAL_HEADERS, EdgePolicy, bind_refusal
+from sandbox_core.edge import CREDENTIAL_HEADERS, PROBES, EdgePolicy, bind_refusal
+from sandbox_core.server import EdgeApp
 from sandbox_core.testing import ServerProcess, assert_error
 from sandbox_core.testing.plugin import TEST_CONFIG
+from sandbox_core.transport import ServerMount
 
 SERVE_WITH_LISTENER = str(Path(__file__).with_name("serve_with_listener.py"))
 TOKEN = "l1stener-token-value"
@@ -204,3 +206,19 @@ def test_a_listener_policy_keeps_the_token_and_origins_with_the_host_list_of_its
     assert policy.authorized_headers([(b"X-Forwarded-Authorization", b"bearer t0k")])
     assert not policy.authorized_headers([(b"x-other", b"Bearer t0k")])
     assert CREDENTIAL_HEADERS == (b"authorization", b"x-forwarded-authorization")  # an explicit list
+
+
+def test_the_token_exempt_requests_are_the_servers_probes_and_those_mounts_declare() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise AssertionError("not called")
+
+    mounts = {
+        "a": ServerMount(app=app, http_paths=("/v1/",), probes=(("GET", "/v1/health"),)),
+        "b": ServerMount(app=app, http_paths=("/b",)),
+    }
+    assert EdgeApp(mounts).probes == PROBES | {("GET", "/v1/health")}
+    assert EdgeApp({"b": mounts["b"]}).probes == PROBES
+    # a mount exempts only requests to its own paths, never another transport's
+    stray = ServerMount(app=app, http_paths=("/v1/", "/api"), probes=(("POST", "/api/execute"),))
+    with pytest.raises(ValueError, match=r"transport 'c': probe POST /api/execute is not on its own http paths"):
+        EdgeApp({"c": stray})

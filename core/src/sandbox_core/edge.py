@@ -18,9 +18,9 @@ any transport sees the request).
   ``Authorization`` is no longer read as a session id). The token is never logged.
 * **Probes.** The routes in :data:`PROBES` (liveness and readiness, for a load balancer or
   Kubernetes ``httpGet`` probes, which send no credential), and those a transport's mount
-  declares (``ServerMount.probes``), need no token; Host and Origin are checked as for any
-  request. Without the token such a request is marked :data:`ANONYMOUS` in its ASGI scope, and
-  its answer says up or down and nothing more.
+  declares (``ServerMount.probes``, on its own paths), need no token; Host and Origin are
+  checked as for any request. Without the token such a request is marked :data:`ANONYMOUS` in
+  its ASGI scope, and its answer says up or down and nothing more.
 * **Binding.** A server (or a transport's own listener) bound to an address other machines can
   reach, with no token, refuses to start unless ``allow_unauthenticated``
   (:func:`bind_refusal`, :meth:`EdgePolicy.check_bind`).

@@ -75,6 +75,11 @@ class EdgeApp:
         self.transports = sorted(mounts)
         #: the (method, path) pairs that need no token: :data:`~.edge.PROBES` and each mount's own
         self.probes: frozenset[tuple[str, str]] = PROBES.union(*(m.probes for m in mounts.values()))
+        for name, mount in mounts.items():
+            for method, path in mount.probes:
+                prefixes = tuple(p for p in mount.http_paths if p.endswith("/"))
+                if not (mount.catch_all or path in mount.http_paths or path.startswith(prefixes)):
+                    raise ValueError(f"transport {name!r}: probe {method} {path} is not on its own http paths")
         for mount in mounts.values():
             for path in mount.http_paths:
                 if path.endswith("/"):
