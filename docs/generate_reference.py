@@ -100,7 +100,8 @@ def render() -> str:
         "",
         "## Probes and metrics (transport `http`, ours)",
         "",
-        "With a token configured, the probes (`sandbox_core.edge.PROBES`) need none; everything else does.",
+        "With a token configured, the probes (`sandbox_core.edge.PROBES`, and those a transport's mount",
+        "declares) need none; everything else does.",
         "",
     ]
     lines += _table(

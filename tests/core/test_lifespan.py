@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from helpers_inprocess import in_process_plugins
 
 from sandbox_core.config import Config
@@ -193,3 +194,48 @@ async def test_the_registry_runs_the_declared_lifecycle(tmp_path: Path) -> None:
     assert calls == ["full startup"]
     await registry.aclose()  # the broken one's failure is logged and stops no other
     assert calls == ["full startup", "full aclose"]
+
+
+class Reporting(LifeTest):
+    """A transport whose lifespan enters with a value of the test's choosing."""
+
+    def __init__(self, value: object) -> None:
+        super().__init__()
+        self.value = value
+
+    @contextlib.asynccontextmanager
+    async def own_listener(self) -> AsyncIterator[Any]:  # type: ignore[override]
+        self.journal.append("listener started")
+        try:
+            yield self.value
+        finally:
+            self.journal.append("listener stopped")
+
+
+@pytest.mark.parametrize("value", [{"grpc": 9090}, {"": "tcp://x"}])
+async def test_listeners_a_lifespan_reports_must_be_names_and_urls(tmp_path: Path, value: object) -> None:
+    plugin = Reporting(value)
+
+    async def never() -> None:
+        await asyncio.Event().wait()
+
+    pm = in_process_plugins(("lifetest", plugin))
+    error = r"transport 'lifetest': the listeners a lifespan reports are \{name: url\} strings"
+    with pytest.raises(TypeError, match=error):
+        await asyncio.wait_for(serve(_config(tmp_path), shutdown_trigger=never, pm=pm), 60)
+    # the lifespan it entered is exited, and the services stopped, as for any failure to start
+    assert plugin.journal == ["service startup", "listener started", "listener stopped", "service aclose"]
+
+
+async def test_a_lifespan_entered_with_anything_else_reports_no_listener(tmp_path: Path) -> None:
+    plugin = Reporting(object())
+
+    async def stop_at_once() -> None:
+        return
+
+    pm = in_process_plugins(("lifetest", plugin))
+    with structlog.testing.capture_logs() as records:
+        await asyncio.wait_for(serve(_config(tmp_path), shutdown_trigger=stop_at_once, pm=pm), 60)
+    started = [r for r in records if r.get("event") == "server.started"]
+    assert len(started) == 1 and started[0]["listeners"] == {}
+    assert plugin.journal[-2:] == ["listener stopped", "service aclose"]

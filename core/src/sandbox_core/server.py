@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 
 from . import hypercorn_fixes, memory
 from .config import Config, ConfigError, describe_setting, enabled_transports, service_settings, transport_settings
-from .edge import ANONYMOUS, PROBES, EdgePolicy, header, is_loopback, load_token
+from .edge import ANONYMOUS, CREDENTIAL_HEADERS, PROBES, EdgePolicy, bind_refusal, load_token
 from .errors import SandboxError, not_found
 from .intake import ByteBudget
 from .metrics import Metrics
@@ -62,8 +63,9 @@ def _closing(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
 class EdgeApp:
     """The ASGI app hypercorn runs: checks each request against the edge policy (Host, Origin,
     token: :mod:`.edge`), then hands it to the transport that serves its path. A request that
-    passes has its ``Authorization`` header removed when it was the token: transports never see
-    the credential (and never read it as a session id)."""
+    passes has its ``Authorization`` and ``X-Forwarded-Authorization`` headers removed when a
+    token is configured: transports never see the credential (and never read it as a session
+    id). The requests that need no token are :attr:`probes`: the server's and the mounts'."""
 
     def __init__(self, mounts: dict[str, ServerMount], policy: EdgePolicy | None = None) -> None:
         self.policy = policy or EdgePolicy()
@@ -71,6 +73,13 @@ class EdgeApp:
         self.prefixes: list[tuple[str, Callable[..., Any]]] = []
         self.catch_all: Callable[..., Any] | None = None
         self.transports = sorted(mounts)
+        #: the (method, path) pairs that need no token: :data:`~.edge.PROBES` and each mount's own
+        self.probes: frozenset[tuple[str, str]] = PROBES.union(*(m.probes for m in mounts.values()))
+        for name, mount in mounts.items():
+            for method, path in mount.probes:
+                prefixes = tuple(p for p in mount.http_paths if p.endswith("/"))
+                if not (mount.catch_all or path in mount.http_paths or path.startswith(prefixes)):
+                    raise ValueError(f"transport {name!r}: probe {method} {path} is not on its own http paths")
         for mount in mounts.values():
             for path in mount.http_paths:
                 if path.endswith("/"):
@@ -100,15 +109,15 @@ class EdgeApp:
             await answer_lifespan(receive, send)
             return
         headers = scope.get("headers", ())
-        probe = kind == "http" and (scope.get("method"), scope.get("path")) in PROBES
+        probe = kind == "http" and (scope.get("method"), scope.get("path")) in self.probes
         refused = self.policy.check(headers, token_exempt=probe)
         if refused is not None:
             await self.refuse(scope, refused, send)
             return
-        if probe and not self.policy.authorized(header(headers, b"authorization")):
+        if probe and not self.policy.authorized_headers(headers):
             scope[ANONYMOUS] = True  # a probe without the token: it learns up or down, nothing more
         if self.policy.token is not None:
-            scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"authorization"]
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() not in CREDENTIAL_HEADERS]
         app = self.route(kind, scope.get("path", ""))
         if app is not None:
             await app(scope, receive, send)
@@ -192,6 +201,8 @@ class Runtime:
     app: EdgeApp
     transports: list[str]
     mounts: list[ServerMount]
+    #: the same mounts by transport name
+    named_mounts: dict[str, ServerMount]
     #: the server's one budget of incoming bytes, shared by every transport
     budget: ByteBudget
 
@@ -205,14 +216,17 @@ def edge_policy(config: Config, env: Mapping[str, str] | None = None) -> EdgePol
         token = load_token(server.token, server.token_file, os.environ if env is None else env)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if token is None and not is_loopback(server.host) and not server.allow_unauthenticated:
-        raise ConfigError(
-            f"server.host = {server.host!r} is reachable from other machines and no token is set: set "
-            "server.token, server.token_file or SANDBOX_TOKEN (or, if only trusted peers can reach the "
-            "sandbox, server.allow_unauthenticated = true or SANDBOX_ALLOW_UNAUTHENTICATED=1)"
-        )
+    refusal = bind_refusal(
+        server.host, token=token is not None, allow_unauthenticated=server.allow_unauthenticated, setting="server.host"
+    )
+    if refusal is not None:
+        raise ConfigError(refusal)
     return EdgePolicy.build(
-        bind_host=server.host, token=token, allowed_hosts=server.allowed_hosts, allowed_origins=server.allowed_origins
+        bind_host=server.host,
+        token=token,
+        allowed_hosts=server.allowed_hosts,
+        allowed_origins=server.allowed_origins,
+        allow_unauthenticated=server.allow_unauthenticated,
     )
 
 
@@ -260,12 +274,13 @@ async def build_runtime(config: Config, pm: Any = None) -> Runtime:
                 budget=budget,
                 body_timeout=config.server.body_timeout,
                 metrics=registry.metrics,
+                policy=policy,
             )
             mounts[name] = spec.server(ctx)
     except BaseException:
         await registry.aclose()
         raise
-    return Runtime(config, registry, EdgeApp(mounts, policy), names, list(mounts.values()), budget)
+    return Runtime(config, registry, EdgeApp(mounts, policy), names, list(mounts.values()), mounts, budget)
 
 
 def websocket_intake(runtime: Runtime) -> hypercorn_fixes.WebsocketIntake:
@@ -281,19 +296,38 @@ def websocket_intake(runtime: Runtime) -> hypercorn_fixes.WebsocketIntake:
     )
 
 
-async def enter_lifespans(mounts: list[ServerMount]) -> list[AbstractAsyncContextManager[object]]:
-    """Enter every mount's :attr:`~ServerMount.lifespan`, in order; when one fails, those
-    entered are exited (in reverse) and its error raised."""
+def listeners_of(value: object, where: str) -> dict[str, str]:
+    """The listeners a lifespan reports with its entered ``value``: a mapping ``{name: url}``
+    (both strings); any other value reports none."""
+    if not isinstance(value, Mapping):
+        return {}
+    bad = [(k, v) for k, v in value.items() if not isinstance(k, str) or not isinstance(v, str) or not k]
+    if bad:
+        raise TypeError(f"{where}: the listeners a lifespan reports are {{name: url}} strings, not {bad[0]!r}")
+    return dict(value)
+
+
+async def enter_lifespans(
+    mounts: Mapping[str, ServerMount],
+) -> tuple[list[AbstractAsyncContextManager[object]], dict[str, str]]:
+    """Enter every mount's :attr:`~ServerMount.lifespan`, in order, and gather the listeners
+    they report (their entered values, :func:`listeners_of`); when one fails, those entered
+    are exited (in reverse) and its error raised."""
     entered: list[AbstractAsyncContextManager[object]] = []
+    listeners: dict[str, str] = {}
     try:
-        for mount in mounts:
+        for name, mount in mounts.items():
             if mount.lifespan is not None:
-                await mount.lifespan.__aenter__()
+                value = await mount.lifespan.__aenter__()
                 entered.append(mount.lifespan)
+                for listener, url in listeners_of(value, f"transport {name!r}").items():
+                    if listener in listeners:
+                        raise ValueError(f"transport {name!r}: a listener named {listener!r} is reported twice")
+                    listeners[listener] = url
     except BaseException:
         await exit_lifespans(entered, None)
         raise
-    return entered
+    return entered, listeners
 
 
 async def exit_lifespans(entered: list[AbstractAsyncContextManager[object]], each_s: float | None) -> None:
@@ -317,6 +351,107 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def socket_url(sock: socket.socket) -> str:
+    """``http://HOST:PORT`` of a bound socket."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
+
+
+def hypercorn_config(
+    config: Config, sock: socket.socket, intake: hypercorn_fixes.WebsocketIntake, ping_interval: float | None
+) -> Any:
+    """The hardened hypercorn config of one listener of the server (its port, or a transport's
+    own, :func:`serve_listener`), serving on ``sock`` (hypercorn then owns it): the connection
+    fixes with ``[server]``'s settings, WebSocket messages bounded by ``intake``, keep-alive and
+    shutdown times of ``[server]``."""
+    # the fixes' settings are this server's own (two servers in one process keep theirs)
+    policy = hypercorn_fixes.ConnectionPolicy(http2=config.server.http2, header_timeout=config.server.header_timeout)
+    hconfig = hypercorn_fixes.make_config(intake, policy)
+    hconfig.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) the listening socket
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")  # through the root handler, warnings and up
+    # on shutdown, open connections get the shutdown timeout less what ending the services'
+    # processes may take (at most a second of it), so the process is gone within the timeout
+    timeout = config.server.shutdown_timeout
+    hconfig.graceful_timeout = timeout - min(1.0, timeout / 2)
+    # an idle connection (and one whose request head has not fully arrived) is closed after this
+    hconfig.keep_alive_timeout = config.server.keep_alive_timeout
+    hypercorn_fixes.apply()
+    hconfig.keep_alive_max_requests = 10_000_000  # hypercorn's default (1000) recycles busy clients' connections
+    hconfig.include_server_header = False
+    # a path no mount names (nothing is accepted there); each mount's paths have its own limit
+    budget = intake.budget.total if intake.budget is not None else hypercorn_fixes.DEFAULT_MESSAGE_BYTES
+    hconfig.websocket_max_message_size = min(hypercorn_fixes.DEFAULT_MESSAGE_BYTES, budget)
+    hconfig.websocket_ping_interval = ping_interval
+    return hconfig
+
+
+class OwnListener:
+    """A listener :func:`serve_listener` runs: its ``url``, and :meth:`aclose` to stop it."""
+
+    def __init__(self, url: str, task: asyncio.Task[None], stop: asyncio.Event, grace: float) -> None:
+        self.url = url
+        self._task = task
+        self._stop = stop
+        self._grace = grace
+
+    async def aclose(self) -> None:
+        """Stop taking connections and end the open ones (each given the server's shutdown
+        grace); idempotent. Call it from the mount's ``aclose`` to drain with the server's port."""
+        self._stop.set()
+        done, _ = await asyncio.wait([self._task], timeout=max(self._grace, 0.1))
+        if not done:  # hypercorn bounds its own close by the grace: this is a last resort
+            log.warning("transport.listener_stop_timeout", url=self.url)
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=1.0)
+        elif not self._task.cancelled() and self._task.exception() is not None:
+            log.warning("transport.listener_failed", url=self.url, error=repr(self._task.exception()))
+
+
+@contextlib.asynccontextmanager
+async def serve_listener(
+    ctx: ServerContext,
+    app: Callable[..., Any],
+    *,
+    host: str,
+    port: int,
+    setting: str,
+    probes: tuple[tuple[str, str], ...] = (),
+    websocket_paths: tuple[str, ...] = (),
+    websocket_max_message_bytes: int | None = None,
+) -> AsyncIterator[OwnListener]:
+    """Serve the ASGI ``app`` on a listener of its own (``host``:``port``, the transport's
+    ``setting`` names it in errors) with the protections of the server's port: the bind rule
+    of ``server.host`` (:meth:`EdgePolicy.check_bind`), the edge (Host, Origin, token, both
+    credential headers stripped; ``probes`` need no token) for that address, the hypercorn
+    fixes and ``[server]`` times (:func:`hypercorn_config`), WebSocket messages on
+    ``websocket_paths`` bounded and counted against the server's budget. The app receives every
+    http request the edge lets through; it counts the request bodies it holds against
+    ``ctx.budget`` itself, as every transport does. For use in a mount's ``lifespan``: yields
+    the running :class:`OwnListener` (report ``listener.url``), stopped on exit."""
+    ctx.policy.check_bind(host, setting)
+    try:
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot listen on {host}:{port}: {exc.strerror}") from None
+    config = ctx.config
+    limit = websocket_max_message_bytes or hypercorn_fixes.DEFAULT_MESSAGE_BYTES
+    intake = hypercorn_fixes.WebsocketIntake(
+        budget=ctx.budget, stall_timeout=ctx.body_timeout, limits={p: limit for p in websocket_paths}
+    )
+    url = socket_url(sock)
+    mount = ServerMount(app=app, catch_all=True, websocket_paths=websocket_paths, probes=probes)
+    edge = EdgeApp({setting: mount}, ctx.policy.for_bind(host))
+    hconfig = hypercorn_config(config, sock, intake, None)
+    stop = asyncio.Event()
+    task = asyncio.create_task(hypercorn_serve(edge, hconfig, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    listener = OwnListener(url, task, stop, hconfig.graceful_timeout)
+    try:
+        yield listener
+    finally:
+        await listener.aclose()
+
+
 async def serve(
     config: Config,
     *,
@@ -337,36 +472,18 @@ async def serve(
             f"{where}: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}{hint}"
         ) from None
     try:
-        lifespans = await enter_lifespans(runtime.mounts)
+        lifespans, listeners = await enter_lifespans(runtime.named_mounts)
     except BaseException:
         sock.close()
         await runtime.registry.aclose()
         raise
-    host, port = sock.getsockname()[:2]
-    url = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
-    # the fixes' settings are this server's own (two servers in one process keep theirs)
-    policy = hypercorn_fixes.ConnectionPolicy(http2=config.server.http2, header_timeout=config.server.header_timeout)
-    hconfig = hypercorn_fixes.make_config(websocket_intake(runtime), policy)
-    hconfig.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) the listening socket
-    hconfig.accesslog = None
-    hconfig.errorlog = logging.getLogger("hypercorn.error")  # through the root handler, warnings and up
-    # on shutdown, open connections get the shutdown timeout less what ending the services'
-    # processes may take (at most a second of it), so the process is gone within the timeout
-    timeout = config.server.shutdown_timeout
-    reserve = min(1.0, timeout / 2)
-    hconfig.graceful_timeout = timeout - reserve
-    # the services then stop at once, each giving its processes half the reserve from SIGTERM to
-    # SIGKILL, so that they are all gone (and the process with them) within the timeout
-    runtime.registry.stop_grace = reserve / 2
-    # an idle connection (and one whose request head has not fully arrived) is closed after this
-    hconfig.keep_alive_timeout = config.server.keep_alive_timeout
-    hypercorn_fixes.apply()
-    hconfig.keep_alive_max_requests = 10_000_000  # hypercorn's default (1000) recycles busy clients' connections
-    hconfig.include_server_header = False
-    # a path no mount names (nothing is accepted there); each mount's paths have its own limit
-    hconfig.websocket_max_message_size = min(hypercorn_fixes.DEFAULT_MESSAGE_BYTES, runtime.budget.total)
+    url = socket_url(sock)
     pings = [m.websocket_ping_interval for m in runtime.mounts if m.websocket_ping_interval]
-    hconfig.websocket_ping_interval = min(pings) if pings else None
+    hconfig = hypercorn_config(config, sock, websocket_intake(runtime), min(pings) if pings else None)
+    # the services stop at once after the connections, each giving its processes half the
+    # reserve (hypercorn_config) from SIGTERM to SIGKILL, so that they are all gone (and the
+    # process with them) within the timeout
+    runtime.registry.stop_grace = (config.server.shutdown_timeout - hconfig.graceful_timeout) / 2
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -378,6 +495,7 @@ async def serve(
     log.info(
         "server.started",
         url=url,
+        listeners=listeners,
         transports=runtime.transports,
         services=sorted(runtime.registry.specs),
         workspace=runtime.registry.workspace,

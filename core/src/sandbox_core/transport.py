@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from .edge import EdgePolicy
 from .intake import DEFAULT_BODY_TIMEOUT_S, ByteBudget
 from .metrics import Metrics
 from .registry import ServiceRegistry
@@ -30,6 +31,12 @@ class ServerContext:
     #: The server's metrics (the registry's): a transport reports its connections there and
     #: counts the bytes it moves (:mod:`sandbox_core.metrics`). Default: off.
     metrics: Metrics = field(default_factory=lambda: Metrics(enabled=False))
+    #: The server's edge policy (``[server]`` token, hosts, origins, allow_unauthenticated), for
+    #: a transport that serves a listener of its own: ``policy.check_bind(host, setting)`` before
+    #: it binds (the rule ``server.host`` follows), ``policy.for_bind(host).check(headers)`` on
+    #: each http request there, ``policy.authorized(value)`` for a credential that comes another
+    #: way. Read only. Default: no token, any host.
+    policy: EdgePolicy = field(default_factory=EdgePolicy)
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,13 @@ class ServerMount:
     #: server from starting), and exits it at shutdown, after :attr:`aclose` and once the
     #: server's connections are over, before the services stop (its exit given as long as
     #: :attr:`aclose` is; a failure there is logged).
+    #: Its entered value may be a mapping ``{name: url}`` of the listeners it bound: the server
+    #: logs them in ``server.started`` (field ``listeners``; ``sandbox_core.testing.ServerProcess``
+    #: reads them there as ``.listeners``). Names are unique across mounts.
     lifespan: AbstractAsyncContextManager[object] | None = None
+    #: The (method, path) pairs on this mount's paths that need no token (a health probe of its
+    #: own, say), beside the server's ``sandbox_core.edge.PROBES``: exact paths, an explicit list.
+    probes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

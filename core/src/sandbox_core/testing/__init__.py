@@ -183,6 +183,18 @@ class ServerProcess:
         return int(self.url.rsplit(":", 1)[1])
 
     @property
+    def listeners(self) -> dict[str, str]:
+        """The listeners the transports bound beside the server's port, ``{name: url}``, as the
+        server logged them in ``server.started`` (empty when there are none)."""
+        if not self.started_line:
+            return {}
+        try:
+            found = json.loads(self.started_line).get("listeners") or {}
+        except ValueError:
+            raise AssertionError(f"server.started is not a JSON log line: {self.started_line!r}") from None
+        return {str(name): str(url) for name, url in found.items()}
+
+    @property
     def ws_url(self) -> str:
         return "ws" + self.url[4:]
 
