@@ -41,7 +41,7 @@ import msgspec
 import structlog
 
 from sandbox_core.contract.routes import TABLE
-from sandbox_core.edge import load_token
+from sandbox_core.edge import CREDENTIAL_HEADERS, load_token
 from sandbox_core.errors import ErrorCode, SandboxError
 from sandbox_core.json_batches import split_long_list
 from sandbox_core.memory import trim_after
@@ -447,8 +447,9 @@ class WsApp:
 
     def frame_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         found = {name.lower(): value for name, value in headers.items()}
-        if self.token:
-            found.pop("authorization", None)
+        if self.token:  # a credential, as at the edge: never seen by a route (nor read as a session id)
+            for name in CREDENTIAL_HEADERS:
+                found.pop(name.decode(), None)
         return found
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
