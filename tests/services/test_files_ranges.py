@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from helpers_files import files_registry
+from helpers_registry import files_registry
 
 from sandbox_core.errors import SandboxError
 from sandbox_core.registry import ServiceRegistry

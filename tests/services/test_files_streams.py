@@ -13,9 +13,9 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers_registry import services_registry
 
 from sandbox_core.errors import SandboxError
-from sandbox_core.plugins import Hooks, make_plugin_manager
 from sandbox_core.registry import ServiceRegistry
 
 MiB = 1024 * 1024
@@ -23,15 +23,10 @@ MiB = 1024 * 1024
 
 @pytest.fixture
 async def registry(tmp_path: Path) -> AsyncIterator[ServiceRegistry]:
-    specs = Hooks(make_plugin_manager()).services()
     workspace = tmp_path / "workspace"
     workspace.mkdir()
-    reg = ServiceRegistry(specs, settings={}, workspace=str(workspace))
-    await reg.start()
-    try:
+    async with services_registry(workspace) as reg:
         yield reg
-    finally:
-        await reg.aclose()
 
 
 def open_fds() -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pybase64
 import pytest
-from helpers_files import files_registry
+from helpers_registry import files_registry
 
 from sandbox_core.errors import SandboxError
 from sandbox_core.registry import ServiceRegistry

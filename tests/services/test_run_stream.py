@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from helpers_registry import services_registry
 
 from sandbox_core.contract.models.processes import RunStartEvent, RunStdoutEvent
-from sandbox_core.plugins import Hooks, make_plugin_manager
 from sandbox_core.registry import ServiceRegistry
 from sandbox_services.processes import ProcessesService
 
@@ -19,15 +19,10 @@ MiB = 1024 * 1024
 
 @pytest.fixture
 async def registry(tmp_path: Path) -> AsyncIterator[ServiceRegistry]:
-    specs = Hooks(make_plugin_manager()).services()
     workspace = tmp_path / "workspace"
     workspace.mkdir()
-    reg = ServiceRegistry(specs, settings={}, workspace=str(workspace))
-    await reg.start()
-    try:
+    async with services_registry(workspace) as reg:
         yield reg
-    finally:
-        await reg.aclose()
 
 
 async def test_a_reader_that_stops_stalls_the_process_and_closing_ends_it(registry: ServiceRegistry) -> None:
