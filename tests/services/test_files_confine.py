@@ -8,9 +8,9 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from helpers_registry import services_registry
 
 from sandbox_core.errors import SandboxError
-from sandbox_core.plugins import Hooks, make_plugin_manager
 from sandbox_core.registry import ServiceRegistry
 
 
@@ -28,12 +28,8 @@ async def workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def registry(workspace: Path) -> AsyncIterator[ServiceRegistry]:
-    reg = ServiceRegistry(Hooks(make_plugin_manager()).services(), settings={}, workspace=str(workspace))
-    await reg.start()
-    try:
+    async with services_registry(workspace) as reg:
         yield reg
-    finally:
-        await reg.aclose()
 
 
 async def confine(registry: ServiceRegistry, path: str, **more: str) -> str:

@@ -102,6 +102,18 @@ def status_of(job: Job) -> ProcessStatus:
     return "failed"
 
 
+def command_of(command: str | None, argv: list[str] | None) -> str:
+    """The command line of a start given exactly one of ``command`` and ``argv`` (checked; an
+    argv is shown as the shell words that would run it); 400 naming the field otherwise."""
+    if (command is None) == (argv is None):
+        raise validation_error("Give exactly one of command and argv", "argv" if argv is not None else "command")
+    if argv is not None:
+        check_argv(argv)
+        return shlex.join(argv)
+    assert command is not None
+    return command
+
+
 def check_argv(argv: list[str]) -> list[str]:
     if not argv:
         raise validation_error("argv must name a program: it is empty", "argv")
@@ -336,13 +348,7 @@ class ProcessesService:
         ``idempotency_window_s`` starts nothing and answers the first one's result (the same
         process id and pid) or error; with other parameters it is 409 ``IDEMPOTENCY_KEY_REUSED``.
         """
-        if (command is None) == (argv is None):
-            raise validation_error("Give exactly one of command and argv", "argv" if argv is not None else "command")
-        if argv is not None:
-            check_argv(argv)
-            command = shlex.join(argv)
-        assert command is not None
-        text = command
+        text = command_of(command, argv)
 
         async def run() -> ProcessStartResult:
             record = await self.spawn(
@@ -394,12 +400,7 @@ class ProcessesService:
         server memory stays bounded. A stream closed before the process ended (the client left,
         the caller cancelled) ends its process tree: SIGTERM to its group, SIGKILL after the grace
         period."""
-        if (command is None) == (argv is None):
-            raise validation_error("Give exactly one of command and argv", "argv" if argv is not None else "command")
-        if argv is not None:
-            check_argv(argv)
-            command = shlex.join(argv)
-        assert command is not None
+        command = command_of(command, argv)
         record = await self.spawn(
             command,
             session_id=DISABLE_SESSION,
