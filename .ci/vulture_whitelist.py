@@ -74,3 +74,4 @@ _._pipe_uuid
 _._pipe_flag
 _._setup_pipe_in
 _._setup_pipe_out
+_.intercept_service  # grpc.aio.ServerInterceptor: grpc calls it for every incoming call

@@ -118,3 +118,7 @@ class TransportSpec:
     #: process's own tty (raw mode, resized with it, restored on every exit) until the user
     #: detaches or the terminal ends, and returns the command's exit status.
     terminal: Callable[[ClientContext, str], Awaitable[int]] | None = None
+    #: The settings that are the port of a listener of the transport's own (beside the server's
+    #: port): ``sandbox_core.testing.ServerProcess`` sets each to 0 (a free port) unless the test
+    #: sets it, as it does ``server.port``, so that servers started side by side never collide.
+    listener_ports: tuple[str, ...] = ()

@@ -34,6 +34,15 @@ def installed_transports(*, need_client: bool = True) -> list[str]:
     return sorted(n for n, s in specs.items() if s.server is not None and (s.client is not None or not need_client))
 
 
+def free_listener_ports(data: dict[str, Any]) -> None:
+    """Set every installed transport's listener ports (:attr:`TransportSpec.listener_ports`) in
+    the config ``data`` to 0, a free port, where ``data`` does not set them."""
+    for name, spec in Hooks(make_plugin_manager()).transports().items():
+        if spec.listener_ports:
+            tables = data["transports"] = dict(data.get("transports") or {})  # the caller's stay as given
+            tables[name] = {**{setting: 0 for setting in spec.listener_ports}, **(tables.get(name) or {})}
+
+
 def to_toml(data: Mapping[str, Any]) -> str:
     """A small TOML writer for config tables (strings, numbers, booleans, lists, tables)."""
 
@@ -167,6 +176,7 @@ class ServerProcess:
                 server.update(val)
             else:
                 data[key] = val
+        free_listener_ports(data)
         self.config_path = Path(self._tmp.name) / "sandbox.toml"
         self.config_path.write_text(to_toml(data))
         self.env = {**os.environ, **(env or {})}

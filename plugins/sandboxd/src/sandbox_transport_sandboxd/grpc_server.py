@@ -1,0 +1,149 @@
+"""The gRPC listener: a ``grpc.aio`` server with this transport's limits, the token check and
+every method of a table of :class:`GrpcService` (so no generated servicer code is needed: a
+method is served under the spec's name with the checked-in message classes).
+
+A handler raises :class:`SandboxError` (what the registry raises) and the caller gets the status
+:func:`errors.mapped` gives it; any other exception is logged and answered INTERNAL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf.message import Message
+
+from sandbox_core.edge import EdgePolicy
+from sandbox_core.errors import SandboxError
+
+from .errors import mapped
+from .settings import SandboxdSettings
+
+log = structlog.get_logger("sandbox.transport.sandboxd")
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Unary = Callable[[Any, Context], Awaitable[Message]]
+Streaming = Callable[[Any, Context], AsyncIterator[Message]]
+Handler = grpc.RpcMethodHandler[Any, Any]
+
+
+@dataclass(frozen=True)
+class Rpc:
+    """One method: its name in the service, its message classes and its handler (a coroutine
+    function for a unary method, an async generator function for a server stream)."""
+
+    name: str
+    request: type[Message]
+    response: type[Message]
+    handler: Callable[[Any, Context], Any]  # Unary, or Streaming when ``streaming``
+    streaming: bool = False
+
+
+@dataclass(frozen=True)
+class GrpcService:
+    """A service as it is named on the wire (``package.Service``) and its methods."""
+
+    name: str
+    rpcs: tuple[Rpc, ...]
+
+
+async def _abort(context: Context, exc: BaseException, method: str) -> None:
+    if isinstance(exc, SandboxError):
+        await context.abort(mapped(exc).grpc, exc.message)
+    log.error("sandboxd.rpc_failed", method=method, error=repr(exc), exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"Internal error in {method}: {type(exc).__name__}")
+
+
+def _method_handler(path: str, rpc: Rpc) -> Handler:
+    if rpc.streaming:
+        stream: Streaming = rpc.handler
+
+        async def serve_stream(request: Any, context: Context) -> AsyncIterator[Message]:
+            try:
+                async for message in stream(request, context):
+                    yield message
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await _abort(context, exc, path)
+
+        return grpc.unary_stream_rpc_method_handler(
+            serve_stream,
+            request_deserializer=rpc.request.FromString,
+            response_serializer=rpc.response.SerializeToString,
+        )
+    unary: Unary = rpc.handler
+
+    async def serve_unary(request: Any, context: Context) -> Message:
+        try:
+            return await unary(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc, path)
+            raise  # not reached: abort raises
+
+    return grpc.unary_unary_rpc_method_handler(
+        serve_unary,
+        request_deserializer=rpc.request.FromString,
+        response_serializer=rpc.response.SerializeToString,
+    )
+
+
+def _denied(streaming: bool) -> Handler:
+    message = "Authentication required: send metadata authorization: Bearer <token>"
+
+    async def deny(request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    if streaming:
+        return grpc.unary_stream_rpc_method_handler(deny)
+    return grpc.unary_unary_rpc_method_handler(deny)
+
+
+class TokenCheck(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Every call needs the server's token (when it has one) in its metadata, ``authorization``
+    or ``x-forwarded-authorization`` (what passes the agent-sandbox router): ``Bearer <token>``."""
+
+    def __init__(self, policy: EdgePolicy, streaming: dict[str, bool]) -> None:
+        self.policy = policy
+        self.deny = {kind: _denied(kind) for kind in (False, True)}
+        self.streaming = streaming
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        metadata = details.invocation_metadata or ()
+        headers = [(key.encode(), value if isinstance(value, bytes) else value.encode()) for key, value in metadata]
+        if self.policy.authorized_headers(headers):
+            return await continuation(details)
+        return self.deny[self.streaming.get(details.method, False)]
+
+
+def build_server(policy: EdgePolicy, settings: SandboxdSettings, services: Sequence[GrpcService]) -> grpc.aio.Server:
+    """A server with every method of ``services``, not yet bound nor started."""
+    streaming = {f"/{s.name}/{r.name}": r.streaming for s in services for r in s.rpcs}
+    options = [
+        ("grpc.so_reuseport", 0),  # a port in use is an error, never a second server sharing it
+        ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+        ("grpc.max_send_message_length", settings.max_send_message_bytes),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    ]
+    server = grpc.aio.server(interceptors=[TokenCheck(policy, streaming)], options=options)
+    for service in services:
+        handlers = {rpc.name: _method_handler(f"/{service.name}/{rpc.name}", rpc) for rpc in service.rpcs}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.name, handlers),))
+    return server
+
+
+def address(host: str, port: int) -> str:
+    """``host:port`` as gRPC writes a target (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
