@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 import structlog
@@ -24,10 +24,11 @@ from .settings import SandboxdSettings
 
 log = structlog.get_logger("sandbox.transport.sandboxd")
 
-Context = grpc.aio.ServicerContext[Any, Any]
-Unary = Callable[[Any, Context], Awaitable[Message]]
-Streaming = Callable[[Any, Context], AsyncIterator[Message]]
-Handler = grpc.RpcMethodHandler[Any, Any]
+if TYPE_CHECKING:  # grpc's classes are generic in its type stubs only
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+Unary: TypeAlias = "Callable[[Any, Context], Awaitable[Message]]"
+Streaming: TypeAlias = "Callable[[Any, Context], AsyncIterator[Message]]"
 
 
 @dataclass(frozen=True)

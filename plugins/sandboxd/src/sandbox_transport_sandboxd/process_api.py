@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
-from typing import Any
-
-import grpc
+from typing import TYPE_CHECKING, Any
 
 from sandbox_core.contract.models.processes import RunExitEvent, RunStartEvent, RunStderrEvent, RunStdoutEvent
 from sandbox_core.errors import ErrorCode, SandboxError, validation_error
@@ -22,6 +20,9 @@ from sandbox_core.registry import ServiceRegistry
 from sandbox_core.transport import ServerContext
 
 from .grpc_server import GrpcService, Rpc
+
+if TYPE_CHECKING:
+    from .grpc_server import Context
 from .pb import sandboxd_process_v1_pb2 as pb
 from .settings import SandboxdSettings
 
@@ -33,8 +34,6 @@ DEFAULT_PTY = {"cols": 80, "rows": 24}
 
 #: The spec's signals (its enum) by number; any other value is INVALID_ARGUMENT.
 SIGNALS = {pb.SIGNAL_SIGINT: "SIGINT", pb.SIGNAL_SIGKILL: "SIGKILL", pb.SIGNAL_SIGTERM: "SIGTERM"}
-
-Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class ProcessApi:
