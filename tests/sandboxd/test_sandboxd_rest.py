@@ -118,3 +118,21 @@ def test_a_get_whose_client_stops_reading_does_not_grow_the_server(big_server: S
     print(f"server peak over idle with a stalled reader: {growth / MiB:.1f} MiB")
     assert growth <= 32 * MiB, f"server grew {growth / MiB:.0f} MiB for a client that stopped reading"
     assert httpx.get(f"{rest_url(big_server)}/v1/health", timeout=10).status_code == 200
+
+
+def test_a_put_body_counts_against_the_budget_and_its_timeout() -> None:
+    config = {"server": {"max_body_bytes_total": 1024, "body_wait_timeout": 0, "body_timeout": 1}}
+    with ServerProcess(transports=["sandboxd"], config=config) as server:
+        base = rest_url(server)
+        with httpx.Client(base_url=base, timeout=30) as client:
+            assert client.put("/v1/files/small", content=b"s" * 100).status_code == 204
+            refused = client.put("/v1/files/large", content=b"L" * (256 * 1024))  # a chunk over the whole budget
+            assert refused.status_code in (409, 503), refused.text  # RESOURCE_BUSY, as errors.mapped places it
+            assert "limit is 1024" in refused.json()["message"]
+        url = urlsplit(base)
+        with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+            head = f"PUT /v1/files/stalled HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Length: 100\r\n\r\n"
+            sock.sendall(head.encode() + b"only part")  # then nothing: the body timeout (1 s) ends it
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert sorted(os.listdir(server.workspace)) == ["small"]  # nothing else, no temp file left
