@@ -12,7 +12,7 @@ stop check (background processes, an orphan, a terminal, Python and JavaScript c
 With ``--sandboxd``: the image's sandboxd personality on 127.0.0.1 (its published ports),
 driven with the official agent-sandbox SDK (``k8s-agent-sandbox``) as a test drives it without a
 cluster (tests/sandboxd/helpers_sandboxd.py): ``commands.run`` (exit code, stderr, ``id -u`` is
-1000), the files API (write, read, list, exists, delete; checked when the server has it) and
+1000), the files API (write, read, list, exists, delete, recursive delete) and
 ``GET /v1/health`` (200, no credential).
 Prints a line per check; exits non-zero at the first failure.
 """
@@ -168,10 +168,6 @@ def drive_sandboxd(grpc_port: int, rest_port: int) -> None:
         check((r.exit_code, r.stdout, r.stderr) == (3, "out\n", "oops\n"), f"sandboxd: exit 3: {r}")
         print("container-drive: sandboxd: SDK commands.run (id -u 1000, cwd /workspace, exit code, stderr): ok")
 
-        status, body = rest_get(f"{rest}/v1/files/")
-        if status == 404 and str(body.get("message", "")).startswith("no route"):
-            print("container-drive: sandboxd: this server has no REST files API: files not checked")
-            return
         content = "written by the SDK ✓\n".encode()
         sb.files.write("ci/sdk.txt", content)
         check(sb.files.read("ci/sdk.txt") == content, "sandboxd: files.read")
