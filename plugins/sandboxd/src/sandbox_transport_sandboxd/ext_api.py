@@ -18,7 +18,9 @@ released, the run interrupted. An unknown context is NOT_FOUND.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from sandbox_core.contract.models.interpreter import (
@@ -68,10 +70,14 @@ async def _confine(registry: ServiceRegistry, path: str, field: str) -> str:
 class WatchApi:
     def __init__(self, registry: ServiceRegistry) -> None:
         self.registry = registry
+        self.root = os.path.realpath(registry.workspace)  # what confine's answers are under
 
     async def watch(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[pb.WatchResponse]:
+        confined = await _confine(self.registry, request.path, "path")
         params: dict[str, Any] = {
-            "path": await _confine(self.registry, request.path, "path"),
+            # relative to the workspace, as the watch service reports paths (its workspace as
+            # configured, which may be reached through a symbolic link; confine's is resolved)
+            "path": str(PurePosixPath(confined).relative_to(self.root)),
             "recursive": request.recursive if request.HasField("recursive") else True,
         }
         for name in ("events", "include", "exclude"):
