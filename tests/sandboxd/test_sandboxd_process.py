@@ -170,9 +170,7 @@ def test_send_signal_outside_the_specs_enum_is_invalid_argument(stub: Any, pb: A
     assert read_until_exit(events) == (b"", b"", 0)  # untouched by the refused signal
 
 
-def test_send_signal_after_exit_is_ok_while_start_runs_then_not_found(
-    sandboxd_server: ServerProcess, pb: Any
-) -> None:
+def test_send_signal_after_exit_is_ok_while_start_runs_then_not_found(sandboxd_server: ServerProcess, pb: Any) -> None:
     from k8s_agent_sandbox.commands._process_stubs import process_pb2_grpc
 
     # a client that reads nothing after the init event: the Start stays blocked in a write
@@ -190,7 +188,7 @@ def test_send_signal_after_exit_is_ok_while_start_runs_then_not_found(
         assert os.path.exists(done), "the process did not finish writing"
         wait_marked(sandboxd_server, "signal-after-exit", present=False)
         stub.SendSignal(pb.SendSignalRequest(process_id=number, signal=pb.SIGNAL_SIGTERM), timeout=TIMEOUT)
-        out, err, code = read_until_exit(events)
+        out, _err, code = read_until_exit(events)
         assert (len(out), code) == (600000, 0)
         error = rpc_error(
             lambda: stub.SendSignal(pb.SendSignalRequest(process_id=number, signal=pb.SIGNAL_SIGTERM), timeout=TIMEOUT)
@@ -208,18 +206,16 @@ def test_resize_tty_on_a_pty_reaches_the_terminal(stub: Any, pb: Any) -> None:
     assert first.split() == [b"24", b"80"]  # a PTY of 0x0 gets 80x24
     stub.ResizeTTY(pb.ResizeTTYRequest(process_id=number, cols=100, rows=30), timeout=TIMEOUT)
     stub.WriteStdin(pb.WriteStdinRequest(process_id=number, input=b"\n"), timeout=TIMEOUT)
-    out, err, code = read_until_exit(events)
+    out, _err, code = read_until_exit(events)
     assert code == 0 and out.split()[-2:] == [b"30", b"100"]
 
 
 def test_eof_on_a_pty_is_the_terminals_eof_key(stub: Any, pb: Any) -> None:
-    events = stub.Start(
-        pb.StartRequest(config=config(pb, "cat"), pty=pb.PTY(cols=120, rows=40)), timeout=TIMEOUT
-    )
+    events = stub.Start(pb.StartRequest(config=config(pb, "cat"), pty=pb.PTY(cols=120, rows=40)), timeout=TIMEOUT)
     number = next_kind(events, "init").init.process_id
     stub.WriteStdin(pb.WriteStdinRequest(process_id=number, input=b"hi\n"), timeout=TIMEOUT)
     stub.WriteStdin(pb.WriteStdinRequest(process_id=number, eof=Empty()), timeout=TIMEOUT)
-    out, err, code = read_until_exit(events)
+    out, _err, code = read_until_exit(events)
     assert code == 0  # cat read end-of-file (a hang-up would be 128 + SIGHUP)
     assert out.count(b"hi") == 2  # the echo, then cat's copy
 
@@ -269,7 +265,7 @@ def test_a_missing_program_exits_127_with_the_shells_message(stub: Any, pb: Any)
     response = stub.Execute(pb.ExecuteRequest(config=config(pb, "no-such-program-here", "x")), timeout=TIMEOUT)
     assert response.exit_code == 127 and b"no-such-program-here" in response.stderr
     events = stub.Start(pb.StartRequest(config=config(pb, "no-such-program-here")), timeout=TIMEOUT)
-    out, err, code = read_until_exit(events)
+    _out, err, code = read_until_exit(events)
     assert code == 127 and b"not found" in err
 
 
@@ -293,4 +289,3 @@ def test_process_ids_are_int32s_numbered_from_1_skipping_those_in_use() -> None:
     api.last_number = MAX_PROCESS_ID - 1
     api.running = {1: "still running"}  # a and b ended, one with number 1 runs
     assert [api._number("c"), api._number("d")] == [MAX_PROCESS_ID, 2]
-
