@@ -5,7 +5,7 @@ unless ``cwd`` says otherwise) and belongs to the ``Start`` or ``Execute`` call 
 ``processes.run_stream``, whose events become messages. A ``cwd`` is confined to the workspace
 by ``files.confine`` (outside it: PERMISSION_DENIED). The spec's process ids are int32s: this
 module numbers the records of running ``Start`` calls from 1 and forgets a number when its call
-ends, as sandboxd does.
+ends, as sandboxd does (past 2**31 - 1 it starts again at 1, skipping the numbers in use).
 """
 
 from __future__ import annotations
