@@ -8,7 +8,8 @@ A handler raises :class:`SandboxError` (what the registry raises) and the caller
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # grpc's classes are generic in its type stubs only
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
     Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
 Unary: TypeAlias = "Callable[[Any, Context], Awaitable[Message]]"
-Streaming: TypeAlias = "Callable[[Any, Context], AsyncIterator[Message]]"
+Streaming: TypeAlias = "Callable[[Any, Context], AsyncGenerator[Message, None]]"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class GrpcService:
     rpcs: tuple[Rpc, ...]
 
 
+class _CallEnded(Exception):
+    """A write to a call failed: its client has gone (or it was cancelled); nothing to answer."""
+
+
 async def _abort(context: Context, exc: BaseException, method: str) -> None:
     if isinstance(exc, SandboxError):
         await context.abort(mapped(exc).grpc, exc.message)
@@ -62,12 +67,20 @@ def _method_handler(path: str, rpc: Rpc) -> Handler:
     if rpc.streaming:
         stream: Streaming = rpc.handler
 
-        async def serve_stream(request: Any, context: Context) -> AsyncIterator[Message]:
+        async def serve_stream(request: Any, context: Context) -> None:
+            # A coroutine that writes (not an async generator that grpc iterates): every way a
+            # call ends (the client cancels, leaves, its deadline passes, a write fails, the
+            # server stops) reaches this frame, and ``aclosing`` closes the handler's stream at
+            # once (a Start's process ends), never later through the garbage collector.
             try:
-                async for message in stream(request, context):
-                    yield message
-            except grpc.aio.AbortError:
-                raise
+                async with contextlib.aclosing(stream(request, context)) as messages:
+                    async for message in messages:
+                        try:
+                            await context.write(message)  # waits while the client is not reading
+                        except Exception as exc:  # the call is over (grpc raises its own errors)
+                            raise _CallEnded from exc
+            except (grpc.aio.AbortError, _CallEnded):
+                return
             except Exception as exc:
                 await _abort(context, exc, path)
 

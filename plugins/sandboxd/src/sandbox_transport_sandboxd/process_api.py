@@ -5,13 +5,13 @@ unless ``cwd`` says otherwise) and belongs to the ``Start`` or ``Execute`` call 
 ``processes.run_stream``, whose events become messages. A ``cwd`` is confined to the workspace
 by ``files.confine`` (outside it: PERMISSION_DENIED). The spec's process ids are int32s: this
 module numbers the records of running ``Start`` calls from 1 and forgets a number when its call
-ends, as sandboxd does.
+ends, as sandboxd does (past 2**31 - 1 it starts again at 1, skipping the numbers in use).
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator
+import base64
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from sandbox_core.contract.models.processes import RunExitEvent, RunStartEvent, RunStderrEvent, RunStdoutEvent
@@ -32,6 +32,9 @@ NAME = "process.v1.ProcessService"
 #: A PTY whose size is 0 by 0 (unset) gets this one.
 DEFAULT_PTY = {"cols": 80, "rows": 24}
 
+#: The spec's process ids are int32s: past the largest, numbering starts again at 1.
+MAX_PROCESS_ID = 2**31 - 1
+
 #: The spec's signals (its enum) by number; any other value is INVALID_ARGUMENT.
 SIGNALS = {pb.SIGNAL_SIGINT: "SIGINT", pb.SIGNAL_SIGKILL: "SIGKILL", pb.SIGNAL_SIGTERM: "SIGTERM"}
 
@@ -40,8 +43,19 @@ class ProcessApi:
     def __init__(self, registry: ServiceRegistry, settings: SandboxdSettings) -> None:
         self.registry = registry
         self.settings = settings
-        self.numbers = itertools.count(1)
+        self.last_number = 0
         self.running: dict[int, str] = {}  # the spec's process id -> the record's id, while its Start runs
+
+    def _number(self, record: str) -> int:
+        """The next free process id (an int32, from 1), now ``record``'s."""
+        number = self.last_number
+        while True:
+            number = number % MAX_PROCESS_ID + 1
+            if number not in self.running:
+                break
+        self.last_number = number
+        self.running[number] = record
+        return number
 
     async def _params(self, config: pb.ProcessConfig) -> dict[str, Any]:
         """run_stream's parameters from a ProcessConfig (``command`` is argv: no shell)."""
@@ -63,7 +77,7 @@ class ProcessApi:
             )
         return record
 
-    async def start(self, request: pb.StartRequest, context: Context) -> AsyncIterator[pb.StartResponse]:
+    async def start(self, request: pb.StartRequest, context: Context) -> AsyncGenerator[pb.StartResponse, None]:
         params = await self._params(request.config)
         params["stdin"] = "pipe"  # as sandboxd: WriteStdin reaches every started process
         if request.HasField("pty"):
@@ -78,8 +92,7 @@ class ProcessApi:
                 elif isinstance(event, RunStderrEvent):
                     yield pb.StartResponse(stderr=event.data)
                 elif isinstance(event, RunStartEvent):
-                    number = next(self.numbers)
-                    self.running[number] = event.process_id
+                    number = self._number(event.process_id)
                     yield pb.StartResponse(init=pb.InitEvent(process_id=number))
                 elif isinstance(event, RunExitEvent):
                     code = -1 if event.exit_code is None else event.exit_code
@@ -117,7 +130,9 @@ class ProcessApi:
         payload = request.WhichOneof("payload")
         if payload == "input":
             await self.registry.call(
-                "processes", "write_stdin", {"id": record, "data": _base64(request.input), "encoding": "base64"}
+                "processes",
+                "write_stdin",
+                {"id": record, "data": base64.b64encode(request.input).decode("ascii"), "encoding": "base64"},
             )
         elif payload == "eof":
             await self.registry.call("processes", "close_stdin", {"id": record})
@@ -139,16 +154,9 @@ class ProcessApi:
 
     async def resize_tty(self, request: pb.ResizeTTYRequest, context: Context) -> pb.ResizeTTYResponse:
         record = self._record(request.process_id)
-        await self.registry.call(
-            "processes", "resize", {"id": record, "cols": request.cols or 1, "rows": request.rows or 1}
-        )
+        # 0 (unset) or over 65535 is refused by the service, naming the field (INVALID_ARGUMENT)
+        await self.registry.call("processes", "resize", {"id": record, "cols": request.cols, "rows": request.rows})
         return pb.ResizeTTYResponse()
-
-
-def _base64(data: bytes) -> str:
-    import base64
-
-    return base64.b64encode(data).decode("ascii")
 
 
 def service(ctx: ServerContext, settings: SandboxdSettings) -> GrpcService:
