@@ -128,7 +128,8 @@ def test_a_put_body_counts_against_the_budget_and_its_timeout() -> None:
         with httpx.Client(base_url=base, timeout=30) as client:
             assert client.put("/v1/files/small", content=b"s" * 100).status_code == 204
             refused = client.put("/v1/files/large", content=b"L" * (256 * 1024))  # a chunk over the whole budget
-            assert refused.status_code in (409, 503), refused.text  # RESOURCE_BUSY, as errors.mapped places it
+            assert refused.status_code == 503, refused.text  # the budget's "retry later", as on the main port
+            assert refused.json()["code"] == "UNAVAILABLE"
             assert "limit is 1024" in refused.json()["message"]
         url = urlsplit(base)
         with socket.create_connection((url.hostname, url.port), timeout=30) as sock:

@@ -56,4 +56,6 @@ BY_STATUS: dict[int, Mapped] = {
 
 def mapped(exc: SandboxError) -> Mapped:
     """Where ``exc`` goes on this transport's wires."""
+    if exc.status == 503:  # whatever the code, the server says "not now, retry" (a full budget, shutdown)
+        return UNAVAILABLE
     return BY_CODE.get(exc.code) or BY_STATUS.get(exc.status) or INTERNAL
