@@ -166,6 +166,8 @@ def test_send_signal_outside_the_specs_enum_is_invalid_argument(stub: Any, pb: A
     number = next_kind(events, "init").init.process_id
     error = rpc_error(lambda: stub.SendSignal(pb.SendSignalRequest(process_id=number, signal=value), timeout=TIMEOUT))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "signal" in error.details()
+    trailing = dict(error.trailing_metadata())  # for programs: the error code and the field
+    assert trailing["sandbox-error-code"] == "VALIDATION_FAILED" and trailing["sandbox-error-field"] == "signal"
     stub.WriteStdin(pb.WriteStdinRequest(process_id=number, eof=Empty()), timeout=TIMEOUT)
     assert read_until_exit(events) == (b"", b"", 0)  # untouched by the refused signal
 

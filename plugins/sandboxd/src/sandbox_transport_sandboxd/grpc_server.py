@@ -25,6 +25,11 @@ from .settings import SandboxdSettings
 
 log = structlog.get_logger("sandbox.transport.sandboxd")
 
+#: Trailing metadata of a failed call: the error code of the sandbox's error table
+#: (``VALIDATION_FAILED``, ``FILE_NOT_FOUND``...) and, when it names one, the offending field.
+ERROR_CODE_KEY = "sandbox-error-code"
+ERROR_FIELD_KEY = "sandbox-error-field"
+
 if TYPE_CHECKING:  # grpc's classes are generic in its type stubs only
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
     Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
@@ -58,7 +63,12 @@ class _CallEnded(Exception):
 
 async def _abort(context: Context, exc: BaseException, method: str) -> None:
     if isinstance(exc, SandboxError):
-        await context.abort(mapped(exc).grpc, exc.message)
+        # for programs, beside the status: the service's own error code and the field it names
+        trailing = [(ERROR_CODE_KEY, exc.code)]
+        field = exc.details.get("field")
+        if isinstance(field, str) and field.isprintable():
+            trailing.append((ERROR_FIELD_KEY, field))
+        await context.abort(mapped(exc).grpc, exc.message, tuple(trailing))
     log.error("sandboxd.rpc_failed", method=method, error=repr(exc), exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"Internal error in {method}: {type(exc).__name__}")
 
