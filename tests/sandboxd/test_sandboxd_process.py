@@ -240,6 +240,17 @@ def test_resize_tty_without_a_pty_is_failed_precondition_and_zero_is_invalid(stu
     assert read_until_exit(events)[2] == 128 + signal.SIGKILL
 
 
+def test_a_signal_at_once_after_start_reaches_a_pty_process(stub: Any, pb: Any) -> None:
+    """A process with a terminal makes its own session and group (setsid) just after it starts:
+    a signal sent in that instant, before the group exists, still reaches it (it was lost, and
+    the process lived on, holding its Start open)."""
+    for _ in range(30):
+        events = stub.Start(pb.StartRequest(config=config(pb, "cat"), pty=pb.PTY()), timeout=TIMEOUT)
+        number = next_kind(events, "init").init.process_id
+        stub.SendSignal(pb.SendSignalRequest(process_id=number, signal=pb.SIGNAL_SIGKILL), timeout=TIMEOUT)
+        assert read_until_exit(events)[2] == 128 + signal.SIGKILL
+
+
 def test_an_unknown_process_id_is_not_found(stub: Any, pb: Any) -> None:
     calls = [
         lambda: stub.WriteStdin(pb.WriteStdinRequest(process_id=987654, input=b"x"), timeout=TIMEOUT),

@@ -228,7 +228,11 @@ class Job:
         if self.done or self.pid is None or not self._still_ours():
             return False
         if self.group:
-            signal_group(self.pid, sig)
+            if not signal_group(self.pid, sig):
+                # No such group yet: a process started for a terminal, in the instant before its
+                # setsid() (which makes the group, and does not fork): it is still that one process.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, sig)
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, sig)

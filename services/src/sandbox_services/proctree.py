@@ -80,10 +80,13 @@ async def kill_tree(
     return signal.SIGTERM
 
 
-def signal_group(pgid: int, sig: int) -> None:
-    """Send ``sig`` to the process group ``pgid``; a group that is gone is no error."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to the process group ``pgid``; a group that is gone is no error (False)."""
+    try:
         os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 async def kill_group(pgid: int, *, grace: float = 2.0) -> int:
