@@ -1,0 +1,297 @@
+"""A test-side :class:`~sandbox_core.transport.ClientTransport` that speaks only the sandboxd wire:
+gRPC ``process.v1.ProcessService`` (the official SDK's own generated messages, so that our .proto
+is not what checks itself), our ``sandbox.v1`` extensions (Watch, Jupyter), and the REST files API,
+with ``grpc.aio`` and ``httpx``.
+
+It maps the contract's operations the wire can express onto it and builds the contract's result
+and event shapes from what the wire answers. An operation (or a parameter of one) the wire cannot
+express raises :class:`Inexpressible` naming it, which the conformance module turns into a skip.
+
+What the wire never carries and this client therefore supplies itself, stated once here:
+
+* ``timestamp`` of every result and event: the client's clock when the answer arrived (the
+  sandboxd messages carry no time). ``duration`` of an exec result: measured by the client around
+  the call. No test this client runs asserts either.
+* a process id: the wire's int32 from ``InitEvent``, as its decimal string; no ``pid``.
+* ``success``: derived from the answer (an OK status; an exit code of 0 for an exec).
+* ``written`` of a stdin write: the length of the data sent, as an OK ``WriteStdin`` means the
+  whole input was written.
+
+Errors: a gRPC status or REST error becomes the contract's code only where that is unambiguous for
+the operation (see :data:`GRPC_CODES`); any other becomes a :class:`WireError` whose code is
+``GRPC_<STATUS>`` or ``REST_<status>_<code>``, never a contract code.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncGenerator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import grpc.aio
+import httpx
+from google.protobuf import empty_pb2
+from k8s_agent_sandbox.commands._process_stubs import process_pb2 as pb
+
+from sandbox_core.errors import ErrorCode, SandboxError, error_from_code
+
+#: The contract's sessionless session id (a fresh process, no session state): sandboxd's model.
+SESSIONLESS = "__DISABLE_SESSION__"
+
+PROCESS = "/process.v1.ProcessService/"
+
+#: The contract's signal names and numbers the wire's Signal enum has.
+SIGNALS: dict[str | int, tuple[int, int]] = {}
+for _name, _number, _wire in (
+    ("SIGINT", 2, pb.SIGNAL_SIGINT),
+    ("SIGKILL", 9, pb.SIGNAL_SIGKILL),
+    ("SIGTERM", 15, pb.SIGNAL_SIGTERM),
+):
+    for _key in (_name, _name.removeprefix("SIG"), _number):
+        SIGNALS[_key] = (_number, _wire)
+
+#: (operation, gRPC status) -> the contract's code, where the pair has one meaning only. A
+#: process id on these calls is always the int32 of a Start: NOT_FOUND says no running Start has it.
+GRPC_CODES: dict[tuple[str, grpc.StatusCode], ErrorCode] = {
+    ("processes.write_stdin", grpc.StatusCode.NOT_FOUND): ErrorCode.PROCESS_NOT_FOUND,
+    ("processes.close_stdin", grpc.StatusCode.NOT_FOUND): ErrorCode.PROCESS_NOT_FOUND,
+    ("processes.signal", grpc.StatusCode.NOT_FOUND): ErrorCode.PROCESS_NOT_FOUND,
+    ("processes.resize", grpc.StatusCode.NOT_FOUND): ErrorCode.PROCESS_NOT_FOUND,
+}
+
+
+class Inexpressible(Exception):
+    """The contract's operation (or a parameter of it) has no expression on the sandboxd wire."""
+
+    def __init__(self, operation: str, why: str) -> None:
+        self.operation = operation
+        self.why = why
+        super().__init__(f"{operation}: {why}")
+
+
+class WireError(SandboxError):
+    """An error the wire answered that maps to no one contract code for the operation."""
+
+
+def received() -> str:
+    """The client's clock, in the contract's format (the wire carries no timestamps)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _grpc_error(operation: str, exc: grpc.aio.AioRpcError) -> SandboxError:
+    status = exc.code()
+    message = exc.details() or status.name
+    code = GRPC_CODES.get((operation, status))
+    if code is not None:
+        return error_from_code(code, message, {"operation": operation})
+    return WireError(f"GRPC_{status.name}", message, {"operation": operation, "grpcStatus": status.name})
+
+
+def _env(operation: str, env: object) -> dict[str, str]:
+    if env is None:
+        return {}
+    assert isinstance(env, Mapping)
+    if any(value is None for value in env.values()):
+        raise Inexpressible(operation, "env with a null value (unset a variable): env_vars only sets")
+    return dict(env)
+
+
+def _wire_id(operation: str, process_id: object) -> int:
+    """The int32 of a Start call, which this client gave the contract as a decimal string."""
+    if isinstance(process_id, str) and process_id.isdigit():
+        return int(process_id)
+    raise Inexpressible(operation, f"process id {process_id!r}: the wire only knows the int32 ids of running Starts")
+
+
+def _only(operation: str, params: Mapping[str, object], known: set[str]) -> None:
+    extra = sorted(key for key, value in params.items() if key not in known and value is not None)
+    if extra:
+        raise Inexpressible(operation, f"the wire has no parameter for {', '.join(extra)}")
+
+
+class SandboxdClient:
+    """The sandboxd wire as a :class:`~sandbox_core.transport.ClientTransport`."""
+
+    def __init__(self, grpc_target: str, rest_url: str, *, token: str | None = None, timeout: float = 60.0) -> None:
+        self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout = timeout
+        self.channel = grpc.aio.insecure_channel(grpc_target)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.AsyncClient(base_url=rest_url, timeout=timeout, headers=headers)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.channel.close()
+
+    # the wire ---------------------------------------------------------------------------------
+
+    async def _unary(
+        self, operation: str, method: str, request: Any, response: Any, deadline: float | None = None
+    ) -> Any:
+        call = self.channel.unary_unary(
+            method, request_serializer=type(request).SerializeToString, response_deserializer=response.FromString
+        )
+        try:
+            return await call(request, metadata=self.metadata, timeout=deadline or self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _grpc_error(operation, exc) from None
+
+    # ClientTransport --------------------------------------------------------------------------
+
+    async def call(self, service: str, operation: str, params: Mapping[str, object]) -> object:
+        name = f"{service}.{operation}"
+        handler = getattr(self, f"_call_{service}_{operation}", None)
+        if handler is None:
+            raise Inexpressible(name, "no sandboxd call does this")
+        result: object = await handler(name, params)
+        return result
+
+    def stream(self, service: str, operation: str, params: Mapping[str, object]) -> AsyncGenerator[object, None]:
+        name = f"{service}.{operation}"
+        handler = getattr(self, f"_stream_{service}_{operation}", None)
+        if handler is None:
+            return self._inexpressible_stream(name)
+        generator: AsyncGenerator[object, None] = handler(name, params)
+        return generator
+
+    async def _inexpressible_stream(self, name: str) -> AsyncGenerator[object, None]:
+        raise Inexpressible(name, "no sandboxd stream does this")
+        yield  # pragma: no cover  (makes this a generator)
+
+    # processes --------------------------------------------------------------------------------
+
+    def _config(self, name: str, params: Mapping[str, object]) -> Any:
+        command, argv = params.get("command"), params.get("argv")
+        if (command is None) == (argv is None):
+            raise Inexpressible(name, "exactly one of command and argv is the contract's check; the wire has one argv")
+        words = ["bash", "-c", command] if isinstance(command, str) else list(argv)  # type: ignore[call-overload]
+        config = pb.ProcessConfig(command=words, env_vars=_env(name, params.get("env")))
+        cwd = params.get("cwd")
+        if cwd is not None:
+            config.cwd = str(cwd)
+        return config
+
+    async def _stream_processes_run_stream(
+        self, name: str, params: Mapping[str, object]
+    ) -> AsyncGenerator[object, None]:
+        _only(name, params, {"command", "argv", "env", "cwd", "stdin", "pty"})
+        stdin, pty = params.get("stdin", "null"), params.get("pty")
+        if stdin not in ("null", "pipe"):
+            raise Inexpressible(name, f"stdin {stdin!r}: the wire's Start always gives a pipe")
+        if stdin == "null" and pty is None:
+            raise Inexpressible(name, "stdin null (the default): the wire's Start always gives an open pipe")
+        request = pb.StartRequest(config=self._config(name, params))
+        if pty is not None:
+            assert isinstance(pty, Mapping)
+            if not (pty.get("cols") and pty.get("rows")):
+                raise Inexpressible(name, "a pty of size 0: the wire takes 0 by 0 as 'the default size'")
+            request.pty.CopyFrom(pb.PTY(cols=int(pty["cols"]), rows=int(pty["rows"])))
+        call = self.channel.unary_stream(
+            PROCESS + "Start",
+            request_serializer=pb.StartRequest.SerializeToString,
+            response_deserializer=pb.StartResponse.FromString,
+        )(request, metadata=self.metadata)
+        try:
+            async for message in call:
+                kind = message.WhichOneof("event")
+                if kind == "init":
+                    yield {"type": "start", "timestamp": received(), "processId": str(message.init.process_id)}
+                elif kind in ("stdout", "stderr"):
+                    yield {"type": kind, "timestamp": received(), "data": getattr(message, kind)}
+                elif kind == "exit":
+                    yield {"type": "exit", "timestamp": received(), "exitCode": message.exit.exit_code}
+        except grpc.aio.AioRpcError as exc:
+            raise _grpc_error(name, exc) from None
+        finally:
+            call.cancel()  # a stream closed early ends the Start call, and with it the process
+
+    async def _call_processes_write_stdin(self, name: str, params: Mapping[str, object]) -> object:
+        _only(name, params, {"id", "data", "encoding", "eof"})
+        number = _wire_id(name, params["id"])
+        text, encoding = str(params.get("data", "")), params.get("encoding", "utf-8")
+        if encoding == "base64":
+            data = base64.b64decode(text, validate=True)
+        elif encoding == "utf-8":
+            data = text.encode()
+        else:
+            raise Inexpressible(name, f"encoding {encoding!r}: only bytes travel")
+        if data:
+            request = pb.WriteStdinRequest(process_id=number, input=data)
+            await self._unary(name, PROCESS + "WriteStdin", request, pb.WriteStdinResponse)
+        if params.get("eof"):
+            request = pb.WriteStdinRequest(process_id=number, eof=empty_pb2.Empty())
+            await self._unary(name, PROCESS + "WriteStdin", request, pb.WriteStdinResponse)
+        return {
+            "success": True,
+            "processId": params["id"],
+            "written": len(data),
+            "eof": bool(params.get("eof")),
+            "timestamp": received(),
+        }
+
+    async def _call_processes_close_stdin(self, name: str, params: Mapping[str, object]) -> object:
+        _only(name, params, {"id"})
+        request = pb.WriteStdinRequest(process_id=_wire_id(name, params["id"]), eof=empty_pb2.Empty())
+        await self._unary(name, PROCESS + "WriteStdin", request, pb.WriteStdinResponse)
+        return {"success": True, "processId": params["id"], "written": 0, "eof": True, "timestamp": received()}
+
+    async def _call_processes_signal(self, name: str, params: Mapping[str, object]) -> object:
+        _only(name, params, {"id", "signal"})
+        signal = params.get("signal")
+        key = signal.upper() if isinstance(signal, str) else signal
+        if key not in SIGNALS:
+            raise Inexpressible(name, f"signal {signal!r}: the wire's enum has SIGINT, SIGKILL and SIGTERM only")
+        number, wire = SIGNALS[key]  # type: ignore[index]
+        request = pb.SendSignalRequest(process_id=_wire_id(name, params["id"]), signal=wire)  # type: ignore[arg-type]
+        await self._unary(name, PROCESS + "SendSignal", request, pb.SendSignalResponse)
+        return {"success": True, "processId": params["id"], "signal": number, "timestamp": received()}
+
+    async def _call_processes_resize(self, name: str, params: Mapping[str, object]) -> object:
+        _only(name, params, {"id", "cols", "rows"})
+        cols, rows = params.get("cols"), params.get("rows")
+        if not (isinstance(cols, int) and isinstance(rows, int) and cols > 0 and rows > 0):
+            raise Inexpressible(name, "a size of 0 or not a number: the wire's uint32 takes 0 as 'unset'")
+        request = pb.ResizeTTYRequest(process_id=_wire_id(name, params["id"]), cols=cols, rows=rows)
+        await self._unary(name, PROCESS + "ResizeTTY", request, pb.ResizeTTYResponse)
+        return {"success": True, "processId": params["id"], "cols": cols, "rows": rows, "timestamp": received()}
+
+    # commands ---------------------------------------------------------------------------------
+
+    async def _call_commands_execute(self, name: str, params: Mapping[str, object]) -> object:
+        """Only sessionless: Execute of ``bash -c command`` (what a sessionless exec runs); its
+        ``timeoutMs`` is the call's deadline, whose expiry the wire answers with no result."""
+        _only(name, params, {"command", "sessionId", "env", "cwd", "timeoutMs"})
+        if params.get("sessionId") != SESSIONLESS:
+            raise Inexpressible(name, "a session (state kept between commands): every sandboxd process is sessionless")
+        command = params.get("command")
+        if not isinstance(command, str):
+            raise Inexpressible(name, "no command")
+        timeout_ms = params.get("timeoutMs")
+        deadline = timeout_ms / 1000 if isinstance(timeout_ms, int) else None
+        request = pb.ExecuteRequest(config=self._config(name, {"command": command, **_pick(params, "env", "cwd")}))
+        began = time.monotonic()
+        try:
+            answer = await self._unary(name, PROCESS + "Execute", request, pb.ExecuteResponse, deadline=deadline)
+        except WireError as exc:
+            if deadline is not None and exc.code == "GRPC_DEADLINE_EXCEEDED":
+                raise Inexpressible(
+                    name, "a command that outlives its timeoutMs: the wire answers DEADLINE_EXCEEDED, no exit 124"
+                ) from None
+            raise
+        return {
+            "success": answer.exit_code == 0,
+            "exitCode": answer.exit_code,
+            "stdout": answer.stdout.decode("utf-8", "replace"),
+            "stderr": answer.stderr.decode("utf-8", "replace"),
+            "command": command,
+            "duration": time.monotonic() - began,
+            "timestamp": received(),
+            "sessionId": SESSIONLESS,
+        }
+
+
+def _pick(params: Mapping[str, object], *keys: str) -> dict[str, object]:
+    return {key: params[key] for key in keys if params.get(key) is not None}
