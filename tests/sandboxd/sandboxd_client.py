@@ -25,10 +25,12 @@ the operation (see :data:`GRPC_CODES`); any other becomes a :class:`WireError` w
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import AsyncGenerator, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 import grpc.aio
@@ -36,7 +38,9 @@ import httpx
 from google.protobuf import empty_pb2
 from k8s_agent_sandbox.commands._process_stubs import process_pb2 as pb
 
+from sandbox_core.contract.models.interpreter import MIME_KEYS
 from sandbox_core.errors import ErrorCode, SandboxError, error_from_code
+from sandbox_transport_sandboxd.pb import sandbox_ext_v1_pb2 as ext
 
 #: The contract's sessionless session id (a fresh process, no session state): sandboxd's model.
 SESSIONLESS = "__DISABLE_SESSION__"
@@ -112,8 +116,8 @@ def _only(operation: str, params: Mapping[str, object], known: set[str]) -> None
         raise Inexpressible(operation, f"the wire has no parameter for {', '.join(extra)}")
 
 
-class SandboxdClient:
-    """The sandboxd wire as a :class:`~sandbox_core.transport.ClientTransport`."""
+class _Core:
+    """Connections, dispatch, and the process.v1 and commands mappings."""
 
     def __init__(self, grpc_target: str, rest_url: str, *, token: str | None = None, timeout: float = 60.0) -> None:
         self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
@@ -295,3 +299,269 @@ class SandboxdClient:
 
 def _pick(params: Mapping[str, object], *keys: str) -> dict[str, object]:
     return {key: params[key] for key in keys if params.get(key) is not None}
+
+
+# files: the REST API ---------------------------------------------------------------------------
+
+
+def files_endpoint(path: str) -> str:
+    """``/v1/files/<path>`` with the whole path one segment (``/`` as ``%2F``), as the SDK sends it."""
+    return "/v1/files/" + "%2F".join(quote(segment, safe="") for segment in path.split("/"))
+
+
+#: (operation, REST status) -> the contract's code, where the pair has one meaning only.
+REST_CODES: dict[tuple[str, int], ErrorCode] = {
+    ("files.read", 404): ErrorCode.FILE_NOT_FOUND,
+    ("files.delete", 404): ErrorCode.FILE_NOT_FOUND,
+    ("files.read", 403): ErrorCode.PERMISSION_DENIED,
+    ("files.write", 403): ErrorCode.PERMISSION_DENIED,
+    ("files.delete", 403): ErrorCode.PERMISSION_DENIED,
+    ("files.exists", 403): ErrorCode.PERMISSION_DENIED,
+}
+
+
+def _rest_error(operation: str, response: httpx.Response) -> SandboxError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    wire_code = body.get("code", "") if isinstance(body, dict) else ""
+    message = body.get("message", "") if isinstance(body, dict) else ""
+    message = message or response.text[:200] or f"HTTP {response.status_code}"
+    code = REST_CODES.get((operation, response.status_code))
+    if code is not None:
+        return error_from_code(code, message, {"operation": operation})
+    return WireError(
+        f"REST_{response.status_code}_{wire_code or 'NO_CODE'}",
+        message,
+        {"operation": operation, "restStatus": response.status_code, "restCode": wire_code},
+        status=response.status_code,
+    )
+
+
+def _absolute(operation: str, params: Mapping[str, object]) -> str:
+    _only(operation, params, {"path", "content", "encoding", "mode", "recursive"})
+    path = params.get("path")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise Inexpressible(operation, f"path {path!r}: the contract resolves a relative path in a session's cwd")
+    return path
+
+
+class _FilesMixin:
+    http: httpx.AsyncClient
+
+    async def _call_files_write(self, name: str, params: Mapping[str, object]) -> object:
+        path = _absolute(name, params)
+        content, encoding = params.get("content"), params.get("encoding")
+        if not isinstance(content, str):
+            raise Inexpressible(name, "content that is not a string")
+        if encoding == "base64":
+            data = base64.b64decode(content, validate=True)
+        elif encoding in (None, "utf-8", "utf8"):
+            data = content.encode()
+        else:
+            raise Inexpressible(name, f"encoding {encoding!r}")
+        query = {}
+        mode = params.get("mode")
+        if isinstance(mode, bool | float):
+            raise Inexpressible(name, f"mode {mode!r}: the wire's mode is an octal string")
+        if isinstance(mode, int):
+            if not 0 <= mode <= 0o777:
+                raise Inexpressible(name, f"mode {mode!r}: the wire's mode has 3 octal digits")
+            mode = f"0{mode:03o}"
+        if mode is not None:
+            query["mode"] = str(mode)
+        response = await self.http.put(files_endpoint(path), content=data, params=query)
+        if response.status_code != 204:
+            raise _rest_error(name, response)
+        return {"success": True, "path": path, "timestamp": received()}
+
+    async def _call_files_read(self, name: str, params: Mapping[str, object]) -> object:
+        path = _absolute(name, params)
+        encoding = params.get("encoding")
+        if encoding is None:
+            raise Inexpressible(
+                name,
+                "no encoding: the contract tells text from binary by the file's MIME type, "
+                "which the wire does not carry",
+            )
+        response = await self.http.get(files_endpoint(path))
+        if response.status_code != 200:
+            raise _rest_error(name, response)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            raise Inexpressible(name, "a directory: the wire answers its listing")
+        data = response.content
+        if encoding == "base64":
+            content, binary = base64.b64encode(data).decode("ascii"), True
+        else:
+            try:
+                content, binary = data.decode("utf-8"), False
+            except UnicodeDecodeError:
+                raise Inexpressible(name, "utf-8 asked of bytes that are not UTF-8") from None
+        return {
+            "success": True,
+            "path": path,
+            "content": content,
+            "timestamp": received(),
+            "encoding": "base64" if binary else "utf-8",
+            "isBinary": binary,
+            "mimeType": response.headers.get("content-type", ""),  # the wire's own, whatever it says
+            "size": len(data),
+        }
+
+    async def _call_files_exists(self, name: str, params: Mapping[str, object]) -> object:
+        path = _absolute(name, params)
+        response = await self.http.head(files_endpoint(path))
+        if response.status_code not in (200, 404):
+            raise _rest_error(name, response)
+        return {"success": True, "path": path, "exists": response.status_code == 200, "timestamp": received()}
+
+    async def _call_files_delete(self, name: str, params: Mapping[str, object]) -> object:
+        path = _absolute(name, params)
+        recursive = params.get("recursive")
+        if recursive is None:
+            raise Inexpressible(
+                name, "no recursive: the contract refuses a directory, the wire's DELETE removes an empty one"
+            )
+        if not isinstance(recursive, bool):
+            raise Inexpressible(name, f"recursive {recursive!r}: not a boolean")
+        response = await self.http.delete(files_endpoint(path), params={"recursive": str(recursive).lower()})
+        if response.status_code != 204:
+            raise _rest_error(name, response)
+        return {"success": True, "path": path, "timestamp": received()}
+
+
+# the sandbox.v1 extensions: Watch and Jupyter ----------------------------------------------------
+
+WATCH = "/sandbox.v1.WatchService/"
+JUPYTER = "/sandbox.v1.JupyterService/"
+
+
+class _Grpc:
+    channel: grpc.aio.Channel
+    metadata: tuple[tuple[str, str], ...]
+
+    async def _unary(
+        self, operation: str, method: str, request: Any, response: Any, deadline: float | None = None
+    ) -> Any:
+        raise NotImplementedError
+
+
+class _WatchMixin(_Grpc):
+    async def _stream_watch_watch(self, name: str, params: Mapping[str, object]) -> AsyncGenerator[object, None]:
+        _only(name, params, {"path", "recursive", "events", "include", "exclude"})
+        path = params.get("path")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise Inexpressible(name, f"path {path!r}: the contract resolves a relative path in a session's cwd")
+        request = ext.WatchRequest(path=path)
+        if params.get("recursive") is not None:
+            request.recursive = bool(params["recursive"])
+        for field in ("events", "include", "exclude"):
+            values = params.get(field)
+            if values is not None:
+                getattr(request, field).extend(values)  # type: ignore[arg-type]
+        call = self.channel.unary_stream(
+            WATCH + "Watch",
+            request_serializer=ext.WatchRequest.SerializeToString,
+            response_deserializer=ext.WatchResponse.FromString,
+        )(request, metadata=self.metadata)
+        try:
+            async for message in call:
+                kind = message.WhichOneof("event")
+                if kind == "watching":
+                    yield {"type": "watching", "path": message.watching.path, "watchId": message.watching.watch_id}
+                elif kind == "change":
+                    change = message.change
+                    yield {
+                        "type": "event",
+                        "eventType": change.event_type,
+                        "path": change.path,
+                        "isDirectory": change.is_directory,
+                        "timestamp": change.timestamp,
+                    }
+                elif kind == "stopped":
+                    yield {"type": "stopped", "reason": message.stopped.reason}
+        except grpc.aio.AioRpcError as exc:
+            raise _grpc_error(name, exc) from None
+        finally:
+            call.cancel()
+
+
+class _JupyterMixin(_Grpc):
+    async def _call_interpreter_create_code_context(self, name: str, params: Mapping[str, object]) -> object:
+        _only(name, params, {"language", "cwd", "env_vars"})
+        request = ext.CreateContextRequest(
+            language=str(params.get("language") or ""), env_vars=_env(name, params.get("env_vars"))
+        )
+        if params.get("cwd") is not None:
+            request.cwd = str(params["cwd"])
+        context = await self._unary(name, JUPYTER + "CreateContext", request, ext.Context)
+        return {
+            "success": True,
+            "contextId": context.context_id,
+            "language": context.language,
+            "cwd": context.cwd,
+            "timestamp": received(),
+        }
+
+    async def _call_interpreter_list_code_contexts(self, name: str, params: Mapping[str, object]) -> object:
+        _only(name, params, set())
+        answer = await self._unary(name, JUPYTER + "ListContexts", ext.ListContextsRequest(), ext.ListContextsResponse)
+        contexts = [{"id": c.context_id, "language": c.language, "cwd": c.cwd} for c in answer.contexts]
+        return {"success": True, "contexts": contexts, "timestamp": received()}
+
+    async def _call_interpreter_delete_code_context(self, name: str, params: Mapping[str, object]) -> object:
+        _only(name, params, {"id"})
+        request = ext.DeleteContextRequest(context_id=str(params["id"]))
+        await self._unary(name, JUPYTER + "DeleteContext", request, ext.DeleteContextResponse)
+        return {"success": True, "contextId": params["id"], "timestamp": received()}
+
+    async def _stream_interpreter_run_code(
+        self, name: str, params: Mapping[str, object]
+    ) -> AsyncGenerator[object, None]:
+        _only(name, params, {"context_id", "code", "timeout_ms"})
+        request = ext.ExecuteCodeRequest(context_id=str(params.get("context_id")), code=str(params.get("code")))
+        if params.get("timeout_ms") is not None:
+            request.timeout_ms = int(params["timeout_ms"])  # type: ignore[call-overload]
+        call = self.channel.unary_stream(
+            JUPYTER + "ExecuteCode",
+            request_serializer=ext.ExecuteCodeRequest.SerializeToString,
+            response_deserializer=ext.ExecuteCodeResponse.FromString,
+        )(request, metadata=self.metadata)
+        try:
+            async for message in call:
+                kind = message.WhichOneof("event")
+                if kind == "start":
+                    yield {"type": "execution_start", "context_id": message.start.context_id}
+                elif kind in ("stdout", "stderr"):
+                    yield {"type": kind, "text": getattr(message, kind)}
+                elif kind == "result":
+                    yield {"type": "result", **_result(message.result)}
+                elif kind == "error":
+                    error = message.error
+                    yield {
+                        "type": "error",
+                        "ename": error.ename,
+                        "evalue": error.evalue,
+                        "traceback": list(error.traceback),
+                    }
+                elif kind == "complete":
+                    count = message.complete.execution_count if message.complete.HasField("execution_count") else None
+                    yield {"type": "execution_complete", "execution_count": count}
+        except grpc.aio.AioRpcError as exc:
+            raise _grpc_error(name, exc) from None
+        finally:
+            call.cancel()
+
+
+def _result(result: Any) -> dict[str, object]:
+    """A Result's data in the contract's keys (what the wire's map holds; ``json`` parsed)."""
+    out: dict[str, object] = {"metadata": json.loads(result.metadata_json) if result.metadata_json else {}}
+    for key, value in result.data.items():
+        contract_key = MIME_KEYS.get(key, key)
+        out[contract_key] = json.loads(value) if contract_key == "json" else value
+    return out
+
+
+class SandboxdClient(_Core, _FilesMixin, _WatchMixin, _JupyterMixin):
+    """The sandboxd wire as a :class:`~sandbox_core.transport.ClientTransport`."""

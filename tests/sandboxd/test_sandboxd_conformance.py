@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -24,7 +25,11 @@ from sandboxd_client import Inexpressible, SandboxdClient
 
 from sandbox_core.contract.client import Sandbox
 from sandbox_core.contract.conformance.commands import CommandsSuite
+from sandbox_core.contract.conformance.files import FilesSuite
+from sandbox_core.contract.conformance.helpers import SESSIONLESS
+from sandbox_core.contract.conformance.interpreter import InterpreterSuite
 from sandbox_core.contract.conformance.processes import DrivenProcessesSuite, ProcessesSuite, RunStreamSuite
+from sandbox_core.contract.conformance.watch import WatchSuite
 from sandbox_core.testing import ServerProcess
 from sandbox_core.testing.plugin import TEST_CONFIG
 
@@ -35,6 +40,8 @@ LEFT_OUT: dict[str, str] = {
     "and processes.get (no sandboxd call)",
     "test_a_handle_resumes_from_a_second_client": "opens clients by transport name (sandboxd is not a "
     "registered client transport) and needs processes.start/list (no sandboxd call)",
+    "test_watch_directory_bounds_are_clear_4xx": "opens a client by transport name on a server of its own "
+    "(sandboxd is not a registered client transport) and needs watch.check_changes/list (no sandboxd call)",
 }
 
 
@@ -122,4 +129,28 @@ class TestSandboxdDrivenProcesses(SandboxdOverlap, DrivenProcessesSuite):
 
 @skipping_inexpressible
 class TestSandboxdCommands(SandboxdOverlap, CommandsSuite):
+    pass
+
+
+@skipping_inexpressible
+class TestSandboxdFiles(SandboxdOverlap, FilesSuite):
+    @pytest.fixture
+    async def scratch(self, sandbox: Sandbox) -> AsyncIterator[str]:
+        """The suite's scratch directory, made by a command: ``files.mkdir`` has no sandboxd call."""
+        path = f"/tmp/conformance-files-{uuid.uuid4().hex}"
+        made = await sandbox.exec(f"mkdir -p '{path}'", session_id=SESSIONLESS)
+        assert made.exit_code == 0, made
+        try:
+            yield path
+        finally:
+            await sandbox.exec(f"chmod -R u+rwx '{path}' 2>/dev/null; rm -rf '{path}'", session_id=SESSIONLESS)
+
+
+@skipping_inexpressible
+class TestSandboxdWatch(SandboxdOverlap, WatchSuite):
+    pass
+
+
+@skipping_inexpressible
+class TestSandboxdInterpreter(SandboxdOverlap, InterpreterSuite):
     pass
