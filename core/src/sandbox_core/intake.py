@@ -9,6 +9,8 @@
 * :func:`read_body`: one request's body, read within its size limit (413 from its
   ``Content-Length`` before any of it is read), the budget, and ``[server] body_timeout`` (a
   body whose bytes stop coming for that long is 408).
+* :func:`stream_body`: one request's body chunk by chunk, for a consumer that stores it as it
+  arrives (no size limit): only the chunk in hand counted in the budget, the same timeout.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any
 
 from .errors import ErrorCode, SandboxError
@@ -236,6 +238,41 @@ async def read_body(
     except TimeoutError:
         assert timeout is not None
         raise body_stalled(timeout) from None
+
+
+async def stream_body(
+    receive: Callable[[], Awaitable[dict[str, Any]]],
+    *,
+    hold: Hold,
+    timeout: float | None = DEFAULT_BODY_TIMEOUT_S,  # noqa: ASYNC109  (a gap between chunks, not a deadline)
+) -> AsyncGenerator[bytes, None]:
+    """The body of an ASGI http request, chunk by chunk as it arrives, for a consumer that
+    stores each one before it asks for the next (a file written as it comes): no size limit.
+
+    * each chunk is counted in ``hold`` (its budget) from its arrival until the consumer asks
+      for the next one (or closes the iterator), waiting for room when the budget is full
+      (then 503); ``hold`` holds nothing else meanwhile;
+    * no bytes for ``timeout`` seconds: 408; the client gone before its end: 400.
+
+    Ending means the body was read to its end."""
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await receive()
+            except TimeoutError:
+                assert timeout is not None
+                raise body_stalled(timeout) from None
+            chunk, more = _chunk(message)
+            if chunk:
+                if not hold.take_now(len(chunk)):
+                    await hold.take(len(chunk))  # waiting for room is the server's time, not the client's
+                yield chunk
+                hold.release()
+            if not more:
+                return
+    finally:
+        hold.release()
 
 
 def _chunk(message: dict[str, Any]) -> tuple[bytes, bool]:
