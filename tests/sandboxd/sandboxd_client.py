@@ -262,6 +262,13 @@ class _Core:
         await self._unary(name, PROCESS + "ResizeTTY", request, pb.ResizeTTYResponse)
         return {"success": True, "processId": params["id"], "cols": cols, "rows": rows, "timestamp": received()}
 
+    async def _call_utils_ping(self, name: str, params: Mapping[str, object]) -> object:
+        raise Inexpressible(
+            name,
+            "GET /v1/health answers status ok and an uptime; the contract's ping answers its own status, "
+            "message and the server's runtimeId",
+        )
+
     # commands ---------------------------------------------------------------------------------
 
     async def _call_commands_execute(self, name: str, params: Mapping[str, object]) -> object:
@@ -317,6 +324,7 @@ REST_CODES: dict[tuple[str, int], ErrorCode] = {
     ("files.write", 403): ErrorCode.PERMISSION_DENIED,
     ("files.delete", 403): ErrorCode.PERMISSION_DENIED,
     ("files.exists", 403): ErrorCode.PERMISSION_DENIED,
+    ("files.write", 507): ErrorCode.NO_SPACE,  # our wire's 507 is only ever NO_SPACE
 }
 
 
@@ -356,7 +364,10 @@ class _FilesMixin:
         if not isinstance(content, str):
             raise Inexpressible(name, "content that is not a string")
         if encoding == "base64":
-            data = base64.b64decode(content, validate=True)
+            try:
+                data = base64.b64decode(content, validate=True)
+            except ValueError:
+                raise Inexpressible(name, "content that is not base64: the wire carries the bytes themselves") from None
         elif encoding in (None, "utf-8", "utf8"):
             data = content.encode()
         else:
@@ -408,6 +419,13 @@ class _FilesMixin:
             "mimeType": response.headers.get("content-type", ""),  # the wire's own, whatever it says
             "size": len(data),
         }
+
+    async def _call_files_list_files(self, name: str, params: Mapping[str, object]) -> object:
+        raise Inexpressible(
+            name,
+            "GET of a directory lists it, but its entries lack what the contract's carry (permissions for "
+            "the server's user; symlinks as such, not as their target's type; a recursive listing)",
+        )
 
     async def _call_files_exists(self, name: str, params: Mapping[str, object]) -> object:
         path = _absolute(name, params)

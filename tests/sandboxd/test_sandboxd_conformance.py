@@ -40,8 +40,24 @@ LEFT_OUT: dict[str, str] = {
     "and processes.get (no sandboxd call)",
     "test_a_handle_resumes_from_a_second_client": "opens clients by transport name (sandboxd is not a "
     "registered client transport) and needs processes.start/list (no sandboxd call)",
+    "test_delete_recursive_option": "needs FILE_EXISTS for a non-empty directory: the wire's 409 CONFLICT is "
+    "that or RESOURCE_BUSY; and the error's details.path",
+    "test_no_space": "needs the error's details.path (the wire's error is a code and a message)",
+    "test_paths_the_filesystem_refuses_are_4xx_naming_the_field": "needs NAME_TOO_LONG, TOO_MANY_LINKS, "
+    "NOT_DIRECTORY: the wire's 400 INVALID_ARGUMENT is any of them; and details.field/path",
+    "test_permission_denied": "needs the error's details (path, operation): the wire's error is a code and a message",
     "test_watch_directory_bounds_are_clear_4xx": "opens a client by transport name on a server of its own "
     "(sandboxd is not a registered client transport) and needs watch.check_changes/list (no sandboxd call)",
+}
+
+
+#: Tests of an operation whose sandboxd counterpart means something else by the spec, by name: the
+#: difference. They are expected to fail (strictly: one that passes is reported).
+DIFFERS: dict[str, str] = {
+    "test_write_is_atomic_and_keeps_mode": "a PUT without mode sets 0644 (sandboxd's spec); the contract's write "
+    "keeps the file's mode",
+    "test_write_mode_option": "a PUT without mode sets 0644 (sandboxd's spec); the contract's write keeps the "
+    "mode an earlier write gave",
 }
 
 
@@ -69,6 +85,20 @@ def _inexpressible(exc: BaseException) -> Inexpressible | None:
     return None
 
 
+def _close_unawaited(exc: BaseException) -> None:
+    """Close the coroutines a test built but never awaited (a list of cases, say) before it stopped
+    at an inexpressible one, so that none warns when collected."""
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            items = value if isinstance(value, list | tuple) else (value,)
+            for item in items:
+                for candidate in item if isinstance(item, tuple) else (item,):
+                    if inspect.iscoroutine(candidate) and inspect.getcoroutinestate(candidate) == "CORO_CREATED":
+                        candidate.close()
+        tb = tb.tb_next
+
+
 def _skipping(test: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(test)
     async def run(*args: Any, **kwargs: Any) -> None:
@@ -78,6 +108,7 @@ def _skipping(test: Callable[..., Any]) -> Callable[..., Any]:
             found = _inexpressible(exc)
             if found is None:
                 raise
+            _close_unawaited(exc)
             pytest.skip(f"inexpressible on the sandboxd wire: {found}")
 
     return run
@@ -93,6 +124,8 @@ def skipping_inexpressible(cls: type) -> type:
         wrapped = _skipping(test)
         if name in LEFT_OUT:
             wrapped = pytest.mark.skip(reason=f"left out: {LEFT_OUT[name]}")(wrapped)
+        elif name in DIFFERS:
+            wrapped = pytest.mark.xfail(reason=f"differs by the spec: {DIFFERS[name]}", strict=True)(wrapped)
         setattr(cls, name, wrapped)
     return cls
 
