@@ -1,6 +1,7 @@
 """CI (.ci/container): drive the server in the container with our Python client, from outside.
 
     SANDBOX_TOKEN=... python3 .ci/container_drive.py URL [--metrics]
+    python3 .ci/container_drive.py --sandboxd GRPC_PORT REST_PORT
 
 On every transport (http, ws, rpc): a command (``id -u`` is 1000), a file round trip, a
 background process with its logs, a Python context. Then: the token is in no environment user
@@ -8,15 +9,23 @@ code can list (``/proc/1/environ``, ``ps e``); an orphan that exits is reaped (n
 backup and its restore work; ``GET /api/ready`` is 200 without the token; with ``--metrics``,
 ``GET /metrics`` parses with prometheus-client's parser. Last, it leaves work running for the
 stop check (background processes, an orphan, a terminal, Python and JavaScript contexts).
+With ``--sandboxd``: the image's sandboxd personality on 127.0.0.1 (its published ports),
+driven with the official agent-sandbox SDK (``k8s-agent-sandbox``) as a test drives it without a
+cluster (tests/sandboxd/helpers_sandboxd.py): ``commands.run`` (exit code, stderr, ``id -u`` is
+1000), the files API (write, read, list, exists, delete, recursive delete) and
+``GET /v1/health`` (200, no credential).
 Prints a line per check; exits non-zero at the first failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
+import urllib.error
 import urllib.request
+from typing import Any
 
 from sandbox_core import Sandbox
 from sandbox_core.contract.models.interpreter import CodeResultEvent, CodeStdoutEvent
@@ -123,7 +132,64 @@ async def leave_work_running(url: str, token: str) -> None:
         print(f"container-drive: left running for the stop check:\n{r.stdout.rstrip()}")
 
 
+class NoCluster:
+    """What the SDK's ``Sandbox`` asks its Kubernetes helper for: a Sandbox object whose pod IP
+    is loopback, where the container's ports are published."""
+
+    injected_api_client = None
+
+    def get_sandbox(self, name: str, namespace: str) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "status": {"podIPs": [{"ip": "127.0.0.1"}]}}
+
+
+def rest_get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def drive_sandboxd(grpc_port: int, rest_port: int) -> None:
+    from k8s_agent_sandbox.models import SandboxdInClusterConnectionConfig
+    from k8s_agent_sandbox.sandbox import Sandbox
+
+    rest = f"http://127.0.0.1:{rest_port}"
+    status, body = rest_get(f"{rest}/v1/health")
+    check(status == 200 and body.get("status") == "ok", f"/v1/health: {status} {body}")
+    print("container-drive: sandboxd: GET /v1/health (no credential): 200")
+
+    config = SandboxdInClusterConnectionConfig(mode="in-cluster-pod-ip", grpc_port=grpc_port, rest_port=rest_port)
+    sb = Sandbox(claim_name="ci", sandbox_id="ci", connection_config=config, k8s_helper=NoCluster())
+    try:
+        r = sb.commands.run("id -u; pwd", timeout=30)
+        check((r.exit_code, r.stdout, r.stderr) == (0, "1000\n/workspace\n", ""), f"sandboxd: id -u: {r}")
+        r = sb.commands.run("echo out; echo oops >&2; exit 3", timeout=30)
+        check((r.exit_code, r.stdout, r.stderr) == (3, "out\n", "oops\n"), f"sandboxd: exit 3: {r}")
+        print("container-drive: sandboxd: SDK commands.run (id -u 1000, cwd /workspace, exit code, stderr): ok")
+
+        content = "written by the SDK ✓\n".encode()
+        sb.files.write("ci/sdk.txt", content)
+        check(sb.files.read("ci/sdk.txt") == content, "sandboxd: files.read")
+        r = sb.commands.run("cat /workspace/ci/sdk.txt; stat -c %u /workspace/ci/sdk.txt", timeout=30)
+        check(r.stdout.encode() == content + b"1000\n", f"sandboxd: the command sees the file: {r}")
+        entries = {(e.name, e.type, e.size) for e in sb.files.list("ci")}
+        check(entries == {("sdk.txt", "file", len(content))}, f"sandboxd: files.list: {entries}")
+        check(sb.files.exists("ci/sdk.txt") and not sb.files.exists("ci/none"), "sandboxd: files.exists")
+        sb.files.delete("ci/sdk.txt")
+        check(not sb.files.exists("ci/sdk.txt"), "sandboxd: files.delete")
+        sb.files.write("ci/tree/a/b.txt", b"x")
+        sb.files.delete("ci", recursive=True)
+        check(not sb.files.exists("ci"), "sandboxd: files.delete recursive")
+        print("container-drive: sandboxd: SDK files write, read, list, exists, delete (and recursive): ok")
+    finally:
+        sb.connector.close()
+
+
 async def main() -> None:
+    if sys.argv[1] == "--sandboxd":
+        drive_sandboxd(int(sys.argv[2]), int(sys.argv[3]))
+        return
     url, token = sys.argv[1], os.environ["SANDBOX_TOKEN"]
     for transport in TRANSPORTS:
         await drive(url, token, transport)

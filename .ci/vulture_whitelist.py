@@ -75,3 +75,5 @@ _._pipe_flag
 _._setup_pipe_in
 _._setup_pipe_out
 _.intercept_service  # grpc.aio.ServerInterceptor: grpc calls it for every incoming call
+_.injected_api_client  # the agent-sandbox SDK's Sandbox reads it from its Kubernetes helper (tests/sandboxd NoCluster)
+_.get_sandbox  # the agent-sandbox SDK's Sandbox calls it on its Kubernetes helper (tests/sandboxd NoCluster)

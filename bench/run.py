@@ -85,10 +85,14 @@ class Figure:
     skip_transports: tuple[str, ...] = ()  # not for these (a figure of their own measures it)
 
     def runs_on(self, transport: str) -> bool:
-        return (self.transports is None or transport in self.transports) and transport not in self.skip_transports
+        if self.transports is None:  # every transport with a client of ours (sandboxd: only its own figures)
+            return transport not in CLIENTLESS_TRANSPORTS and transport not in self.skip_transports
+        return transport in self.transports and transport not in self.skip_transports
 
 
 FIGURES: list[Figure] = []
+#: the transports whose server has no client of ours (``sandbox_core.Sandbox`` cannot speak them)
+CLIENTLESS_TRANSPORTS = ("sandboxd",)
 
 
 def figure(
@@ -313,6 +317,8 @@ def floor_server_main(mode: str) -> int:
     (uvloop when installed); print the URL on stdout; stop on SIGTERM or when stdin reaches EOF.
     MODE ``bash``: each exec answer waits for a bare bash round trip (FloorBash); ``app``: not."""
     global FLOOR_BASH
+    if mode == "grpc":
+        return floor_grpc_main()
     if mode == "bash":
         FLOOR_BASH = FloorBash()
     import logging
@@ -403,7 +409,7 @@ class FloorServer:
     """``run.py --floor-server MODE`` in a subprocess, for the duration of a ``with`` block
     (``bare``: :data:`BARE_APP` instead)."""
 
-    def __init__(self, mode: Literal["app", "bash", "bare"], startup_timeout: float = 30.0) -> None:
+    def __init__(self, mode: Literal["app", "bash", "bare", "grpc"], startup_timeout: float = 30.0) -> None:
         self.mode = mode
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
@@ -1060,6 +1066,248 @@ async def slow_reader(ctx: Ctx) -> dict[str, float]:
     return {"slow_reader_rss": rss.growth}
 
 
+# sandboxd (gRPC process.v1 and the REST files API on listeners of their own) ---------------------
+#
+# The sandboxd transport has no client of ours: its figures talk to its listeners (gRPC with
+# grpc.aio, REST with httpx), found in the server's ``server.started`` line. Its server also
+# serves http, so the runner's client and warm-up exec work as for the other transports.
+
+EXECUTE = "/process.v1.ProcessService/Execute"
+START = "/process.v1.ProcessService/Start"
+ECHO_ARGV = ["/bin/sh", "-c", "echo hi"]  # what the SDK's commands.run("echo hi") sends
+
+
+def floor_grpc_main() -> int:
+    """``run.py --floor-server grpc``: a bare grpc.aio server on 127.0.0.1, a free port, on the
+    loop ``sandbox serve`` uses (uvloop when installed), whose ``Execute`` spawns the request's
+    argv with asyncio's subprocess (stdin /dev/null, stdout and stderr pipes, a process group of
+    its own as sandboxd's), waits for it and answers its output: what sandboxd itself does per
+    call, and nothing else (no token check, no limits, no services). Prints its target; stops on
+    SIGTERM or when stdin reaches EOF.
+
+    gRPC's fork support is off here: uvloop's subprocess forks (libuv), and gRPC's fork
+    handlers then crashed children with SIGSEGV here (exit -11 within ten calls); the server spawns with
+    subprocess.Popen, not through libuv, and showed no such crash."""
+    os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+    import grpc
+
+    from sandbox_transport_sandboxd.pb import sandboxd_process_v1_pb2 as pb
+
+    async def execute(request: Any, context: Any) -> Any:
+        argv = list(request.config.command)
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        out, err = await proc.communicate()
+        return pb.ExecuteResponse(exit_code=proc.returncode or 0, stdout=out, stderr=err)
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        handler = grpc.unary_unary_rpc_method_handler(
+            execute,
+            request_deserializer=pb.ExecuteRequest.FromString,
+            response_serializer=pb.ExecuteResponse.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("process.v1.ProcessService", {"Execute": handler}),)
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        stdin = sys.stdin.fileno()
+
+        def stdin_closed() -> None:
+            loop.remove_reader(stdin)
+            stop.set()
+
+        loop.add_reader(stdin, stdin_closed)
+        print(f"127.0.0.1:{port}", flush=True)
+        await stop.wait()
+        await server.stop(1)
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+    return 0
+
+
+def sandboxd_listener(ctx: Ctx, name: str) -> str:
+    """``host:port`` of the server's gRPC listener (``sandboxd-grpc``), the URL of its REST one."""
+    url = ctx.server.listeners[name]
+    return url.removeprefix("grpc://")
+
+
+def execute_callable(channel: Any) -> Any:
+    from sandbox_transport_sandboxd.pb import sandboxd_process_v1_pb2 as pb
+
+    return channel.unary_unary(
+        EXECUTE,
+        request_serializer=pb.ExecuteRequest.SerializeToString,
+        response_deserializer=pb.ExecuteResponse.FromString,
+    )
+
+
+async def timed_executes(execute: Any, n: int, what: str) -> list[float]:
+    """ms of each of ``n`` sequential ``Execute(argv ECHO_ARGV)`` calls, the answer checked."""
+    from sandbox_transport_sandboxd.pb import sandboxd_process_v1_pb2 as pb
+
+    request = pb.ExecuteRequest(config=pb.ProcessConfig(command=ECHO_ARGV))
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        response = await execute(request, timeout=30)
+        samples.append((time.perf_counter() - t0) * 1000)
+        if (response.exit_code, response.stdout) != (0, b"hi\n"):
+            answer = f"exit {response.exit_code}, stdout {response.stdout!r}, stderr {response.stderr[-300:]!r}"
+            raise RuntimeError(f"{what}: Execute answered {answer}")
+    return samples
+
+
+@figure(
+    Metric("sbd_execute_median", "sandboxd gRPC Execute `echo hi` (argv /bin/sh -c), median", "ms"),
+    Metric("sbd_execute_p99", "sandboxd gRPC Execute `echo hi`, p99", "ms"),
+    Metric("sbd_execute_floor", "floor: bare grpc.aio Execute spawning the argv (asyncio subprocess), median", "ms"),
+    Metric("sbd_execute_over_floor", "sandboxd gRPC Execute `echo hi`, median over that floor", "x", target=1.5),
+    transports=("sandboxd",),
+)
+async def sandboxd_execute(ctx: Ctx) -> dict[str, float]:
+    """Execute against its floor (FloorServer ``grpc``), interleaved in rounds on one grpc.aio
+    channel each, as exec_echo does."""
+    import grpc
+
+    warmup, timed, rounds = ctx.n(100), ctx.n(1000), 10
+    per = max(timed // rounds, 1)
+    real: list[float] = []
+    floor: list[float] = []
+    with FloorServer("grpc") as floor_server:
+        async with (
+            grpc.aio.insecure_channel(sandboxd_listener(ctx, "sandboxd-grpc")) as real_channel,
+            grpc.aio.insecure_channel(floor_server.url) as floor_channel,
+        ):
+            real_execute, floor_execute = execute_callable(real_channel), execute_callable(floor_channel)
+            await timed_executes(real_execute, warmup, "sandboxd")
+            await timed_executes(floor_execute, warmup, "the floor")
+            for _ in range(rounds):
+                real += await timed_executes(real_execute, per, "sandboxd")
+                floor += await timed_executes(floor_execute, per, "the floor")
+    median, floor_median = statistics.median(real), statistics.median(floor)
+    return {
+        "sbd_execute_median": median,
+        "sbd_execute_p99": percentile(real, 99),
+        "sbd_execute_floor": floor_median,
+        "sbd_execute_over_floor": median / floor_median,
+    }
+
+
+@figure(
+    Metric("sbd_start_first_byte", "sandboxd gRPC Start `echo hi` (argv), first stdout message, median", "ms"),
+    transports=("sandboxd",),
+)
+async def sandboxd_start_first_byte(ctx: Ctx) -> dict[str, float]:
+    """From calling ``Start(argv ["echo", "hi"])`` to its first ``stdout`` message; median of 100
+    after 10 warm-up runs; each stream is read to its exit (untimed)."""
+    import grpc
+
+    from sandbox_transport_sandboxd.pb import sandboxd_process_v1_pb2 as pb
+
+    request = pb.StartRequest(config=pb.ProcessConfig(command=["echo", "hi"]))
+    warmup, timed = ctx.n(10), ctx.n(100)
+    samples: list[float] = []
+    async with grpc.aio.insecure_channel(sandboxd_listener(ctx, "sandboxd-grpc")) as channel:
+        start = channel.unary_stream(
+            START,
+            request_serializer=pb.StartRequest.SerializeToString,
+            response_deserializer=pb.StartResponse.FromString,
+        )
+        for i in range(warmup + timed):
+            t0 = time.perf_counter()
+            first: float | None = None
+            out = b""
+            exit_code = None
+            async for event in start(request, timeout=30):
+                kind = event.WhichOneof("event")
+                if kind == "stdout":
+                    if first is None:
+                        first = (time.perf_counter() - t0) * 1000
+                    out += event.stdout
+                elif kind == "exit":
+                    exit_code = event.exit.exit_code
+            if (exit_code, out) != (0, b"hi\n") or first is None:
+                raise RuntimeError(f"Start answered exit {exit_code}, stdout {out!r}")
+            if i >= warmup:
+                samples.append(first)
+    return {"sbd_start_first_byte": statistics.median(samples)}
+
+
+@figure(
+    Metric("sbd_put_256", "sandboxd REST PUT /v1/files, 256 MiB", "MiB/s", better="higher"),
+    Metric("sbd_put_256_rss", "sandboxd REST PUT 256 MiB, server RSS growth", "MB", target=64),
+    Metric("sbd_get_256", "sandboxd REST GET /v1/files, 256 MiB", "MiB/s", better="higher"),
+    Metric("sbd_get_256_rss", "sandboxd REST GET 256 MiB, server RSS growth", "MB", target=64),
+    transports=("sandboxd",),
+)
+async def sandboxd_files_256(ctx: Ctx) -> dict[str, float]:
+    """256 MiB in 1 MiB chunks through ``PUT /v1/files/{path}`` (a raw streamed body, as the SDK
+    sends a file object), then back through ``GET`` read as a stream; both checked by sha256; the
+    server's RSS sampled during each."""
+    import hashlib
+
+    total, chunk = (32 if ctx.quick else 256) * 1024 * 1024, os.urandom(1024 * 1024)
+    name = f"bench-sandboxd-{os.getpid()}.bin"
+    url = f"{sandboxd_listener(ctx, 'sandboxd-rest')}/v1/files/{name}"
+    sent = hashlib.sha256()
+
+    async def body() -> Any:
+        for i in range(total // len(chunk)):
+            piece = chunk[:-1] + bytes([i % 256])
+            sent.update(piece)
+            yield piece
+
+    timeout = httpx.Timeout(120.0)
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        try:
+            async with RssSampler(ctx.pid) as put_rss:
+                t0 = time.perf_counter()
+                response = await client.put(url, content=body(), headers={"content-type": "application/octet-stream"})
+                put_s = time.perf_counter() - t0
+            if response.status_code != 204:
+                raise RuntimeError(f"PUT answered {response.status_code}: {response.text[:200]}")
+            got, size = hashlib.sha256(), 0
+            async with RssSampler(ctx.pid) as get_rss:
+                t0 = time.perf_counter()
+                async with client.stream("GET", url) as response:
+                    if response.status_code != 200:
+                        raise RuntimeError(f"GET answered {response.status_code}: {(await response.aread())[:200]!r}")
+                    async for data in response.aiter_raw():
+                        got.update(data)
+                        size += len(data)
+                get_s = time.perf_counter() - t0
+            if size != total or got.digest() != sent.digest():
+                same = got.digest() == sent.digest()
+                raise RuntimeError(f"GET gave back {size} of {total} bytes, sha256 {'equal' if same else 'different'}")
+        finally:
+            await client.delete(url)
+    mib = total / (1024 * 1024)
+    if ctx.quick:
+        ctx.note("sandboxd_files_256 [sandboxd]: --quick moves 32 MiB, not 256")
+    return {
+        "sbd_put_256": mib / put_s,
+        "sbd_put_256_rss": put_rss.growth,
+        "sbd_get_256": mib / get_s,
+        "sbd_get_256_rss": get_rss.growth,
+    }
+
+
 # runner -----------------------------------------------------------------------------------------
 
 
@@ -1078,14 +1326,16 @@ class Row:
 async def run_transport(transport: str, quick: bool, figures: list[Figure]) -> tuple[list[Row], list[str]]:
     rows: list[Row] = []
     notes: list[str] = []
-    server = ServerProcess(transports=[transport])
+    # a transport without a client of ours (sandboxd) is served beside http, the runner's client
+    client_transport = transport if transport in installed_transports() else "http"
+    server = ServerProcess(transports=sorted({transport, client_transport}))
     try:
         server.start()
     except Exception as exc:
         msg = f"server did not start: {exc}"
         return [Row(m, transport, error=msg) for f in figures for m in f.metrics], notes
     try:
-        async with Sandbox(server.url, transport=transport) as sb:
+        async with Sandbox(server.url, transport=client_transport) as sb:
             ctx = Ctx(transport, server, sb, quick, notes)
             await sb.ping()  # the server answers: the at_start figures see it fresh and idle
             at_start = [f for f in figures if f.at_start]
@@ -1169,12 +1419,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FIGURE",
         help="run only this figure (function name; repeatable): " + ", ".join(f.name for f in FIGURES),
     )
-    parser.add_argument("--floor-server", choices=("app", "bash"), help=argparse.SUPPRESS)  # see FloorServer
+    parser.add_argument("--floor-server", choices=("app", "bash", "grpc"), help=argparse.SUPPRESS)  # see FloorServer
     args = parser.parse_args(argv)
     if args.floor_server:
         return floor_server_main(args.floor_server)
 
-    installed = installed_transports()
+    installed = installed_transports(need_client=False)  # sandboxd has no client: its figures need none
     transports = args.transport or installed
     figures = [f for f in FIGURES if not args.only or f.name in args.only]
     if args.only and len(figures) != len(set(args.only)):
@@ -1182,9 +1432,13 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[Row] = []
     notes: list[str] = []
+    measured: list[str] = []
     t0 = time.perf_counter()
     for transport in transports:
         figs = [f for f in figures if f.runs_on(transport)]
+        if not figs:
+            continue
+        measured.append(transport)
         if transport not in installed:
             rows += [
                 Row(m, transport, error=f"transport not installed (installed: {installed})")
@@ -1199,7 +1453,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(table(rows))
     print(
-        f"\n{len(transports)} transport(s), {elapsed:.1f} s{' (--quick)' if args.quick else ''}, "
+        f"\n{len(measured)} transport(s), {elapsed:.1f} s{' (--quick)' if args.quick else ''}, "
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs"
     )
     for note in notes:

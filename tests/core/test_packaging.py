@@ -81,7 +81,11 @@ def test_the_image_defaults() -> None:
     assert "ARG BASE=debian:bookworm-slim\n" in text
     assert "\nUSER 1000:1000\n" in text and "\nSTOPSIGNAL SIGTERM\n" in text
     assert "/api/ready" in text.split("HEALTHCHECK", 1)[1].split("ENTRYPOINT", 1)[0]
-    assert 'CMD ["/opt/sandbox/bin/sandbox", "serve", "--host", "0.0.0.0", "--port", "3000"]' in text
+    cmd = text.split("\nCMD ", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ")
+    assert " ".join(cmd.split()) == (
+        '["/opt/sandbox/bin/sandbox", "serve", "--host", "0.0.0.0", "--port", "3000", '
+        '"--transport", "http", "--transport", "ws", "--transport", "rpc"]'
+    )
     entrypoint = (ROOT / "deploy" / "container" / "entrypoint").read_text()
     assert entrypoint.rstrip().endswith('exec "$@"')
 

@@ -49,6 +49,7 @@ def test_the_token_guards_every_route_but_health() -> None:
             forwarded = {"X-Forwarded-Authorization": "Bearer t"}
             assert client.get("/v1/files/x", headers=forwarded).content == b"x"
             assert client.get("/v1/health").status_code == 200
+            assert client.head("/v1/health").status_code == 200  # a probe may use HEAD
         assert os.path.exists(os.path.join(server.workspace, "x"))
 
 

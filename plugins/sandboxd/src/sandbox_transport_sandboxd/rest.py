@@ -38,7 +38,7 @@ from .errors import mapped
 from .settings import SandboxdSettings
 
 #: Answered without the token (the kubelet's probe has none).
-PROBES = (("GET", "/v1/health"),)
+PROBES = (("GET", "/v1/health"), ("HEAD", "/v1/health"))
 
 Asgi = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
