@@ -546,24 +546,26 @@ class _JupyterMixin(_Grpc):
             request_serializer=ext.ExecuteCodeRequest.SerializeToString,
             response_deserializer=ext.ExecuteCodeResponse.FromString,
         )(request, metadata=self.metadata)
+        raised = False  # the wire ends a run that raised with complete too; the contract's ends at its error
         try:
             async for message in call:
                 kind = message.WhichOneof("event")
                 if kind == "start":
-                    yield {"type": "execution_start", "context_id": message.start.context_id}
+                    yield {"type": "execution_start", "contextId": message.start.context_id}
                 elif kind in ("stdout", "stderr"):
                     yield {"type": kind, "text": getattr(message, kind)}
                 elif kind == "result":
                     yield {"type": "result", **_result(message.result)}
                 elif kind == "error":
                     error = message.error
+                    raised = True
                     yield {
                         "type": "error",
                         "ename": error.ename,
                         "evalue": error.evalue,
                         "traceback": list(error.traceback),
                     }
-                elif kind == "complete":
+                elif kind == "complete" and not raised:
                     count = message.complete.execution_count if message.complete.HasField("execution_count") else None
                     yield {"type": "execution_complete", "execution_count": count}
         except grpc.aio.AioRpcError as exc:

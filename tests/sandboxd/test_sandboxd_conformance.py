@@ -46,6 +46,8 @@ LEFT_OUT: dict[str, str] = {
     "test_paths_the_filesystem_refuses_are_4xx_naming_the_field": "needs NAME_TOO_LONG, TOO_MANY_LINKS, "
     "NOT_DIRECTORY: the wire's 400 INVALID_ARGUMENT is any of them; and details.field/path",
     "test_permission_denied": "needs the error's details (path, operation): the wire's error is a code and a message",
+    "test_watch_bad_filters_are_refused": "needs VALIDATION_FAILED naming the field: the wire's INVALID_ARGUMENT "
+    "carries a message only (and watch.check_changes has no sandboxd call)",
     "test_watch_directory_bounds_are_clear_4xx": "opens a client by transport name on a server of its own "
     "(sandboxd is not a registered client transport) and needs watch.check_changes/list (no sandboxd call)",
 }
