@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -78,6 +78,14 @@ class Inexpressible(Exception):
 
 class WireError(SandboxError):
     """An error the wire answered that maps to no one contract code for the operation."""
+
+
+async def _refused(error: Exception) -> AsyncGenerator[object, None]:
+    """A stream that fails with ``error`` when first read."""
+    nothing: tuple[object, ...] = ()
+    for item in nothing:
+        yield item
+    raise error
 
 
 def received() -> str:
@@ -145,25 +153,24 @@ class _Core:
 
     # ClientTransport --------------------------------------------------------------------------
 
+    #: What the wire expresses, by (service, operation): unary calls and streams (filled by
+    #: :class:`SandboxdClient`); any other operation is inexpressible.
+    calls: dict[tuple[str, str], Callable[[str, Mapping[str, object]], Awaitable[object]]]
+    streams: dict[tuple[str, str], Callable[[str, Mapping[str, object]], AsyncGenerator[object, None]]]
+
     async def call(self, service: str, operation: str, params: Mapping[str, object]) -> object:
         name = f"{service}.{operation}"
-        handler = getattr(self, f"_call_{service}_{operation}", None)
+        handler = self.calls.get((service, operation))
         if handler is None:
             raise Inexpressible(name, "no sandboxd call does this")
-        result: object = await handler(name, params)
-        return result
+        return await handler(name, params)
 
     def stream(self, service: str, operation: str, params: Mapping[str, object]) -> AsyncGenerator[object, None]:
         name = f"{service}.{operation}"
-        handler = getattr(self, f"_stream_{service}_{operation}", None)
+        handler = self.streams.get((service, operation))
         if handler is None:
-            return self._inexpressible_stream(name)
-        generator: AsyncGenerator[object, None] = handler(name, params)
-        return generator
-
-    async def _inexpressible_stream(self, name: str) -> AsyncGenerator[object, None]:
-        raise Inexpressible(name, "no sandboxd stream does this")
-        yield  # pragma: no cover  (makes this a generator)
+            return _refused(Inexpressible(name, "no sandboxd stream does this"))
+        return handler(name, params)
 
     # processes --------------------------------------------------------------------------------
 
@@ -585,3 +592,27 @@ def _result(result: Any) -> dict[str, object]:
 
 class SandboxdClient(_Core, _FilesMixin, _WatchMixin, _JupyterMixin):
     """The sandboxd wire as a :class:`~sandbox_core.transport.ClientTransport`."""
+
+    def __init__(self, grpc_target: str, rest_url: str, *, token: str | None = None, timeout: float = 60.0) -> None:
+        super().__init__(grpc_target, rest_url, token=token, timeout=timeout)
+        self.calls = {
+            ("processes", "write_stdin"): self._call_processes_write_stdin,
+            ("processes", "close_stdin"): self._call_processes_close_stdin,
+            ("processes", "signal"): self._call_processes_signal,
+            ("processes", "resize"): self._call_processes_resize,
+            ("commands", "execute"): self._call_commands_execute,
+            ("utils", "ping"): self._call_utils_ping,
+            ("files", "write"): self._call_files_write,
+            ("files", "read"): self._call_files_read,
+            ("files", "list_files"): self._call_files_list_files,
+            ("files", "exists"): self._call_files_exists,
+            ("files", "delete"): self._call_files_delete,
+            ("interpreter", "create_code_context"): self._call_interpreter_create_code_context,
+            ("interpreter", "list_code_contexts"): self._call_interpreter_list_code_contexts,
+            ("interpreter", "delete_code_context"): self._call_interpreter_delete_code_context,
+        }
+        self.streams = {
+            ("processes", "run_stream"): self._stream_processes_run_stream,
+            ("watch", "watch"): self._stream_watch_watch,
+            ("interpreter", "run_code"): self._stream_interpreter_run_code,
+        }
