@@ -183,7 +183,18 @@ class TestSandboxdFiles(SandboxdOverlap, FilesSuite):
 
 @skipping_inexpressible
 class TestSandboxdWatch(SandboxdOverlap, WatchSuite):
-    pass
+    @pytest.fixture
+    async def watched(self, sandbox: Sandbox) -> AsyncIterator[str]:
+        """The suite's fresh directory, under /tmp rather than in the workspace (``/`` here)."""
+        made = await sandbox.exec(
+            f'mkdir /tmp/watch-{uuid.uuid4().hex[:12]} && cd "$_" && pwd -P', session_id=SESSIONLESS
+        )
+        assert made.exit_code == 0, made
+        path = made.stdout.strip()
+        try:
+            yield path
+        finally:
+            await sandbox.exec(f"rm -rf '{path}'", session_id=SESSIONLESS)
 
 
 @skipping_inexpressible
