@@ -64,6 +64,7 @@ NOT_IN_SERVER = [
     "colorama",
     "better_exceptions",
     "anyio",  # only the files service's thread limiter uses it, on the first file operation
+    "prometheus_client",  # only the first scrape of /metrics loads it (metrics are counted in plain numbers)
 ]
 #: Modules of ours that belong to the client side only.
 CLIENT_MODULES = ["sandbox_core.contract.client", "sandbox_transport_http.client", "sandbox_transport_ws.client"]

@@ -9,6 +9,9 @@ transport streams) is one cheap call on its path, a no-op when metrics are off
 (``[server] metrics = false``). Transports say who they are with :data:`TRANSPORT` (set once
 per request or connection), which labels the exec durations with the transport that ran them.
 
+Counting is plain arithmetic on plain numbers: prometheus-client is imported, and its registry
+built, at the first scrape, so a server nobody scrapes never loads it (about 2.5 MB).
+
 Every metric the server exports is in :data:`CATALOGUE` (name, type, labels, help), from which
 the reference page is generated; a source for a metric outside it is an error (a third-party
 plugin passes its own :class:`MetricSpec`).
@@ -16,17 +19,18 @@ plugin passes its own :class:`MetricSpec`).
 
 from __future__ import annotations
 
+import bisect
 import contextvars
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
 
 log = structlog.get_logger("sandbox.metrics")
 
@@ -138,14 +142,82 @@ def _ignore(_: float) -> None:
     """What counting costs when metrics are off."""
 
 
-class _Sources(Collector):
-    """Reads the registered sources when the registry is scraped."""
+class _Histogram:
+    """One label set's exec durations: a count per bucket of :data:`EXEC_BUCKETS`, and their sum."""
+
+    __slots__ = ("counts", "created", "sum")
 
     def __init__(self) -> None:
-        self.sources: dict[str, tuple[MetricSpec, list[Callable[[], Reading]]]] = {}
+        self.counts = [0] * len(EXEC_BUCKETS)
+        self.sum = 0.0
+        self.created = time.time()  # exported as ``_created``, as prometheus-client's own do
 
-    def collect(self) -> Iterator[Metric]:
-        for spec, reads in list(self.sources.values()):
+    def observe(self, seconds: float) -> None:
+        self.sum += seconds
+        self.counts[bisect.bisect_left(EXEC_BUCKETS, seconds)] += 1  # the first bucket with le >= seconds
+
+
+class _Total:
+    """One label set's counter."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float) -> None:
+        self.value += amount
+
+
+class Metrics:
+    """One server's metrics. With ``enabled=False`` nothing is registered, counted or served."""
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._sources: dict[str, tuple[MetricSpec, list[Callable[[], Reading]]]] = {}
+        self._exec: dict[str, _Histogram] = {}  # by transport
+        self._bytes: dict[tuple[str, str], _Total] = {}  # by (transport, direction)
+        self._registry: CollectorRegistry | None = None  # made at the first scrape
+
+    def source(self, spec: MetricSpec, read: Callable[[], Reading]) -> None:
+        """Report ``spec``'s value(s) by calling ``read`` at each scrape (several sources of one
+        metric add their samples: one per transport, say). ``spec`` is one of :data:`CATALOGUE`
+        or a plugin's own (named ``sandbox_...``, not one of the catalogue's)."""
+        if not self.enabled:
+            return
+        known = CATALOGUE.get(spec.name)
+        if known is not None and known != spec:
+            raise ValueError(f"metric {spec.name} is in the catalogue with another type, labels or help")
+        if not spec.name.startswith("sandbox_") or spec.kind == "histogram":
+            raise ValueError(f"metric {spec.name}: a source reports a sandbox_ gauge or counter")
+        self._sources.setdefault(spec.name, (spec, []))[1].append(read)
+
+    def observe_exec(self, seconds: float) -> None:
+        """One foreground command's duration, labelled with the current :data:`TRANSPORT`."""
+        if not self.enabled:
+            return
+        transport = TRANSPORT.get()
+        histogram = self._exec.get(transport)
+        if histogram is None:
+            histogram = self._exec[transport] = _Histogram()
+        histogram.observe(seconds)
+
+    def byte_counter(self, transport: str, direction: Literal["in", "out"]) -> Callable[[float], None]:
+        """What a transport calls with each message's size (a no-op when metrics are off)."""
+        if not self.enabled:
+            return _ignore
+        total = self._bytes.get((transport, direction))
+        if total is None:
+            total = self._bytes[(transport, direction)] = _Total()
+        return total.inc
+
+    def _collect(self) -> Iterator[Metric]:
+        """Every family but the process collector's, read now."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+        from prometheus_client.samples import Sample
+
+        for spec, reads in list(self._sources.values()):
             family: GaugeMetricFamily | CounterMetricFamily
             if spec.kind == "counter":
                 family = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
@@ -162,59 +234,38 @@ class _Sources(Collector):
                 except Exception as exc:  # one source's failure leaves the others' values
                     log.warning("metrics.read_failed", metric=spec.name, error=repr(exc))
             yield family
-
-
-class Metrics:
-    """One server's metrics. With ``enabled=False`` nothing is registered, counted or served."""
-
-    def __init__(self, *, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.registry = CollectorRegistry(auto_describe=False)
-        self._sources = _Sources()
-        self._exec: dict[str, Callable[[float], None]] = {}
-        self._exec_histogram: Histogram | None = None
-        self._bytes: Counter | None = None
-        if enabled:
-            self.registry.register(self._sources)
-            ProcessCollector(namespace="sandbox", registry=self.registry)
-            self._exec_histogram = Histogram(
-                EXEC_DURATION.name,
-                EXEC_DURATION.help,
-                EXEC_DURATION.labels,
-                registry=self.registry,
-                buckets=EXEC_BUCKETS,
-            )
-            self._bytes = Counter(STREAM_BYTES.name, STREAM_BYTES.help, STREAM_BYTES.labels, registry=self.registry)
-
-    def source(self, spec: MetricSpec, read: Callable[[], Reading]) -> None:
-        """Report ``spec``'s value(s) by calling ``read`` at each scrape (several sources of one
-        metric add their samples: one per transport, say). ``spec`` is one of :data:`CATALOGUE`
-        or a plugin's own (named ``sandbox_...``, not one of the catalogue's)."""
-        if not self.enabled:
-            return
-        known = CATALOGUE.get(spec.name)
-        if known is not None and known != spec:
-            raise ValueError(f"metric {spec.name} is in the catalogue with another type, labels or help")
-        if not spec.name.startswith("sandbox_") or spec.kind == "histogram":
-            raise ValueError(f"metric {spec.name}: a source reports a sandbox_ gauge or counter")
-        self._sources.sources.setdefault(spec.name, (spec, []))[1].append(read)
-
-    def observe_exec(self, seconds: float) -> None:
-        """One foreground command's duration, labelled with the current :data:`TRANSPORT`."""
-        if self._exec_histogram is None:
-            return
-        transport = TRANSPORT.get()
-        observe = self._exec.get(transport)
-        if observe is None:
-            observe = self._exec[transport] = self._exec_histogram.labels(transport).observe
-        observe(seconds)
-
-    def byte_counter(self, transport: str, direction: Literal["in", "out"]) -> Callable[[float], None]:
-        """What a transport calls with each message's size (a no-op when metrics are off)."""
-        if self._bytes is None:
-            return _ignore
-        return self._bytes.labels(transport, direction).inc
+        durations = HistogramMetricFamily(EXEC_DURATION.name, EXEC_DURATION.help, labels=EXEC_DURATION.labels)
+        for transport, histogram in list(self._exec.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip(EXEC_BUCKETS, histogram.counts, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(cumulative)))
+            durations.add_metric([transport], buckets, histogram.sum)
+            created = Sample(f"{EXEC_DURATION.name}_created", {"transport": transport}, histogram.created)
+            durations.samples.append(created)
+        yield durations
+        moved = CounterMetricFamily(STREAM_BYTES.name, STREAM_BYTES.help, labels=STREAM_BYTES.labels)
+        for (transport, direction), total in list(self._bytes.items()):
+            moved.add_metric([transport, direction], total.value, created=total.created)
+        yield moved
 
     def exposition(self) -> tuple[bytes, str]:
         """The current values in the Prometheus text format, and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client import CollectorRegistry, ProcessCollector
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client.registry import Collector
+
+        if not self.enabled:
+            return b"", CONTENT_TYPE_LATEST
+        if self._registry is None:
+            collect = self._collect
+
+            class Families(Collector):
+                def collect(self) -> Iterator[Metric]:
+                    return collect()
+
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(Families())
+            ProcessCollector(namespace="sandbox", registry=registry)
+            self._registry = registry
+        return generate_latest(self._registry), CONTENT_TYPE_LATEST
