@@ -215,3 +215,35 @@ def test_root_delete(rest: httpx.Client, sandboxd_server: ServerProcess) -> None
     assert rest.delete("/v1/files/", params={"recursive": "true"}).status_code == 204
     assert os.path.isdir(sandboxd_server.workspace) and os.listdir(sandboxd_server.workspace) == []
     assert rest.get("/v1/files/").json() == {"path": "/", "entries": []}
+
+
+def test_get_serves_one_byte_range(rest: httpx.Client) -> None:
+    """``Range: bytes=...`` as sandboxd's http.ServeContent serves it: 206 with Content-Range for
+    one satisfiable range (first-last, first-, the last n), 416 past the end, the whole file for
+    what it does not serve (several ranges, another unit, a malformed value)."""
+    body = bytes(range(256)) * 40  # 10240 bytes
+    assert rest.put("/v1/files/ranged.bin", content=body).status_code == 204
+    whole = rest.get("/v1/files/ranged.bin")
+    assert whole.status_code == 200 and whole.headers["accept-ranges"] == "bytes" and whole.content == body
+    for value, start, end in (
+        ("bytes=0-9", 0, 10),
+        ("bytes=10000-", 10000, 10240),
+        ("bytes=-100", 10140, 10240),
+        ("bytes=100-99999", 100, 10240),
+        ("bytes=-99999", 0, 10240),
+        ("bytes=5-5", 5, 6),
+    ):
+        part = rest.get("/v1/files/ranged.bin", headers={"Range": value})
+        assert part.status_code == 206, (value, part.text)
+        assert part.content == body[start:end], value
+        assert part.headers["content-range"] == f"bytes {start}-{end - 1}/10240", value
+        assert part.headers["content-length"] == str(end - start)
+    head = rest.head("/v1/files/ranged.bin", headers={"Range": "bytes=1-2"})
+    assert head.status_code == 206 and head.headers["content-length"] == "2" and head.content == b""
+    for value in ("bytes=10240-", "bytes=99999-100000", "bytes=-0"):
+        refused = rest.get("/v1/files/ranged.bin", headers={"Range": value})
+        assert refused.status_code == 416, value
+        assert refused.headers["content-range"] == "bytes */10240" and refused.json()["code"] == "INVALID_ARGUMENT"
+    for value in ("bytes=0-1,5-6", "items=0-1", "bytes=9-3", "bytes=x-", "bytes=-"):
+        ignored = rest.get("/v1/files/ranged.bin", headers={"Range": value})
+        assert ignored.status_code == 200 and ignored.content == body, value

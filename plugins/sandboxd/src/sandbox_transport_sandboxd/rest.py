@@ -103,6 +103,42 @@ def _query(scope: dict[str, Any]) -> dict[str, str]:
     return dict(pairs)
 
 
+def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+#: :func:`byte_range`'s answer for a range the file cannot satisfy (416).
+UNSATISFIABLE = (-1, -1)
+
+_RANGE = re.compile(rb"bytes=(\d{0,19})-(\d{0,19})")
+
+
+def byte_range(value: bytes, size: int) -> tuple[int, int] | None:
+    """The ``[start, end)`` of one ``Range: bytes=a-b`` (``a-``, ``-n`` suffix) of a file of
+    ``size`` bytes, as sandboxd's http.ServeContent reads it; :data:`UNSATISFIABLE` when it starts
+    past the end; None (the whole file, 200) for anything else: several ranges, another unit, a
+    malformed value (a server may ignore a Range it does not serve, RFC 9110 14.2)."""
+    found = _RANGE.fullmatch(value.strip())
+    if found is None:
+        return None
+    first, last = found.group(1), found.group(2)
+    if not first:  # the last n bytes
+        if not last:
+            return None
+        count = int(last)
+        return (max(size - count, 0), size) if count > 0 and size > 0 else UNSATISFIABLE
+    start = int(first)
+    end = int(last) + 1 if last else size
+    if last and end <= start:
+        return None
+    if start >= size:
+        return UNSATISFIABLE
+    return start, min(end, size)
+
+
 def _file_path(raw_path: bytes) -> str:
     """The ``{path}`` of ``/v1/files/{path}``, percent-decoded once (empty: the root); 400 for
     bad percent-encoding, bytes that are not UTF-8, a NUL or an absurd length."""
@@ -164,7 +200,7 @@ class FilesApi:
                 path = _file_path(raw_path) if raw_path != FILES else ""
                 resolved = await self.confine(path)
                 if method in ("GET", "HEAD"):
-                    await self.get(resolved, send, receive, head=head)
+                    await self.get(resolved, send, receive, head=head, wanted=_header(scope, b"range"))
                 elif method == "PUT":
                     await self.put(resolved, scope, receive, send)
                 else:
@@ -217,22 +253,40 @@ class FilesApi:
             raise error_from_code(first.code or ErrorCode.FILESYSTEM_ERROR, first.error)
         raise SandboxError(ErrorCode.FILESYSTEM_ERROR, f"Cannot read {resolved}")
 
-    async def get(self, resolved: str, send: Any, receive: Any, *, head: bool) -> None:
+    async def get(self, resolved: str, send: Any, receive: Any, *, head: bool, wanted: bytes | None) -> None:
         meta = await self.probe(resolved)
         if meta is None:
             await _json(send, 200, await self.listing(resolved), head=head)
             return
-        headers = [(b"content-type", b"application/octet-stream"), (b"content-length", str(meta.size).encode())]
+        size = meta.size
+        span = byte_range(wanted, size) if wanted is not None else None
+        if span == UNSATISFIABLE and wanted is not None:
+            raise Response(
+                416,
+                {"code": "INVALID_ARGUMENT", "message": f"Range {wanted.decode('latin-1')!r} is outside the file"},
+                ((b"content-range", f"bytes */{size}".encode()),),
+            )
+        status, start, length = (206, span[0], span[1] - span[0]) if span is not None else (200, 0, size)
+        headers = [
+            (b"content-type", b"application/octet-stream"),
+            (b"content-length", str(length).encode()),
+            (b"accept-ranges", b"bytes"),
+        ]
+        if status == 206:
+            headers.append((b"content-range", f"bytes {start}-{start + length - 1}/{size}".encode()))
         if head:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
-        data = self.registry.stream("files", "read_bytes", {"path": resolved})
+        params: dict[str, Any] = {"path": resolved}
+        if status == 206:
+            params.update(offset=start, length=length)
+        data = self.registry.stream("files", "read_bytes", params)
         try:
             first = await anext(data, b"")  # a file that cannot be read fails here, before the answer
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             # from here on an error cannot be answered: the body ends short, the connection closes
-            sending = asyncio.ensure_future(self._send_file(send, first, data, meta.size))
+            sending = asyncio.ensure_future(self._send_file(send, first, data, length))
             watch = asyncio.ensure_future(_until_disconnect(receive))
             try:
                 await asyncio.wait((sending, watch), return_when=asyncio.FIRST_COMPLETED)
