@@ -77,3 +77,4 @@ _._setup_pipe_out
 _.intercept_service  # grpc.aio.ServerInterceptor: grpc calls it for every incoming call
 _.injected_api_client  # the agent-sandbox SDK's Sandbox reads it from its Kubernetes helper (tests/sandboxd NoCluster)
 _.get_sandbox  # the agent-sandbox SDK's Sandbox calls it on its Kubernetes helper (tests/sandboxd NoCluster)
+_.intercept_stream_stream  # grpc.StreamStreamClientInterceptor: grpc calls it for every streaming call (tests/sandboxd)

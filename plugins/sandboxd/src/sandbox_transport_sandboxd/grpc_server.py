@@ -117,41 +117,47 @@ def _method_handler(path: str, rpc: Rpc) -> Handler:
     )
 
 
-def _denied(streaming: bool) -> Handler:
+def _denied(request_streaming: bool, response_streaming: bool) -> Handler:
+    """A handler of that kind that refuses the call: UNAUTHENTICATED."""
     message = "Authentication required: send metadata authorization: Bearer <token>"
 
     async def deny(request: Any, context: Context) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    if streaming:
+    if request_streaming and response_streaming:
+        return grpc.stream_stream_rpc_method_handler(deny)
+    if request_streaming:
+        return grpc.stream_unary_rpc_method_handler(deny)
+    if response_streaming:
         return grpc.unary_stream_rpc_method_handler(deny)
     return grpc.unary_unary_rpc_method_handler(deny)
 
 
 class TokenCheck(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Every call needs the server's token (when it has one) in its metadata, ``authorization``
-    or ``x-forwarded-authorization`` (what passes the agent-sandbox router): ``Bearer <token>``."""
+    or ``x-forwarded-authorization`` (what passes the agent-sandbox router): ``Bearer <token>``.
+    A call without it is refused by a handler of its method's kind (unary or streaming either way)."""
 
-    def __init__(self, policy: EdgePolicy, streaming: dict[str, bool]) -> None:
+    def __init__(self, policy: EdgePolicy) -> None:
         self.policy = policy
-        self.deny = {kind: _denied(kind) for kind in (False, True)}
-        self.streaming = streaming
+        self.deny = {(a, b): _denied(a, b) for a in (False, True) for b in (False, True)}
 
-    async def intercept_service(
+    async def intercept_service(  # type: ignore[override]  # grpc-stubs: a lookup may find no handler
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         details: grpc.HandlerCallDetails,
-    ) -> Handler:
+    ) -> Handler | None:
+        handler = await continuation(details)  # a lookup: None for a method nobody serves
         metadata = details.invocation_metadata or ()
         headers = [(key.encode(), value if isinstance(value, bytes) else value.encode()) for key, value in metadata]
-        if self.policy.authorized_headers(headers):
-            return await continuation(details)
-        return self.deny[self.streaming.get(details.method, False)]
+        if handler is None or self.policy.authorized_headers(headers):
+            return handler
+        return self.deny[(handler.request_streaming, handler.response_streaming)]
 
 
 def build_server(policy: EdgePolicy, settings: SandboxdSettings, services: Sequence[GrpcService]) -> grpc.aio.Server:
-    """A server with every method of ``services``, not yet bound nor started."""
-    streaming = {f"/{s.name}/{r.name}": r.streaming for s in services for r in s.rpcs}
+    """A server with every method of ``services`` (and, with ``settings.reflection``, gRPC server
+    reflection describing them), not yet bound nor started."""
     options = [
         ("grpc.so_reuseport", 0),  # a port in use is an error, never a second server sharing it
         ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
@@ -161,10 +167,17 @@ def build_server(policy: EdgePolicy, settings: SandboxdSettings, services: Seque
         ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
         ("grpc.http2.min_ping_interval_without_data_ms", 5000),
     ]
-    server = grpc.aio.server(interceptors=[TokenCheck(policy, streaming)], options=options)
+    server = grpc.aio.server(interceptors=[TokenCheck(policy)], options=options)
     for service in services:
         handlers = {rpc.name: _method_handler(f"/{service.name}/{rpc.name}", rpc) for rpc in service.rpcs}
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.name, handlers),))
+    if settings.reflection:
+        from grpc_reflection.v1alpha import reflection
+
+        from .descriptors import spec_pool
+
+        names = [service.name for service in services]
+        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server, pool=spec_pool())
     return server
 
 

@@ -37,3 +37,6 @@ class SandboxdSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     keepalive_timeout_s: Annotated[float, Meta(gt=0)] = 20.0
     #: at shutdown, calls in progress get this long before they are cancelled
     grace_s: Annotated[float, Meta(ge=0)] = 2.0
+    #: gRPC server reflection (what ``grpcurl`` lists and describes), as sandboxd serves it;
+    #: with a token, it needs the token like every call
+    reflection: bool = True
