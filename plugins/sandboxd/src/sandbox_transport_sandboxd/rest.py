@@ -34,7 +34,7 @@ from sandbox_core.errors import ErrorCode, SandboxError, error_from_code, valida
 from sandbox_core.intake import Hold, stream_body
 from sandbox_core.transport import ServerContext
 
-from .errors import mapped
+from .errors import INVALID, mapped
 from .settings import SandboxdSettings
 
 #: Answered without the token (the kubelet's probe has none).
@@ -263,7 +263,7 @@ class FilesApi:
         if span == UNSATISFIABLE and wanted is not None:
             raise Response(
                 416,
-                {"code": "INVALID_ARGUMENT", "message": f"Range {wanted.decode('latin-1')!r} is outside the file"},
+                {"code": INVALID.code, "message": f"Range {wanted.decode('latin-1')!r} is outside the file"},
                 ((b"content-range", f"bytes */{size}".encode()),),
             )
         status, start, length = (206, span[0], span[1] - span[0]) if span is not None else (200, 0, size)
