@@ -34,3 +34,11 @@ def channel(sandboxd_server: ServerProcess) -> Iterator[grpc.Channel]:
     """A plain gRPC channel to the module's server's gRPC listener."""
     with grpc.insecure_channel(grpc_target(sandboxd_server)) as chan:
         yield chan
+
+
+@pytest.fixture(scope="module")
+def pb() -> Any:
+    """The official SDK's own generated ``process.v1`` messages."""
+    from k8s_agent_sandbox.commands._process_stubs import process_pb2
+
+    return process_pb2

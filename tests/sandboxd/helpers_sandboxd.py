@@ -10,6 +10,7 @@ import grpc
 from google.protobuf.message import Message
 
 from sandbox_core.testing import ServerProcess
+from sandbox_core.testing.procs import cmdline, descendants
 
 
 def listener_port(server: ServerProcess, name: str) -> int:
@@ -59,3 +60,8 @@ def server_stream(channel: grpc.Channel, path: str, request: type[Message], resp
     return channel.unary_stream(
         path, request_serializer=request.SerializeToString, response_deserializer=response.FromString
     )
+
+
+def marked(server: ServerProcess, marker: str) -> list[int]:
+    """The server's descendants whose command line holds ``marker``."""
+    return [pid for pid in descendants(server.pid) if marker in " ".join(cmdline(pid) or [])]

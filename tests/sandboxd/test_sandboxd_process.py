@@ -13,10 +13,9 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.empty_pb2 import Empty
-from helpers_sandboxd import grpc_target
+from helpers_sandboxd import grpc_target, marked
 
 from sandbox_core.testing import ServerProcess
-from sandbox_core.testing.procs import cmdline, descendants
 
 TIMEOUT = 30  # every call's deadline: a hang fails the test, never the run
 
@@ -27,13 +26,6 @@ def sandboxd_server() -> Iterator[ServerProcess]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def pb() -> Any:
-    from k8s_agent_sandbox.commands._process_stubs import process_pb2
-
-    return process_pb2
-
-
 @pytest.fixture
 def stub(sandboxd_server: ServerProcess) -> Iterator[Any]:
     """The SDK's generated ``ProcessServiceStub`` on a channel of this test's own."""
@@ -41,11 +33,6 @@ def stub(sandboxd_server: ServerProcess) -> Iterator[Any]:
 
     with grpc.insecure_channel(grpc_target(sandboxd_server)) as channel:
         yield process_pb2_grpc.ProcessServiceStub(channel)
-
-
-def marked(server: ServerProcess, marker: str) -> list[int]:
-    """The server's descendants whose command line holds ``marker``."""
-    return [pid for pid in descendants(server.pid) if marker in " ".join(cmdline(pid) or [])]
 
 
 def wait_marked(server: ServerProcess, marker: str, present: bool, within: float = 15.0) -> list[int]:

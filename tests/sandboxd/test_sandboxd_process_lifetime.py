@@ -13,10 +13,10 @@ from typing import Any
 
 import grpc
 import pytest
-from helpers_sandboxd import grpc_target
+from helpers_sandboxd import grpc_target, marked
 
 from sandbox_core.testing import ServerProcess
-from sandbox_core.testing.procs import Proc, cmdline, descendants, status_kib, still_alive
+from sandbox_core.testing.procs import Proc, status_kib, still_alive
 
 TIMEOUT = 60  # every call's deadline: a hang fails the test, never the run
 LIMITS = {"execute_max_output_bytes": 64 * 1024, "max_receive_message_bytes": 64 * 1024, "grace_s": 1.0}
@@ -28,22 +28,10 @@ def sandboxd_server() -> Iterator[ServerProcess]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def pb() -> Any:
-    from k8s_agent_sandbox.commands._process_stubs import process_pb2
-
-    return process_pb2
-
-
 def make_stub(channel: grpc.Channel) -> Any:
     from k8s_agent_sandbox.commands._process_stubs import process_pb2_grpc
 
     return process_pb2_grpc.ProcessServiceStub(channel)
-
-
-def marked(server: ServerProcess, marker: str) -> list[int]:
-    """The server's descendants whose command line holds ``marker``."""
-    return [pid for pid in descendants(server.pid) if marker in " ".join(cmdline(pid) or [])]
 
 
 def wait_marked(server: ServerProcess, marker: str, count: int, within: float = 15.0) -> list[int]:

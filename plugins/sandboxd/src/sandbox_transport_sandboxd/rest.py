@@ -30,6 +30,7 @@ from sandbox_core.contract.models.files import (
     FileMetadataEvent,
     ListFilesResult,
 )
+from sandbox_core.edge import header
 from sandbox_core.errors import ErrorCode, SandboxError, error_from_code, validation_error
 from sandbox_core.intake import Hold, stream_body
 from sandbox_core.transport import ServerContext
@@ -101,13 +102,6 @@ def _query(scope: dict[str, Any]) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError):
         raise validation_error("the query string is not valid percent-encoded UTF-8", "query") from None
     return dict(pairs)
-
-
-def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return bytes(value)
-    return None
 
 
 #: :func:`byte_range`'s answer for a range the file cannot satisfy (416).
@@ -200,7 +194,7 @@ class FilesApi:
                 path = _file_path(raw_path) if raw_path != FILES else ""
                 resolved = await self.confine(path)
                 if method in ("GET", "HEAD"):
-                    await self.get(resolved, send, receive, head=head, wanted=_header(scope, b"range"))
+                    await self.get(resolved, send, receive, head=head, wanted=header(scope["headers"], b"range"))
                 elif method == "PUT":
                     await self.put(resolved, scope, receive, send)
                 else:
@@ -401,16 +395,16 @@ class FilesApi:
 
 def _boundary(scope: dict[str, Any]) -> bytes | None:
     """The boundary of a ``multipart/form-data`` body; None for any other (a raw body)."""
-    for name, value in scope.get("headers", ()):
-        if name.lower() == b"content-type":
-            kind, options = parse_options_header(value)
-            if kind != b"multipart/form-data":
-                return None
-            boundary = options.get(b"boundary")
-            if not boundary:
-                raise validation_error("a multipart/form-data body needs a boundary", "content-type")
-            return boundary
-    return None
+    value = header(scope["headers"], b"content-type")
+    if value is None:
+        return None
+    kind, options = parse_options_header(value)
+    if kind != b"multipart/form-data":
+        return None
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise validation_error("a multipart/form-data body needs a boundary", "content-type")
+    return boundary
 
 
 class _FilePart:
